@@ -1,0 +1,25 @@
+"""A wider multilayer perceptron baseline (784-512-256-128-10) with dropout."""
+import torch
+from torch import nn
+
+from architectures import register
+
+
+class WideMLP(nn.Module):
+    """Three ReLU hidden layers of 512, 256 and 128 units, each followed by dropout."""
+
+    def __init__(self, dropout: float = 0.2):
+        super().__init__()
+        widths = [28 * 28, 512, 256, 128]
+        hidden = [
+            module
+            for n_in, n_out in zip(widths, widths[1:])
+            for module in (nn.Linear(n_in, n_out), nn.ReLU(inplace=True), nn.Dropout(dropout))
+        ]
+        self.layers = nn.Sequential(nn.Flatten(), *hidden, nn.Linear(128, 10))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+register("mlp_wide", WideMLP, "Multilayer perceptron 784-512-256-128-10 (ReLU, dropout)")

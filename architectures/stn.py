@@ -1,0 +1,53 @@
+"""Affine spatial transformer in front of LeNet-5-3, as in the seed study (276,268 parameters)."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from architectures import register
+from architectures._init import study_init
+from architectures.lenet53 import LeNet53
+from architectures.sampling import bilinear_sample
+
+
+def localisation_net(channels: int) -> nn.Sequential:
+    """The study's localisation features: 28x28 digit -> ``channels`` features (N, channels)."""
+    return nn.Sequential(
+        nn.Conv2d(1, 8, 7, bias=False),
+        nn.BatchNorm2d(8),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(8, 10, 5, bias=False),
+        nn.BatchNorm2d(10),
+        nn.MaxPool2d(2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(10, channels, 1, bias=False),
+        nn.BatchNorm2d(channels),
+        nn.ReLU(inplace=True),
+        nn.AvgPool2d(3),
+        nn.Flatten(),
+    )
+
+
+class STN(nn.Module):
+    """Regresses an affine transform of the input, resamples it, and classifies with LeNet-5-3."""
+
+    def __init__(self, hidden: int = 128, dropout: float = 0.25):
+        super().__init__()
+        self.localisation = localisation_net(128)
+        self.theta = nn.Linear(128, 6)
+        self.classifier = LeNet53(hidden, dropout)
+        self.apply(study_init)
+        nn.init.zeros_(self.theta.weight)
+        with torch.no_grad():
+            self.theta.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, 1, 28, 28) resampled by its regressed affine transform."""
+        theta = self.theta(self.localisation(x)).view(-1, 2, 3)
+        return bilinear_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.transform(x))
+
+
+register("stn", STN, "Affine spatial transformer + LeNet-5-3 (the seed study's STN)")

@@ -1,0 +1,218 @@
+"""The ``gridsearch`` command line: run, plan, status, trials, best and query."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import pandas as pd
+
+from gridsearch.errors import UserError
+from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir
+
+PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
+DEFAULT_MAX_TRIALS = 10_000
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gridsearch", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help)
+        sub.add_argument("--db", default=DEFAULT_DB,
+                         help="results database: a file path or any SQLAlchemy URL (default: %(default)s)")
+        return sub
+
+    run = command("run", "run a sweep file (again to resume it)")
+    run.add_argument("sweep_file", type=Path)
+    run.add_argument("--data-dir", type=Path, default=None,
+                     help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
+    run.add_argument("--workers", type=_positive_int, default=1, help="trials run in parallel (default: 1)")
+    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--artifacts", default=None,
+                     help="folder for run folders and checkpoints (default: runs/ beside the database)")
+    run.add_argument("--retry-failed", action="store_true", help="run failed and timed-out trials again")
+    run.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
+                     help="refuse grids larger than this (default: %(default)s)")
+    run.add_argument("--plain", action="store_true", help="log lines instead of the live display")
+
+    plan = command("plan", "dry run: the expanded grid and which trials are done or pending")
+    plan.add_argument("sweep_file", type=Path)
+    plan.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS)
+    _format_option(plan)
+
+    command("status", "every sweep in the database with its trial counts")
+
+    trials = command("trials", "the trials of a sweep, best first")
+    trials.add_argument("sweep")
+    trials.add_argument("--top", type=_positive_int, default=None, help="show only the best N")
+    _format_option(trials)
+
+    best = command("best", "the selected trial of a sweep and its test evaluation")
+    best.add_argument("sweep")
+    best.add_argument("--format", choices=("table", "json"), default="table")
+
+    query = command("query", "run one read-only SQL statement on the database")
+    query.add_argument("sql")
+    _format_option(query)
+    return parser
+
+
+def _format_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of ``python -m gridsearch`` and the ``gridsearch`` console script."""
+    args = build_parser().parse_args(argv)
+    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "trials": cmd_trials,
+               "best": cmd_best, "query": cmd_query}[args.command]
+    try:
+        return handler(args)
+    except UserError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:  # e.g. `gridsearch trials x | head`
+        return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gridsearch.data import default_data_dir, prepare
+    from gridsearch.scheduler import Coordinator, RunOptions, resolve_device
+    from gridsearch.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep_file, args.max_trials)
+    storage = Storage(args.db)
+    data_dir = args.data_dir or default_data_dir()
+    prepare(data_dir)
+    options = RunOptions(data_dir=data_dir, artifacts=artifacts_dir(args.db, args.artifacts),
+                         workers=args.workers, device=resolve_device(args.device),
+                         retry_failed=args.retry_failed, live=False if args.plain else None)
+    outcome = Coordinator(storage, sweep, options).run()
+    if outcome.interrupted:
+        return 130
+    print(_format(_percent(storage.trials_table(sweep.name).head(5)), "table"))
+    for note in outcome.notes:
+        print(note)
+    if outcome.selected is None:
+        return 1
+    print(_selected_line(storage, sweep.name))
+    return 0
+
+
+def _selected_line(storage: Storage, sweep: str) -> str:
+    row = storage.sweep(sweep)
+    trial = storage.trial(row.selected_trial)
+    test = storage.evaluation(trial.key, "test")
+    params = json.loads(trial.config)["params"]
+    gridded = " ".join(f"{name}={params[name]}" for name in json.loads(row.gridded_params))
+    return (f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch "
+            f"{trial.best_epoch}; test {test.accuracy:.3%} ({test.errors} errors in {test.samples})")
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    from gridsearch.sweep import load_sweep
+
+    sweep = load_sweep(args.sweep_file, args.max_trials)
+    trials = list(sweep.trials())
+    known: dict[str, str] = {}
+    try:
+        storage = Storage(args.db, readonly=True)
+        known = {key: storage.trial(key).status for key in (t.key for t in trials) if storage.trial(key)}
+    except UserError:
+        pass  # no database yet: every trial is new
+    records = [{"key": t.key, **{name: t.params[name] for name in sweep.gridded_params}, "seed": t.seed,
+                "status": known.get(t.key, "new")} for t in trials]
+    table = pd.DataFrame.from_records(records)
+    print(_format(table, args.format))
+    if args.format == "table":
+        counts = table["status"].value_counts()
+        print(f"\n{sweep.name}: {len(table)} trials of {sweep.architecture} "
+              + ", ".join(f"{n} {status}" for status, n in counts.items()))
+    return 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    table = Storage(args.db, readonly=True).status_table()
+    if table.empty:
+        print("no sweeps yet")
+        return 0
+    print(_format(table, "table"))
+    return 0
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    table = Storage(args.db, readonly=True).trials_table(args.sweep)
+    if args.top:
+        table = table.head(args.top)
+    print(_format(_percent(table) if args.format == "table" else table, args.format))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    storage = Storage(args.db, readonly=True)
+    row = storage.sweep(args.sweep)
+    if row.selected_trial is None:
+        statuses = [t.status for t in storage.trials(args.sweep)]
+        finished = sum(s in ("done", "failed", "timeout") for s in statuses)
+        print(f"sweep {args.sweep} has no selected trial yet ({finished} of {len(statuses)} trials finished)")
+        return 1
+    trial = storage.trial(row.selected_trial)
+    test = storage.evaluation(trial.key, "test")
+    config = json.loads(trial.config)
+    report = {"sweep": row.name, "trial": trial.key, "architecture": trial.architecture,
+              "select": row.select_metric, "best_epoch": trial.best_epoch,
+              "val_accuracy": trial.val_accuracy, "val_loss": trial.val_loss, "params": config["params"],
+              "seed": trial.seed, "test": None}
+    if test is not None:
+        report["test"] = {"accuracy": test.accuracy, "loss": test.loss, "errors": test.errors,
+                          "samples": test.samples, "confusion": json.loads(test.confusion)}
+    if args.format == "json":
+        print(json.dumps(report, indent=2))
+        return 0
+    print(_selected_line(storage, args.sweep))
+    print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
+    for name, value in config["params"].items():
+        print(f"  {name}: {value}")
+    if test is not None:
+        confusion = pd.DataFrame(report["test"]["confusion"])
+        confusion.index.name = "true\\pred"
+        print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
+        print(confusion.to_string())
+    return 0
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    print(_format(Storage(args.db, readonly=True).query(args.sql), args.format))
+    return 0
+
+
+def _percent(table: pd.DataFrame) -> pd.DataFrame:
+    table = table.copy()
+    for column in PERCENT_COLUMNS:
+        if column in table:
+            table[column] = table[column].map(lambda v: f"{v:.3%}" if pd.notna(v) else "")
+    return table
+
+
+def _format(table: pd.DataFrame, fmt: str) -> str:
+    if fmt == "csv":
+        return table.to_csv(index=False).rstrip("\n")
+    if fmt == "json":
+        return table.to_json(orient="records", indent=2)
+    if table.empty:
+        return "(no rows)"
+    return table.to_string(index=False, na_rep="")

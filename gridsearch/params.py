@@ -1,0 +1,88 @@
+"""The trainer's sweep parameters: type, default and allowed values of each.
+
+Architecture parameters come from the builders' signatures (see ``architectures``); this module
+declares everything the training loop itself reads, so that sweep files can be validated before
+anything runs.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Param:
+    """One sweep parameter: its type, default and the rule its values must follow."""
+
+    type: type
+    default: Any
+    rule: str = ""
+    """Human-readable rule, shown in errors (e.g. "> 0")."""
+    check: Callable[[Any], bool] | None = None
+    choices: tuple[str, ...] = ()
+
+    def coerce(self, value: Any) -> Any:
+        """``value`` converted to this param's canonical type; ``ValueError`` with a reason if invalid."""
+        value = coerce_type(value, self.type)
+        if self.choices and value not in self.choices:
+            raise ValueError(f"must be one of {', '.join(self.choices)}, got {value!r}")
+        if self.check is not None and not self.check(value):
+            raise ValueError(f"must be {self.rule}, got {value!r}")
+        return value
+
+
+def coerce_type(value: Any, expected: type) -> Any:
+    """``value`` as ``expected`` (int, float, bool, str or a (low, high) float range); ``ValueError`` if not."""
+    name = RANGE_NAME if expected is FloatRange else expected.__name__
+    if expected is bool:
+        if isinstance(value, bool):
+            return value
+    elif expected is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+    elif expected is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if not math.isfinite(value):
+                raise ValueError(f"must be a finite number, got {value!r}")
+            return float(value)
+    elif expected is str:
+        if isinstance(value, str):
+            return value
+    elif expected is FloatRange:
+        if isinstance(value, (list, tuple)) and len(value) == 2:
+            low, high = (coerce_type(v, float) for v in value)
+            if low <= high:
+                return [low, high]
+    raise ValueError(f"must be {name}, got {type(value).__name__} {value!r}")
+
+
+class FloatRange:
+    """Marker type for a ``[low, high]`` pair of floats (e.g. a zoom range)."""
+
+
+RANGE_NAME = "a [low, high] pair of numbers"
+
+
+def positive(value: float) -> bool:
+    return value > 0
+
+
+def non_negative(value: float) -> bool:
+    return value >= 0
+
+
+TRAINER_PARAMS: dict[str, Param] = {
+    "epochs": Param(int, 10, "> 0", positive),
+    "batch_size": Param(int, 86, "> 0", positive),
+    "optimizer": Param(str, "sgd", choices=("sgd", "adam")),
+    "lr": Param(float, 0.01, "> 0", positive),
+    "momentum": Param(float, 0.9, "in [0, 1)", lambda v: 0 <= v < 1),
+    "nesterov": Param(bool, True),
+    "weight_decay": Param(float, 0.0005, ">= 0", non_negative),
+    "patience": Param(int, 40, ">= 0", non_negative),
+    "lr_gamma": Param(float, 0.78, "in (0, 1]", lambda v: 0 < v <= 1),
+    "lr_step": Param(float, 5.0, "> 0", positive),
+    "lr_min": Param(float, 0.01, "in [0, 1]", lambda v: 0 <= v <= 1),
+}
+"""Parameters every architecture accepts; the study's recipe is the default."""

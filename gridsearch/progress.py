@@ -1,0 +1,104 @@
+"""Progress of a running sweep: a live rich display on a terminal, plain log lines otherwise."""
+from __future__ import annotations
+
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+
+
+class SweepProgress:
+    """Counts of trials by state plus the current epoch of each running trial.
+
+    ``live=None`` picks the rich display when stderr is a terminal.
+    """
+
+    def __init__(self, sweep: str, statuses: dict[str, str], workers: int, live: bool | None = None):
+        self.sweep = sweep
+        self.statuses = dict(statuses)
+        self.workers = workers
+        self.finish_times: list[float] = []
+        self.started = time.monotonic()
+        self.console = Console(stderr=True)
+        self.live = self.console.is_terminal if live is None else live
+        self.trial_tasks: dict[str, TaskID] = {}
+        self.labels: dict[str, str] = {}
+        if self.live:
+            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TimeRemainingColumn(), console=self.console)
+            self.overall = self.bars.add_task(self._summary(), total=len(statuses), completed=self._finished())
+            self.bars.start()
+        else:
+            self._log(self._summary())
+
+    def _finished(self) -> int:
+        return sum(status in ("done", "failed", "timeout") for status in self.statuses.values())
+
+    def _summary(self) -> str:
+        counts = Counter(self.statuses.values())
+        parts = [f"{counts[s]} {s}" for s in ("done", "running", "failed", "timeout") if counts[s]]
+        waiting = counts["pending"] + counts["interrupted"]
+        parts.append(f"{waiting} pending")
+        return f"{self.sweep}: " + " · ".join(parts)
+
+    def _eta(self) -> str:
+        remaining = len(self.statuses) - self._finished()
+        if not self.finish_times or not remaining:
+            return ""
+        per_trial = (time.monotonic() - self.started) / len(self.finish_times)
+        seconds = per_trial * remaining / max(1, min(self.workers, remaining))
+        return f" · ETA {_duration(seconds)}"
+
+    def _log(self, message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def trial_started(self, key: str, label: str, epochs: int) -> None:
+        self.statuses[key] = "running"
+        self.labels[key] = label
+        if self.live:
+            self.trial_tasks[key] = self.bars.add_task(f"  {key[:8]} {label}", total=epochs)
+            self.bars.update(self.overall, description=self._summary())
+        else:
+            self._log(f"trial {key} {label} started")
+
+    def epoch(self, key: str, metrics: dict[str, Any], epochs: int) -> None:
+        text = (f"epoch {metrics['epoch'] + 1}/{epochs} · val {metrics['val_accuracy']:.2%}"
+                f" · loss {metrics['train_loss']:.4f}")
+        if self.live and key in self.trial_tasks:
+            self.bars.update(self.trial_tasks[key], completed=metrics["epoch"] + 1,
+                             description=f"  {key[:8]} {self.labels[key]} · {text}")
+        elif not self.live:
+            self._log(f"trial {key} {text}")
+
+    def trial_finished(self, key: str, status: str, detail: str) -> None:
+        self.statuses[key] = status
+        if status in ("done", "failed", "timeout"):
+            self.finish_times.append(time.monotonic())
+        if self.live:
+            if key in self.trial_tasks:
+                self.bars.remove_task(self.trial_tasks.pop(key))
+            self.bars.update(self.overall, description=self._summary(), completed=self._finished())
+            if status != "done":
+                self.console.print(f"[yellow]trial {key} {self.labels.get(key, '')} {status}: {detail}")
+        else:
+            self._log(f"trial {key} {status}: {detail}")
+            self._log(self._summary() + self._eta())
+
+    def message(self, text: str) -> None:
+        if self.live:
+            self.console.print(text)
+        else:
+            self._log(text)
+
+    def close(self) -> None:
+        if self.live:
+            self.bars.stop()
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -1,0 +1,363 @@
+"""The coordinator: runs a sweep's trials in a pool of worker processes and records what they report.
+
+It is the database's only writer during a run. It claims each trial atomically (so two ``run``
+commands never train the same trial), starts a worker as soon as a slot frees, renews the leases of
+its running trials, and, when every trial is finished, selects the best one and has it evaluated
+once on the test set. Ctrl-C, SIGTERM or a crash leave trials 'interrupted' or 'running' with a
+stale lease; the next ``run`` resumes them from their last epoch checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from gridsearch import __version__
+from gridsearch.errors import UserError
+from gridsearch.progress import SweepProgress
+from gridsearch.schema import UNFINISHED, TrialRow
+from gridsearch.storage import Owner, Storage
+from gridsearch.sweep import SELECT_METRICS, Sweep
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HEARTBEAT_SECONDS = 10.0
+POLL_SECONDS = 0.5
+MAX_RESTARTS = 2
+"""How often one run restarts a trial whose worker was killed from outside, before calling it failed."""
+STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+
+@dataclass
+class RunOptions:
+    """How to run a sweep: parallelism, device and where data and artifacts live."""
+
+    data_dir: Path
+    artifacts: Path
+    workers: int = 1
+    device: str = "cpu"
+    retry_failed: bool = False
+    live: bool | None = None
+
+
+@dataclass
+class Worker:
+    """A running worker process and what it has reported so far."""
+
+    key: str
+    task: str
+    process: subprocess.Popen
+    started: float
+    log: IO[bytes]
+    epochs: int
+    events_open: bool = True
+    summary: dict[str, Any] | None = None
+    evaluation: dict[str, Any] | None = None
+    error: str | None = None
+    last_epoch: int = -1
+    stopped_by_us: str | None = None
+    """'timeout' or 'interrupt' when the coordinator itself ended the process."""
+
+
+@dataclass
+class SweepOutcome:
+    """What a finished ``run`` reports: final statuses and the selected trial's test evaluation."""
+
+    statuses: dict[str, str]
+    selected: str | None = None
+    test: dict[str, Any] | None = None
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+
+
+def code_version() -> str:
+    """The git commit of the engine's code (with '+dirty' for local changes), else the package version."""
+    try:
+        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def resolve_device(device: str) -> str:
+    """'cpu' or 'cuda' for ``--device auto|cpu|cuda``; UserError if CUDA is asked for but absent."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return "cpu"
+
+
+def trial_label(config: dict[str, Any], gridded: list[str], show_seed: bool) -> str:
+    """Short description of a trial by its gridded params, e.g. 'lr=0.05 lr_step=3'."""
+    parts = [f"{name}={config['params'][name]}" for name in gridded if name in config["params"]]
+    if show_seed:
+        parts.append(f"seed={config['seed']}")
+    return " ".join(parts)
+
+
+class Coordinator:
+    """Runs one sweep to completion (or interruption) and selects its best trial."""
+
+    def __init__(self, storage: Storage, sweep: Sweep, options: RunOptions):
+        self.storage = storage
+        self.sweep = sweep
+        self.options = options
+        self.owner = Owner.this_process()
+        self.version = code_version()
+        self.events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+        self.running: dict[str, Worker] = {}
+        self.restarts: dict[str, int] = {}
+        self.configs: dict[str, dict[str, Any]] = {}
+
+    # -- running trials --------------------------------------------------------------------
+
+    def run(self) -> SweepOutcome:
+        """Run every unfinished trial of the sweep, then select and test the best."""
+        trials = list(self.sweep.trials())
+        self.storage.save_sweep(self.sweep, trials)
+        keys = [trial.key for trial in trials]
+        self.configs = {trial.key: trial.config() for trial in trials}
+        if self.options.retry_failed:
+            self.storage.reset_failed(keys)
+        rows = self.storage.trials(self.sweep.name)
+        self.progress = SweepProgress(self.sweep.name, {r.key: r.status for r in rows},
+                                      self.options.workers, self.options.live)
+        todo = deque(r.key for r in rows if r.status in UNFINISHED)
+        elsewhere: set[str] = set()
+        last_heartbeat = time.monotonic()
+        previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
+        try:
+            while todo or self.running or elsewhere:
+                while todo and len(self.running) < self.options.workers:
+                    key = todo.popleft()
+                    if self.storage.claim(key, self.owner):
+                        self._start(key)
+                    elif self.storage.trial(key).status in UNFINISHED:
+                        elsewhere.add(key)  # another live coordinator runs it
+                self._handle_events()
+                for key in [k for k, w in self.running.items() if w.process.poll() is not None and not w.events_open]:
+                    self._finish(self.running.pop(key), todo)
+                self._enforce_timeouts()
+                if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
+                    self.storage.heartbeat(self.running, self.owner)
+                    last_heartbeat = time.monotonic()
+                if not todo and not self.running and elsewhere:
+                    time.sleep(2 * POLL_SECONDS)
+                    elsewhere = {k for k in elsewhere if self.storage.trial(k).status in UNFINISHED}
+                    todo.extend(sorted(elsewhere, key=keys.index))
+                    elsewhere.clear()
+        except KeyboardInterrupt:
+            self._stop_all()
+            self.progress.close()
+            return SweepOutcome(self._statuses(), interrupted=True)
+        finally:
+            signal.signal(signal.SIGTERM, previous_handler)
+        self.progress.close()
+        return self._select_and_test()
+
+    def _start(self, key: str) -> None:
+        config = self.configs[key]
+        run_dir = self.options.artifacts / key
+        run_dir.mkdir(parents=True, exist_ok=True)
+        job = {"task": "train", "config": config}
+        worker = self._launch(key, job, run_dir)
+        self.running[key] = worker
+        label = trial_label(config, self.sweep.gridded_params, len(self.sweep.seeds) > 1)
+        self.progress.trial_started(key, label, config["params"]["epochs"])
+
+    def _launch(self, key: str, job: dict[str, Any], run_dir: Path) -> Worker:
+        job = {**job, "run_dir": str(run_dir), "data_dir": str(self.options.data_dir.resolve()),
+               "device": self.options.device, "parent_pid": os.getpid(), "test_size": self.sweep.dataset.test_size}
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT),
+                                                                         os.environ.get("PYTHONPATH")])),
+                   OMP_NUM_THREADS=str(job["config"]["threads"]), PYTHONUNBUFFERED="1")
+        log = open(run_dir / "worker.log", "ab")
+        process = subprocess.Popen([sys.executable, "-m", "gridsearch.worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=log, env=env,
+                                   start_new_session=True)  # Ctrl-C reaches the coordinator only
+        process.stdin.write(json.dumps(job).encode())
+        process.stdin.close()
+        threading.Thread(target=self._read_events, args=(key, process.stdout), daemon=True).start()
+        return Worker(key, job["task"], process, time.monotonic(), log, job["config"]["params"]["epochs"])
+
+    def _read_events(self, key: str, stream: IO[bytes]) -> None:
+        for line in stream:
+            try:
+                self.events.put((key, json.loads(line)))
+            except json.JSONDecodeError:
+                continue
+        self.events.put((key, None))
+
+    def _handle_events(self) -> None:
+        """Record every event the workers sent; waits up to POLL_SECONDS for the first."""
+        timeout = POLL_SECONDS
+        while True:
+            try:
+                key, event = self.events.get(timeout=timeout)
+            except queue.Empty:
+                return
+            timeout = 0
+            worker = self.running.get(key)
+            if worker is None:
+                continue
+            if event is None:
+                worker.events_open = False
+            elif worker.task == "evaluate":
+                if event["event"] == "evaluation":
+                    worker.evaluation = {k: v for k, v in event.items() if k != "event"}
+                elif event["event"] == "error":
+                    worker.error = event["error"]
+            elif event["event"] == "hello":
+                self.storage.update_trial(key, worker_pid=event["pid"], device=event["device"],
+                                          torch_version=event["torch_version"], code_version=self.version)
+            elif event["event"] == "started":
+                self.storage.update_trial(key, parameter_count=event["parameter_count"])
+                if event["resumed_from_epoch"]:
+                    self.progress.message(f"trial {key} resumed after epoch {event['resumed_from_epoch'] - 1}")
+            elif event["event"] == "epoch":
+                metrics = {k: v for k, v in event.items() if k not in ("event", "replayed")}
+                self.storage.record_epoch(key, metrics)
+                worker.last_epoch = metrics["epoch"]
+                if not event.get("replayed"):
+                    self.progress.epoch(key, metrics, worker.epochs)
+            elif event["event"] == "done":
+                worker.summary = {k: v for k, v in event.items() if k != "event"}
+            elif event["event"] == "error":
+                worker.error = event["error"]
+
+    def _finish(self, worker: Worker, todo: deque[str]) -> None:
+        """Record how a worker that has exited ended, and restart it if it was killed from outside."""
+        worker.log.close()
+        code = worker.process.returncode
+        key = worker.key
+        if worker.stopped_by_us == "timeout":
+            status, error = "timeout", f"exceeded the sweep's timeout of {self.sweep.timeout:g} s " \
+                                       f"during epoch {worker.last_epoch + 1}"
+        elif code == 0 and worker.summary is not None:
+            status, error = "done", None
+        elif code < 0 and -code in STOP_SIGNALS and self.restarts.get(key, 0) < MAX_RESTARTS:
+            self.restarts[key] = self.restarts.get(key, 0) + 1
+            status = "interrupted"
+            error = f"worker killed by {signal.Signals(-code).name} after epoch {worker.last_epoch}"
+            todo.appendleft(key)
+        else:
+            status, error = "failed", worker.error or _exit_reason(code, self.options.artifacts / key)
+        self.storage.finish(key, status, worker.summary if status == "done" else None, error)
+        detail = (f"val {worker.summary['val_accuracy']:.2%} at epoch {worker.summary['best_epoch']}"
+                  if status == "done" else error + ("; restarting from its checkpoint" if status == "interrupted" else ""))
+        self.progress.trial_finished(key, status, detail)
+
+    def _enforce_timeouts(self) -> None:
+        if self.sweep.timeout is None:
+            return
+        for worker in self.running.values():
+            if worker.stopped_by_us is None and time.monotonic() - worker.started > self.sweep.timeout:
+                worker.stopped_by_us = "timeout"
+                _kill_group(worker.process, signal.SIGKILL)
+
+    def _stop_all(self) -> None:
+        """Stop every worker (SIGTERM, then SIGKILL) and leave their trials 'interrupted'."""
+        for worker in self.running.values():
+            worker.stopped_by_us = "interrupt"
+            _kill_group(worker.process, signal.SIGTERM)
+        deadline = time.monotonic() + 5
+        for worker in self.running.values():
+            try:
+                worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                _kill_group(worker.process, signal.SIGKILL)
+                worker.process.wait()
+            worker.log.close()
+            self.storage.finish(worker.key, "interrupted", error=None)
+        self.running.clear()
+        self.progress.message("interrupted: run the same command again to resume")
+
+    def _statuses(self) -> dict[str, str]:
+        return {row.key: row.status for row in self.storage.trials(self.sweep.name)}
+
+    # -- selection and test ------------------------------------------------------------------
+
+    def _select_and_test(self) -> SweepOutcome:
+        rows = self.storage.trials(self.sweep.name)
+        outcome = SweepOutcome({row.key: row.status for row in rows})
+        best = select_best(rows, self.sweep.select)
+        if best is None:
+            self.storage.set_selected(self.sweep.name, None)
+            outcome.notes.append("no trial finished, so none was selected")
+            return outcome
+        outcome.selected = best.key
+        previous = self.storage.evaluation(best.key, "test")
+        if previous is not None and previous.samples == self.sweep.dataset.test_size:
+            outcome.test = {"accuracy": previous.accuracy, "errors": previous.errors,
+                            "samples": previous.samples, "loss": previous.loss}
+        else:
+            outcome.test = self._evaluate(best.key)
+        self.storage.set_selected(self.sweep.name, best.key)
+        return outcome
+
+    def _evaluate(self, key: str) -> dict[str, Any]:
+        """Evaluate the trial's best weights on the test set, in a worker, and store the result."""
+        worker = self._launch(key, {"task": "evaluate", "config": self.configs[key]},
+                              self.options.artifacts / key)
+        self.running[key] = worker
+        try:
+            while worker.events_open or worker.process.poll() is None:
+                self._handle_events()
+        except KeyboardInterrupt:
+            _kill_group(worker.process, signal.SIGKILL)
+            raise
+        finally:
+            self.running.pop(key, None)
+            worker.log.close()
+        worker.process.wait()
+        if worker.evaluation is None:
+            raise RuntimeError(f"test evaluation of trial {key} failed: "
+                               f"{worker.error or _exit_reason(worker.process.returncode, self.options.artifacts / key)}")
+        self.storage.save_evaluation(key, "test", worker.evaluation)
+        return worker.evaluation
+
+
+def select_best(rows: list[TrialRow], select: str) -> TrialRow | None:
+    """The finished trial with the best ``select`` score; ties go to the lower val loss, then grid order."""
+    done = [row for row in rows if row.status == "done" and getattr(row, select) is not None]
+    if not done:
+        return None
+    sign = 1 if SELECT_METRICS[select] == "max" else -1
+    return min(done, key=lambda row: (-sign * getattr(row, select), row.val_loss))
+
+
+def _kill_group(process: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(process.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _exit_reason(code: int | None, run_dir: Path) -> str:
+    if code is not None and code < 0:
+        reason = f"worker killed by {signal.Signals(-code).name}"
+    else:
+        reason = f"worker exited with code {code}"
+    log = run_dir / "worker.log"
+    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
+    return f"{reason}: {lines[-1]}" if lines else reason
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt

@@ -1,0 +1,204 @@
+"""Training one trial: the loop, the schedule, checkpoints and resume.
+
+Everything here runs inside a worker process. A trial is deterministic: its seed fixes the weights,
+the batch order and dropout; ``torch.use_deterministic_algorithms(True)`` fixes the kernels; the
+thread count comes from the trial's config. Every seed is the trial's own ``seed`` (part of its key),
+so all grid points of one seed start from the same weights and see the same batches, as in the study:
+differences between them come from the hyperparameters alone.
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import architectures
+from gridsearch import data
+from gridsearch.data import Split
+
+Emit = Callable[[dict[str, Any]], None]
+EVAL_BATCH_SIZE = 1000
+
+
+class Diverged(RuntimeError):
+    """The training loss became NaN or infinite."""
+
+
+def make_deterministic(threads: int, device: torch.device) -> None:
+    """Fix the thread count and select deterministic kernels only."""
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+
+
+def lr_factor(epoch: int, lr_gamma: float, lr_step: float, lr_min: float) -> float:
+    """The study's step schedule: ``max(lr_gamma ** floor((1 + epoch) / lr_step), lr_min)``."""
+    return max(lr_gamma ** math.floor((1 + epoch) / lr_step), lr_min)
+
+
+def make_optimizer(model: nn.Module, params: dict[str, Any]) -> torch.optim.Optimizer:
+    if params["optimizer"] == "adam":
+        return torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
+    return torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
+                           nesterov=params["nesterov"] and params["momentum"] > 0,
+                           weight_decay=params["weight_decay"])
+
+
+def build_model(config: dict[str, Any]) -> nn.Module:
+    """The trial's network, with its architecture's own params."""
+    entry = architectures.get(config["architecture"])
+    own = {name: value for name, value in config["params"].items() if name in entry.params()}
+    return entry.build(**own)
+
+
+def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, batch_size: int,
+                generator: torch.Generator) -> tuple[float, float]:
+    """One pass over ``train`` in a seeded random order; returns (mean loss, accuracy)."""
+    model.train()
+    order = torch.randperm(len(train), generator=generator, device=generator.device)
+    batches = order.split(batch_size)
+    if len(batches[-1]) == 1:  # batch norm cannot train on a single sample
+        batches = batches[:-1]
+    total_loss = torch.zeros((), device=train.images.device)
+    correct = torch.zeros((), dtype=torch.long, device=train.images.device)
+    seen = 0
+    for index in batches:
+        images = train.images[index].float().div_(255)
+        labels = train.labels[index]
+        optimizer.zero_grad(set_to_none=True)
+        output = model(images)
+        loss = F.cross_entropy(output, labels)
+        loss.backward()
+        optimizer.step()
+        total_loss += loss.detach() * len(index)
+        correct += (output.argmax(1) == labels).sum()
+        seen += len(index)
+    return total_loss.item() / seen, correct.item() / seen
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split) -> tuple[float, float, torch.Tensor]:
+    """(mean loss, accuracy, predicted labels) of ``model`` on ``split``."""
+    model.eval()
+    total_loss = torch.zeros((), device=split.images.device)
+    predictions = []
+    for start in range(0, len(split), EVAL_BATCH_SIZE):
+        images = split.images[start:start + EVAL_BATCH_SIZE].float().div_(255)
+        labels = split.labels[start:start + EVAL_BATCH_SIZE]
+        output = model(images)
+        total_loss += F.cross_entropy(output, labels, reduction="sum")
+        predictions.append(output.argmax(1))
+    predicted = torch.cat(predictions)
+    accuracy = (predicted == split.labels).float().mean().item()
+    return total_loss.item() / len(split), accuracy, predicted.cpu()
+
+
+def is_better(value: float, best: float | None, select: str) -> bool:
+    if best is None:
+        return True
+    return value < best if select == "val_loss" else value > best
+
+
+def save_atomically(state: dict[str, Any], path: Path) -> None:
+    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
+                emit: Emit) -> dict[str, Any]:
+    """Train the trial ``config``, resuming from ``run_dir/last.pt`` if present; returns its summary.
+
+    Emits ``{"event": "epoch", ...}`` after each epoch (and once per past epoch on resume). Keeps
+    the best weights by the config's ``select`` metric in ``run_dir/best.pt``.
+    """
+    params, select = config["params"], config["select"]
+    make_deterministic(config["threads"], device)
+    torch.manual_seed(config["seed"])
+    generator = torch.Generator(device).manual_seed(config["seed"])
+    split = config["dataset"]
+    train, val = (s.to(device) for s in data.training_splits(data_dir, split["train_size"], split["val_size"]))
+    model = build_model(config).to(device)
+    optimizer = make_optimizer(model, params)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(
+        epoch, params["lr_gamma"], params["lr_step"], params["lr_min"]))
+    history: list[dict[str, Any]] = []
+    last = run_dir / "last.pt"
+    if last.exists():
+        state = torch.load(last, map_location=device, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        torch.set_rng_state(state["cpu_rng"])
+        generator.set_state(state["generator"])
+        if device.type == "cuda":
+            torch.cuda.set_rng_state(state["cuda_rng"], device)
+        history = state["history"]
+        for metrics in history:
+            emit({"event": "epoch", "replayed": True, **metrics})
+    emit({"event": "started", "parameter_count": architectures.count_parameters(model),
+          "resumed_from_epoch": len(history)})
+
+    best = _best(history, select)
+    for epoch in range(len(history), params["epochs"]):
+        if best is not None and epoch - best["epoch"] > params["patience"]:
+            break
+        started = time.perf_counter()
+        lr = optimizer.param_groups[0]["lr"]
+        train_loss, train_accuracy = train_epoch(model, optimizer, train, params["batch_size"], generator)
+        if not math.isfinite(train_loss):
+            raise Diverged(f"training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
+        val_loss, val_accuracy, _ = evaluate(model, val)
+        schedule.step()
+        metrics = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
+                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
+                   "seconds": time.perf_counter() - started}
+        history.append(metrics)
+        if best is None or is_better(metrics[select], best[select], select):
+            best = metrics
+            save_atomically({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
+        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "schedule": schedule.state_dict(), "cpu_rng": torch.get_rng_state(),
+                 "generator": generator.get_state(), "history": history}
+        if device.type == "cuda":
+            state["cuda_rng"] = torch.cuda.get_rng_state(device)
+        save_atomically(state, last)
+        emit({"event": "epoch", **metrics})
+    return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
+            "val_loss": best["val_loss"], "epochs_run": len(history),
+            "train_seconds": sum(m["seconds"] for m in history)}
+
+
+def _best(history: list[dict[str, Any]], select: str) -> dict[str, Any] | None:
+    best = None
+    for metrics in history:
+        if is_better(metrics[select], best[select] if best else None, select):
+            best = metrics
+    return best
+
+
+def evaluate_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
+                   test_size: int) -> dict[str, Any]:
+    """Evaluate the trial's best weights on the first ``test_size`` official test images."""
+    make_deterministic(config["threads"], device)
+    model = build_model(config).to(device)
+    state = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
+    model.load_state_dict(state["model"])
+    test = data.test_split(data_dir, test_size).to(device)
+    started = time.perf_counter()
+    loss, accuracy, predicted = evaluate(model, test)
+    labels = test.labels.cpu()
+    confusion = torch.zeros(10, 10, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    return {"samples": len(test), "accuracy": accuracy, "loss": loss,
+            "errors": int((predicted != labels).sum()), "confusion": confusion.tolist(),
+            "predictions": predicted.tolist(), "seconds": time.perf_counter() - started,
+            "best_epoch": state["epoch"]}

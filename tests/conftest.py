@@ -1,0 +1,89 @@
+"""Shared fixtures: a real MNIST data folder, small sweep files, and the CLI run as a real subprocess."""
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
+               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+
+
+def _mnist_source() -> Path | None:
+    configured = os.environ.get("GRIDSEARCH_DATA")
+    if configured and all((Path(configured) / "MNIST" / "raw" / name).exists() for name in MNIST_FILES):
+        return Path(configured) / "MNIST" / "raw"
+    if all((SHARED_MNIST / name).exists() for name in MNIST_FILES):
+        return SHARED_MNIST
+    return None
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A data folder holding the real MNIST files (linked), parsed once for the whole session."""
+    source = _mnist_source()
+    if source is None:
+        if os.environ.get("CI"):
+            pytest.fail("MNIST files not found: set GRIDSEARCH_DATA (see .ci/run)")
+        pytest.skip("MNIST files not found: set GRIDSEARCH_DATA to a folder with MNIST/raw/*.gz")
+    root = tmp_path_factory.mktemp("data")
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in MNIST_FILES:
+        (raw / name).symlink_to(source / name)
+    from gridsearch.data import prepare
+
+    prepare(root)
+    return root
+
+
+SMALL_SWEEP: dict[str, Any] = {
+    "name": "small",
+    "architecture": "lenet53",
+    "dataset": {"train_size": 500, "val_size": 300, "test_size": 400},
+    "params": {"epochs": 2, "batch_size": 50, "hidden": 32, "patience": 5},
+    "grid": {"lr": [0.02, 0.08], "lr_step": [1, 3]},
+    "seeds": [0],
+}
+
+
+def write_sweep(folder: Path, filename: str = "sweep.yaml", **changes: Any) -> Path:
+    """A small sweep file (4 trials of a narrow LeNet-5-3 on 500 images) with ``changes`` applied."""
+    document = {**SMALL_SWEEP, **changes}
+    path = folder / filename
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    return path
+
+
+def gridsearch(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False,
+               timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run ``python -m gridsearch ARGS`` as a real subprocess in ``cwd``."""
+    command = [sys.executable, "-m", "gridsearch", *args]
+    if data_dir is not None and args and args[0] == "run":
+        command += ["--data-dir", str(data_dir), "--plain"]
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"gridsearch {' '.join(args)} exited {result.returncode}:\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
+    """Rows of a plain SQL query on an SQLite results file."""
+    with sqlite3.connect(db) as connection:
+        return connection.execute(sql, params).fetchall()
+
+
+def epoch_metrics(db: Path) -> dict[tuple[str, int], tuple]:
+    """Every recorded epoch's metrics (seconds excluded), keyed by (trial key, epoch)."""
+    return {(key, epoch): rest for key, epoch, *rest in rows(
+        db, "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs")}

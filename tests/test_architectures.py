@@ -1,0 +1,80 @@
+"""Every registered architecture builds, runs forwards and backwards, and has its expected size."""
+import pytest
+import torch
+
+import architectures
+from architectures.stn import STN
+from architectures.tps_stn import TPSSTN
+from gridsearch.augmentation import AUGMENTATION_PARAMS
+
+PARAMETER_COUNTS = {
+    "lenet53": 271_530,
+    "lenet53_augmented": 271_530,
+    "stn": 276_268,
+    "tps_stn": 281_656,
+    "mlp": 109_386,
+    "mlp_wide": 567_434,
+    "convnet": 29_066,
+    "vgg_small": 147_162,
+    "resnet_small": 77_754,
+}
+"""Default-size parameter counts; the first four are the seed study's reported figures."""
+
+
+def test_every_architecture_has_an_expected_count() -> None:
+    assert set(architectures.REGISTRY) == set(PARAMETER_COUNTS)
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+def test_parameter_count(name: str) -> None:
+    model = architectures.get(name).build()
+    assert architectures.count_parameters(model) == PARAMETER_COUNTS[name]
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+def test_sweep_params_are_annotated_with_defaults(name: str) -> None:
+    for param in architectures.get(name).params().values():
+        assert param.annotation is not param.empty, param.name
+        assert param.default is not param.empty, param.name
+
+
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+def test_forward_and_backward(name: str) -> None:
+    torch.manual_seed(0)
+    arch = architectures.get(name)
+    model = arch.build(**arch.defaults())
+    logits = model(torch.rand(4, 1, 28, 28))
+    assert logits.shape == (4, 10)
+    torch.nn.functional.cross_entropy(logits, torch.arange(4)).backward()
+    for parameter_name, parameter in model.named_parameters():
+        assert parameter.grad is not None, parameter_name
+        assert torch.isfinite(parameter.grad).all(), parameter_name
+
+
+@pytest.mark.parametrize(
+    "model",
+    [STN(), TPSSTN(), TPSSTN(tps_bounded=True), TPSSTN(tps_grid=4, tps_span=0.5)],
+    ids=["stn", "tps", "tps-bounded", "tps-4x4"],
+)
+def test_transformers_start_at_the_identity(model: torch.nn.Module) -> None:
+    images = torch.rand(3, 1, 28, 28)
+    for mode in (True, False):
+        model.train(mode)
+        torch.testing.assert_close(model.transform(images), images, rtol=0, atol=1e-5)
+
+
+def test_tps_grid_size_sets_the_head() -> None:
+    assert TPSSTN(tps_grid=4).control.out_features == 32
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"tps_grid": 1}, {"tps_span": 0.0}, {"tps_span": 1.0, "tps_bounded": True}]
+)
+def test_tps_rejects_bad_params(kwargs: dict) -> None:
+    with pytest.raises(ValueError):
+        TPSSTN(**kwargs)
+
+
+def test_augmented_lenet_switches_on_augmentation() -> None:
+    assert architectures.get("lenet53_augmented").training_params == AUGMENTATION_PARAMS
+    assert architectures.get("lenet53").training_params == frozenset()

@@ -1,0 +1,188 @@
+"""The engine end to end: real MNIST subsets, real worker subprocesses, a real SQLite file."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT, epoch_metrics, gridsearch, rows, write_sweep
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory, data_dir):
+    """A small sweep run once to completion with two workers."""
+    folder = tmp_path_factory.mktemp("finished")
+    sweep = write_sweep(folder)
+    result = gridsearch("run", str(sweep), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    return folder, result
+
+
+def test_sweep_completes_selects_and_tests_the_best(finished):
+    folder, result = finished
+    db = folder / "results.db"
+    trials = rows(db, "SELECT key, status, val_accuracy, val_loss, best_epoch, epochs_run FROM trials")
+    assert len(trials) == 4 and {t[1] for t in trials} == {"done"}
+    assert all(t[5] == 2 for t in trials)
+    (selected,) = rows(db, "SELECT selected_trial FROM sweeps WHERE name = 'small'")[0]
+    best = max(trials, key=lambda t: (t[2], -t[3]))
+    assert selected == best[0]
+    evaluation = rows(db, "SELECT samples, accuracy, errors, confusion, predictions FROM evaluations "
+                          "WHERE trial_key = ? AND name = 'test'", selected)
+    assert len(evaluation) == 1
+    samples, accuracy, errors, confusion, predictions = evaluation[0]
+    confusion = json.loads(confusion)
+    assert samples == 400 and len(json.loads(predictions)) == 400
+    assert sum(map(sum, confusion)) == 400
+    assert errors == 400 - sum(confusion[i][i] for i in range(10))
+    assert accuracy == pytest.approx(1 - errors / 400)
+    assert accuracy > 0.5  # far above chance after 2 epochs on 500 images
+    assert f"selected trial {selected}" in result.stdout
+    # the checkpoints of every trial are in the run folder beside the database
+    assert all((folder / "runs" / t[0] / "best.pt").exists() and (folder / "runs" / t[0] / "last.pt").exists()
+               for t in trials)
+
+
+def test_trials_record_params_epochs_and_provenance(finished):
+    folder, _ = finished
+    db = folder / "results.db"
+    assert len(rows(db, "SELECT * FROM epochs")) == 8
+    lrs = rows(db, "SELECT DISTINCT number FROM trial_params WHERE name = 'lr' ORDER BY number")
+    assert lrs == [(0.02,), (0.08,)]
+    provenance = rows(db, "SELECT device, torch_version, code_version, parameter_count, threads FROM trials")
+    assert all(p[0] == "cpu" and p[1] and p[2] and p[3] > 0 and p[4] == 1 for p in provenance)
+
+
+def test_cli_reads_the_results(finished):
+    folder, _ = finished
+    status = gridsearch("status", cwd=folder, check=True).stdout
+    assert "small" in status and "lenet53" in status
+    trials = json.loads(gridsearch("trials", "small", "--format", "json", cwd=folder, check=True).stdout)
+    assert [t["val_accuracy"] for t in trials] == sorted((t["val_accuracy"] for t in trials), reverse=True)
+    assert len(gridsearch("trials", "small", "--top", "2", "--format", "csv", cwd=folder).stdout.splitlines()) == 3
+    best = json.loads(gridsearch("best", "small", "--format", "json", cwd=folder, check=True).stdout)
+    assert best["trial"] == trials[0]["key"] and best["test"]["samples"] == 400
+    plan = gridsearch("plan", str(folder / "sweep.yaml"), cwd=folder, check=True).stdout
+    assert "4 done" in plan
+    count = gridsearch("query", "SELECT COUNT(*) AS n FROM epochs", "--format", "json", cwd=folder, check=True)
+    assert json.loads(count.stdout) == [{"n": 8}]
+
+
+def test_query_is_read_only(finished):
+    folder, _ = finished
+    before = rows(folder / "results.db", "SELECT COUNT(*) FROM trials")
+    for statement in ("DELETE FROM trials", "DROP TABLE epochs", "UPDATE trials SET status = 'x'"):
+        result = gridsearch("query", statement, cwd=folder)
+        assert result.returncode == 2 and "Traceback" not in result.stderr
+        assert result.stderr.startswith("error: query: attempt to write a readonly database")
+    assert rows(folder / "results.db", "SELECT COUNT(*) FROM trials") == before
+
+
+def test_runs_are_deterministic_whatever_the_worker_count(finished, tmp_path, data_dir):
+    gridsearch("run", str(write_sweep(tmp_path)), "--workers", "1", cwd=tmp_path, data_dir=data_dir, check=True)
+    again = epoch_metrics(tmp_path / "results.db")
+    assert again == epoch_metrics(finished[0] / "results.db")
+    assert len(again) == 8
+
+
+def test_running_again_runs_nothing_and_a_shared_point_is_trained_once(finished, data_dir):
+    folder, _ = finished
+    before = rows(folder / "results.db", "SELECT key, attempts, finished_at FROM trials ORDER BY key")
+    result = gridsearch("run", str(folder / "sweep.yaml"), cwd=folder, data_dir=data_dir, check=True)
+    assert "started" not in result.stderr
+    # the same points under another sweep name: no new training, its own selection
+    other = write_sweep(folder, "other.yaml", name="other", grid={"lr_step": [3, 1], "lr": [0.08]})
+    result = gridsearch("run", str(other), cwd=folder, data_dir=data_dir, check=True)
+    assert "started" not in result.stderr
+    assert rows(folder / "results.db", "SELECT key, attempts, finished_at FROM trials ORDER BY key") == before
+    assert rows(folder / "results.db", "SELECT COUNT(*) FROM sweep_trials s JOIN sweeps w ON w.id = s.sweep_id "
+                                       "WHERE w.name = 'other'") == [(2,)]
+
+
+def test_adding_grid_values_runs_only_the_new_points(tmp_path, data_dir):
+    small = {"grid": {"lr": [0.05]}, "params": {"epochs": 1, "batch_size": 50, "hidden": 16}}
+    gridsearch("run", str(write_sweep(tmp_path, **small)), cwd=tmp_path, data_dir=data_dir, check=True)
+    first = rows(tmp_path / "results.db", "SELECT key, finished_at FROM trials")
+    small["grid"] = {"lr": [0.05, 0.1]}
+    result = gridsearch("run", str(write_sweep(tmp_path, **small)), cwd=tmp_path, data_dir=data_dir, check=True)
+    assert result.stderr.count(" started") == 1
+    after = dict(rows(tmp_path / "results.db", "SELECT key, finished_at FROM trials"))
+    assert len(after) == 2 and after[first[0][0]] == first[0][1]
+
+
+def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
+    sweep = write_sweep(tmp_path, grid={"lr": [0.05, 1e6]}, params={"epochs": 2, "batch_size": 50, "hidden": 16,
+                                                                   "momentum": 0.0, "nesterov": False})
+    result = gridsearch("run", str(sweep), cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "results.db"
+    statuses = dict(rows(db, "SELECT json_extract(config, '$.params.lr'), status FROM trials"))
+    assert statuses == {0.05: "done", 1e6: "failed"}
+    (error,) = rows(db, "SELECT error FROM trials WHERE status = 'failed'")[0]
+    assert error.startswith("Diverged: training loss is nan at epoch 0")
+    assert rows(db, "SELECT json_extract(t.config, '$.params.lr') FROM sweeps s JOIN trials t "
+                    "ON t.key = s.selected_trial") == [(0.05,)]
+    # --retry-failed runs it again (and it fails again, deterministically)
+    result = gridsearch("run", str(sweep), "--retry-failed", cwd=tmp_path, data_dir=data_dir)
+    assert result.stderr.count(" started") == 1
+    assert rows(db, "SELECT attempts FROM trials WHERE status = 'failed'") == [(2,)]
+
+
+def _start_run(sweep: Path, folder: Path, data_dir: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gridsearch", "run", str(sweep), "--plain",
+                             "--data-dir", str(data_dir)], cwd=folder, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for(db: Path, sql: str, deadline: float = 180) -> None:
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            if db.exists() and rows(db, sql)[0][0]:
+                return
+        except Exception:  # the tables may not exist yet
+            pass
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for: {sql}")
+
+
+def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
+    changes = {"params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5}}
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    gridsearch("run", str(write_sweep(reference, **changes)), cwd=reference, data_dir=data_dir, check=True)
+
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    sweep = write_sweep(folder, **changes)
+    db = folder / "results.db"
+    # 1) kill the coordinator while its second trial is mid-way (one epoch done), status polling meanwhile
+    coordinator = _start_run(sweep, folder, data_dir)
+    _wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run >= 1 "
+                  "AND key != (SELECT key FROM trials WHERE status = 'done' LIMIT 1) "
+                  "AND EXISTS (SELECT 1 FROM trials WHERE status = 'done')")
+    assert gridsearch("status", cwd=folder).returncode == 0  # reading never blocks or fails
+    coordinator.send_signal(signal.SIGKILL)
+    coordinator.wait()
+    interrupted = rows(db, "SELECT key, epochs_run FROM trials WHERE status = 'running'")
+    assert len(interrupted) == 1 and interrupted[0][1] >= 1
+    # 2) a new run takes over the dead coordinator's trial and resumes it from its checkpoint;
+    #    kill -9 its worker mid-trial too: the coordinator restarts it from the last epoch
+    coordinator = _start_run(sweep, folder, data_dir)
+    _wait_for(db, "SELECT worker_pid FROM trials WHERE status = 'running' AND epochs_run >= 1 "
+                  f"AND key != '{interrupted[0][0]}' AND owner LIKE '%:{coordinator.pid}'")
+    (pid,) = rows(db, f"SELECT worker_pid FROM trials WHERE status = 'running' AND owner LIKE '%:{coordinator.pid}'")[0]
+    os.kill(pid, signal.SIGKILL)
+    _, log = coordinator.communicate(timeout=300)
+    assert coordinator.returncode == 0, log
+    assert f"trial {interrupted[0][0]} resumed after epoch" in log
+    assert "killed by SIGKILL" in log and "restarting from its checkpoint" in log
+
+    assert epoch_metrics(db) == epoch_metrics(reference / "results.db")
+    same = ("SELECT s.selected_trial, e.accuracy, e.errors, e.predictions FROM sweeps s "
+            "JOIN evaluations e ON e.trial_key = s.selected_trial")
+    assert rows(db, same) == rows(reference / "results.db", same)
+    assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'") == [(4,)]
