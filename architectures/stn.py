@@ -1,4 +1,7 @@
 """Affine spatial transformer in front of LeNet-5-3, as in the seed study (276,268 parameters)."""
+from itertools import chain
+from typing import Iterator
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -7,6 +10,8 @@ from architectures import register
 from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
+from gridsearch.augmentation import AUGMENTATION_PARAMS
+from gridsearch.params import TRANSFORMER_PARAMS
 
 
 def localisation_net(channels: int) -> nn.Sequential:
@@ -41,6 +46,10 @@ class STN(nn.Module):
         with torch.no_grad():
             self.theta.bias.copy_(torch.tensor([1.0, 0.0, 0.0, 0.0, 1.0, 0.0]))
 
+    def transformer_parameters(self) -> Iterator[nn.Parameter]:
+        """The localisation net's parameters (trained at a reduced learning rate)."""
+        return chain(self.localisation.parameters(), self.theta.parameters())
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (N, 1, 28, 28) resampled by its regressed affine transform."""
         theta = self.theta(self.localisation(x)).view(-1, 2, 3)
@@ -50,4 +59,6 @@ class STN(nn.Module):
         return self.classifier(self.transform(x))
 
 
-register("stn", STN, "Affine spatial transformer + LeNet-5-3 (the seed study's STN)")
+register("stn", STN, "Affine spatial transformer + LeNet-5-3 (the seed study's STN), trained with "
+         "the study's augmentation (aug_p: 0 turns it off)",
+         training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys())

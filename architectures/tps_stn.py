@@ -7,6 +7,8 @@ depends only on the targets, so it is solved once: the grid is then a fixed line
 control points. 281,656 parameters at the study's 3x3 grid.
 """
 import math
+from itertools import chain
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -16,6 +18,8 @@ from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
 from architectures.stn import localisation_net
+from gridsearch.augmentation import AUGMENTATION_PARAMS
+from gridsearch.params import TRANSFORMER_PARAMS
 
 IMAGE_SIZE = 28
 
@@ -84,6 +88,10 @@ class TPSSTN(nn.Module):
         with torch.no_grad():
             self.control.bias.copy_((targets.atanh() if tps_bounded else targets).view(-1))
 
+    def transformer_parameters(self) -> Iterator[nn.Parameter]:
+        """The localisation net's parameters (trained at a reduced learning rate)."""
+        return chain(self.localisation.parameters(), self.control.parameters())
+
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (N, 1, 28, 28) resampled along its regressed thin-plate spline."""
         control = self.control(self.localisation(x))
@@ -96,4 +104,6 @@ class TPSSTN(nn.Module):
         return self.classifier(self.transform(x))
 
 
-register("tps_stn", TPSSTN, "Thin-plate-spline spatial transformer + LeNet-5-3 (study's TPS-STN)")
+register("tps_stn", TPSSTN, "Thin-plate-spline spatial transformer + LeNet-5-3 (study's TPS-STN), "
+         "trained with the study's augmentation (aug_p: 0 turns it off)",
+         training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys())

@@ -10,6 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from gridsearch.augmentation import AUGMENTATION_DEFAULTS
+
 
 @dataclass(frozen=True)
 class Param:
@@ -84,5 +86,33 @@ TRAINER_PARAMS: dict[str, Param] = {
     "lr_gamma": Param(float, 0.78, "in (0, 1]", lambda v: 0 < v <= 1),
     "lr_step": Param(float, 5.0, "> 0", positive),
     "lr_min": Param(float, 0.01, "in [0, 1]", lambda v: 0 <= v <= 1),
+    "init_from": Param(str, ""),
 }
-"""Parameters every architecture accepts; the study's recipe is the default."""
+"""Parameters every architecture accepts; the study's recipe is the default.
+
+``init_from`` warm-starts a trial: a checkpoint path, or ``best:<sweep>`` for the selected trial
+of another sweep in the same database; empty for a fresh start.
+"""
+
+AUGMENTATION_PARAMS: dict[str, Param] = {
+    "aug_p": Param(float, AUGMENTATION_DEFAULTS["aug_p"], "in [0, 1]", lambda v: 0 <= v <= 1),
+    "rotate": Param(float, AUGMENTATION_DEFAULTS["rotate"], ">= 0 (degrees)", non_negative),
+    "shift": Param(float, AUGMENTATION_DEFAULTS["shift"], "in [0, 1) (fraction of the size)",
+                   lambda v: 0 <= v < 1),
+    "shear": Param(float, AUGMENTATION_DEFAULTS["shear"], "in [0, 1.5) (radians)", lambda v: 0 <= v < 1.5),
+    "zoom": Param(FloatRange, AUGMENTATION_DEFAULTS["zoom"], "a range of positive factors",
+                  lambda v: v[0] > 0),
+    "elastic_alpha": Param(float, AUGMENTATION_DEFAULTS["elastic_alpha"], ">= 0 (pixels)", non_negative),
+    "elastic_sigma": Param(float, AUGMENTATION_DEFAULTS["elastic_sigma"], "> 0 (pixels)", positive),
+}
+"""Augmentation parameters, accepted by architectures that list them in ``training_params``."""
+
+TRANSFORMER_PARAMS: dict[str, Param] = {
+    "transformer_lr_scale": Param(float, 0.01, "in [0, 1]", lambda v: 0 <= v <= 1),
+}
+"""Spatial transformers: their localisation net learns at ``lr * transformer_lr_scale``. At the
+study's learning rates with a full-rate transformer, the regressed transform runs off the image
+within an epoch (localisation features have norm ~5); a scale of 0.01 keeps it stable."""
+
+OPTIONAL_PARAMS: dict[str, Param] = {**AUGMENTATION_PARAMS, **TRANSFORMER_PARAMS}
+"""Trainer parameters an architecture switches on by naming them in ``training_params``."""

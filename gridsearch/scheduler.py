@@ -25,8 +25,8 @@ from gridsearch import __version__
 from gridsearch.errors import UserError
 from gridsearch.progress import SweepProgress
 from gridsearch.schema import UNFINISHED, TrialRow
-from gridsearch.storage import Owner, Storage
-from gridsearch.sweep import SELECT_METRICS, Sweep
+from gridsearch.storage import Owner, Storage, config_value
+from gridsearch.sweep import SELECT_METRICS, Sweep, resolve_warm_starts
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_SECONDS = 10.0
@@ -105,7 +105,8 @@ def resolve_device(device: str) -> str:
 
 def trial_label(config: dict[str, Any], gridded: list[str], show_seed: bool) -> str:
     """Short description of a trial by its gridded params, e.g. 'lr=0.05 lr_step=3'."""
-    parts = [f"{name}={config['params'][name]}" for name in gridded if name in config["params"]]
+    parts = [f"{name}={config_value(config, name):g}" if isinstance(config_value(config, name), float)
+             else f"{name}={config_value(config, name)}" for name in gridded]
     if show_seed:
         parts.append(f"seed={config['seed']}")
     return " ".join(parts)
@@ -116,7 +117,7 @@ class Coordinator:
 
     def __init__(self, storage: Storage, sweep: Sweep, options: RunOptions):
         self.storage = storage
-        self.sweep = sweep
+        self.sweep = resolve_warm_starts(sweep, storage.selected_trial)
         self.options = options
         self.owner = Owner.this_process()
         self.version = code_version()

@@ -168,7 +168,7 @@ class Storage:
             if row is None:
                 row = SweepRow(name=sweep.name)
                 session.add(row)
-            row.architecture = sweep.architecture
+            row.architecture = ", ".join(sweep.architectures)
             row.select_metric = sweep.select
             row.gridded_params = json.dumps(sweep.gridded_params)
             row.source = sweep.source
@@ -200,6 +200,11 @@ class Storage:
             known = ", ".join(self.sweep_names()) or "none yet"
             raise UserError(f"no sweep named {name!r} in {describe(self.url)} (sweeps: {known})")
         return row
+
+    def selected_trial(self, sweep: str) -> str | None:
+        """Key of the trial ``sweep`` selected, or None (no such sweep, or none selected yet)."""
+        with self.session() as session:
+            return session.scalar(select(SweepRow.selected_trial).where(SweepRow.name == sweep))
 
     def sweep_names(self) -> list[str]:
         with self.session() as session:
@@ -310,6 +315,13 @@ class Storage:
             return session.scalar(select(EvaluationRow).where(EvaluationRow.trial_key == key,
                                                               EvaluationRow.name == name))
 
+    def evaluations(self, keys: Iterable[str]) -> pd.DataFrame:
+        """Every evaluation of the trials ``keys`` (confusion and predictions as JSON text)."""
+        with self.session() as session:
+            query = select(EvaluationRow).where(EvaluationRow.trial_key.in_(list(keys))).order_by(
+                EvaluationRow.trial_key, EvaluationRow.id)
+            return pd.read_sql(query, session.connection())
+
     # -- reading --------------------------------------------------------------------------
 
     def status_table(self) -> pd.DataFrame:
@@ -340,8 +352,8 @@ class Storage:
         gridded = json.loads(row.gridded_params)
         records = []
         for trial in trials:
-            params = json.loads(trial.config)["params"]
-            records.append({"key": trial.key, **{name: params.get(name) for name in gridded},
+            config = json.loads(trial.config)
+            records.append({"key": trial.key, **{name: config_value(config, name) for name in gridded},
                             "seed": trial.seed, "status": trial.status, "best_epoch": trial.best_epoch,
                             "epochs_run": trial.epochs_run, "val_accuracy": trial.val_accuracy,
                             "val_loss": trial.val_loss, "train_seconds": trial.train_seconds,
@@ -364,6 +376,11 @@ class Storage:
         except DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0]
             raise UserError(f"query: {reason}") from None
+
+
+def config_value(config: dict[str, Any], name: str) -> Any:
+    """The value of gridded param ``name`` (or the architecture) in a resolved trial config."""
+    return config["architecture"] if name == "architecture" else config["params"].get(name)
 
 
 def _number(value: Any) -> float | None:

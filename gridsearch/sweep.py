@@ -10,16 +10,16 @@ import difflib
 import hashlib
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import yaml
 from sklearn.model_selection import ParameterGrid
 
 import architectures
 from gridsearch.errors import UserError
-from gridsearch.params import TRAINER_PARAMS, Param, coerce_type
+from gridsearch.params import OPTIONAL_PARAMS, TRAINER_PARAMS, Param, coerce_type
 
 TOP_LEVEL_KEYS = ("name", "description", "architecture", "dataset", "params", "grid", "seeds",
                   "select", "threads", "timeout")
@@ -87,10 +87,10 @@ def trial_key(config: dict[str, Any]) -> str:
 
 @dataclass(frozen=True)
 class Sweep:
-    """A validated sweep file."""
+    """A validated sweep file. ``architecture`` is the default; a grid may also vary it."""
 
     name: str
-    architecture: str
+    architecture: str | None
     dataset: DatasetSplit
     params: dict[str, Any]
     grid: list[dict[str, list[Any]]]
@@ -100,6 +100,14 @@ class Sweep:
     timeout: float | None = None
     description: str = ""
     source: str = field(default="", compare=False)
+
+    @property
+    def architectures(self) -> list[str]:
+        """Every architecture the sweep trains, in first-seen order."""
+        names = dict.fromkeys([self.architecture] if self.architecture else [])
+        for part in self.grid:
+            names.update(dict.fromkeys(part.get("architecture", [self.architecture])))
+        return [name for name in names if name]
 
     @property
     def gridded_params(self) -> list[str]:
@@ -114,18 +122,38 @@ class Sweep:
 
     def trials(self) -> Iterator[Trial]:
         """Every trial of the sweep, in grid order, each seed in turn."""
-        defaults = resolved_defaults(self.architecture)
         for point in ParameterGrid(self.grid):
+            point = dict(point)
+            architecture = point.pop("architecture", self.architecture)
+            params = {**resolved_defaults(architecture), **self.params, **point}
             for seed in self.seeds:
-                params = {**defaults, **self.params, **point}
-                yield Trial(self.architecture, params, self.dataset.trial_part(), seed, self.threads,
-                            self.select)
+                yield Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
+
+
+
+def resolve_warm_starts(sweep: Sweep, selected_trial: Callable[[str], str | None]) -> Sweep:
+    """``sweep`` with every ``init_from: best:<name>`` replaced by ``trial:<key>`` of that sweep's
+    selected trial (``selected_trial(name)``), so that trial keys name the exact weights used."""
+    def resolve(value: Any) -> Any:
+        if not (isinstance(value, str) and value.startswith("best:")):
+            return value
+        name = value.removeprefix("best:")
+        key = selected_trial(name)
+        if key is None:
+            raise UserError(f"{sweep.name}: init_from {value}: sweep {name!r} has no selected trial yet; "
+                            "run it first (e.g. list its file before this one)")
+        return f"trial:{key}"
+
+    params = {name: resolve(value) for name, value in sweep.params.items()}
+    grid = [{name: [resolve(v) for v in values] for name, values in part.items()} for part in sweep.grid]
+    return replace(sweep, params=params, grid=grid)
 
 
 def accepted_params(architecture: str) -> dict[str, Param]:
-    """Every param a sweep of ``architecture`` may set: the trainer's and the builder's."""
+    """Every param a sweep of ``architecture`` may set: the trainer's, its extras and the builder's."""
     entry = architectures.get(architecture)
     accepted = dict(TRAINER_PARAMS)
+    accepted.update({name: OPTIONAL_PARAMS[name] for name in entry.training_params})
     for name, parameter in entry.params().items():
         annotation = parameter.annotation
         expected = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation, annotation)
@@ -224,22 +252,22 @@ class _SweepValidator:
         for key in document:
             if key not in TOP_LEVEL_KEYS:
                 raise self.fail((key,), "unknown key" + _suggest(key, TOP_LEVEL_KEYS))
-        for required in ("name", "architecture", "grid"):
+        for required in ("name", "grid"):
             if required not in document:
                 raise self.fail((), f"missing required key '{required}'")
         name = self.scalar(document, "name", str)
         if not NAME_PATTERN.fullmatch(name):
             raise self.fail(("name",), "must be 1-100 letters, digits, '_', '.' or '-', "
                                        f"starting with a letter or digit, got {name!r}")
-        architecture = self.scalar(document, "architecture", str)
-        if architecture not in architectures.REGISTRY:
-            raise self.fail(("architecture",), f"unknown architecture {architecture!r}"
-                            + _suggest(architecture, architectures.REGISTRY)
-                            + f" (known: {', '.join(sorted(architectures.REGISTRY))})")
-        accepted = accepted_params(architecture)
-        params = self.params(document.get("params"), accepted, architecture)
-        grid = self.grid(document["grid"], accepted, architecture, params)
-        self.check_builds(architecture, params, grid)
+        architecture = None
+        if "architecture" in document:
+            architecture = self.architecture(("architecture",), self.scalar(document, "architecture", str))
+        parts = self.grid_parts(document["grid"], architecture)
+        used = list(dict.fromkeys(a for _, archs, _ in parts for a in archs))
+        params = self.params(document.get("params"), used)
+        grid = [self.grid_part(at, archs, part, params) for at, archs, part in parts]
+        for used_architecture in used:
+            self.check_builds(used_architecture, architecture, params, grid)
         select = self.scalar(document, "select", str, "val_accuracy")
         if select not in SELECT_METRICS:
             raise self.fail(("select",), f"unknown metric {select!r} (known: {', '.join(SELECT_METRICS)})")
@@ -298,60 +326,107 @@ class _SweepValidator:
                             f"{DATASETS[name]} images of the {name} training set")
         return DatasetSplit(name, **sizes)
 
+    def architecture(self, at: tuple, name: Any) -> str:
+        if not isinstance(name, str) or name not in architectures.REGISTRY:
+            raise self.fail(at, f"unknown architecture {name!r}" + _suggest(str(name), architectures.REGISTRY)
+                            + f" (known: {', '.join(sorted(architectures.REGISTRY))})")
+        return name
+
     def param_value(self, at: tuple, value: Any, param: Param) -> Any:
         try:
-            return param.coerce(value)
+            value = param.coerce(value)
         except ValueError as exc:
             raise self.fail(at, str(exc)) from None
+        return self.init_from(at, value) if "init_from" in at else value
 
-    def check_name(self, at: tuple, name: Any, accepted: dict[str, Param], architecture: str) -> None:
-        if name not in accepted:
-            raise self.fail(at, f"unknown parameter for architecture {architecture!r}"
-                            + _suggest(str(name), accepted))
+    def init_from(self, at: tuple, value: str) -> str:
+        """``best:<sweep>``, ``trial:<key>``, or a checkpoint path made absolute.
 
-    def params(self, document: Any, accepted: dict[str, Param], architecture: str) -> dict[str, Any]:
+        A relative path is read from the sweep file's folder and may not leave it.
+        """
+        if not value or value.startswith("trial:"):
+            return value
+        if value.startswith("best:"):
+            if not NAME_PATTERN.fullmatch(value.removeprefix("best:")):
+                raise self.fail(at, f"'best:' must be followed by a sweep name, got {value!r}")
+            return value
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            folder = self.path.parent.resolve()
+            path = (folder / path).resolve()
+            if not path.is_relative_to(folder):
+                raise self.fail(at, f"{value!r} leaves the sweep file's folder; give an absolute path "
+                                    "to load a checkpoint from elsewhere")
+        if not path.is_file():
+            raise self.fail(at, f"no checkpoint file at {path}")
+        return str(path)
+
+    def accepted(self, at: tuple, name: Any, architectures_: list[str]) -> Param:
+        """The definition of param ``name``, which every one of ``architectures_`` must accept."""
+        for architecture in architectures_:
+            accepted = accepted_params(architecture)
+            if name not in accepted:
+                raise self.fail(at, f"unknown parameter for architecture {architecture!r}"
+                                + _suggest(str(name), accepted))
+        return accepted_params(architectures_[0])[name]
+
+    def params(self, document: Any, used: list[str]) -> dict[str, Any]:
         if document is None:
             return {}
         if not isinstance(document, dict):
             raise self.fail(("params",), "must be a mapping of parameter names to values")
-        params = {}
-        for name, value in document.items():
-            self.check_name(("params", name), name, accepted, architecture)
-            params[name] = self.param_value(("params", name), value, accepted[name])
-        return params
+        return {name: self.param_value(("params", name), value, self.accepted(("params", name), name, used))
+                for name, value in document.items()}
 
-    def grid(self, document: Any, accepted: dict[str, Param], architecture: str,
-             fixed: dict[str, Any]) -> list[dict[str, list[Any]]]:
+    def grid_parts(self, document: Any, default: str | None) -> list[tuple[tuple, list[str], dict]]:
+        """(location, architectures, raw mapping) of each part of the grid."""
         parts = document if isinstance(document, list) else [document]
         if not parts:
             raise self.fail(("grid",), "the grid is empty")
-        grid = []
+        checked = []
         for index, part in enumerate(parts):
             at = ("grid", index) if isinstance(document, list) else ("grid",)
             if not isinstance(part, dict):
                 raise self.fail(at, "must be a mapping of parameter names to lists of values")
             if not part:
                 raise self.fail(at, "the grid is empty")
-            resolved = {}
-            for name, values in part.items():
-                self.check_name(at + (name,), name, accepted, architecture)
-                if name in fixed:
-                    raise self.fail(at + (name,), "set both in params and in grid; keep one")
-                if not isinstance(values, list):
-                    raise self.fail(at + (name,), f"must be a list of values, e.g. [{values!r}]")
-                if not values:
-                    raise self.fail(at + (name,), "empty list of values: the grid is empty")
-                resolved[name] = [self.param_value(at + (name, i), v, accepted[name])
-                                  for i, v in enumerate(values)]
-            grid.append(resolved)
-        return grid
+            names = part.get("architecture")
+            if names is None:
+                if default is None:
+                    raise self.fail(at, "no architecture: set 'architecture' at the top or in this grid part")
+                used = [default]
+            else:
+                if not isinstance(names, list) or not names:
+                    raise self.fail(at + ("architecture",), "must be a non-empty list of architecture names")
+                used = [self.architecture(at + ("architecture", i), n) for i, n in enumerate(names)]
+            checked.append((at, used, part))
+        return checked
 
-    def check_builds(self, architecture: str, params: dict[str, Any], grid: list[dict]) -> None:
+    def grid_part(self, at: tuple, used: list[str], part: dict, fixed: dict[str, Any]) -> dict[str, list[Any]]:
+        resolved: dict[str, list[Any]] = {}
+        for name, values in part.items():
+            if name == "architecture":
+                resolved[name] = list(values)
+                continue
+            param = self.accepted(at + (name,), name, used)
+            if name in fixed:
+                raise self.fail(at + (name,), "set both in params and in grid; keep one")
+            if not isinstance(values, list):
+                raise self.fail(at + (name,), f"must be a list of values, e.g. [{values!r}]")
+            if not values:
+                raise self.fail(at + (name,), "empty list of values: the grid is empty")
+            resolved[name] = [self.param_value(at + (name, i), v, param) for i, v in enumerate(values)]
+        return resolved
+
+    def check_builds(self, architecture: str, default: str | None, params: dict[str, Any],
+                     grid: list[dict]) -> None:
         """Build the network once for each distinct combination of its own params, to catch bad values."""
         entry = architectures.get(architecture)
         own = set(entry.params())
         tried: set[str] = set()
         for point in ParameterGrid(grid):
+            if point.get("architecture", default) != architecture:
+                continue
             values = {k: v for k, v in {**entry.defaults(), **params, **point}.items() if k in own}
             signature = json.dumps(values, sort_keys=True)
             if signature in tried:

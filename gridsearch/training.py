@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -20,9 +21,11 @@ from torch import nn
 
 import architectures
 from gridsearch import data
+from gridsearch.augmentation import AUGMENTATION_PARAMS, BatchAugmenter
 from gridsearch.data import Split
 
 Emit = Callable[[dict[str, Any]], None]
+Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 EVAL_BATCH_SIZE = 1000
 
 
@@ -44,9 +47,16 @@ def lr_factor(epoch: int, lr_gamma: float, lr_step: float, lr_min: float) -> flo
 
 
 def make_optimizer(model: nn.Module, params: dict[str, Any]) -> torch.optim.Optimizer:
+    """SGD or Adam; a spatial transformer's own parameters learn at ``lr * transformer_lr_scale``."""
+    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
+    if "transformer_lr_scale" in params:
+        transformer = list(model.transformer_parameters())
+        own = set(map(id, transformer))
+        groups = [{"params": [p for p in model.parameters() if id(p) not in own]},
+                  {"params": transformer, "lr": params["lr"] * params["transformer_lr_scale"]}]
     if params["optimizer"] == "adam":
-        return torch.optim.Adam(model.parameters(), lr=params["lr"], weight_decay=params["weight_decay"])
-    return torch.optim.SGD(model.parameters(), lr=params["lr"], momentum=params["momentum"],
+        return torch.optim.Adam(groups, lr=params["lr"], weight_decay=params["weight_decay"])
+    return torch.optim.SGD(groups, lr=params["lr"], momentum=params["momentum"],
                            nesterov=params["nesterov"] and params["momentum"] > 0,
                            weight_decay=params["weight_decay"])
 
@@ -58,8 +68,38 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     return entry.build(**own)
 
 
+def make_augmenter(config: dict[str, Any]) -> Augment | None:
+    """The batch augmentation of the trial's architecture, or None if it uses none."""
+    names = architectures.get(config["architecture"]).training_params & AUGMENTATION_PARAMS
+    if not names:
+        return None
+    return BatchAugmenter(**{name: config["params"][name] for name in names})
+
+
+def warm_start(model: nn.Module, checkpoint: Path, device: torch.device) -> tuple[int, int]:
+    """Load the tensors of ``checkpoint`` whose name (or dotted suffix) and shape match; returns
+    (loaded, left fresh). A LeNet-5-3 checkpoint thus fills the classifier inside an STN."""
+    state = torch.load(checkpoint, map_location=device, weights_only=True)
+    source = state.get("model", state)
+    target = model.state_dict()
+    loaded = {}
+    for name, tensor in target.items():
+        candidates = [k for k in source if (k == name or name.endswith("." + k)) and source[k].shape == tensor.shape]
+        if candidates:
+            loaded[name] = source[max(candidates, key=len)]
+    model.load_state_dict(loaded, strict=False)
+    return len(loaded), len(target) - len(loaded)
+
+
+def checkpoint_path(init_from: str, run_dir: Path) -> Path:
+    """The file an ``init_from`` value names: ``trial:<key>`` is that trial's best weights."""
+    if init_from.startswith("trial:"):
+        return run_dir.parent / init_from.removeprefix("trial:") / "best.pt"
+    return Path(init_from)
+
+
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, batch_size: int,
-                generator: torch.Generator) -> tuple[float, float]:
+                generator: torch.Generator, augment: Augment | None = None) -> tuple[float, float]:
     """One pass over ``train`` in a seeded random order; returns (mean loss, accuracy)."""
     model.train()
     order = torch.randperm(len(train), generator=generator, device=generator.device)
@@ -71,6 +111,8 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split
     seen = 0
     for index in batches:
         images = train.images[index].float().div_(255)
+        if augment is not None:
+            images = augment(images, generator)
         labels = train.labels[index]
         optimizer.zero_grad(set_to_none=True)
         output = model(images)
@@ -127,6 +169,7 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
     split = config["dataset"]
     train, val = (s.to(device) for s in data.training_splits(data_dir, split["train_size"], split["val_size"]))
     model = build_model(config).to(device)
+    augment = make_augmenter(config)
     optimizer = make_optimizer(model, params)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(
         epoch, params["lr_gamma"], params["lr_step"], params["lr_min"]))
@@ -144,6 +187,9 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
         history = state["history"]
         for metrics in history:
             emit({"event": "epoch", "replayed": True, **metrics})
+    elif params["init_from"]:
+        loaded, fresh = warm_start(model, checkpoint_path(params["init_from"], run_dir), device)
+        print(f"warm start from {params['init_from']}: {loaded} tensors loaded, {fresh} fresh", file=sys.stderr)
     emit({"event": "started", "parameter_count": architectures.count_parameters(model),
           "resumed_from_epoch": len(history)})
 
@@ -153,7 +199,8 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy = train_epoch(model, optimizer, train, params["batch_size"], generator)
+        train_loss, train_accuracy = train_epoch(model, optimizer, train, params["batch_size"], generator,
+                                                 augment)
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
         val_loss, val_accuracy, _ = evaluate(model, val)
