@@ -99,9 +99,16 @@ class Storage:
     def __init__(self, db: str = DEFAULT_DB, *, readonly: bool = False, create: bool = True):
         self.url = database_url(db)
         self.readonly = readonly
-        self.engine = self._connect(create=create and not readonly)
-        self.session = sessionmaker(self.engine, expire_on_commit=False)
-        self._check_schema(create=create and not readonly)
+        try:
+            self.engine = self._connect(create=create and not readonly)
+            self.session = sessionmaker(self.engine, expire_on_commit=False)
+            self._check_schema(create=create and not readonly)
+        except ImportError as exc:
+            raise UserError(f"--db {describe(self.url)}: its database driver is not installed "
+                            f"({exc}); install it with pip") from None
+        except (DBAPIError, SQLAlchemyError) as exc:
+            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
+            raise UserError(f"--db {describe(self.url)}: cannot open the database ({reason})") from None
 
     def _connect(self, create: bool) -> Engine:
         path = sqlite_path(self.url)
@@ -119,13 +126,8 @@ class Storage:
                 engine = create_engine(self.url, connect_args=options, pool_pre_ping=True)
             with engine.connect():
                 pass
-        except UserError:
-            raise
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise UserError(f"--db {describe(self.url)}: not a usable database URL ({exc})") from None
-        except (DBAPIError, SQLAlchemyError) as exc:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            raise UserError(f"--db {describe(self.url)}: cannot open the database ({reason})") from None
         return engine
 
     def _sqlite_pragmas(self, connection: Any, _record: Any) -> None:

@@ -2,6 +2,7 @@
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -186,3 +187,54 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
             "JOIN evaluations e ON e.trial_key = s.selected_trial")
     assert rows(db, same) == rows(reference / "results.db", same)
     assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'") == [(4,)]
+
+
+def _dump(db: Path) -> list:
+    tables = [name for (name,) in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
+    return [(table, sorted(map(repr, rows(db, f"SELECT * FROM {table}")))) for table in tables]
+
+
+BAD_COMMANDS = [
+    (["run", "{bad}"], "params.optimiser: unknown parameter"),
+    (["run", "{missing}"], "no such sweep file"),
+    (["run", "{sweep}", "--db", "nonsense://x"], "not a usable database URL"),
+    (["run", "{sweep}", "--db", "/no/such/folder/results.db"], "folder /no/such/folder does not exist"),
+    (["run", "{sweep}", "--db", "postgresql://nobody@127.0.0.1:1/x"], "--db postgresql://nobody@127.0.0.1:1/x"),
+    (["status", "--db", "{notadb}"], "cannot open the database (file is not a database)"),
+    (["trials", "nosuch"], "no sweep named 'nosuch'"),
+    (["best", "nosuch"], "no sweep named 'nosuch'"),
+    (["plan", "{bad}"], "params.optimiser"),
+    (["query", "SELECT * FROM nosuch"], "no such table: nosuch"),
+]
+
+
+@pytest.mark.parametrize("args, message", BAD_COMMANDS, ids=[" ".join(a) for a, _ in BAD_COMMANDS])
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(finished, args, message, tmp_path):
+    folder, _ = finished
+    bad = folder / "bad.yaml"
+    bad.write_text((folder / "sweep.yaml").read_text().replace("epochs:", "optimiser: sgd\n  epochs:"))
+    (tmp_path / "notadb.db").write_text("hello")
+    paths = {"bad": bad, "missing": folder / "missing.yaml", "sweep": folder / "sweep.yaml",
+             "notadb": tmp_path / "notadb.db"}
+    before = _dump(folder / "results.db")
+    result = gridsearch(*[a.format(**paths) for a in args], cwd=folder)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("error: ") and message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert _dump(folder / "results.db") == before
+
+
+def _online() -> bool:
+    try:
+        socket.create_connection(("ossci-datasets.s3.amazonaws.com", 443), timeout=3).close()
+        return True
+    except OSError:
+        return False
+
+
+@pytest.mark.skipif(_online(), reason="with a network, MNIST is simply downloaded")
+def test_missing_mnist_offline_names_the_files(tmp_path):
+    result = gridsearch("run", str(write_sweep(tmp_path)), "--data-dir", str(tmp_path / "empty"), cwd=tmp_path)
+    assert result.returncode == 2
+    assert "train-images-idx3-ubyte.gz" in result.stderr and str(tmp_path / "empty") in result.stderr
+    assert result.stderr.count("\n") == 1

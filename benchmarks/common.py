@@ -1,0 +1,50 @@
+"""Shared set-up of the benchmarks: real MNIST, the seed model and optimizer, interleaved timing."""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from gridsearch import data  # noqa: E402
+from gridsearch.sweep import resolved_defaults  # noqa: E402
+from gridsearch.training import build_model, make_optimizer  # noqa: E402
+
+
+def arguments(description: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--data-dir", type=Path, default=data.default_data_dir())
+    parser.add_argument("--samples", type=int, default=8600, help="training images per timed epoch")
+    parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop (median reported)")
+    parser.add_argument("--threads", type=int, default=1)
+    return parser.parse_args()
+
+
+def seed_model(architecture: str = "lenet53") -> tuple[nn.Module, torch.optim.Optimizer]:
+    """A fresh seeded LeNet-5-3 and the study's SGD (lr 0.05, Nesterov momentum, weight decay)."""
+    torch.manual_seed(0)
+    params = {**resolved_defaults(architecture), "lr": 0.05}
+    model = build_model({"architecture": architecture, "params": params})
+    return model, make_optimizer(model, params)
+
+
+def samples_per_second(loops: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
+    """Median samples/s of each loop; loops run round-robin so machine noise hits all alike."""
+    rates: dict[str, list[float]] = {name: [] for name in loops}
+    for name, loop in loops.items():  # warm-up: allocator, kernels, page cache
+        loop()
+    for _ in range(repeats):
+        for name, loop in loops.items():
+            started = time.perf_counter()
+            samples = loop()
+            rates[name].append(samples / (time.perf_counter() - started))
+            print(json.dumps({"loop": name, "samples_per_s": round(rates[name][-1], 1)}), flush=True)
+    return {name: statistics.median(values) for name, values in rates.items()}
