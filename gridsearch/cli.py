@@ -1,4 +1,4 @@
-"""The ``gridsearch`` command line: run, plan, status, trials, best and query."""
+"""The ``gridsearch`` command line: run, plan, status, trials, best, query, report, evaluate and inspect."""
 from __future__ import annotations
 
 import argparse
@@ -10,7 +10,7 @@ from typing import Sequence
 import pandas as pd
 
 from gridsearch.errors import UserError
-from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir
+from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir, config_value
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 DEFAULT_MAX_TRIALS = 10_000
@@ -26,8 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
                          help="results database: a file path or any SQLAlchemy URL (default: %(default)s)")
         return sub
 
-    run = command("run", "run a sweep file (again to resume it)")
-    run.add_argument("sweep_file", type=Path)
+    run = command("run", "run sweep files, one after the other (again to resume them)")
+    run.add_argument("sweep_files", type=Path, nargs="+", metavar="sweep_file")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
     run.add_argument("--workers", type=_positive_int, default=1, help="trials run in parallel (default: 1)")
@@ -58,7 +58,39 @@ def build_parser() -> argparse.ArgumentParser:
     query = command("query", "run one read-only SQL statement on the database")
     query.add_argument("sql")
     _format_option(query)
+
+    report = command("report", "write an offline HTML report (figures, CSV tables) on sweeps")
+    report.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweeps to cover (default: all)")
+    report.add_argument("--out", type=Path, default=None,
+                        help="output folder (default: reports/<sweep names>, or reports/all)")
+    _model_options(report)
+
+    evaluate = command("evaluate", "evaluate a sweep's selected trial (or any trial) on an evaluation suite")
+    target = evaluate.add_mutually_exclusive_group(required=True)
+    target.add_argument("sweep", nargs="?", help="evaluate this sweep's selected trial")
+    target.add_argument("--trial", help="evaluate this trial key instead")
+    evaluate.add_argument("--suite", choices=("robustness",), required=True)
+    evaluate.add_argument("--test-size", type=_positive_int, default=10000,
+                          help="official test images to transform (default: all %(default)s)")
+    evaluate.add_argument("--usps", type=Path, default=None,
+                          help="folder with usps.h5 (default: $GRIDSEARCH_USPS, else ../shared/datasets/usps)")
+    _model_options(evaluate)
+
+    inspect = command("inspect", "figures and tables about the data set itself")
+    inspect.add_argument("--dataset", choices=("mnist",), default="mnist")
+    inspect.add_argument("--out", type=Path, default=Path("reports/inspect-mnist"),
+                         help="output folder (default: %(default)s)")
+    inspect.add_argument("--data-dir", type=Path, default=None,
+                         help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
     return parser
+
+
+def _model_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the commands that load trained weights and MNIST."""
+    parser.add_argument("--artifacts", default=None,
+                        help="folder of the run folders (default: runs/ beside the database)")
+    parser.add_argument("--data-dir", type=Path, default=None,
+                        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
 
 
 def _format_option(parser: argparse.ArgumentParser) -> None:
@@ -79,11 +111,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m gridsearch`` and the ``gridsearch`` console script."""
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "trials": cmd_trials,
-               "best": cmd_best, "query": cmd_query}[args.command]
+               "best": cmd_best, "query": cmd_query, "report": cmd_report, "evaluate": cmd_evaluate,
+               "inspect": cmd_inspect}[args.command]
     try:
         return handler(args)
     except UserError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
     except BrokenPipeError:  # e.g. `gridsearch trials x | head`
         return 0
@@ -94,22 +127,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from gridsearch.scheduler import Coordinator, RunOptions, resolve_device
     from gridsearch.sweep import load_sweep
 
-    sweep = load_sweep(args.sweep_file, args.max_trials)
+    sweeps = [load_sweep(path, args.max_trials) for path in args.sweep_files]  # all valid before any runs
     storage = Storage(args.db)
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
     options = RunOptions(data_dir=data_dir, artifacts=artifacts_dir(args.db, args.artifacts),
                          workers=args.workers, device=resolve_device(args.device),
                          retry_failed=args.retry_failed, live=False if args.plain else None)
-    outcome = Coordinator(storage, sweep, options).run()
-    if outcome.interrupted:
-        return 130
-    print(_format(_percent(storage.trials_table(sweep.name).head(5)), "table"))
-    for note in outcome.notes:
-        print(note)
-    if outcome.selected is None:
-        return 1
-    print(_selected_line(storage, sweep.name))
+    for sweep in sweeps:
+        outcome = Coordinator(storage, sweep, options).run()
+        if outcome.interrupted:
+            return 130
+        print(_format(_percent(storage.trials_table(sweep.name).head(5)), "table"))
+        for note in outcome.notes:
+            print(note)
+        if outcome.selected is None:
+            return 1
+        print(_selected_line(storage, sweep.name))
     return 0
 
 
@@ -117,31 +151,42 @@ def _selected_line(storage: Storage, sweep: str) -> str:
     row = storage.sweep(sweep)
     trial = storage.trial(row.selected_trial)
     test = storage.evaluation(trial.key, "test")
-    params = json.loads(trial.config)["params"]
-    gridded = " ".join(f"{name}={params[name]}" for name in json.loads(row.gridded_params))
+    config = json.loads(trial.config)
+    gridded = " ".join(f"{name}={config_value(config, name)}" for name in json.loads(row.gridded_params))
     return (f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch "
             f"{trial.best_epoch}; test {test.accuracy:.3%} ({test.errors} errors in {test.samples})")
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gridsearch.sweep import load_sweep
+    from gridsearch.sweep import load_sweep, resolve_warm_starts
 
     sweep = load_sweep(args.sweep_file, args.max_trials)
-    trials = list(sweep.trials())
-    known: dict[str, str] = {}
     try:
-        storage = Storage(args.db, readonly=True)
-        known = {key: storage.trial(key).status for key in (t.key for t in trials) if storage.trial(key)}
+        storage: Storage | None = Storage(args.db, readonly=True)
     except UserError:
-        pass  # no database yet: every trial is new
-    records = [{"key": t.key, **{name: t.params[name] for name in sweep.gridded_params}, "seed": t.seed,
-                "status": known.get(t.key, "new")} for t in trials]
+        storage = None  # no database yet: every trial is new
+    unselected: list[str] = []
+
+    def selected_trial(name: str) -> str:
+        key = storage.selected_trial(name) if storage else None
+        if key is None:
+            unselected.append(name)
+        return key or f"<best of {name}>"
+
+    sweep = resolve_warm_starts(sweep, selected_trial)
+    trials = list(sweep.trials())
+    known = {t.key: row.status for t in trials if storage and (row := storage.trial(t.key))}
+    records = [{"key": t.key, **{name: config_value(t.config(), name) for name in sweep.gridded_params},
+                "seed": t.seed, "status": known.get(t.key, "new")} for t in trials]
     table = pd.DataFrame.from_records(records)
     print(_format(table, args.format))
     if args.format == "table":
         counts = table["status"].value_counts()
-        print(f"\n{sweep.name}: {len(table)} trials of {sweep.architecture} "
+        print(f"\n{sweep.name}: {len(table)} trials of {', '.join(sweep.architectures)}: "
               + ", ".join(f"{n} {status}" for status, n in counts.items()))
+        for name in dict.fromkeys(unselected):
+            print(f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
+                  "change once it has one")
     return 0
 
 
@@ -197,6 +242,61 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 def cmd_query(args: argparse.Namespace) -> int:
     print(_format(Storage(args.db, readonly=True).query(args.sql), args.format))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gridsearch.data import default_data_dir
+    from gridsearch.report import build_report
+
+    storage = Storage(args.db, readonly=True)
+    out = args.out or Path("reports") / ("_".join(args.sweeps) if args.sweeps else "all")
+    index = build_report(storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts),
+                         args.data_dir or default_data_dir())
+    print(f"report written to {index}")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gridsearch import robustness
+    from gridsearch.bestmodel import load_model, selected_trial
+    from gridsearch.data import default_data_dir, prepare, test_split
+
+    storage = Storage(args.db)
+    trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
+    if trial is None:
+        raise UserError(f"no trial with key {args.trial!r} in {args.db}")
+    if trial.status != "done":
+        raise UserError(f"trial {trial.key} is {trial.status}, not done: nothing to evaluate")
+    model = load_model(trial, artifacts_dir(args.db, args.artifacts))
+    data_dir = args.data_dir or default_data_dir()
+    prepare(data_dir)
+    test = test_split(data_dir, args.test_size)
+    usps = robustness.usps_folder(args.usps)
+    results = robustness.run_suite(model, test.images, test.labels, usps)
+    for name, result in results.items():
+        storage.save_evaluation(trial.key, name, result)
+    table = pd.DataFrame([{"evaluation": name, "samples": r["samples"], "accuracy": r["accuracy"],
+                           "errors": r["errors"], "seconds": round(r["seconds"], 2)}
+                          for name, r in results.items()])
+    print(_format(_percent(table), "table"))
+    if robustness.USPS_NAME not in results:
+        print(f"usps skipped: no usps.h5 in {usps} (pass --usps or set GRIDSEARCH_USPS)")
+    elapsed = sum(result["seconds"] for result in results.values())
+    print(f"trial {trial.key}: {len(results)} evaluations stored ({elapsed:.1f} s of evaluation)")
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from gridsearch.data import default_data_dir, prepare
+    from gridsearch.inspection import inspection_section
+    from gridsearch.webpage import Folder
+
+    data_dir = args.data_dir or default_data_dir()
+    prepare(data_dir)
+    folder = Folder(args.out)
+    index = folder.page(f"{args.dataset.upper()} inspection", inspection_section(folder, data_dir, args.dataset))
+    print(f"inspection written to {index}")
     return 0
 
 

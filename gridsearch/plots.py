@@ -1,0 +1,193 @@
+"""The report's figures: each function takes plain data and returns a matplotlib Figure (Agg backend)."""
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+
+def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
+    """A 2-D table of accuracies (rows: one param's values, columns: another's) as an annotated heatmap."""
+    figure, axes = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
+    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
+    axes.set_xticks(range(grid.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.columns])
+    axes.set_yticks(range(grid.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.index])
+    axes.set_xlabel(str(grid.columns.name))
+    axes.set_ylabel(str(grid.index.name))
+    values = grid.to_numpy(dtype=float)
+    middle = np.nanmean(values)
+    for (row, column), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            axes.text(column, row, f"{value:.2%}", ha="center", va="center", fontsize=8,
+                      color="black" if value > middle else "white")
+    figure.colorbar(image, ax=axes, label=label, format=matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+    axes.set_title(title)
+    return figure
+
+
+def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: str) -> plt.Figure:
+    """For each param, the mean and the max of ``metric`` over all other params, against its values."""
+    figure, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.0), squeeze=False)
+    for axis, param in zip(axes[0], params):
+        grouped = table.groupby(param)[metric].agg(["mean", "max"]).sort_index()
+        positions = range(len(grouped))
+        axis.plot(positions, grouped["max"], "o-", label="max")
+        axis.plot(positions, grouped["mean"], "s--", label="mean")
+        axis.set_xticks(list(positions), [f"{v:g}" if isinstance(v, float) else str(v) for v in grouped.index])
+        axis.set_xlabel(param)
+        axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+        axis.grid(alpha=0.3)
+    axes[0][0].set_ylabel(metric)
+    axes[0][0].legend()
+    figure.suptitle(title)
+    figure.tight_layout()
+    return figure
+
+
+def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
+    """Train (dashed) and val (solid) loss and accuracy per epoch; one colour per labelled trial."""
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for index, (label, epochs) in enumerate(curves.items()):
+        colour = f"C{index}"
+        loss.plot(epochs["epoch"], epochs["train_loss"], "--", color=colour)
+        loss.plot(epochs["epoch"], epochs["val_loss"], "-o", color=colour, markersize=3, label=label)
+        accuracy.plot(epochs["epoch"], epochs["train_accuracy"], "--", color=colour)
+        accuracy.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color=colour, markersize=3, label=label)
+    loss.set_ylabel("loss (dashed: train, solid: val)")
+    accuracy.set_ylabel("accuracy (dashed: train, solid: val)")
+    accuracy.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+    for axis in (loss, accuracy):
+        axis.set_xlabel("epoch")
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        axis.grid(alpha=0.3)
+    accuracy.legend(fontsize=8)
+    figure.tight_layout()
+    return figure
+
+
+def confusion_matrix(matrix: np.ndarray, title: str) -> plt.Figure:
+    """A 10x10 confusion matrix (rows: true digit, columns: predicted), off-diagonal cells highlighted."""
+    matrix = np.asarray(matrix)
+    off = np.where(np.eye(len(matrix), dtype=bool), 0, matrix)
+    figure, axes = plt.subplots(figsize=(5.2, 4.6))
+    image = axes.imshow(off, cmap="Reds")
+    for (row, column), value in np.ndenumerate(matrix):
+        axes.text(column, row, str(value), ha="center", va="center", fontsize=7,
+                  color="#1a5e1a" if row == column else ("white" if value > off.max() / 2 else "black"))
+    axes.set_xticks(range(10))
+    axes.set_yticks(range(10))
+    axes.set_xlabel("predicted digit")
+    axes.set_ylabel("true digit")
+    axes.set_title(title, fontsize=10)
+    figure.colorbar(image, ax=axes, label="errors (off-diagonal)")
+    return figure
+
+
+def image_grid(images: np.ndarray, captions: Sequence[str], wrong: Sequence[bool], title: str,
+               columns: int = 10) -> plt.Figure:
+    """Grey 28x28 uint8 images tiled in one mosaic with a caption above each; ``wrong`` captions in red."""
+    size, gap = images.shape[-1], 11
+    rows = max(1, -(-len(images) // columns))
+    cell_h, cell_w = size + gap, size + 4
+    mosaic = np.zeros((rows * cell_h, columns * cell_w))
+    figure, axes = plt.subplots(figsize=(0.95 * columns, 1.2 * rows + 0.5))
+    for index, image in enumerate(images):
+        top, left = (index // columns) * cell_h + gap, (index % columns) * cell_w + 2
+        mosaic[top:top + size, left:left + size] = image
+        axes.text(left + size / 2, top - 1.5, captions[index], ha="center", va="bottom", fontsize=7,
+                  color="#c00000" if wrong[index] else "black")
+    axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    axes.axis("off")
+    axes.set_title(title, fontsize=10)
+    return figure
+
+
+def scatter_cost(table: pd.DataFrame) -> plt.Figure:
+    """Test accuracy against parameter count and against training seconds, one labelled point per model."""
+    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    for axis, column, label in ((axes[0], "parameter_count", "parameters"),
+                                (axes[1], "train_seconds", "training time of the best trial (s)")):
+        axis.scatter(table[column], table["test_accuracy"], s=40, c=[f"C{i}" for i in range(len(table))])
+        for _, row in table.iterrows():
+            axis.annotate(row["sweep"], (row[column], row["test_accuracy"]), fontsize=8,
+                          xytext=(4, 4), textcoords="offset points")
+        values = table[column].astype(float)
+        logarithmic = values.min() > 0 and values.max() / values.min() > 20
+        if logarithmic:
+            axis.set_xscale("log")
+            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+        else:
+            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep="") if column == "parameter_count"
+                                       else matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.margins(x=0.2, y=0.2)
+        axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # no accuracy above 100%
+        axis.set_xlabel(label + (" (log scale)" if logarithmic else ""))
+        axis.set_ylabel("test accuracy")
+        axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+        axis.grid(alpha=0.3, which="both")
+    figure.tight_layout()
+    return figure
+
+
+def grouped_bars(table: pd.DataFrame, title: str) -> plt.Figure:
+    """Horizontal bars of accuracies: one group per row of ``table``, one bar per column."""
+    groups, series = len(table), len(table.columns)
+    height = 0.8 / series
+    figure, axes = plt.subplots(figsize=(9, 0.32 * groups * series + 1.5))
+    for index, column in enumerate(table.columns):
+        positions = np.arange(groups) + index * height
+        axes.barh(positions, table[column], height=height, label=str(column))
+    axes.set_yticks(np.arange(groups) + 0.4 - height / 2, table.index)
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    axes.set_xlabel("accuracy")
+    axes.grid(alpha=0.3, axis="x")
+    axes.legend(fontsize=8, loc="lower right")
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def bars(table: pd.DataFrame, title: str, ylabel: str) -> plt.Figure:
+    """Vertical grouped bars: index on the x axis, one bar per column."""
+    figure, axes = plt.subplots(figsize=(8, 3.2))
+    table.plot.bar(ax=axes, rot=0)
+    axes.set_ylabel(ylabel)
+    axes.set_title(title)
+    axes.grid(alpha=0.3, axis="y")
+    figure.tight_layout()
+    return figure
+
+
+def digit_row(images: np.ndarray, title: str) -> plt.Figure:
+    """Ten float images (one per digit 0-9) side by side, e.g. the mean image of each digit."""
+    figure, axes = plt.subplots(1, len(images), figsize=(1.2 * len(images), 1.6))
+    for digit, (axis, image) in enumerate(zip(axes, images)):
+        axis.imshow(image, cmap="gray_r")
+        axis.set_title(str(digit), fontsize=9)
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def histogram(counts: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
+    """Step histograms from counts per value (index: value, one column per set), as shares, log scale."""
+    figure, axes = plt.subplots(figsize=(8, 3.2))
+    for column in counts.columns:
+        axes.step(counts.index, counts[column] / counts[column].sum(), where="mid", label=str(column))
+    axes.set_yscale("log")
+    axes.set_xlabel(xlabel)
+    axes.set_ylabel("share of pixels (log)")
+    axes.set_title(title)
+    axes.legend()
+    axes.grid(alpha=0.3)
+    figure.tight_layout()
+    return figure

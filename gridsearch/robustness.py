@@ -1,0 +1,219 @@
+"""The robustness suite: "is MNIST solved?" — a trained model on shifted test conditions.
+
+Each condition is stored as an evaluation row of the trial (``robustness/<condition>``, ``usps``,
+``sklearn_digits``), with the same columns as the official ``test`` evaluation.
+
+Transformed MNIST: the first ``test_size`` official test images, scaled to [0, 1], transformed as a
+whole batch (one ``grid_sample`` for the geometric ones), clipped to [0, 1] and rounded back to
+8 bits like the originals. Random conditions (rotation direction, noise, elastic) draw from a
+generator seeded by the condition's name, so the same model and suite always give the same numbers.
+
+Other handwriting: USPS (the 2,007 test digits of ``usps.h5``) and scikit-learn's bundled ``digits``
+(1,797), brought to MNIST's convention as ``PREPROCESSING`` states.
+"""
+from __future__ import annotations
+
+import os
+import time
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import h5py
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.datasets import load_digits
+from torch import nn
+
+from gridsearch.augmentation import BatchAugmenter, Distortion, distort
+from gridsearch.bestmodel import score
+
+SUITE_SEED = 20240
+"""Base seed of the random conditions; each condition adds the CRC-32 of its name."""
+USPS_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "usps"
+"""Where USPS is looked for unless ``$GRIDSEARCH_USPS`` or ``--usps`` says otherwise."""
+USPS_NAME = "usps"
+DIGITS_NAME = "sklearn_digits"
+PREFIX = "robustness/"
+
+Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One transformed test set: what a reader sees, and the batched transform of float images."""
+
+    description: str
+    transform: Transform
+
+
+def warp(images: torch.Tensor, angle: torch.Tensor, shift: tuple[float, float] = (0.0, 0.0),
+         zoom: float = 1.0) -> torch.Tensor:
+    """Rotate each image by its ``angle`` (radians, counter-clockwise), scale by ``zoom``, move by ``shift`` px."""
+    n = len(images)
+    return distort(images, Distortion(
+        selected=torch.ones(n, dtype=torch.bool), angle=angle.to(images.dtype),
+        shift=torch.tensor(shift, dtype=images.dtype).expand(n, 2), shear=torch.zeros(n, dtype=images.dtype),
+        zoom=torch.full((n,), zoom, dtype=images.dtype), displacement=None))
+
+
+def rotation(degrees: float) -> Transform:
+    """Rotate each image by ``degrees``, clockwise or counter-clockwise at random (seeded)."""
+    def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        sign = torch.randint(0, 2, (len(images),), generator=generator) * 2 - 1
+        return warp(images, sign * np.radians(degrees))
+    return transform
+
+
+def affine(shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> Transform:
+    """Scale every image by ``zoom`` about its centre, then move it ``shift`` (x right, y down) pixels."""
+    return lambda images, _generator: warp(images, torch.zeros(len(images)), shift, zoom)
+
+
+def gaussian_noise(sigma: float) -> Transform:
+    """Add independent Gaussian noise of standard deviation ``sigma`` (pixel scale [0, 1])."""
+    def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        return images + sigma * torch.randn(images.shape, generator=generator, dtype=images.dtype)
+    return transform
+
+
+def dilate(images: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
+    """Grey-level dilation by a 3x3 cross (a 3-tall and a 3-wide max): strokes about two pixels thicker."""
+    return torch.maximum(F.max_pool2d(images, (3, 1), stride=1, padding=(1, 0)),
+                         F.max_pool2d(images, (1, 3), stride=1, padding=(0, 1)))
+
+
+def erode(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Grey-level erosion by a 3x3 cross: strokes about two pixels thinner."""
+    return -dilate(-images, generator)
+
+
+def elastic(alpha: float, sigma: float) -> Transform:
+    """Simard et al.'s elastic distortion: uniform [-1, 1] fields smoothed by a Gaussian, times ``alpha`` px."""
+    augmenter = BatchAugmenter(aug_p=1.0, rotate=0.0, shift=0.0, shear=0.0, zoom=(1.0, 1.0),
+                               elastic_alpha=alpha, elastic_sigma=sigma)
+    return lambda images, generator: augmenter(images, generator)
+
+
+def invert(images: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
+    """Black digit on white: 1 - pixel."""
+    return 1 - images
+
+
+CONDITIONS: dict[str, Condition] = {
+    "clean": Condition("unchanged (the reference)", lambda images, _g: images),
+    **{f"rotate{angle}": Condition(f"rotated ±{angle}° (direction at random, seeded)", rotation(angle))
+       for angle in (15, 30, 45)},
+    "shift+3+3": Condition("moved 3 px right and 3 px down", affine(shift=(3.0, 3.0))),
+    "scale0.75": Condition("shrunk to 75% about the centre", affine(zoom=0.75)),
+    "scale1.25": Condition("enlarged to 125% about the centre", affine(zoom=1.25)),
+    "noise0.3": Condition("Gaussian noise, σ = 0.3 of the pixel range", gaussian_noise(0.3)),
+    "thicker": Condition("thicker strokes (dilation, 3x3 cross)", dilate),
+    "thinner": Condition("thinner strokes (erosion, 3x3 cross)", erode),
+    "elastic": Condition("elastic distortion, α = 34 px, σ = 4 px", elastic(34.0, 4.0)),
+    "inverted": Condition("inverted contrast (black on white)", invert),
+}
+"""The transformed-MNIST conditions, stored as ``robustness/<name>``, in report order."""
+EXTERNAL = {USPS_NAME: "USPS test set (2,007 digits, 16x16), MNIST-style centring",
+            DIGITS_NAME: "scikit-learn digits (1,797 digits, 8x8), MNIST-style centring"}
+
+
+PREPROCESSING = ("USPS (usps.h5 test set, 2,007 digits of 16x16) and scikit-learn's digits (1,797 of 8x8, "
+                 "grey levels 0-16) are brought to MNIST's convention: each digit is cropped to its pixels "
+                 "above 10% of its maximum, resized (bilinear, antialiased) so that its longer side is 20 "
+                 "pixels keeping its aspect ratio, pasted into a black 28x28 frame and moved by whole pixels "
+                 "so that its centre of mass is at the frame's centre. Transformed MNIST images are clipped "
+                 "to [0, 1] and rounded to 8 bits; noise and elastic fields are seeded by condition.")
+"""The preprocessing, as the report states it."""
+
+
+def descriptions() -> dict[str, str]:
+    """Evaluation name -> what the condition is, for every evaluation the suite stores."""
+    return {**{PREFIX + name: c.description for name, c in CONDITIONS.items()}, **EXTERNAL}
+
+
+def condition_seed(name: str) -> int:
+    return SUITE_SEED + zlib.crc32(name.encode())
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images clipped to [0, 1] and rounded to 8 bits."""
+    return images.clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def transformed(name: str, images: torch.Tensor) -> torch.Tensor:
+    """The uint8 ``images`` (N, 1, 28, 28) under condition ``name``; the same every call."""
+    generator = torch.Generator().manual_seed(condition_seed(name))
+    return to_uint8(CONDITIONS[name].transform(images.float().div(255), generator))
+
+
+def mnist_style(images: np.ndarray, box: int = 20, size: int = 28) -> torch.Tensor:
+    """Float digits (N, H, W), ink high, in MNIST's convention: uint8 (N, 1, 28, 28), see module doc."""
+    out = torch.zeros(len(images), 1, size, size, dtype=torch.uint8)
+    for index, image in enumerate(np.asarray(images, dtype=np.float32)):
+        rows, cols = np.nonzero(image > 0.1 * image.max())
+        crop = torch.from_numpy(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1].copy())
+        scale = box / max(crop.shape)
+        shape = (max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale)))
+        digit = F.interpolate(crop[None, None], size=shape, mode="bilinear", antialias=True,
+                              align_corners=False)[0, 0].clamp(0, 1)
+        ys, xs = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
+        mass = digit.sum()
+        centre = ((ys * digit).sum() / mass, (xs * digit).sum() / mass)
+        top = int(np.clip(round(size / 2 - 0.5 - centre[0].item()), 0, size - shape[0]))
+        left = int(np.clip(round(size / 2 - 0.5 - centre[1].item()), 0, size - shape[1]))
+        out[index, 0, top:top + shape[0], left:left + shape[1]] = to_uint8(digit)
+    return out
+
+
+def usps_folder(explicit: Path | None = None) -> Path:
+    """``explicit``, else ``$GRIDSEARCH_USPS``, else ``shared/datasets/usps`` beside the repository."""
+    return Path(explicit or os.environ.get("GRIDSEARCH_USPS") or USPS_DEFAULT)
+
+
+def load_usps(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
+    """USPS test digits in MNIST's convention and their labels, from ``folder/usps.h5``."""
+    with h5py.File(folder / "usps.h5", "r") as file:
+        data = file["test/data"][:].reshape(-1, 16, 16)
+        labels = file["test/target"][:]
+    return mnist_style(data), torch.from_numpy(labels.astype(np.int64))
+
+
+def load_sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's 8x8 digits in MNIST's convention and their labels."""
+    digits = load_digits()
+    return mnist_style(digits.images / 16.0), torch.from_numpy(digits.target.astype(np.int64))
+
+
+def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """An evaluation row's values (see ``Storage.save_evaluation``) for ``model`` on one labelled set."""
+    started = time.perf_counter()
+    scores = score(model, images, labels)
+    predicted = scores.predicted
+    confusion = torch.zeros(10, 10, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
+    errors = int((predicted != labels).sum())
+    return {"samples": len(labels), "accuracy": 1 - errors / len(labels), "loss": scores.loss,
+            "errors": errors, "confusion": confusion.tolist(), "predictions": predicted.tolist(),
+            "seconds": time.perf_counter() - started}
+
+
+def run_suite(model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor,
+              usps: Path | None) -> dict[str, dict]:
+    """Evaluation name -> row values for every condition; USPS only if ``usps/usps.h5`` exists."""
+    results = {}
+    for name in CONDITIONS:
+        started = time.perf_counter()
+        outcome = result(model, transformed(name, test_images), test_labels)
+        results[PREFIX + name] = {**outcome, "seconds": time.perf_counter() - started}
+    sets = {}
+    if usps is not None and (usps / "usps.h5").exists():
+        sets[USPS_NAME] = lambda: load_usps(usps)
+    sets[DIGITS_NAME] = load_sklearn_digits
+    for name, load in sets.items():
+        started = time.perf_counter()
+        outcome = result(model, *load())
+        results[name] = {**outcome, "seconds": time.perf_counter() - started}
+    return results

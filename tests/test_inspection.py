@@ -1,0 +1,29 @@
+"""``inspect``: figures and tables about MNIST itself, checked against the raw arrays."""
+import numpy as np
+import pandas as pd
+from matplotlib import image as mpimg
+
+from gridsearch import data
+from tests.conftest import gridsearch
+
+
+def test_inspect_writes_figures_and_tables_that_match_the_data(tmp_path, data_dir):
+    result = gridsearch("inspect", "--out", "look", "--data-dir", str(data_dir), cwd=tmp_path, check=True)
+    folder = tmp_path / "look"
+    assert "inspection written to look/index.html" in result.stdout
+    page = (folder / "index.html").read_text()
+    for name in ("inspect_samples.png", "inspect_label_distribution.png", "inspect_mean_images.png",
+                 "inspect_pixel_histogram.png", "inspect_label_distribution.csv", "inspect_pixel_statistics.csv"):
+        assert f'"{name}"' in page and (folder / name).is_file()
+    for png in folder.glob("*.png"):
+        assert mpimg.imread(png)[..., :3].std() > 0.02, png.name
+
+    train, val = data.training_splits(data_dir, 50000, 10000)
+    test = data.test_split(data_dir)
+    labels = pd.read_csv(folder / "inspect_label_distribution.csv")
+    for name, split in (("train", train), ("val", val), ("test", test)):
+        assert labels[name].tolist() == np.bincount(split.labels.numpy(), minlength=10).tolist()
+    assert labels[["train", "val", "test"]].sum().tolist() == [50000, 10000, 10000]
+    statistics = pd.read_csv(folder / "inspect_pixel_statistics.csv").set_index("split")
+    assert statistics.loc["test", "mean"] == np.float64(test.images.numpy().mean())
+    assert statistics.loc["val", "images"] == 10000
