@@ -11,15 +11,11 @@ import json
 import math
 
 import torch
-import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+from torchvision import transforms
 
-from common import arguments, data, samples_per_second, seed_model
+from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
 from gridsearch.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
 from gridsearch.training import train_epoch
-
-BATCH = 86
 
 
 def torchvision_pipeline() -> transforms.Compose:
@@ -48,25 +44,11 @@ def main() -> None:
             return len(train)
         return loop
 
-    def loader_loop(transform):
-        mnist = datasets.MNIST(str(args.data_dir), train=True, transform=transform)
-        loader = DataLoader(Subset(mnist, range(args.samples)), batch_size=BATCH, shuffle=True)
-        model, optimizer = seed_model()
-
-        def loop() -> int:
-            model.train()
-            for x, y in loader:
-                optimizer.zero_grad()
-                F.cross_entropy(model(x), y).backward()
-                optimizer.step()
-            return args.samples
-        return loop
-
     rates = samples_per_second({
         "engine_plain": engine_loop(None),
         "engine_augmented": engine_loop(augmenter),
-        "torchvision_plain": loader_loop(transforms.ToTensor()),
-        "torchvision_augmented": loader_loop(torchvision_pipeline()),
+        "torchvision_plain": dataloader_loop(args.data_dir, args.samples, transforms.ToTensor()),
+        "torchvision_augmented": dataloader_loop(args.data_dir, args.samples, torchvision_pipeline()),
     }, args.repeats)
     print(json.dumps({
         "ratio_engine_aug_to_plain": round(rates["engine_augmented"] / rates["engine_plain"], 3),

@@ -10,13 +10,18 @@ from pathlib import Path
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader, Subset
+from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gridsearch import data  # noqa: E402
 from gridsearch.sweep import resolved_defaults  # noqa: E402
 from gridsearch.training import build_model, make_optimizer  # noqa: E402
+
+BATCH = 86
 
 
 def arguments(description: str) -> argparse.Namespace:
@@ -34,6 +39,22 @@ def seed_model(architecture: str = "lenet53") -> tuple[nn.Module, torch.optim.Op
     params = {**resolved_defaults(architecture), "lr": 0.05}
     model = build_model({"architecture": architecture, "params": params})
     return model, make_optimizer(model, params)
+
+
+def dataloader_loop(data_dir: Path, samples: int, transform: Callable) -> Callable[[], int]:
+    """One epoch of the usual torchvision loop: MNIST dataset, per-sample ``transform``, DataLoader."""
+    mnist = datasets.MNIST(str(data_dir), train=True, transform=transform)
+    loader = DataLoader(Subset(mnist, range(samples)), batch_size=BATCH, shuffle=True)
+    model, optimizer = seed_model()
+
+    def loop() -> int:
+        model.train()
+        for images, labels in loader:
+            optimizer.zero_grad()
+            F.cross_entropy(model(images), labels).backward()
+            optimizer.step()
+        return samples
+    return loop
 
 
 def samples_per_second(loops: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:

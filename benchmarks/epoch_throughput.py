@@ -7,13 +7,10 @@ import json
 
 import torch
 import torch.nn.functional as F
-from torch.utils.data import DataLoader, Subset
-from torchvision import datasets, transforms
+from torchvision import transforms
 
-from common import arguments, data, samples_per_second, seed_model
+from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
 from gridsearch.training import train_epoch
-
-BATCH = 86
 
 
 def main() -> None:
@@ -41,18 +38,7 @@ def main() -> None:
             plain_optimizer.step()
         return len(images)
 
-    mnist = datasets.MNIST(str(args.data_dir), train=True, transform=transforms.ToTensor())
-    loader = DataLoader(Subset(mnist, range(args.samples)), batch_size=BATCH, shuffle=True)
-    loader_model, loader_optimizer = seed_model()
-
-    def dataloader() -> int:
-        loader_model.train()
-        for x, y in loader:
-            loader_optimizer.zero_grad()
-            F.cross_entropy(loader_model(x), y).backward()
-            loader_optimizer.step()
-        return args.samples
-
+    dataloader = dataloader_loop(args.data_dir, args.samples, transforms.ToTensor())
     rates = samples_per_second({"engine": engine, "plain": plain, "dataloader": dataloader}, args.repeats)
     print(json.dumps({
         "engine_samples_per_s": round(rates["engine"], 1),
