@@ -1,13 +1,15 @@
 """A small residual baseline built from torchvision's ResNet basic block."""
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, conv1x1
 
 from architectures import register
 
 
 def stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> list[nn.Module]:
     """``blocks`` basic blocks; the first changes width and stride through a 1x1 projection."""
+    # Imported here, not at the top: importing torchvision takes ~3 s, which every worker would pay.
+    from torchvision.models.resnet import BasicBlock, conv1x1
+
     downsample = None
     if stride != 1 or in_channels != out_channels:
         downsample = nn.Sequential(

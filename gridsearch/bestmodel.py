@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from gridsearch.checkpoints import CorruptCheckpoint, load_verified
 from gridsearch.errors import UserError
 from gridsearch.schema import TrialRow
 from gridsearch.storage import Storage
@@ -54,7 +55,10 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
                         "folders are)")
     make_deterministic(torch.get_num_threads(), torch.device("cpu"))
     model = build_model(json.loads(trial.config))
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["model"])
+    try:
+        model.load_state_dict(load_verified(path, "cpu")["model"])
+    except CorruptCheckpoint as exc:
+        raise UserError(f"trial {trial.key}: {exc}") from None
     return model.eval().to(memory_format=torch.channels_last)
 
 

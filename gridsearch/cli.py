@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Sequence
 
 import pandas as pd
 
 from gridsearch.errors import UserError
-from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir, config_value
+from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir, config_value, database_url, sqlite_path
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 DEFAULT_MAX_TRIALS = 10_000
@@ -120,6 +121,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokenPipeError:  # e.g. `gridsearch trials x | head`
         return 0
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume", file=sys.stderr)
+        return 130
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -129,9 +133,10 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     sweeps = [load_sweep(path, args.max_trials) for path in args.sweep_files]  # all valid before any runs
     storage = Storage(args.db)
+    artifacts = _writable_folder(artifacts_dir(args.db, args.artifacts))
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
-    options = RunOptions(data_dir=data_dir, artifacts=artifacts_dir(args.db, args.artifacts),
+    options = RunOptions(data_dir=data_dir, artifacts=artifacts,
                          workers=args.workers, device=resolve_device(args.device),
                          retry_failed=args.retry_failed, live=False if args.plain else None)
     for sweep in sweeps:
@@ -145,6 +150,16 @@ def cmd_run(args: argparse.Namespace) -> int:
             return 1
         print(_selected_line(storage, sweep.name))
     return 0
+
+
+def _writable_folder(folder: Path) -> Path:
+    """``folder``, created if needed; :class:`UserError` if checkpoints cannot be written there."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise UserError(f"--artifacts {folder}: cannot write checkpoints there ({exc.strerror})") from None
+    return folder
 
 
 def _selected_line(storage: Storage, sweep: str) -> str:
@@ -161,10 +176,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gridsearch.sweep import load_sweep, resolve_warm_starts
 
     sweep = load_sweep(args.sweep_file, args.max_trials)
-    try:
-        storage: Storage | None = Storage(args.db, readonly=True)
-    except UserError:
-        storage = None  # no database yet: every trial is new
+    path = sqlite_path(database_url(args.db))
+    no_database_yet = path is not None and not path.exists()  # then every trial is new
+    storage = None if no_database_yet else Storage(args.db, readonly=True)
     unselected: list[str] = []
 
     def selected_trial(name: str) -> str:

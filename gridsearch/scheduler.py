@@ -169,8 +169,10 @@ class Coordinator:
             return SweepOutcome(self._statuses(), interrupted=True)
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
-        self.progress.close()
-        return self._select_and_test()
+        try:
+            return self._select_and_test()
+        finally:
+            self.progress.close()
 
     def _start(self, key: str) -> None:
         config = self.configs[key]
@@ -237,6 +239,8 @@ class Coordinator:
                 worker.last_epoch = metrics["epoch"]
                 if not event.get("replayed"):
                     self.progress.epoch(key, metrics, worker.epochs)
+            elif event["event"] == "warning":
+                self.progress.message(f"trial {key}: warning: {event['message']}")
             elif event["event"] == "done":
                 worker.summary = {k: v for k, v in event.items() if k != "event"}
             elif event["event"] == "error":
@@ -302,18 +306,24 @@ class Coordinator:
             self.storage.set_selected(self.sweep.name, None)
             outcome.notes.append("no trial finished, so none was selected")
             return outcome
-        outcome.selected = best.key
         previous = self.storage.evaluation(best.key, "test")
         if previous is not None and previous.samples == self.sweep.dataset.test_size:
             outcome.test = {"accuracy": previous.accuracy, "errors": previous.errors,
                             "samples": previous.samples, "loss": previous.loss}
         else:
+            self.progress.message(f"testing trial {best.key} on {self.sweep.dataset.test_size} test images")
             outcome.test = self._evaluate(best.key)
+            if outcome.test is None:
+                outcome.notes.append(f"the test evaluation of trial {best.key} failed (see "
+                                     f"{self.options.artifacts / best.key / 'worker.log'}); run again to retry")
+                return outcome
+        outcome.selected = best.key
         self.storage.set_selected(self.sweep.name, best.key)
         return outcome
 
-    def _evaluate(self, key: str) -> dict[str, Any]:
-        """Evaluate the trial's best weights on the test set, in a worker, and store the result."""
+    def _evaluate(self, key: str) -> dict[str, Any] | None:
+        """Evaluate the trial's best weights on the test set, in a worker, and store the result;
+        None if the worker failed."""
         worker = self._launch(key, {"task": "evaluate", "config": self.configs[key]},
                               self.options.artifacts / key)
         self.running[key] = worker
@@ -328,8 +338,7 @@ class Coordinator:
             worker.log.close()
         worker.process.wait()
         if worker.evaluation is None:
-            raise RuntimeError(f"test evaluation of trial {key} failed: "
-                               f"{worker.error or _exit_reason(worker.process.returncode, self.options.artifacts / key)}")
+            return None
         self.storage.save_evaluation(key, "test", worker.evaluation)
         return worker.evaluation
 

@@ -19,7 +19,7 @@ import pandas as pd
 from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import sessionmaker
 
 from gridsearch.errors import UserError
 from gridsearch.schema import (SCHEMA_VERSION, UNFINISHED, Base, EpochRow, EvaluationRow, Meta,
@@ -121,6 +121,8 @@ class Storage:
                 url = f"sqlite:///file:{path}?mode=ro&uri=true" if self.readonly else self.url
                 engine = create_engine(url, connect_args={"timeout": 60})
                 event.listen(engine, "connect", self._sqlite_pragmas)
+                if not self.readonly:  # take the write lock at BEGIN: read-then-write is atomic across runs
+                    event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
             else:
                 options = {"options": "-c default_transaction_read_only=on"} if self.readonly else {}
                 engine = create_engine(self.url, connect_args=options, pool_pre_ping=True)
@@ -135,6 +137,7 @@ class Storage:
         if self.readonly:
             cursor.execute("PRAGMA query_only = ON")
         else:
+            connection.isolation_level = None  # transactions begin with the "begin" listener's BEGIN IMMEDIATE
             cursor.execute("PRAGMA journal_mode = WAL")
             cursor.execute("PRAGMA synchronous = NORMAL")
         cursor.execute("PRAGMA foreign_keys = ON")
@@ -155,16 +158,17 @@ class Storage:
             raise UserError(f"--db {where}: not a gridsearch database (it has no meta table)")
         with self.session() as session:
             version = session.get(Meta, "schema_version")
-        found = int(version.value) if version else 0
-        if found != SCHEMA_VERSION:
+        found = version.value if version else "0"
+        if found != str(SCHEMA_VERSION):
             raise UserError(f"--db {where}: schema version {found}, but this gridsearch reads version "
                             f"{SCHEMA_VERSION}; use the gridsearch version that made it")
 
     # -- sweeps and trials -------------------------------------------------------------------
 
     def save_sweep(self, sweep: Any, trials: list[Any]) -> None:
-        """Store ``sweep`` (a validated Sweep) and its trials; trials already known keep their results."""
-        keys = [trial.key for trial in trials]
+        """Store ``sweep`` (a validated Sweep) and its trials; trials already known keep their results.
+        A point the grid lists twice is one trial, at its first position."""
+        keys = list(dict.fromkeys(trial.key for trial in trials))
         with self.session.begin() as session:
             row = session.scalar(select(SweepRow).where(SweepRow.name == sweep.name))
             if row is None:

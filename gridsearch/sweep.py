@@ -14,6 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import torch
 import yaml
 from sklearn.model_selection import ParameterGrid
 
@@ -344,7 +345,11 @@ class _SweepValidator:
 
         A relative path is read from the sweep file's folder and may not leave it.
         """
-        if not value or value.startswith("trial:"):
+        if not value:
+            return value
+        if value.startswith("trial:"):
+            if not re.fullmatch(r"[0-9a-f]{16}", value.removeprefix("trial:")):
+                raise self.fail(at, f"'trial:' must be followed by a 16-hex-digit trial key, got {value!r}")
             return value
         if value.startswith("best:"):
             if not NAME_PATTERN.fullmatch(value.removeprefix("best:")):
@@ -420,7 +425,8 @@ class _SweepValidator:
 
     def check_builds(self, architecture: str, default: str | None, params: dict[str, Any],
                      grid: list[dict]) -> None:
-        """Build the network once for each distinct combination of its own params, to catch bad values."""
+        """Build the network (on the meta device) once for each distinct combination of its own params,
+        to catch bad values."""
         entry = architectures.get(architecture)
         own = set(entry.params())
         tried: set[str] = set()
@@ -433,8 +439,9 @@ class _SweepValidator:
                 continue
             tried.add(signature)
             try:
-                entry.build(**values)
-            except (ValueError, TypeError, RuntimeError) as exc:
+                with torch.device("meta"):  # shapes only: no memory, however large the values
+                    entry.build(**values)
+            except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
                 where = ("grid",) if any(k in point for k in values) else ("params",)
                 raise self.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
 

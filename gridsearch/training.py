@@ -9,7 +9,6 @@ differences between them come from the hyperparameters alone.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from torch import nn
 import architectures
 from gridsearch import data
 from gridsearch.augmentation import AUGMENTATION_PARAMS, BatchAugmenter
+from gridsearch.checkpoints import load_verified, resume_state, save_atomically
 from gridsearch.data import Split
 
 Emit = Callable[[dict[str, Any]], None]
@@ -148,13 +148,6 @@ def is_better(value: float, best: float | None, select: str) -> bool:
     return value < best if select == "val_loss" else value > best
 
 
-def save_atomically(state: dict[str, Any], path: Path) -> None:
-    """``torch.save`` to a temporary file, then rename: a kill never leaves half a checkpoint."""
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
 def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
                 emit: Emit) -> dict[str, Any]:
     """Train the trial ``config``, resuming from ``run_dir/last.pt`` if present; returns its summary.
@@ -174,9 +167,12 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(
         epoch, params["lr_gamma"], params["lr_step"], params["lr_min"]))
     history: list[dict[str, Any]] = []
-    last = run_dir / "last.pt"
-    if last.exists():
-        state = torch.load(last, map_location=device, weights_only=True)
+    def warn(message: str) -> None:
+        print(f"warning: {message}", file=sys.stderr)
+        emit({"event": "warning", "message": message})
+
+    state = resume_state(run_dir, device, warn)
+    if state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -217,7 +213,7 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
                  "generator": generator.get_state(), "history": history}
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
-        save_atomically(state, last)
+        save_atomically(state, run_dir / "last.pt", keep_previous=True)
         emit({"event": "epoch", **metrics})
     return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
             "val_loss": best["val_loss"], "epochs_run": len(history),
@@ -237,7 +233,7 @@ def evaluate_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device
     """Evaluate the trial's best weights on the first ``test_size`` official test images."""
     make_deterministic(config["threads"], device)
     model = build_model(config).to(device)
-    state = torch.load(run_dir / "best.pt", map_location=device, weights_only=True)
+    state = load_verified(run_dir / "best.pt", device)
     model.load_state_dict(state["model"])
     test = data.test_split(data_dir, test_size).to(device)
     started = time.perf_counter()

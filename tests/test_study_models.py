@@ -3,7 +3,6 @@ import json
 import re
 
 import pytest
-import torch
 
 from architectures import REGISTRY, count_parameters
 from architectures.lenet53 import LeNet53

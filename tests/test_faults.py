@@ -1,0 +1,347 @@
+"""Faults a long sweep meets: kill -9 of the coordinator at several points, hung and failing workers,
+damaged checkpoints, an unwritable run folder, two runs at once, an old database, hostile values.
+
+Every fault ends with every trial recorded once and the same numbers and selection as an undisturbed
+run (``reference``). Real processes, real files, tiny sweeps (two trials of a narrow LeNet-5-3).
+"""
+import hashlib
+import json
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from gridsearch import checkpoints, cli, training
+from tests.conftest import ROOT, epoch_metrics, gridsearch, rows, write_sweep
+
+TINY = {"name": "tiny", "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
+        "params": {"epochs": 2, "batch_size": 50, "hidden": 8, "patience": 5}, "grid": {"lr": [0.05, 0.1]}}
+SELECTION = ("SELECT s.selected_trial, e.samples, e.accuracy, e.loss, e.errors, e.predictions FROM sweeps s "
+             "JOIN evaluations e ON e.trial_key = s.selected_trial AND e.name = 'test'")
+RESULTS = "SELECT key, status, best_epoch, epochs_run, val_accuracy, val_loss FROM trials ORDER BY key"
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory, data_dir) -> Path:
+    """The tiny sweep run once, undisturbed; its results.db."""
+    folder = tmp_path_factory.mktemp("reference")
+    gridsearch("run", str(write_sweep(folder, **TINY)), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    return folder / "results.db"
+
+
+def start_run(folder: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "gridsearch", "run", str(folder / "sweep.yaml"), "--plain",
+                             "--data-dir", str(data_dir), *extra], cwd=folder,
+                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(db: Path, sql: str, process: subprocess.Popen | None = None, deadline: float = 120) -> None:
+    """Poll ``sql`` on ``db`` until its first value is truthy (fails if ``process`` exits first)."""
+    end = time.monotonic() + deadline
+    while time.monotonic() < end:
+        try:
+            if db.exists() and (result := rows(db, sql)) and result[0][0]:
+                return
+        except sqlite3.Error:  # the tables may not exist yet
+            pass
+        if process is not None and process.poll() is not None:
+            raise AssertionError(f"run exited {process.returncode} before: {sql}\n{process.stderr.read()}")
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for: {sql}")
+
+
+def kill_9(process: subprocess.Popen) -> str:
+    process.send_signal(signal.SIGKILL)
+    return process.communicate()[1]
+
+
+def assert_nothing_lost(db: Path, reference: Path) -> None:
+    """What ``db`` holds so far is part of the reference: finished trials, epochs and the test evaluation."""
+    expected = {row[0]: row for row in rows(reference, RESULTS)}
+    for row in rows(db, RESULTS):
+        if row[1] == "done":
+            assert row == expected[row[0]]
+    assert epoch_metrics(db).items() <= epoch_metrics(reference).items()
+    assert set(rows(db, SELECTION)) <= set(rows(reference, SELECTION))
+    assert rows(db, "SELECT COUNT(*), COUNT(DISTINCT trial_key) FROM sweep_trials") in ([(0, 0)], [(2, 2)])
+
+
+def assert_same_as(db: Path, reference: Path) -> None:
+    assert rows(db, RESULTS) == rows(reference, RESULTS)
+    assert epoch_metrics(db) == epoch_metrics(reference) and len(epoch_metrics(db)) == 4
+    assert rows(db, SELECTION) == rows(reference, SELECTION) and len(rows(db, SELECTION)) == 1
+    assert rows(db, "SELECT COUNT(*) FROM evaluations") == [(1,)]
+
+
+KILL_POINTS = {
+    "start-up": "SELECT COUNT(*) FROM sweeps",
+    "mid-trial": "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run >= 1",
+    "test evaluation": "SELECT COUNT(*) = 2 FROM trials WHERE status = 'done'",
+}
+
+
+def test_kill_9_of_the_coordinator_again_and_again_loses_nothing(reference, tmp_path, data_dir):
+    write_sweep(tmp_path, **TINY)
+    db = tmp_path / "results.db"
+    log = ""
+    for point, sql in KILL_POINTS.items():
+        coordinator = start_run(tmp_path, data_dir, "--workers", "2")
+        wait_for(db, sql, coordinator)
+        log += kill_9(coordinator)
+        assert_nothing_lost(db, reference)
+        if point == "mid-trial":  # and damage a checkpoint of a trial the next run resumes
+            key, = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run >= 1 LIMIT 1")[0]
+            last = tmp_path / "runs" / key / "last.pt"
+            last.write_bytes(last.read_bytes()[:1000])
+    assert rows(db, "SELECT COUNT(*) FROM evaluations") == [(0,)]  # killed before it was stored
+    coordinator = start_run(tmp_path, data_dir, "--workers", "2")
+    out, err = coordinator.communicate(timeout=300)
+    assert coordinator.returncode == 0, err
+    assert_same_as(db, reference)
+    assert f"trial {key}: warning: last.pt is damaged" in log + err
+    assert "warning: last.pt is damaged" in (tmp_path / "runs" / key / "worker.log").read_text()
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments(reference, tmp_path, data_dir):
+    write_sweep(tmp_path, **TINY)
+    db = tmp_path / "results.db"
+    generator = random.Random(6)
+    for _ in range(12):
+        coordinator = start_run(tmp_path, data_dir, "--workers", "2")
+        time.sleep(generator.uniform(0.5, 12))
+        if coordinator.poll() is not None:
+            break
+        kill_9(coordinator)
+        assert_nothing_lost(db, reference)
+    gridsearch("run", str(tmp_path / "sweep.yaml"), cwd=tmp_path, data_dir=data_dir, check=True)
+    assert_same_as(db, reference)
+
+
+def test_two_runs_at_once_share_the_work_and_readers_never_block(reference, tmp_path, data_dir):
+    write_sweep(tmp_path, **TINY)
+    db = tmp_path / "results.db"
+    runs = [start_run(tmp_path, data_dir), start_run(tmp_path, data_dir)]
+    wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'running'", runs[0])
+    for command in (["status"], ["trials", "tiny"], ["query", "SELECT COUNT(*) FROM epochs"]):
+        started = time.monotonic()
+        assert gridsearch(*command, cwd=tmp_path, timeout=30).returncode == 0
+        assert time.monotonic() - started < 10
+    for run in runs:
+        _, err = run.communicate(timeout=300)
+        assert run.returncode == 0, err
+    assert_same_as(db, reference)
+    assert rows(db, "SELECT attempts FROM trials") == [(1,), (1,)]  # no trial ran twice
+
+
+def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
+    # a corrupt init_from checkpoint whose name is hostile SQL: the trial fails, the database stays whole
+    hostile = tmp_path / "o'brien\"; DROP TABLE trials; --.pt"
+    hostile.write_bytes(b"not a checkpoint " * 10)
+    write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "epochs": 1}, "timeout": 12,
+                             "description": "'); DELETE FROM sweeps; --",
+                             "grid": [{"lr": [0.1, 0.05]}, {"lr": [0.05], "init_from": [hostile.name]}]})
+    db = tmp_path / "results.db"
+    coordinator = start_run(tmp_path, data_dir, "--workers", "2")
+    wait_for(db, "SELECT worker_pid FROM trials WHERE json_extract(config, '$.params.lr') = 0.1", coordinator)
+    (pid,) = rows(db, "SELECT worker_pid FROM trials WHERE json_extract(config, '$.params.lr') = 0.1")[0]
+    os.kill(pid, signal.SIGSTOP)  # hangs: only the sweep's timeout ends it
+    _, err = coordinator.communicate(timeout=300)
+    assert coordinator.returncode == 0, err
+    trials = rows(db, "SELECT json_extract(config, '$.params.lr'), json_extract(config, '$.params.init_from'), "
+                      "status, error FROM trials ORDER BY status")
+    assert [t[2] for t in trials] == ["done", "failed", "timeout"]
+    assert trials[0][0] == 0.05 and trials[0][1] == ""
+    assert trials[1][1] == str(hostile) and trials[1][3].startswith("UnpicklingError")
+    assert trials[2][0] == 0.1 and trials[2][3].startswith("exceeded the sweep's timeout of 12 s during epoch")
+    assert rows(db, "SELECT value FROM trial_params WHERE name = 'init_from' AND value != '\"\"'") == \
+        [(json.dumps(str(hostile)),)]
+    assert rows(db, "SELECT source FROM sweeps") == [((tmp_path / "sweep.yaml").read_text(),)]
+    assert rows(db, "SELECT COUNT(*) FROM sweeps") == [(1,)]
+
+
+# -- checkpoints -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def in_process_training():
+    """Train in this process (cheap), restoring the torch settings a trial changes."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
+
+
+def train(run_dir: Path, data_dir: Path, epochs: int) -> tuple[list[dict], list[str]]:
+    """Train a tiny trial in ``run_dir``; its epoch metrics (seconds left out) and warnings."""
+    config = {"architecture": "lenet53", "seed": 0, "threads": 1, "select": "val_accuracy",
+              "dataset": {"name": "mnist", "train_size": 200, "val_size": 100},
+              "params": {**training_defaults(), "epochs": epochs, "batch_size": 50, "hidden": 8, "lr": 0.1}}
+    events: list[dict] = []
+    run_dir.mkdir(exist_ok=True)
+    training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append)
+    epochs_ = [{k: v for k, v in e.items() if k not in ("seconds", "replayed", "event")}
+               for e in events if e["event"] == "epoch"]
+    return epochs_, [e["message"] for e in events if e["event"] == "warning"]
+
+
+def training_defaults() -> dict:
+    from gridsearch.sweep import resolved_defaults
+
+    return resolved_defaults("lenet53")
+
+
+def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_process_training, tmp_path,
+                                                                             data_dir):
+    expected, warnings = train(tmp_path / "undisturbed", data_dir, epochs=3)
+    assert len(expected) == 3 and warnings == []
+    run_dir = tmp_path / "damaged"
+
+    def damage(*names: str) -> None:
+        for name in names:
+            data = bytearray((run_dir / name).read_bytes())
+            data[len(data) // 2] ^= 0xFF
+            (run_dir / name).write_bytes(data)
+
+    # last.pt truncated: resumes from the checkpoint before it
+    train(run_dir, data_dir, epochs=2)
+    assert {p.name for p in run_dir.iterdir()} == {"best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256",
+                                                   "last.prev.pt", "last.prev.pt.sha256"}
+    (run_dir / "last.pt").write_bytes((run_dir / "last.pt").read_bytes()[:100])
+    history, warnings = train(run_dir, data_dir, epochs=3)
+    assert warnings == ["last.pt is damaged (its SHA-256 does not match last.pt.sha256); trying an earlier checkpoint"]
+    assert history == expected  # epoch 0 replayed from last.prev.pt, epochs 1 and 2 trained again
+    # both resume checkpoints damaged, or best.pt damaged: restarts from scratch, same numbers
+    for names in (("last.pt", "last.prev.pt"), ("best.pt",)):
+        damage(*names)
+        history, warnings = train(run_dir, data_dir, epochs=3)
+        assert history == expected and warnings[-1].endswith("restarting the trial from scratch")
+    # a checksum file lost: treated as damaged
+    (run_dir / "last.pt.sha256").unlink()
+    assert train(run_dir, data_dir, epochs=3)[1][0].startswith("last.pt.sha256 is missing")
+    with pytest.raises(checkpoints.CorruptCheckpoint, match="best.pt is damaged"):
+        damage("best.pt")
+        checkpoints.load_verified(run_dir / "best.pt", "cpu")
+
+
+# -- the disk -------------------------------------------------------------------------------------------
+
+
+def run_in_process(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str]:
+    code = cli.main(list(args))
+    return code, capsys.readouterr().err
+
+
+def test_an_unwritable_run_folder_is_a_clear_error_before_anything_is_stored(tmp_path, capsys):
+    sweep = write_sweep(tmp_path, **TINY)
+    (tmp_path / "afile").write_text("a file where the run folder should be")
+    for artifacts in ("afile", "afile/runs"):
+        code, err = run_in_process("run", str(sweep), "--db", str(tmp_path / "results.db"),
+                                   "--artifacts", str(tmp_path / artifacts), capsys=capsys)
+        assert code == 2 and err.count("\n") == 1
+        assert err.startswith(f"error: --artifacts {tmp_path / artifacts}: cannot write checkpoints there")
+    assert rows(tmp_path / "results.db", "SELECT COUNT(*) FROM sweeps") == [(0,)]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 16 KiB tmpfs (root only): the first checkpoint does not fit."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
+                      capture_output=True).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here (needs root)")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=True)
+
+
+@pytest.mark.slow
+def test_a_full_disk_fails_the_trial_with_a_clear_error_and_marks_nothing_done(full_disk, tmp_path, data_dir):
+    write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "epochs": 1}, "grid": {"lr": [0.1]}})
+    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--artifacts", str(full_disk), cwd=tmp_path,
+                        data_dir=data_dir)
+    assert result.returncode == 1, result.stderr
+    (status, error), = rows(tmp_path / "results.db", "SELECT status, error FROM trials")
+    assert status == "failed" and "No space left on device" in error and "\n" not in error
+    assert rows(tmp_path / "results.db", "SELECT COUNT(*) FROM evaluations") == [(0,)]
+    assert not list(full_disk.rglob("*.tmp")) and not list(full_disk.rglob("*.pt"))
+
+
+# -- the database -------------------------------------------------------------------------------------
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("make, message", [
+    ("UPDATE meta SET value = '0' WHERE key = 'schema_version'", "schema version 0, but this gridsearch reads version 1"),
+    ("DELETE FROM meta", "schema version 0, but this gridsearch reads version 1"),
+    ("UPDATE meta SET value = 'x.y' WHERE key = 'schema_version'", "schema version x.y, but"),
+    ("DROP TABLE meta", "not a gridsearch database (it has no meta table)"),
+])
+def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsys, make, message):
+    db = tmp_path / "results.db"
+    from gridsearch.storage import Storage
+
+    Storage(str(db)).engine.dispose()
+    with sqlite3.connect(db) as connection:
+        connection.execute(make)
+    connection.close()
+    before = digest(db)
+    sweep = write_sweep(tmp_path, **TINY)
+    for args in (["status"], ["trials", "tiny"], ["query", "SELECT 1"], ["plan", str(sweep)],
+                 ["run", str(sweep), "--artifacts", str(tmp_path / "runs")]):
+        code, err = run_in_process(*args, "--db", str(db), capsys=capsys)
+        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
+    assert digest(db) == before
+
+
+# -- paths and SQL ------------------------------------------------------------------------------------
+
+
+def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsys):
+    folder = tmp_path / "sweeps"
+    folder.mkdir()
+    outside = tmp_path / "outside.pt"
+    outside.write_bytes(b"x")
+    (folder / "inside.pt").write_bytes(b"x")
+    (folder / "link.pt").symlink_to(outside)
+    cases = {"../outside.pt": "leaves the sweep file's folder", "link.pt": "leaves the sweep file's folder",
+             "trial:../../etc": "'trial:' must be followed by a 16-hex-digit trial key",
+             "best:../x": "'best:' must be followed by a sweep name",
+             str(outside): None, "inside.pt": None, "trial:0123456789abcdef": None}
+    for value, message in cases.items():
+        sweep = write_sweep(folder, **{**TINY, "params": {**TINY["params"], "init_from": value}})
+        code, err = run_in_process("plan", str(sweep), "--db", str(tmp_path / "none.db"), capsys=capsys)
+        if message is None:
+            assert code == 0, err
+        else:
+            assert code == 2 and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "none.db").exists()
+
+
+def test_hostile_values_are_bound_not_formatted(tmp_path):
+    from gridsearch.storage import Storage
+    from gridsearch.sweep import load_sweep
+
+    names = ["x'); DROP TABLE trials; --", 'a"b\\c', "%s %(x)s {0} ?", "😀 ' OR '1'='1"]
+    for name in names:
+        (tmp_path / name).write_bytes(b"x")
+    sweep = load_sweep(write_sweep(tmp_path, **{**TINY, "description": "'; DELETE FROM sweeps; --",
+                                                "grid": {"init_from": names}}))
+    storage = Storage(str(tmp_path / "results.db"))
+    storage.save_sweep(sweep, list(sweep.trials()))
+    db = tmp_path / "results.db"
+    stored = [json.loads(v) for (v,) in rows(db, "SELECT value FROM trial_params WHERE name = 'init_from'")]
+    assert sorted(stored) == sorted(str(tmp_path / name) for name in names)
+    assert rows(db, "SELECT name, source FROM sweeps") == [("tiny", sweep.source)]
+    assert {t.key: t.status for t in storage.trials("tiny")} == {t.key: "pending" for t in sweep.trials()}

@@ -1,0 +1,149 @@
+"""Property-based bad input: random and mutated sweep files thrown at ``plan`` and ``run``.
+
+Every file is either accepted and valid, or refused with exit code 2 and one ``error:`` line; never a
+traceback, never a sweep half-written into the database.
+"""
+import contextlib
+import io
+import json
+import math
+import tempfile
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from gridsearch import cli
+from gridsearch.storage import Storage
+from gridsearch.sweep import load_sweep
+from tests.conftest import gridsearch
+
+BASE = {"name": "fuzz", "architecture": "lenet53", "dataset": {"train_size": 300, "val_size": 200, "test_size": 100},
+        "params": {"epochs": 1, "batch_size": 50, "hidden": 8}, "grid": {"lr": [0.05, 0.1]}, "seeds": [0]}
+BOMB = ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nname: x\ngrid: {lr: *e}\n")
+SPECIAL_TEXTS = [
+    BOMB,
+    yaml.safe_dump({**BASE, "grid": {"lr": [0.001 * i for i in range(1, 101)], "lr_step": list(range(1, 101))}}),
+    "name: fuzz\nname: again\narchitecture: lenet53\ngrid: {lr: [0.1]}\n",
+    "name: \"fuzz'; DROP TABLE sweeps; --\"\narchitecture: lenet53\ngrid: {lr: [0.1]}\n",
+    "name: fuzz\narchitecture: lenet53\ngrid: {lr: [.inf, -.inf, .nan]}\n",
+    "name: fuzz\narchitecture: lenet53\nparams: {hidden: 1000000000000}\ngrid: {lr: [0.1]}\n",
+    "name: fuzz\narchitecture: lenet53\ngrid: {lr: [!!python/object/apply:os.system [echo hacked]]}\n",
+    "name: fuzz\narchitecture: lenet53\ngrid: {lr: [0.1]}\ntimeout: .nan\n",
+]
+
+scalars = st.one_of(
+    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.integers(-3, 1000),
+    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e308, 5e-324, 0.5]),
+    st.text(max_size=20), st.sampled_from(["'; DROP TABLE trials; --", '" OR 1=1 --', "best:fuzz", "trial:x",
+                                            "../../etc/passwd", "lenet53", "adam", "val_loss", "%s", "\x00"]))
+values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+                      max_leaves=8)
+KEYS = ["name", "architecture", "dataset", "params", "grid", "seeds", "select", "threads", "timeout",
+        "description", "train_size", "val_size", "test_size", "epochs", "lr", "hidden", "dropout", "momentum",
+        "init_from", "optimizer", "zoom", "nesterov", "bogus"]
+
+
+@st.composite
+def sweep_texts(draw) -> bytes:
+    """A sweep file: the base document with values replaced, keys added or removed, or bytes mangled."""
+    document = json.loads(json.dumps(BASE))
+    for _ in range(draw(st.integers(0, 4))):
+        target = document
+        while isinstance(target, dict) and target and draw(st.booleans()):
+            child = target[draw(st.sampled_from(sorted(target)))]
+            if not isinstance(child, dict):
+                break
+            target = child
+        action = draw(st.sampled_from(["set", "set", "delete", "list"]))
+        key = draw(st.sampled_from(KEYS + sorted(target)))
+        if action == "delete":
+            target.pop(key, None)
+        elif action == "list":
+            target[key] = draw(st.lists(values, min_size=0, max_size=3))
+        else:
+            target[key] = draw(values)
+    text = yaml.safe_dump(document, allow_unicode=draw(st.booleans())).encode()
+    mangle = draw(st.sampled_from(["none", "none", "insert", "truncate", "duplicate", "special"]))
+    if mangle == "insert":
+        at = draw(st.integers(0, len(text)))
+        text = text[:at] + draw(st.binary(min_size=1, max_size=6)) + text[at:]
+    elif mangle == "truncate":
+        text = text[:draw(st.integers(0, len(text)))]
+    elif mangle == "duplicate":
+        lines = text.splitlines(keepends=True)
+        index = draw(st.integers(0, len(lines) - 1))
+        text = b"".join(lines[:index + 1] + [lines[index]] + lines[index + 1:])
+    elif mangle == "special":
+        text = draw(st.sampled_from(SPECIAL_TEXTS)).encode()
+    return text
+
+
+def plan(path: Path, db: Path) -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["plan", str(path), "--db", str(db), "--max-trials", "500"])
+    return code, out.getvalue(), err.getvalue()
+
+
+def check_accepted_or_refused(text: bytes, folder: Path) -> bool:
+    """Plan ``text``; True if accepted. An accepted sweep is stored whole and read back intact."""
+    path, db = folder / "sweep.yaml", folder / "results.db"
+    path.write_bytes(text)
+    code, out, err = plan(path, db)
+    assert not db.exists()  # plan writes nothing
+    if code == 2:
+        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+        return False
+    assert code == 0 and err == "", err
+    sweep = load_sweep(path, 500)
+    trials = list(sweep.trials())
+    assert 1 <= len(trials) <= 500 and f"{sweep.name}: {len(trials)} trials" in out
+    for trial in trials:
+        assert all(not isinstance(v, float) or math.isfinite(v) for v in trial.params.values())
+    storage = Storage(str(db))
+    storage.save_sweep(sweep, trials)
+    stored = {row.key: json.loads(row.config) for row in storage.trials(sweep.name)}
+    assert stored == {trial.key: json.loads(json.dumps(trial.config(), sort_keys=True)) for trial in trials}
+    storage.engine.dispose()
+    db.unlink()
+    return True
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(sweep_texts())
+def test_plan_accepts_valid_sweeps_and_refuses_the_rest_in_one_line(text):
+    with tempfile.TemporaryDirectory() as folder:
+        check_accepted_or_refused(text, Path(folder))
+
+
+def test_special_inputs_are_refused_in_one_line(tmp_path):
+    for text in SPECIAL_TEXTS:
+        if check_accepted_or_refused(text.encode(), tmp_path):
+            assert "hidden: 1000000000000" in text  # large but valid: accepted without building it for real
+    assert check_accepted_or_refused("name: café\n".encode("latin-1"), tmp_path) is False
+
+
+def test_run_refuses_bad_files_before_touching_the_database(tmp_path, data_dir):
+    """A few mutated files through the real command line, against a database with a sweep in it."""
+    db = tmp_path / "results.db"
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump(BASE))
+    Storage(str(db)).save_sweep(load_sweep(good), list(load_sweep(good).trials()))
+    before = db.read_bytes()
+    bad = [SPECIAL_TEXTS[0], SPECIAL_TEXTS[2], b"name: fuzz\n\xff\xfe: 1\n", yaml.safe_dump(
+        {**BASE, "grid": {"lr": [0.1, "0.2'); DROP TABLE trials; --"]}})]
+    files = []
+    for index, text in enumerate(bad):
+        files.append(tmp_path / f"bad{index}.yaml")
+        files[-1].write_bytes(text if isinstance(text, bytes) else text.encode())
+    for args in ([files[0]], [good, files[3], files[1]]):  # nothing runs unless all are valid
+        result = gridsearch("run", *map(str, args), "--db", str(db), cwd=tmp_path, data_dir=data_dir)
+        bad_file = next(path for path in args if path != good)
+        assert result.returncode == 2 and result.stderr.startswith(f"error: {bad_file}"), result.stderr
+        assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert db.read_bytes() == before
