@@ -69,11 +69,10 @@ class Worker:
 
 @dataclass
 class SweepOutcome:
-    """What a finished ``run`` reports: final statuses and the selected trial's test evaluation."""
+    """What a finished ``run`` reports: final statuses and the selected trial (tested on the test set)."""
 
     statuses: dict[str, str]
     selected: str | None = None
-    test: dict[str, Any] | None = None
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
 
@@ -307,13 +306,9 @@ class Coordinator:
             outcome.notes.append("no trial finished, so none was selected")
             return outcome
         previous = self.storage.evaluation(best.key, "test")
-        if previous is not None and previous.samples == self.sweep.dataset.test_size:
-            outcome.test = {"accuracy": previous.accuracy, "errors": previous.errors,
-                            "samples": previous.samples, "loss": previous.loss}
-        else:
+        if previous is None or previous.samples != self.sweep.dataset.test_size:
             self.progress.message(f"testing trial {best.key} on {self.sweep.dataset.test_size} test images")
-            outcome.test = self._evaluate(best.key)
-            if outcome.test is None:
+            if self._evaluate(best.key) is None:
                 outcome.notes.append(f"the test evaluation of trial {best.key} failed (see "
                                      f"{self.options.artifacts / best.key / 'worker.log'}); run again to retry")
                 return outcome
