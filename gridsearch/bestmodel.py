@@ -53,7 +53,7 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
     if not path.exists():
         raise UserError(f"trial {trial.key}: no best weights at {path} (pass --artifacts where its run "
                         "folders are)")
-    make_deterministic(torch.get_num_threads(), torch.device("cpu"))
+    make_deterministic(torch.get_num_threads())
     model = build_model(json.loads(trial.config))
     try:
         model.load_state_dict(load_verified(path, "cpu")["model"])

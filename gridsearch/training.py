@@ -33,7 +33,7 @@ class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
 
 
-def make_deterministic(threads: int, device: torch.device) -> None:
+def make_deterministic(threads: int) -> None:
     """Fix the thread count and select deterministic kernels only."""
     torch.set_num_threads(threads)
     torch.use_deterministic_algorithms(True)
@@ -156,7 +156,7 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
     the best weights by the config's ``select`` metric in ``run_dir/best.pt``.
     """
     params, select = config["params"], config["select"]
-    make_deterministic(config["threads"], device)
+    make_deterministic(config["threads"])
     torch.manual_seed(config["seed"])
     generator = torch.Generator(device).manual_seed(config["seed"])
     split = config["dataset"]
@@ -231,7 +231,7 @@ def _best(history: list[dict[str, Any]], select: str) -> dict[str, Any] | None:
 def evaluate_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
                    test_size: int) -> dict[str, Any]:
     """Evaluate the trial's best weights on the first ``test_size`` official test images."""
-    make_deterministic(config["threads"], device)
+    make_deterministic(config["threads"])
     model = build_model(config).to(device)
     state = load_verified(run_dir / "best.pt", device)
     model.load_state_dict(state["model"])
