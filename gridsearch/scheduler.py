@@ -8,21 +8,18 @@ stale lease; the next ``run`` resumes them from their last epoch checkpoint.
 """
 from __future__ import annotations
 
-import json
-import os
 import queue
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import Any, Protocol
 
 from gridsearch import __version__
 from gridsearch.errors import UserError
+from gridsearch.launcher import LocalExecutor
 from gridsearch.progress import SweepProgress
 from gridsearch.schema import UNFINISHED, TrialRow
 from gridsearch.storage import Owner, Storage, config_value
@@ -31,6 +28,8 @@ from gridsearch.sweep import SELECT_METRICS, Sweep, resolve_warm_starts
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HEARTBEAT_SECONDS = 10.0
 POLL_SECONDS = 0.5
+EXIT_GRACE_SECONDS = 5.0
+"""How long a worker that has closed its event stream may take to exit before the loop moves on."""
 MAX_RESTARTS = 2
 """How often one run restarts a trial whose worker was killed from outside, before calling it failed."""
 STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
@@ -44,20 +43,42 @@ class RunOptions:
     artifacts: Path
     workers: int = 1
     device: str = "cpu"
+    gpus: list[str] = field(default_factory=list)
+    """With ``device='cuda'``: the GPUs to use (ids for ``CUDA_VISIBLE_DEVICES``), trials spread evenly."""
     retry_failed: bool = False
     live: bool | None = None
 
 
+class WorkerHandle(Protocol):
+    """A started worker, as an executor reports it (a local process, or a Dask task)."""
+
+    def poll(self) -> int | None: ...
+
+    def wait(self, timeout: float) -> int | None: ...
+
+    def send_signal(self, signal_number: int) -> None: ...
+
+
+class Executor(Protocol):
+    """Starts worker jobs and delivers their events on ``events`` as ``(key, event)``, then ``(key, None)``."""
+
+    events: queue.Queue
+
+    def start(self, key: str, job: dict[str, Any]) -> WorkerHandle: ...
+
+    def close(self) -> None: ...
+
+
 @dataclass
 class Worker:
-    """A running worker process and what it has reported so far."""
+    """A running worker and what it has reported so far."""
 
     key: str
     task: str
-    process: subprocess.Popen
+    handle: WorkerHandle
     started: float
-    log: IO[bytes]
     epochs: int
+    gpu: str | None = None
     events_open: bool = True
     summary: dict[str, Any] | None = None
     evaluation: dict[str, Any] | None = None
@@ -114,13 +135,14 @@ def trial_label(config: dict[str, Any], gridded: list[str], show_seed: bool) -> 
 class Coordinator:
     """Runs one sweep to completion (or interruption) and selects its best trial."""
 
-    def __init__(self, storage: Storage, sweep: Sweep, options: RunOptions):
+    def __init__(self, storage: Storage, sweep: Sweep, options: RunOptions, executor: Executor | None = None):
         self.storage = storage
         self.sweep = resolve_warm_starts(sweep, storage.selected_trial)
         self.options = options
+        self.executor = executor or LocalExecutor(queue.Queue())
+        self.events = self.executor.events
         self.owner = Owner.this_process()
         self.version = code_version()
-        self.events: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
         self.running: dict[str, Worker] = {}
         self.restarts: dict[str, int] = {}
         self.configs: dict[str, dict[str, Any]] = {}
@@ -151,7 +173,7 @@ class Coordinator:
                     elif self.storage.trial(key).status in UNFINISHED:
                         elsewhere.add(key)  # another live coordinator runs it
                 self._handle_events()
-                for key in [k for k, w in self.running.items() if w.process.poll() is not None and not w.events_open]:
+                for key in [k for k, w in self.running.items() if w.handle.poll() is not None and not w.events_open]:
                     self._finish(self.running.pop(key), todo)
                 self._enforce_timeouts()
                 if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
@@ -184,27 +206,18 @@ class Coordinator:
         self.progress.trial_started(key, label, config["params"]["epochs"])
 
     def _launch(self, key: str, job: dict[str, Any], run_dir: Path) -> Worker:
-        job = {**job, "run_dir": str(run_dir), "data_dir": str(self.options.data_dir.resolve()),
-               "device": self.options.device, "parent_pid": os.getpid(), "test_size": self.sweep.dataset.test_size}
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PROJECT_ROOT),
-                                                                         os.environ.get("PYTHONPATH")])),
-                   OMP_NUM_THREADS=str(job["config"]["threads"]), PYTHONUNBUFFERED="1")
-        log = open(run_dir / "worker.log", "ab")
-        process = subprocess.Popen([sys.executable, "-m", "gridsearch.worker"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=log, env=env,
-                                   start_new_session=True)  # Ctrl-C reaches the coordinator only
-        process.stdin.write(json.dumps(job).encode())
-        process.stdin.close()
-        threading.Thread(target=self._read_events, args=(key, process.stdout), daemon=True).start()
-        return Worker(key, job["task"], process, time.monotonic(), log, job["config"]["params"]["epochs"])
+        gpu = self._least_busy_gpu()
+        job = {**job, "key": key, "run_dir": str(run_dir), "data_dir": str(self.options.data_dir.resolve()),
+               "device": self.options.device, "visible_gpu": gpu, "test_size": self.sweep.dataset.test_size}
+        handle = self.executor.start(key, job)
+        return Worker(key, job["task"], handle, time.monotonic(), job["config"]["params"]["epochs"], gpu)
 
-    def _read_events(self, key: str, stream: IO[bytes]) -> None:
-        for line in stream:
-            try:
-                self.events.put((key, json.loads(line)))
-            except json.JSONDecodeError:
-                continue
-        self.events.put((key, None))
+    def _least_busy_gpu(self) -> str | None:
+        """The GPU running the fewest of this run's workers (None on CPU), so trials pack evenly."""
+        if not self.options.gpus:
+            return None
+        busy = [worker.gpu for worker in self.running.values()]
+        return min(self.options.gpus, key=busy.count)
 
     def _handle_events(self) -> None:
         """Record every event the workers sent; waits up to POLL_SECONDS for the first."""
@@ -218,8 +231,9 @@ class Coordinator:
             worker = self.running.get(key)
             if worker is None:
                 continue
-            if event is None:
+            if event is None:  # the worker is exiting: collect its exit code now, not a poll later
                 worker.events_open = False
+                worker.handle.wait(EXIT_GRACE_SECONDS)
             elif worker.task == "evaluate":
                 if event["event"] == "evaluation":
                     worker.evaluation = {k: v for k, v in event.items() if k != "event"}
@@ -247,8 +261,7 @@ class Coordinator:
 
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
         """Record how a worker that has exited ended, and restart it if it was killed from outside."""
-        worker.log.close()
-        code = worker.process.returncode
+        code = worker.handle.poll()
         key = worker.key
         if worker.stopped_by_us == "timeout":
             status, error = "timeout", f"exceeded the sweep's timeout of {self.sweep.timeout:g} s " \
@@ -273,21 +286,18 @@ class Coordinator:
         for worker in self.running.values():
             if worker.stopped_by_us is None and time.monotonic() - worker.started > self.sweep.timeout:
                 worker.stopped_by_us = "timeout"
-                _kill_group(worker.process, signal.SIGKILL)
+                worker.handle.send_signal(signal.SIGKILL)
 
     def _stop_all(self) -> None:
         """Stop every worker (SIGTERM, then SIGKILL) and leave their trials 'interrupted'."""
         for worker in self.running.values():
             worker.stopped_by_us = "interrupt"
-            _kill_group(worker.process, signal.SIGTERM)
+            worker.handle.send_signal(signal.SIGTERM)
         deadline = time.monotonic() + 5
         for worker in self.running.values():
-            try:
-                worker.process.wait(timeout=max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                _kill_group(worker.process, signal.SIGKILL)
-                worker.process.wait()
-            worker.log.close()
+            if worker.handle.wait(max(0.1, deadline - time.monotonic())) is None:
+                worker.handle.send_signal(signal.SIGKILL)
+                worker.handle.wait(5)
             self.storage.finish(worker.key, "interrupted", error=None)
         self.running.clear()
         self.progress.message("interrupted: run the same command again to resume")
@@ -323,15 +333,13 @@ class Coordinator:
                               self.options.artifacts / key)
         self.running[key] = worker
         try:
-            while worker.events_open or worker.process.poll() is None:
+            while worker.events_open or worker.handle.poll() is None:
                 self._handle_events()
         except KeyboardInterrupt:
-            _kill_group(worker.process, signal.SIGKILL)
+            worker.handle.send_signal(signal.SIGKILL)
             raise
         finally:
             self.running.pop(key, None)
-            worker.log.close()
-        worker.process.wait()
         if worker.evaluation is None:
             return None
         self.storage.save_evaluation(key, "test", worker.evaluation)
@@ -345,13 +353,6 @@ def select_best(rows: list[TrialRow], select: str) -> TrialRow | None:
         return None
     sign = 1 if SELECT_METRICS[select] == "max" else -1
     return min(done, key=lambda row: (-sign * getattr(row, select), row.val_loss))
-
-
-def _kill_group(process: subprocess.Popen, sig: int) -> None:
-    try:
-        os.killpg(process.pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def _exit_reason(code: int | None, run_dir: Path) -> str:
