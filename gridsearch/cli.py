@@ -31,8 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("sweep_files", type=Path, nargs="+", metavar="sweep_file")
     run.add_argument("--data-dir", type=Path, default=None,
                      help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
-    run.add_argument("--workers", type=_positive_int, default=1, help="trials run in parallel (default: 1)")
+    run.add_argument("--workers", type=_positive_int, default=None,
+                     help="trials run in parallel (default: 1 on CPU; GPUs x --slots-per-gpu; a Dask "
+                          "cluster's worker threads)")
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--slots-per-gpu", type=_positive_int, default=1,
+                     help="trials run at once on each visible GPU (default: 1)")
+    run.add_argument("--executor", choices=("local", "dask"), default="local",
+                     help="local: worker processes on this machine; dask: tasks on a Dask cluster")
+    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                     help="with --executor dask: the scheduler, e.g. tcp://host:8786 (default: start a "
+                          "local cluster of --workers processes)")
     run.add_argument("--artifacts", default=None,
                      help="folder for run folders and checkpoints (default: runs/ beside the database)")
     run.add_argument("--retry-failed", action="store_true", help="run failed and timed-out trials again")
@@ -127,28 +136,49 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+    import queue
+
     from gridsearch.data import default_data_dir, prepare
-    from gridsearch.scheduler import Coordinator, RunOptions, resolve_device
+    from gridsearch.launcher import LocalExecutor
+    from gridsearch.scheduler import Coordinator, RunOptions, oversubscription, resolve_device, visible_gpus
     from gridsearch.sweep import load_sweep
 
+    if args.scheduler and args.executor != "dask":
+        raise UserError("--scheduler needs --executor dask")
     sweeps = [load_sweep(path, args.max_trials) for path in args.sweep_files]  # all valid before any runs
     storage = Storage(args.db)
     artifacts = _writable_folder(artifacts_dir(args.db, args.artifacts))
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
-    options = RunOptions(data_dir=data_dir, artifacts=artifacts,
-                         workers=args.workers, device=resolve_device(args.device),
+    device = resolve_device(args.device)
+    if args.executor == "dask":
+        from gridsearch.dask_executor import DaskExecutor
+
+        executor = DaskExecutor(args.scheduler, args.workers or os.cpu_count() or 1)
+        gpus, workers = [], args.workers or executor.capacity()
+    else:
+        executor = LocalExecutor(queue.Queue())
+        gpus = visible_gpus() if device == "cuda" else []
+        workers = args.workers or (len(gpus) * args.slots_per_gpu if gpus else 1)
+        warning = oversubscription(workers, max(sweep.threads for sweep in sweeps), len(os.sched_getaffinity(0)))
+        if device == "cpu" and warning:
+            print(f"warning: {warning}", file=sys.stderr)
+    options = RunOptions(data_dir=data_dir, artifacts=artifacts, workers=workers, device=device, gpus=gpus,
                          retry_failed=args.retry_failed, live=False if args.plain else None)
-    for sweep in sweeps:
-        outcome = Coordinator(storage, sweep, options).run()
-        if outcome.interrupted:
-            return 130
-        print(_format(_percent(storage.trials_table(sweep.name).head(5)), "table"))
-        for note in outcome.notes:
-            print(note)
-        if outcome.selected is None:
-            return 1
-        print(_selected_line(storage, sweep.name))
+    try:
+        for sweep in sweeps:
+            outcome = Coordinator(storage, sweep, options, executor).run()
+            if outcome.interrupted:
+                return 130
+            print(_format(_percent(storage.trials_table(sweep.name).head(5)), "table"))
+            for note in outcome.notes:
+                print(note)
+            if outcome.selected is None:
+                return 1
+            print(_selected_line(storage, sweep.name))
+    finally:
+        executor.close()
     return 0
 
 

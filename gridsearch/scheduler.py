@@ -8,6 +8,7 @@ stale lease; the next ``run`` resumes them from their last epoch checkpoint.
 """
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import subprocess
@@ -121,6 +122,25 @@ def resolve_device(device: str) -> str:
     if device == "cuda":
         raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return "cpu"
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (ids or UUIDs)."""
+    import torch
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [entry.strip() for entry in listed.split(",") if entry.strip()][:torch.cuda.device_count()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def oversubscription(workers: int, threads: int, cores: int) -> str | None:
+    """Why ``workers`` trials of ``threads`` threads each overload ``cores`` cores, or None if they fit."""
+    if workers * threads <= cores:
+        return None
+    return (f"{workers} workers x {threads} thread(s) per trial = {workers * threads} threads on {cores} "
+            f"cores: trials will slow each other down (threads stay fixed per trial, for determinism; "
+            f"use --workers {max(1, cores // threads)})")
 
 
 def trial_label(config: dict[str, Any], gridded: list[str], show_seed: bool) -> str:

@@ -1,0 +1,150 @@
+"""Running workers on a Dask cluster, for sweeps that outgrow one machine.
+
+Each trial is one Dask task. On whichever worker host Dask picks, the task runs the trial in its
+own subprocess (``python -m gridsearch.worker``, as isolated and deterministic as on one machine)
+and forwards the worker's JSON events through Dask's event log (``Worker.log_event`` →
+``Client.subscribe_topic``), so the coordinator records epochs as they happen. The task also returns
+every event, so nothing is lost if a streamed one arrives late. If a Dask worker dies mid-trial,
+the scheduler re-runs the task elsewhere and the trial resumes from its last checkpoint, which is
+why ``--artifacts`` must be a folder every worker host can reach. The coordinator stays the only
+writer of the database.
+"""
+from __future__ import annotations
+
+import json
+import os
+import queue
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Any
+
+from gridsearch.errors import UserError
+
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+CHECK_SECONDS = 0.5
+"""How often a running task forwards events and checks whether it was cancelled."""
+RESULT_EVENTS = ("done", "evaluation", "error")
+"""The events that end a job, delivered again with the task's result (epochs too, marked replayed)."""
+
+
+def run_worker_task(job: dict[str, Any], topic: str) -> dict[str, Any]:
+    """The Dask task: run ``job`` in a worker subprocess on this host; returns its exit code and events."""
+    from distributed import get_worker
+
+    dask_worker = get_worker()
+    task_key = dask_worker.get_current_task()
+    run_dir = Path(job["run_dir"])
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
+    with open(run_dir / "worker.log", "ab") as log:
+        process = subprocess.Popen([sys.executable, "-m", "gridsearch.worker"], stdin=subprocess.PIPE,
+                                   stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+    process.stdin.write(json.dumps({**job, "parent_pid": os.getpid()}).encode())
+    process.stdin.close()
+    lines: queue.Queue[bytes | None] = queue.Queue()
+    threading.Thread(target=_read_lines, args=(process.stdout, lines), daemon=True).start()
+    events: list[dict[str, Any]] = []
+    while True:
+        try:
+            line = lines.get(timeout=CHECK_SECONDS)
+        except queue.Empty:
+            task = dask_worker.state.tasks.get(task_key)
+            if task is None or task.state == "cancelled":  # the coordinator cancelled it, or went away
+                os.killpg(process.pid, signal.SIGKILL)
+            continue
+        if line is None:
+            break
+        events.append(json.loads(line))
+        dask_worker.log_event(topic, {"key": job["key"], "event": events[-1]})
+    return {"code": process.wait(), "events": events}
+
+
+def _read_lines(stream: Any, lines: queue.Queue) -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+class DaskTrial:
+    """A trial's Dask task, seen as a worker process by the coordinator."""
+
+    def __init__(self, future: Any):
+        self.future = future
+        self.code: int | None = None
+        self.ended = threading.Event()
+
+    def poll(self) -> int | None:
+        return self.code
+
+    def wait(self, timeout: float) -> int | None:
+        self.ended.wait(timeout)
+        return self.code
+
+    def send_signal(self, signal_number: int) -> None:
+        """Cancel the task: its worker subprocess is killed on its host."""
+        self.future.cancel()
+
+
+class DaskExecutor:
+    """Starts worker jobs as tasks on a Dask cluster (a local one when no scheduler address is given)."""
+
+    def __init__(self, scheduler: str | None, local_workers: int):
+        from distributed import Client, LocalCluster
+
+        self.events: queue.Queue = queue.Queue()
+        self.cluster = None
+        try:
+            if scheduler is None:
+                self.cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
+                                            dashboard_address=None)
+                self.client = Client(self.cluster)
+            else:
+                self.client = Client(scheduler, timeout=10)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise UserError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc})") from None
+        self.topic = f"gridsearch-{uuid.uuid4().hex}"
+        self.client.subscribe_topic(self.topic, self._on_event)
+
+    def capacity(self) -> int:
+        """Trials the cluster runs at once: one per Dask worker thread."""
+        return sum(self.client.nthreads().values())
+
+    def start(self, key: str, job: dict[str, Any]) -> DaskTrial:
+        """Submit ``job`` as a task; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
+        future = self.client.submit(run_worker_task, job, self.topic, pure=False,
+                                    key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}")
+        trial = DaskTrial(future)
+        future.add_done_callback(lambda done: self._finished(key, trial, done))
+        return trial
+
+    def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
+        _, message = event
+        self.events.put((message["key"], message["event"]))
+
+    def _finished(self, key: str, trial: DaskTrial, future: Any) -> None:
+        """Deliver the task's epochs and result again (recording is idempotent), then its end."""
+        if future.status == "finished":
+            result = future.result()
+            for event in result["events"]:
+                if event["event"] == "epoch":
+                    self.events.put((key, {**event, "replayed": True}))
+                elif event["event"] in RESULT_EVENTS:
+                    self.events.put((key, event))
+            trial.code = result["code"]
+        elif future.status == "cancelled":
+            trial.code = -signal.SIGKILL
+        else:
+            self.events.put((key, {"event": "error", "error": f"Dask task failed: {future.exception()!r}"}))
+            trial.code = 1
+        self.events.put((key, None))
+        trial.ended.set()
+
+    def close(self) -> None:
+        """Disconnect from the cluster (and stop the local one)."""
+        self.client.close()
+        if self.cluster is not None:
+            self.cluster.close()
