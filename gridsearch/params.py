@@ -114,5 +114,14 @@ TRANSFORMER_PARAMS: dict[str, Param] = {
 study's learning rates with a full-rate transformer, the regressed transform runs off the image
 within an epoch (localisation features have norm ~5); a scale of 0.01 keeps it stable."""
 
+SPEED_PARAMS: dict[str, Param] = {
+    "amp": Param(str, "off", choices=("off", "bf16")),
+    "channels_last": Param(bool, False),
+}
+"""Accepted by every architecture, mostly for GPUs: ``amp: bf16`` runs forward passes under bfloat16
+autocast, ``channels_last`` stores conv weights and activations NHWC. They change the numbers, so
+they belong to the trial key, but only when set: at their defaults they are left out of the
+resolved config, so the keys of trials that never used them stay as they were."""
+
 OPTIONAL_PARAMS: dict[str, Param] = {**AUGMENTATION_PARAMS, **TRANSFORMER_PARAMS}
 """Trainer parameters an architecture switches on by naming them in ``training_params``."""

@@ -134,6 +134,11 @@ def visible_gpus() -> list[str]:
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
+def least_busy_gpu(gpus: list[str], busy: list[str | None]) -> str | None:
+    """The GPU of ``gpus`` that appears least in ``busy`` (the first on ties), None without GPUs."""
+    return min(gpus, key=busy.count) if gpus else None
+
+
 def oversubscription(workers: int, threads: int, cores: int) -> str | None:
     """Why ``workers`` trials of ``threads`` threads each overload ``cores`` cores, or None if they fit."""
     if workers * threads <= cores:
@@ -226,18 +231,12 @@ class Coordinator:
         self.progress.trial_started(key, label, config["params"]["epochs"])
 
     def _launch(self, key: str, job: dict[str, Any], run_dir: Path) -> Worker:
-        gpu = self._least_busy_gpu()
+        gpu = least_busy_gpu(self.options.gpus, [worker.gpu for worker in self.running.values()])
         job = {**job, "key": key, "run_dir": str(run_dir), "data_dir": str(self.options.data_dir.resolve()),
                "device": self.options.device, "visible_gpu": gpu, "test_size": self.sweep.dataset.test_size}
         handle = self.executor.start(key, job)
         return Worker(key, job["task"], handle, time.monotonic(), job["config"]["params"]["epochs"], gpu)
 
-    def _least_busy_gpu(self) -> str | None:
-        """The GPU running the fewest of this run's workers (None on CPU), so trials pack evenly."""
-        if not self.options.gpus:
-            return None
-        busy = [worker.gpu for worker in self.running.values()]
-        return min(self.options.gpus, key=busy.count)
 
     def _handle_events(self) -> None:
         """Record every event the workers sent; waits up to POLL_SECONDS for the first."""

@@ -20,7 +20,7 @@ from sklearn.model_selection import ParameterGrid
 
 import architectures
 from gridsearch.errors import UserError
-from gridsearch.params import OPTIONAL_PARAMS, TRAINER_PARAMS, Param, coerce_type
+from gridsearch.params import OPTIONAL_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, Param, coerce_type
 
 TOP_LEVEL_KEYS = ("name", "description", "architecture", "dataset", "params", "grid", "seeds",
                   "select", "threads", "timeout")
@@ -127,6 +127,8 @@ class Sweep:
             point = dict(point)
             architecture = point.pop("architecture", self.architecture)
             params = {**resolved_defaults(architecture), **self.params, **point}
+            params = {name: value for name, value in params.items()
+                      if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default}
             for seed in self.seeds:
                 yield Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
 
@@ -155,6 +157,7 @@ def accepted_params(architecture: str) -> dict[str, Param]:
     entry = architectures.get(architecture)
     accepted = dict(TRAINER_PARAMS)
     accepted.update({name: OPTIONAL_PARAMS[name] for name in entry.training_params})
+    accepted.update(SPEED_PARAMS)
     for name, parameter in entry.params().items():
         annotation = parameter.annotation
         expected = {"int": int, "float": float, "bool": bool, "str": str}.get(annotation, annotation)
@@ -163,8 +166,9 @@ def accepted_params(architecture: str) -> dict[str, Param]:
 
 
 def resolved_defaults(architecture: str) -> dict[str, Any]:
-    """Default value of every param of ``architecture``."""
-    return {name: param.default for name, param in accepted_params(architecture).items()}
+    """Default value of every param of ``architecture`` (but the speed params, left out at their defaults)."""
+    return {name: param.default for name, param in accepted_params(architecture).items()
+            if name not in SPEED_PARAMS}
 
 
 def load_sweep(path: str | Path, max_trials: int | None = None) -> Sweep:

@@ -65,7 +65,15 @@ def build_model(config: dict[str, Any]) -> nn.Module:
     """The trial's network, with its architecture's own params."""
     entry = architectures.get(config["architecture"])
     own = {name: value for name, value in config["params"].items() if name in entry.params()}
-    return entry.build(**own)
+    model = entry.build(**own)
+    if config["params"].get("channels_last"):
+        model = model.to(memory_format=torch.channels_last)
+    return model
+
+
+def uses_bf16(config: dict[str, Any]) -> bool:
+    """Whether the trial runs its forward passes under bfloat16 autocast (``amp: bf16``)."""
+    return config["params"].get("amp") == "bf16"
 
 
 def make_augmenter(config: dict[str, Any]) -> Augment | None:
@@ -99,7 +107,8 @@ def checkpoint_path(init_from: str, run_dir: Path) -> Path:
 
 
 def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, batch_size: int,
-                generator: torch.Generator, augment: Augment | None = None) -> tuple[float, float]:
+                generator: torch.Generator, augment: Augment | None = None, bf16: bool = False
+                ) -> tuple[float, float]:
     """One pass over ``train`` in a seeded random order; returns (mean loss, accuracy)."""
     model.train()
     order = torch.randperm(len(train), generator=generator, device=generator.device)
@@ -115,8 +124,9 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split
             images = augment(images, generator)
         labels = train.labels[index]
         optimizer.zero_grad(set_to_none=True)
-        output = model(images)
-        loss = F.cross_entropy(output, labels)
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
+            output = model(images)
+            loss = F.cross_entropy(output, labels)
         loss.backward()
         optimizer.step()
         total_loss += loss.detach() * len(index)
@@ -126,7 +136,7 @@ def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split) -> tuple[float, float, torch.Tensor]:
+def evaluate(model: nn.Module, split: Split, bf16: bool = False) -> tuple[float, float, torch.Tensor]:
     """(mean loss, accuracy, predicted labels) of ``model`` on ``split``."""
     model.eval()
     total_loss = torch.zeros((), device=split.images.device)
@@ -134,8 +144,9 @@ def evaluate(model: nn.Module, split: Split) -> tuple[float, float, torch.Tensor
     for start in range(0, len(split), EVAL_BATCH_SIZE):
         images = split.images[start:start + EVAL_BATCH_SIZE].float().div_(255)
         labels = split.labels[start:start + EVAL_BATCH_SIZE]
-        output = model(images)
-        total_loss += F.cross_entropy(output, labels, reduction="sum")
+        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
+            output = model(images)
+        total_loss += F.cross_entropy(output.float(), labels, reduction="sum")
         predictions.append(output.argmax(1))
     predicted = torch.cat(predictions)
     accuracy = (predicted == split.labels).float().mean().item()
@@ -196,10 +207,10 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
         train_loss, train_accuracy = train_epoch(model, optimizer, train, params["batch_size"], generator,
-                                                 augment)
+                                                 augment, uses_bf16(config))
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
-        val_loss, val_accuracy, _ = evaluate(model, val)
+        val_loss, val_accuracy, _ = evaluate(model, val, uses_bf16(config))
         schedule.step()
         metrics = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
                    "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
@@ -237,7 +248,7 @@ def evaluate_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device
     model.load_state_dict(state["model"])
     test = data.test_split(data_dir, test_size).to(device)
     started = time.perf_counter()
-    loss, accuracy, predicted = evaluate(model, test)
+    loss, accuracy, predicted = evaluate(model, test, uses_bf16(config))
     labels = test.labels.cpu()
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)

@@ -18,7 +18,7 @@ import sqlalchemy
 
 from tests.conftest import ROOT, epoch_metrics, gridsearch, write_sweep
 
-POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
+POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # Debian's layout
 
 
 def _free_port() -> int:
@@ -36,8 +36,9 @@ def _missing(what: str) -> None:
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
     """A throw-away PostgreSQL server on a free loopback port (run as user postgres when we are root)."""
-    binaries = POSTGRES_BIN if POSTGRES_BIN.exists() else Path(shutil.which("initdb") or "/nonexistent").parent
-    if not (binaries / "initdb").exists():
+    initdb = POSTGRES_BINS[-1] if POSTGRES_BINS else Path(shutil.which("initdb") or "/nonexistent")
+    binaries = initdb.parent
+    if not initdb.exists():
         _missing("PostgreSQL (Debian package postgresql)")
     pytest.importorskip("psycopg")
     folder = Path(tempfile.mkdtemp(prefix="gridsearch-pg-"))
