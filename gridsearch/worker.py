@@ -27,7 +27,8 @@ def die_with_parent(parent_pid: int) -> None:
 
 
 def run_job(job: dict[str, Any], protocol: TextIO) -> None:
-    """Run one ``train`` or ``evaluate`` job, writing its events to ``protocol``."""
+    """Run one ``train`` or ``evaluate`` job, writing its events to ``protocol``. A ``train`` job's
+    optional ``epoch_budget`` stops it after that many epochs (a successive-halving rung)."""
     import torch
 
     from gridsearch import training
@@ -42,7 +43,7 @@ def run_job(job: dict[str, Any], protocol: TextIO) -> None:
     data_dir = Path(job["data_dir"])
     emit({"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__})
     if job["task"] == "train":
-        summary = training.train_trial(job["config"], run_dir, data_dir, device, emit)
+        summary = training.train_trial(job["config"], run_dir, data_dir, device, emit, job.get("epoch_budget"))
         emit({"event": "done", **summary})
     else:
         emit({"event": "evaluation", **training.evaluate_trial(job["config"], run_dir, data_dir, device,
