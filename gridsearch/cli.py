@@ -10,6 +10,7 @@ from typing import Sequence
 
 import pandas as pd
 
+from gridsearch import halving
 from gridsearch.errors import UserError
 from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir, config_value, database_url, sqlite_path
 
@@ -231,7 +232,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
         for name in dict.fromkeys(unselected):
             print(f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
                   "change once it has one")
+        if sweep.rung_epochs:
+            print("\n" + _rung_plan(len(set(table["key"])), sweep.search.factor, sweep.rung_epochs))
     return 0
+
+
+def _rung_plan(trials: int, factor: int, budgets: list[int]) -> str:
+    """The successive-halving schedule: trials and epochs of each rung, and the total vs the full grid."""
+    planned = halving.planned_epochs(trials, factor, budgets)
+    rungs = pd.DataFrame({"rung": range(len(budgets)), "epochs": budgets,
+                          "trials": halving.rung_sizes(trials, factor, len(budgets)), "epochs_trained": planned})
+    full = trials * budgets[-1]
+    return (f"successive halving (factor {factor}):\n{rungs.to_string(index=False)}\n"
+            f"at most {sum(planned):,} epochs in all, {sum(planned) / full:.0%} of the full grid's {full:,}")
 
 
 def cmd_status(args: argparse.Namespace) -> int:

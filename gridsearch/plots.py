@@ -70,6 +70,32 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
     return figure
 
 
+def rung_curves(curves: Sequence[tuple[int, pd.DataFrame]], budgets: Sequence[int], metric: str,
+                title: str) -> plt.Figure:
+    """``metric`` per epoch of each (rung reached, epochs) curve, one colour per rung, with a dotted line
+    at each rung's epoch budget."""
+    figure, axes = plt.subplots(figsize=(8, 3.8))
+    for rung, epochs in sorted(curves, key=lambda curve: curve[0]):
+        axes.plot(epochs["epoch"], epochs[metric], "-o", color=f"C{rung}", alpha=0.8, linewidth=1, markersize=3,
+                  label=f"reached rung {rung}")
+    for budget in budgets[:-1]:
+        axes.axvline(budget - 0.5, color="grey", linestyle=":")
+    handles, labels = axes.get_legend_handles_labels()
+    unique = dict(zip(labels, handles))
+    axes.legend(unique.values(), unique.keys(), fontsize=8)
+    values = pd.concat([epochs[metric] for _, epochs in curves]) if curves else pd.Series(dtype=float)
+    if metric == "val_accuracy" and len(values):
+        axes.set_ylim(bottom=values.quantile(0.05))  # the first epochs' low values would flatten the rest
+        axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+    axes.set_xlabel("epoch")
+    axes.set_ylabel(metric)
+    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+    axes.grid(alpha=0.3)
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
 def confusion_matrix(matrix: np.ndarray, title: str) -> plt.Figure:
     """A 10x10 confusion matrix (rows: true digit, columns: predicted), off-diagonal cells highlighted."""
     matrix = np.asarray(matrix)

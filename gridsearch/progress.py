@@ -9,9 +9,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
+FINISHED = ("done", "stopped", "failed", "timeout")
+"""Statuses counted as finished: a stopped trial is, unless a later rung promotes it."""
+
 
 class SweepProgress:
-    """Counts of trials by state plus the current epoch of each running trial.
+    """Counts of trials by state plus the current epoch of each running trial (and the successive-halving
+    rung being run).
 
     ``live=None`` picks the rich display when stderr is a terminal.
     """
@@ -26,6 +30,7 @@ class SweepProgress:
         self.live = self.console.is_terminal if live is None else live
         self.trial_tasks: dict[str, TaskID] = {}
         self.labels: dict[str, str] = {}
+        self.rung = ""
         if self.live:
             self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                                  TimeRemainingColumn(), console=self.console)
@@ -35,14 +40,14 @@ class SweepProgress:
             self._log(self._summary())
 
     def _finished(self) -> int:
-        return sum(status in ("done", "failed", "timeout") for status in self.statuses.values())
+        return sum(status in FINISHED for status in self.statuses.values())
 
     def _summary(self) -> str:
         counts = Counter(self.statuses.values())
-        parts = [f"{counts[s]} {s}" for s in ("done", "running", "failed", "timeout") if counts[s]]
+        parts = [f"{counts[s]} {s}" for s in ("done", "stopped", "running", "failed", "timeout") if counts[s]]
         waiting = counts["pending"] + counts["interrupted"]
         parts.append(f"{waiting} pending")
-        return f"{self.sweep}: " + " · ".join(parts)
+        return f"{self.sweep}{self.rung}: " + " · ".join(parts)
 
     def _eta(self) -> str:
         remaining = len(self.statuses) - self._finished()
@@ -54,6 +59,13 @@ class SweepProgress:
 
     def _log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    def rung_started(self, rung: int, rungs: int, epochs: int, trials: int) -> None:
+        """A successive-halving rung begins: ``trials`` trials train (on) to ``epochs`` epochs."""
+        self.rung = f" rung {rung}/{rungs - 1} ({epochs} epochs)"
+        self.message(f"{self.sweep}: rung {rung} of 0-{rungs - 1}: {trials} trials to {epochs} epochs")
+        if self.live:
+            self.bars.update(self.overall, description=self._summary())
 
     def trial_started(self, key: str, label: str, epochs: int) -> None:
         self.statuses[key] = "running"
@@ -75,13 +87,13 @@ class SweepProgress:
 
     def trial_finished(self, key: str, status: str, detail: str) -> None:
         self.statuses[key] = status
-        if status in ("done", "failed", "timeout"):
+        if status in FINISHED:
             self.finish_times.append(time.monotonic())
         if self.live:
             if key in self.trial_tasks:
                 self.bars.remove_task(self.trial_tasks.pop(key))
             self.bars.update(self.overall, description=self._summary(), completed=self._finished())
-            if status != "done":
+            if status not in ("done", "stopped"):
                 self.console.print(f"[yellow]trial {key} {self.labels.get(key, '')} {status}: {detail}")
         else:
             self._log(f"trial {key} {status}: {detail}")

@@ -29,7 +29,7 @@ GRID_SIZE = 30
 """Images in each grid of misclassified and of random test predictions."""
 SAMPLE_SEED = 0
 CONFUSED_PAIRS = 5
-FINISHED = ("done", "failed", "timeout")
+FINISHED = ("done", "stopped", "failed", "timeout")
 SECTIONS = {"results": "1. Results", "effects": "2. Hyperparameter effects", "curves": "3. Learning curves",
             "evaluation": "4. Best models", "significance": "5. Is the difference real?",
             "cost": "6. Accuracy vs cost", "robustness": "7. Robustness", "data": "8. Data"}
@@ -120,8 +120,45 @@ def effects_section(folder: Folder, storage: Storage, model: BestModel) -> str:
                             "Val accuracy against each gridded param: max and mean over all other params."))
     else:
         parts.append(note("No gridded param takes two values among finished trials: nothing to plot."))
+    if json.loads(model.sweep.search)["strategy"] == "halving":
+        parts.append(rungs_section(folder, storage, model))
     return subsection(f"{model.name} ({model.sweep.architecture}, {len(done)} of {len(trials)} trials done)",
                       *parts)
+
+
+def rungs_table(storage: Storage, sweep: SweepRow) -> pd.DataFrame:
+    """Successive halving: each rung's epoch budget, its trials, how many went on, and the epochs it trained."""
+    budgets = json.loads(sweep.search)["rung_epochs"]
+    reached = {key: rung for key, rung in storage.rungs(sweep.name).items() if rung is not None}
+    epochs = storage.epochs(reached)
+    records = []
+    for rung, (budget, previous) in enumerate(zip(budgets, [0, *budgets])):
+        keys = [key for key, top in reached.items() if top >= rung]
+        trained = epochs[epochs["trial_key"].isin(keys) & (epochs["epoch"] >= previous) & (epochs["epoch"] < budget)]
+        records.append({"rung": rung, "epochs": budget, "trials": len(keys),
+                        "promoted": sum(top > rung for top in reached.values()), "epochs_trained": len(trained)})
+    return pd.DataFrame.from_records(records)
+
+
+def rungs_section(folder: Folder, storage: Storage, model: BestModel) -> str:
+    """The rungs of a successive-halving sweep: a table, and every trial's curve coloured by its rung."""
+    name = model.name
+    rungs = rungs_table(storage, model.sweep)
+    reached = storage.rungs(name)
+    epochs = storage.epochs(reached)
+    full = len(reached) * int(rungs["epochs"].iloc[-1])
+    curves = [(rung, epochs[epochs["trial_key"] == key]) for key, rung in reached.items() if rung is not None]
+    metric = model.sweep.select_metric
+    return subsection(
+        "Successive halving",
+        table(rungs, folder.csv(rungs, f"rungs_{name}")),
+        note(f"Each rung trains its trials to its epochs, continuing from their checkpoints; the best "
+             f"promoted ones go on to the next. {int(rungs['epochs_trained'].sum()):,} epochs trained in all, "
+             f"{rungs['epochs_trained'].sum() / full:.0%} of the {full:,} a full grid would train."),
+        figure(folder.png(plots.rung_curves(curves, rungs["epochs"].tolist(), metric, f"{name}: {metric} per epoch"),
+                          f"rung_curves_{name}"),
+               "Every trial's validation curve, coloured by the highest rung it reached; dotted lines mark "
+               "the rungs' epoch budgets."))
 
 
 def curves_section(folder: Folder, storage: Storage, models: list[BestModel]) -> str:
@@ -315,8 +352,8 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     body = {
         "results": table(results, folder.csv(results, "results"), RESULT_FORMATS)
         + note("val and test accuracy of each sweep's selected trial; test errors out of test_samples; "
-               "trials_run counts finished trials (done, failed, timed out); compute_seconds sums the "
-               "training epochs of every trial of the sweep."),
+               "trials_run counts finished trials (done, stopped by successive halving, failed, timed out); "
+               "compute_seconds sums the training epochs of every trial of the sweep."),
         "effects": "\n".join(effects_section(folder, storage, m) for m in models),
         "curves": curves_section(folder, storage, models),
         "evaluation": "\n".join(evaluation_section(folder, m, artifacts, data_dir) for m in models),

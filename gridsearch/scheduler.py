@@ -5,6 +5,10 @@ commands never train the same trial), starts a worker as soon as a slot frees, r
 its running trials, and, when every trial is finished, selects the best one and has it evaluated
 once on the test set. Ctrl-C, SIGTERM or a crash leave trials 'interrupted' or 'running' with a
 stale lease; the next ``run`` resumes them from their last epoch checkpoint.
+
+A successive-halving sweep runs rung by rung (see ``gridsearch.halving``): every trial of a rung trains
+to the rung's epochs, then the best go on from their checkpoints and the rest stay 'stopped'. The
+promotions are recomputed from the recorded epochs on every run, so a resumed sweep makes the same ones.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gridsearch import __version__
+from gridsearch import __version__, halving
 from gridsearch.errors import UserError
 from gridsearch.launcher import LocalExecutor
 from gridsearch.progress import SweepProgress
@@ -171,44 +175,29 @@ class Coordinator:
         self.running: dict[str, Worker] = {}
         self.restarts: dict[str, int] = {}
         self.configs: dict[str, dict[str, Any]] = {}
+        self.finalists: list[str] | None = None
+        """Successive halving: the trials of the last rung, among which the best is selected."""
 
     # -- running trials --------------------------------------------------------------------
 
     def run(self) -> SweepOutcome:
-        """Run every unfinished trial of the sweep, then select and test the best."""
+        """Run every unfinished trial of the sweep (rung by rung for successive halving), then select
+        and test the best."""
         trials = list(self.sweep.trials())
         self.storage.save_sweep(self.sweep, trials)
-        keys = [trial.key for trial in trials]
+        keys = list(dict.fromkeys(trial.key for trial in trials))
         self.configs = {trial.key: trial.config() for trial in trials}
         if self.options.retry_failed:
             self.storage.reset_failed(keys)
         rows = self.storage.trials(self.sweep.name)
         self.progress = SweepProgress(self.sweep.name, {r.key: r.status for r in rows},
                                       self.options.workers, self.options.live)
-        todo = deque(r.key for r in rows if r.status in UNFINISHED)
-        elsewhere: set[str] = set()
-        last_heartbeat = time.monotonic()
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            while todo or self.running or elsewhere:
-                while todo and len(self.running) < self.options.workers:
-                    key = todo.popleft()
-                    if self.storage.claim(key, self.owner):
-                        self._start(key)
-                    elif self.storage.trial(key).status in UNFINISHED:
-                        elsewhere.add(key)  # another live coordinator runs it
-                self._handle_events()
-                for key in [k for k, w in self.running.items() if w.handle.poll() is not None and not w.events_open]:
-                    self._finish(self.running.pop(key), todo)
-                self._enforce_timeouts()
-                if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
-                    self.storage.heartbeat(self.running, self.owner)
-                    last_heartbeat = time.monotonic()
-                if not todo and not self.running and elsewhere:
-                    time.sleep(2 * POLL_SECONDS)
-                    elsewhere = {k for k in elsewhere if self.storage.trial(k).status in UNFINISHED}
-                    todo.extend(sorted(elsewhere, key=keys.index))
-                    elsewhere.clear()
+            if self.sweep.rung_epochs is None:
+                self._train(keys)
+            else:
+                self._run_rungs(keys, self.sweep.rung_epochs)
         except KeyboardInterrupt:
             self._stop_all()
             self.progress.close()
@@ -220,15 +209,67 @@ class Coordinator:
         finally:
             self.progress.close()
 
-    def _start(self, key: str) -> None:
+    def _train(self, keys: list[str], budget: int | None = None) -> None:
+        """Train those of ``keys`` that need it up to ``budget`` epochs (None: to the end), a new trial as
+        soon as a slot frees; wait for those another live coordinator is running."""
+        todo = deque(row.key for row in map(self.storage.trial, keys) if needs_training(row, budget))
+        elsewhere: set[str] = set()
+        last_heartbeat = time.monotonic()
+        while todo or self.running or elsewhere:
+            while todo and len(self.running) < self.options.workers:
+                key = todo.popleft()
+                if self.storage.claim(key, self.owner):
+                    self._start(key, budget)
+                elif needs_training(self.storage.trial(key), budget):
+                    elsewhere.add(key)  # another live coordinator runs it
+            self._handle_events()
+            for key in [k for k, w in self.running.items() if w.handle.poll() is not None and not w.events_open]:
+                self._finish(self.running.pop(key), todo)
+            self._enforce_timeouts()
+            if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
+                self.storage.heartbeat(self.running, self.owner)
+                last_heartbeat = time.monotonic()
+            if not todo and not self.running and elsewhere:
+                time.sleep(2 * POLL_SECONDS)
+                elsewhere = {k for k in elsewhere if needs_training(self.storage.trial(k), budget)}
+                todo.extend(sorted(elsewhere, key=keys.index))
+                elsewhere.clear()
+
+    def _run_rungs(self, keys: list[str], budgets: list[int]) -> None:
+        """Successive halving: train every trial of each rung to its budget, then promote the best."""
+        candidates = keys
+        for rung, budget in enumerate(budgets):
+            last = rung == len(budgets) - 1
+            self.storage.set_rung(self.sweep.name, candidates, rung)
+            self.progress.rung_started(rung, len(budgets), budget, len(candidates))
+            self._train(candidates, None if last else budget)
+            if last:
+                self.finalists = candidates
+                return
+            promoted = halving.promote(self._standings(candidates, budget), self.sweep.search.factor,
+                                       self.sweep.select)
+            self.progress.message(f"rung {rung} done: the best {len(promoted)} of {len(candidates)} trials go on "
+                                  f"to {budgets[rung + 1]} epochs")
+            candidates = [key for key in keys if key in promoted]
+
+    def _standings(self, keys: list[str], budget: int) -> list[halving.Standing]:
+        """Each trial's result within ``budget`` epochs, from the recorded epochs."""
+        epochs = self.storage.epochs(keys)
+        statuses = {row.key: row.status for row in self.storage.trials(self.sweep.name)}
+        return [halving.standing(key, epochs[epochs["trial_key"] == key].to_dict("records"), budget,
+                                 self.sweep.select, failed=statuses[key] in ("failed", "timeout"))
+                for key in keys]
+
+    def _start(self, key: str, budget: int | None) -> None:
         config = self.configs[key]
         run_dir = self.options.artifacts / key
         run_dir.mkdir(parents=True, exist_ok=True)
-        job = {"task": "train", "config": config}
+        job = {"task": "train", "config": config, "epoch_budget": budget}
         worker = self._launch(key, job, run_dir)
+        worker.epochs = budget or worker.epochs
         self.running[key] = worker
         label = trial_label(config, self.sweep.gridded_params, len(self.sweep.seeds) > 1)
-        self.progress.trial_started(key, label, config["params"]["epochs"])
+        self.progress.trial_started(key, label, worker.epochs)
 
     def _launch(self, key: str, job: dict[str, Any], run_dir: Path) -> Worker:
         gpu = least_busy_gpu(self.options.gpus, [worker.gpu for worker in self.running.values()])
@@ -236,7 +277,6 @@ class Coordinator:
                "device": self.options.device, "visible_gpu": gpu, "test_size": self.sweep.dataset.test_size}
         handle = self.executor.start(key, job)
         return Worker(key, job["task"], handle, time.monotonic(), job["config"]["params"]["epochs"], gpu)
-
 
     def _handle_events(self) -> None:
         """Record every event the workers sent; waits up to POLL_SECONDS for the first."""
@@ -286,7 +326,7 @@ class Coordinator:
             status, error = "timeout", f"exceeded the sweep's timeout of {self.sweep.timeout:g} s " \
                                        f"during epoch {worker.last_epoch + 1}"
         elif code == 0 and worker.summary is not None:
-            status, error = "done", None
+            status, error = ("done" if worker.summary.pop("finished") else "stopped"), None
         elif code < 0 and -code in STOP_SIGNALS and self.restarts.get(key, 0) < MAX_RESTARTS:
             self.restarts[key] = self.restarts.get(key, 0) + 1
             status = "interrupted"
@@ -294,9 +334,12 @@ class Coordinator:
             todo.appendleft(key)
         else:
             status, error = "failed", worker.error or _exit_reason(code, self.options.artifacts / key)
-        self.storage.finish(key, status, worker.summary if status == "done" else None, error)
+        self.storage.finish(key, status, worker.summary if status in ("done", "stopped") else None, error)
         detail = (f"val {worker.summary['val_accuracy']:.2%} at epoch {worker.summary['best_epoch']}"
-                  if status == "done" else error + ("; restarting from its checkpoint" if status == "interrupted" else ""))
+                  if status in ("done", "stopped")
+                  else error + ("; restarting from its checkpoint" if status == "interrupted" else ""))
+        if status == "stopped":
+            detail += f", stopped after epoch {worker.summary['epochs_run'] - 1}"
         self.progress.trial_finished(key, status, detail)
 
     def _enforce_timeouts(self) -> None:
@@ -329,7 +372,8 @@ class Coordinator:
     def _select_and_test(self) -> SweepOutcome:
         rows = self.storage.trials(self.sweep.name)
         outcome = SweepOutcome({row.key: row.status for row in rows})
-        best = select_best(rows, self.sweep.select)
+        best = select_best([row for row in rows if self.finalists is None or row.key in self.finalists],
+                           self.sweep.select)
         if best is None:
             self.storage.set_selected(self.sweep.name, None)
             outcome.notes.append("no trial finished, so none was selected")
@@ -363,6 +407,15 @@ class Coordinator:
             return None
         self.storage.save_evaluation(key, "test", worker.evaluation)
         return worker.evaluation
+
+
+def needs_training(row: TrialRow, budget: int | None) -> bool:
+    """Whether trial ``row`` must train for a run to ``budget`` epochs (None: to its end). A trial that is
+    pending, interrupted or running elsewhere does, even if it is past ``budget`` (its worker then just
+    reports it stopped there); a stopped one only below ``budget``."""
+    if row.status not in UNFINISHED:
+        return False
+    return row.status != "stopped" or budget is None or row.epochs_run < budget
 
 
 def select_best(rows: list[TrialRow], select: str) -> TrialRow | None:

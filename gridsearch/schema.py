@@ -10,12 +10,20 @@ from datetime import datetime, timezone
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 """Bumped whenever a table changes; a database of another version is upgraded or refused."""
 
-TRIAL_STATUSES = ("pending", "running", "done", "failed", "timeout", "interrupted")
-"""pending: never started; interrupted: stopped before the end, resumes from its checkpoint."""
-UNFINISHED = ("pending", "running", "interrupted")
+UPGRADES: dict[int, list[str]] = {
+    1: ["ALTER TABLE sweeps ADD COLUMN search TEXT NOT NULL DEFAULT '{\"strategy\": \"grid\"}'",
+        "ALTER TABLE sweep_trials ADD COLUMN rung INTEGER"],
+}
+"""Schema version -> the SQL statements that bring a database of that version to the next one."""
+
+TRIAL_STATUSES = ("pending", "running", "done", "stopped", "failed", "timeout", "interrupted")
+"""pending: never started; interrupted: stopped before the end, resumes from its checkpoint;
+stopped: trained part of its epochs by a successive-halving sweep that did not promote it (yet);
+a sweep that needs more of it resumes it from its checkpoint."""
+UNFINISHED = ("pending", "running", "interrupted", "stopped")
 
 
 def utcnow() -> datetime:
@@ -47,6 +55,9 @@ class SweepRow(Base):
     source: Mapped[str] = mapped_column(Text)
     """The sweep file's text as last run."""
     test_size: Mapped[int] = mapped_column(Integer)
+    search: Mapped[str] = mapped_column(Text, server_default='{"strategy": "grid"}')
+    """JSON of how the grid is searched: {"strategy": "grid"}, or successive halving with its
+    "factor", "min_epochs" and the epoch budget of each rung ("rung_epochs")."""
     selected_trial: Mapped[str | None] = mapped_column(ForeignKey("trials.key"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -90,6 +101,8 @@ class SweepTrialRow(Base):
     sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
     trial_key: Mapped[str] = mapped_column(ForeignKey("trials.key"), primary_key=True)
     position: Mapped[int] = mapped_column(Integer)
+    rung: Mapped[int | None] = mapped_column(Integer)
+    """Successive halving: the highest rung (from 0) the trial reached in this sweep; None in a grid sweep."""
 
 
 class TrialParamRow(Base):

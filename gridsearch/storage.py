@@ -12,6 +12,7 @@ import os
 import socket
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -22,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import sessionmaker
 
 from gridsearch.errors import UserError
-from gridsearch.schema import (SCHEMA_VERSION, UNFINISHED, Base, EpochRow, EvaluationRow, Meta,
+from gridsearch.schema import (SCHEMA_VERSION, UNFINISHED, UPGRADES, Base, EpochRow, EvaluationRow, Meta,
                                SweepRow, SweepTrialRow, TrialParamRow, TrialRow, utcnow)
 
 DEFAULT_DB = "results.db"
@@ -100,7 +101,7 @@ class Storage:
         self.url = database_url(db)
         self.readonly = readonly
         try:
-            self.engine = self._connect(create=create and not readonly)
+            self.engine = self._connect(create=create and not readonly, readonly=readonly)
             self.session = sessionmaker(self.engine, expire_on_commit=False)
             self._check_schema(create=create and not readonly)
         except ImportError as exc:
@@ -110,7 +111,7 @@ class Storage:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
             raise UserError(f"--db {describe(self.url)}: cannot open the database ({reason})") from None
 
-    def _connect(self, create: bool) -> Engine:
+    def _connect(self, create: bool, readonly: bool) -> Engine:
         path = sqlite_path(self.url)
         try:
             if path is not None:
@@ -118,31 +119,19 @@ class Storage:
                     raise UserError(f"--db {path}: folder {path.parent} does not exist")
                 if not create and not path.exists():
                     raise UserError(f"--db {path}: no such database (run a sweep first)")
-                url = f"sqlite:///file:{path}?mode=ro&uri=true" if self.readonly else self.url
+                url = f"sqlite:///file:{path}?mode=ro&uri=true" if readonly else self.url
                 engine = create_engine(url, connect_args={"timeout": 60})
-                event.listen(engine, "connect", self._sqlite_pragmas)
-                if not self.readonly:  # take the write lock at BEGIN: read-then-write is atomic across runs
+                event.listen(engine, "connect", partial(_sqlite_pragmas, readonly=readonly))
+                if not readonly:  # take the write lock at BEGIN: read-then-write is atomic across runs
                     event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
             else:
-                options = {"options": "-c default_transaction_read_only=on"} if self.readonly else {}
+                options = {"options": "-c default_transaction_read_only=on"} if readonly else {}
                 engine = create_engine(self.url, connect_args=options, pool_pre_ping=True)
             with engine.connect():
                 pass
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
             raise UserError(f"--db {describe(self.url)}: not a usable database URL ({exc})") from None
         return engine
-
-    def _sqlite_pragmas(self, connection: Any, _record: Any) -> None:
-        cursor = connection.cursor()
-        if self.readonly:
-            cursor.execute("PRAGMA query_only = ON")
-        else:
-            connection.isolation_level = None  # transactions begin with the "begin" listener's BEGIN IMMEDIATE
-            cursor.execute("PRAGMA journal_mode = WAL")
-            cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA busy_timeout = 60000")
-        cursor.close()
 
     def _check_schema(self, create: bool) -> None:
         tables = set(inspect(self.engine).get_table_names())
@@ -159,9 +148,32 @@ class Storage:
         with self.session() as session:
             version = session.get(Meta, "schema_version")
         found = version.value if version else "0"
-        if found != str(SCHEMA_VERSION):
+        if found.isdigit() and int(found) in UPGRADES:
+            self._upgrade()
+        elif found != str(SCHEMA_VERSION):
             raise UserError(f"--db {where}: schema version {found}, but this gridsearch reads version "
                             f"{SCHEMA_VERSION}; use the gridsearch version that made it")
+
+    def _upgrade(self) -> None:
+        """Bring a database of an older schema version to SCHEMA_VERSION in place, in one transaction; the
+        data is kept as is. Read-only opens upgrade too, through a short-lived writable connection.
+        Hand-written rather than with Alembic: each upgrade is a couple of ADD COLUMNs."""
+        engine = self._connect(create=False, readonly=False) if self.readonly else self.engine
+        try:
+            with engine.begin() as connection:
+                found = int(connection.scalar(select(Meta.value).where(Meta.key == "schema_version")))
+                for version in range(found, SCHEMA_VERSION):  # re-read: another process may have done it
+                    for statement in UPGRADES[version]:
+                        connection.exec_driver_sql(statement)
+                connection.execute(update(Meta).where(Meta.key == "schema_version")
+                                   .values(value=str(SCHEMA_VERSION)))
+        except DBAPIError as exc:
+            reason = str(exc.orig).strip().splitlines()[0]
+            raise UserError(f"--db {describe(self.url)}: cannot upgrade the database to schema version "
+                            f"{SCHEMA_VERSION} ({reason})") from None
+        finally:
+            if engine is not self.engine:
+                engine.dispose()
 
     # -- sweeps and trials -------------------------------------------------------------------
 
@@ -179,6 +191,7 @@ class Storage:
             row.gridded_params = json.dumps(sweep.gridded_params)
             row.source = sweep.source
             row.test_size = sweep.dataset.test_size
+            row.search = json.dumps(sweep.search_record())
             row.updated_at = utcnow()
             session.flush()
             known = set(session.scalars(select(TrialRow.key).where(TrialRow.key.in_(keys))))
@@ -227,6 +240,21 @@ class Storage:
     def trial(self, key: str) -> TrialRow | None:
         with self.session() as session:
             return session.get(TrialRow, key)
+
+    def set_rung(self, sweep: str, keys: Iterable[str], rung: int) -> None:
+        """Record that the trials ``keys`` of ``sweep`` reached successive-halving rung ``rung``."""
+        row = self.sweep(sweep)
+        with self.session.begin() as session:
+            session.execute(update(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id,
+                                                        SweepTrialRow.trial_key.in_(list(keys)))
+                            .values(rung=rung))
+
+    def rungs(self, sweep: str) -> dict[str, int | None]:
+        """Trial key -> the successive-halving rung it reached in ``sweep`` (None in a grid sweep)."""
+        row = self.sweep(sweep)
+        with self.session() as session:
+            return dict(session.execute(select(SweepTrialRow.trial_key, SweepTrialRow.rung)
+                                        .where(SweepTrialRow.sweep_id == row.id)).all())
 
     def reset_failed(self, keys: Iterable[str]) -> int:
         """Mark failed or timed-out trials among ``keys`` pending again; returns how many."""
@@ -285,7 +313,7 @@ class Storage:
 
     def finish(self, key: str, status: str, summary: dict[str, Any] | None = None,
                error: str | None = None) -> None:
-        """Close trial ``key`` with ``status`` (done, failed, timeout or interrupted)."""
+        """Close trial ``key`` with ``status`` (done, stopped, failed, timeout or interrupted)."""
         values: dict[str, Any] = {"status": status, "error": error, "worker_pid": None, "owner": None}
         if status != "interrupted":
             values["finished_at"] = utcnow()
@@ -343,24 +371,27 @@ class Storage:
         counts = pd.DataFrame(rows, columns=["sweep", "architecture", "status", "n"])
         table = counts.pivot_table(index=["sweep", "architecture"], columns="status", values="n",
                                    fill_value=0, aggfunc="sum")
-        table = table.reindex(columns=["done", "running", "failed", "timeout", "interrupted", "pending"],
-                              fill_value=0).reset_index()
-        table["trials"] = table[["done", "running", "failed", "timeout", "interrupted", "pending"]].sum(axis=1)
+        statuses = ["done", "stopped", "running", "failed", "timeout", "interrupted", "pending"]
+        table = table.reindex(columns=statuses, fill_value=0).reset_index()
+        table["trials"] = table[statuses].sum(axis=1)
         selected = dict(sweeps)
         table["selected"] = table["sweep"].map(selected)
         order = {name: i for i, (name, _) in enumerate(sweeps)}
         return table.sort_values("sweep", key=lambda s: s.map(order)).reset_index(drop=True)
 
     def trials_table(self, sweep: str) -> pd.DataFrame:
-        """The trials of ``sweep`` with their gridded params as columns, best first."""
+        """The trials of ``sweep`` with their gridded params as columns, best first (successive halving:
+        highest rung first, with a ``rung`` column)."""
         row = self.sweep(sweep)
         trials = self.trials(sweep)
         gridded = json.loads(row.gridded_params)
+        rungs = self.rungs(sweep) if json.loads(row.search)["strategy"] == "halving" else None
         records = []
         for trial in trials:
             config = json.loads(trial.config)
             records.append({"key": trial.key, **{name: config_value(config, name) for name in gridded},
-                            "seed": trial.seed, "status": trial.status, "best_epoch": trial.best_epoch,
+                            "seed": trial.seed, "status": trial.status,
+                            **({"rung": rungs[trial.key]} if rungs else {}), "best_epoch": trial.best_epoch,
                             "epochs_run": trial.epochs_run, "val_accuracy": trial.val_accuracy,
                             "val_loss": trial.val_loss, "train_seconds": trial.train_seconds,
                             "error": trial.error})
@@ -368,8 +399,9 @@ class Storage:
         if table.empty:
             return table
         ascending = row.select_metric == "val_loss"
-        return table.sort_values(row.select_metric, ascending=ascending, na_position="last",
-                                 kind="stable").reset_index(drop=True)
+        order = (["rung"], [False]) if rungs else ([], [])  # successive halving: the last rung's trials first
+        return table.sort_values([*order[0], row.select_metric], ascending=[*order[1], ascending],
+                                 na_position="last", kind="stable").reset_index(drop=True)
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run one read-only SQL statement and return its rows."""
@@ -382,6 +414,19 @@ class Storage:
         except DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0]
             raise UserError(f"query: {reason}") from None
+
+
+def _sqlite_pragmas(connection: Any, _record: Any, readonly: bool) -> None:
+    cursor = connection.cursor()
+    if readonly:
+        cursor.execute("PRAGMA query_only = ON")
+    else:
+        connection.isolation_level = None  # transactions begin with the "begin" listener's BEGIN IMMEDIATE
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+    cursor.execute("PRAGMA foreign_keys = ON")
+    cursor.execute("PRAGMA busy_timeout = 60000")
+    cursor.close()
 
 
 def config_value(config: dict[str, Any], name: str) -> Any:

@@ -1,8 +1,9 @@
 """Sweep files: load and validate the YAML, expand the grid, give every trial a stable key.
 
 A sweep file names an architecture, a dataset split, fixed ``params`` and a ``grid`` (a dict of
-lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes). Every key is checked
-before anything runs; problems raise :class:`UserError` naming the file, line and key.
+lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes), and optionally how to
+``search`` it (every trial to the end, or successive halving). Every key is checked before anything
+runs; problems raise :class:`UserError` naming the file, line and key.
 """
 from __future__ import annotations
 
@@ -19,11 +20,14 @@ import yaml
 from sklearn.model_selection import ParameterGrid
 
 import architectures
+from gridsearch import halving
 from gridsearch.errors import UserError
 from gridsearch.params import OPTIONAL_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, Param, coerce_type
 
-TOP_LEVEL_KEYS = ("name", "description", "architecture", "dataset", "params", "grid", "seeds",
+TOP_LEVEL_KEYS = ("name", "description", "architecture", "dataset", "params", "grid", "search", "seeds",
                   "select", "threads", "timeout")
+SEARCH_KEYS = ("strategy", "factor", "min_epochs")
+STRATEGIES = ("grid", "halving")
 DATASETS = {"mnist": 60000}
 """Dataset name -> size of its official training set (train and validation are cut from it)."""
 TEST_SET_SIZE = 10000
@@ -87,6 +91,16 @@ def trial_key(config: dict[str, Any]) -> str:
 
 
 @dataclass(frozen=True)
+class Search:
+    """How a sweep searches its grid: every trial to the end (``grid``), or successive halving over
+    epochs (``halving``: all trials train ``min_epochs``, the best ``1 / factor`` go on, ...)."""
+
+    strategy: str = "grid"
+    factor: int = 3
+    min_epochs: int = 1
+
+
+@dataclass(frozen=True)
 class Sweep:
     """A validated sweep file. ``architecture`` is the default; a grid may also vary it."""
 
@@ -96,6 +110,7 @@ class Sweep:
     params: dict[str, Any]
     grid: list[dict[str, list[Any]]]
     seeds: list[int]
+    search: Search = Search()
     select: str = "val_accuracy"
     threads: int = 1
     timeout: float | None = None
@@ -109,6 +124,21 @@ class Sweep:
         for part in self.grid:
             names.update(dict.fromkeys(part.get("architecture", [self.architecture])))
         return [name for name in names if name]
+
+    @property
+    def rung_epochs(self) -> list[int] | None:
+        """Successive halving: the epoch budget of each rung (its trials' epochs are fixed); None for a grid."""
+        if self.search.strategy != "halving":
+            return None
+        epochs = self.params.get("epochs", TRAINER_PARAMS["epochs"].default)
+        return halving.rung_epochs(self.search.min_epochs, self.search.factor, epochs)
+
+    def search_record(self) -> dict[str, Any]:
+        """What the database records of the search (see ``SweepRow.search``)."""
+        if self.search.strategy == "grid":
+            return {"strategy": "grid"}
+        return {"strategy": "halving", "factor": self.search.factor, "min_epochs": self.search.min_epochs,
+                "rung_epochs": self.rung_epochs}
 
     @property
     def gridded_params(self) -> list[str]:
@@ -276,6 +306,7 @@ class _SweepValidator:
         select = self.scalar(document, "select", str, "val_accuracy")
         if select not in SELECT_METRICS:
             raise self.fail(("select",), f"unknown metric {select!r} (known: {', '.join(SELECT_METRICS)})")
+        search = self.search(document.get("search"), params, parts)
         threads = self.scalar(document, "threads", int, 1)
         if threads < 1:
             raise self.fail(("threads",), f"must be >= 1, got {threads}")
@@ -291,6 +322,7 @@ class _SweepValidator:
             params=params,
             grid=grid,
             seeds=self.seeds(document.get("seeds", [0])),
+            search=search,
             select=select,
             threads=threads,
             timeout=timeout,
@@ -448,6 +480,37 @@ class _SweepValidator:
             except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
                 where = ("grid",) if any(k in point for k in values) else ("params",)
                 raise self.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
+
+    def search(self, document: Any, params: dict[str, Any], parts: list[tuple[tuple, list[str], dict]]) -> Search:
+        if document is None:
+            return Search()
+        at = ("search",)
+        if not isinstance(document, dict):
+            raise self.fail(at, "must be a mapping (strategy, factor, min_epochs)")
+        for key in document:
+            if key not in SEARCH_KEYS:
+                raise self.fail(at + (key,), "unknown key" + _suggest(key, SEARCH_KEYS))
+        strategy = self.scalar(document, "strategy", str, "grid", at)
+        if strategy not in STRATEGIES:
+            raise self.fail(at + ("strategy",), f"unknown strategy {strategy!r}" + _suggest(strategy, STRATEGIES)
+                            + f" (known: {', '.join(STRATEGIES)})")
+        if strategy == "grid":
+            for key in ("factor", "min_epochs"):
+                if key in document:
+                    raise self.fail(at + (key,), "only used by strategy halving")
+            return Search()
+        for at_part, _, part in parts:
+            if "epochs" in part:
+                raise self.fail(at_part + ("epochs",), "successive halving needs one 'epochs' for every trial: "
+                                                       "set it in params, not in the grid")
+        epochs = params.get("epochs", TRAINER_PARAMS["epochs"].default)
+        factor = self.scalar(document, "factor", int, Search.factor, at)
+        if factor < 2:
+            raise self.fail(at + ("factor",), f"must be >= 2, got {factor}")
+        min_epochs = self.scalar(document, "min_epochs", int, Search.min_epochs, at)
+        if not 1 <= min_epochs <= epochs:
+            raise self.fail(at + ("min_epochs",), f"must be between 1 and epochs ({epochs}), got {min_epochs}")
+        return Search(strategy, factor, min_epochs)
 
     def seeds(self, document: Any) -> list[int]:
         if not isinstance(document, list) or not document:

@@ -160,11 +160,14 @@ def is_better(value: float, best: float | None, select: str) -> bool:
 
 
 def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
-                emit: Emit) -> dict[str, Any]:
+                emit: Emit, budget: int | None = None) -> dict[str, Any]:
     """Train the trial ``config``, resuming from ``run_dir/last.pt`` if present; returns its summary.
 
     Emits ``{"event": "epoch", ...}`` after each epoch (and once per past epoch on resume). Keeps
-    the best weights by the config's ``select`` metric in ``run_dir/best.pt``.
+    the best weights by the config's ``select`` metric in ``run_dir/best.pt``. With a ``budget``, stops
+    once that many epochs are trained (a successive-halving rung); training on later from ``last.pt``
+    gives the same numbers as never stopping, since the schedule depends on the epoch number alone.
+    The summary's ``finished`` tells whether the trial is over (all epochs, or early stopped).
     """
     params, select = config["params"], config["select"]
     make_deterministic(config["threads"])
@@ -201,8 +204,9 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
           "resumed_from_epoch": len(history)})
 
     best = _best(history, select)
-    for epoch in range(len(history), params["epochs"]):
-        if best is not None and epoch - best["epoch"] > params["patience"]:
+    end = params["epochs"] if budget is None else min(budget, params["epochs"])
+    for epoch in range(len(history), end):
+        if _out_of_patience(epoch, best, params["patience"]):
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
@@ -226,9 +230,15 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         save_atomically(state, run_dir / "last.pt", keep_previous=True)
         emit({"event": "epoch", **metrics})
+    finished = len(history) >= params["epochs"] or _out_of_patience(len(history), best, params["patience"])
     return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
             "val_loss": best["val_loss"], "epochs_run": len(history),
-            "train_seconds": sum(m["seconds"] for m in history)}
+            "train_seconds": sum(m["seconds"] for m in history), "finished": finished}
+
+
+def _out_of_patience(epoch: int, best: dict[str, Any] | None, patience: int) -> bool:
+    """Early stopping: whether epoch ``epoch`` comes more than ``patience`` epochs after the best."""
+    return best is not None and epoch - best["epoch"] > patience
 
 
 def _best(history: list[dict[str, Any]], select: str) -> dict[str, Any] | None:

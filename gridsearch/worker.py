@@ -56,7 +56,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
     data_dir = Path(job["data_dir"])
     emit({"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__})
     if job["task"] == "train":
-        summary = training.train_trial(job["config"], run_dir, data_dir, device, emit)
+        summary = training.train_trial(job["config"], run_dir, data_dir, device, emit, job.get("epoch_budget"))
         emit({"event": "done", **summary})
     else:
         emit({"event": "evaluation", **training.evaluate_trial(job["config"], run_dir, data_dir, device,

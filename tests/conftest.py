@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -43,6 +44,15 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     prepare(root)
     return root
+
+
+@pytest.fixture
+def in_process_training():
+    """Train in this process (cheap), restoring the torch settings a trial changes."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    yield
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic)
 
 
 SMALL_SWEEP: dict[str, Any] = {

@@ -171,15 +171,6 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
 # -- checkpoints -------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def in_process_training():
-    """Train in this process (cheap), restoring the torch settings a trial changes."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    yield
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic)
-
-
 def train(run_dir: Path, data_dir: Path, epochs: int) -> tuple[list[dict], list[str]]:
     """Train a tiny trial in ``run_dir``; its epoch metrics (seconds left out) and warnings."""
     config = {"architecture": "lenet53", "seed": 0, "threads": 1, "select": "val_accuracy",
@@ -283,9 +274,10 @@ def digest(path: Path) -> str:
 
 
 @pytest.mark.parametrize("make, message", [
-    ("UPDATE meta SET value = '0' WHERE key = 'schema_version'", "schema version 0, but this gridsearch reads version 1"),
-    ("DELETE FROM meta", "schema version 0, but this gridsearch reads version 1"),
+    ("UPDATE meta SET value = '0' WHERE key = 'schema_version'", "schema version 0, but this gridsearch reads version 2"),
+    ("DELETE FROM meta", "schema version 0, but this gridsearch reads version 2"),
     ("UPDATE meta SET value = 'x.y' WHERE key = 'schema_version'", "schema version x.y, but"),
+    ("UPDATE meta SET value = '3' WHERE key = 'schema_version'", "schema version 3, but this gridsearch reads version 2"),
     ("DROP TABLE meta", "not a gridsearch database (it has no meta table)"),
 ])
 def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsys, make, message):
@@ -303,6 +295,37 @@ def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsy
         code, err = run_in_process(*args, "--db", str(db), capsys=capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
     assert digest(db) == before
+
+
+V1_TABLES = ("sweeps", "trials", "sweep_trials", "trial_params", "epochs", "evaluations")
+
+
+def test_a_version_1_database_is_upgraded_in_place_with_its_data_intact(tmp_path, capsys, data_dir):
+    # tests/fixtures/results-v1.sql: `sqlite3 results.db .dump` of a 2-trial sweep run by the version-1 engine
+    db = tmp_path / "results.db"
+    with sqlite3.connect(db) as connection:
+        connection.executescript((ROOT / "tests" / "fixtures" / "results-v1.sql").read_text())
+    connection.close()
+    before = {table: rows(db, f"SELECT * FROM {table}") for table in V1_TABLES}
+    assert rows(db, "SELECT value FROM meta") == [("1",)] and len(before["trials"]) == 2
+    code, err = run_in_process("status", "--db", str(db), capsys=capsys)  # even a read-only command upgrades
+    assert code == 0, err
+    assert rows(db, "SELECT value FROM meta") == [("2",)]
+    for table, old in before.items():  # every row as it was; new columns come last
+        assert [row[:len(old[0])] for row in rows(db, f"SELECT * FROM {table}")] == old, table
+    assert rows(db, "SELECT search FROM sweeps") == [('{"strategy": "grid"}',)]
+    assert rows(db, "SELECT rung FROM sweep_trials") == [(None,), (None,)]
+    upgraded = digest(db)
+    assert run_in_process("trials", "old", "--db", str(db), capsys=capsys)[0] == 0
+    assert digest(db) == upgraded  # upgraded once
+    # its sweep runs on it: the same trial keys, all done and tested, so nothing trains
+    (source,), = rows(db, "SELECT source FROM sweeps")
+    (tmp_path / "sweep.yaml").write_text(source)
+    code, err = run_in_process("run", str(tmp_path / "sweep.yaml"), "--db", str(db), "--data-dir", str(data_dir),
+                               "--artifacts", str(tmp_path / "runs"), "--plain", capsys=capsys)
+    assert code == 0 and "started" not in err and "testing" not in err, err
+    assert rows(db, "SELECT key, status, attempts, val_accuracy FROM trials") == \
+        [row[:1] + row[5:6] + row[7:8] + row[10:11] for row in before["trials"]]
 
 
 # -- paths and SQL ------------------------------------------------------------------------------------

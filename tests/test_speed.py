@@ -22,7 +22,7 @@ def _train(folder: Path, data_dir: Path, sweep: Path) -> list[dict]:
     return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
 
 
-def test_bf16_and_channels_last_train_repeatably_and_are_part_of_the_key(tmp_path, data_dir):
+def test_bf16_and_channels_last_train_repeatably_and_are_part_of_the_key(in_process_training, tmp_path, data_dir):
     small = {"dataset": {"train_size": 300, "val_size": 200, "test_size": 100},
              "params": {"epochs": 2, "batch_size": 50, "hidden": 32}, "grid": {"lr": [0.05]}}
     plain = write_sweep(tmp_path, "plain.yaml", **small)

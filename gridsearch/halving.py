@@ -1,0 +1,91 @@
+"""Successive halving over epochs: the rung schedule and which trials are promoted, as pure functions.
+
+The idea of scikit-learn's ``HalvingGridSearchCV`` with epochs as the resource: every trial trains
+``min_epochs`` epochs (rung 0); the best ``1 / factor`` of them continue from their checkpoints to
+``min_epochs * factor`` epochs (rung 1), and so on; the last rung trains to the sweep's ``epochs``.
+Every decision is a function of the recorded epochs alone, so a resumed sweep makes the same ones.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+def rung_epochs(min_epochs: int, factor: int, epochs: int) -> list[int]:
+    """The epoch budget of each rung: ``min_epochs * factor ** r`` while below ``epochs``, then ``epochs``.
+
+    >>> rung_epochs(1, 3, 9), rung_epochs(4, 3, 100)
+    ([1, 3, 9], [4, 12, 36, 100])
+    """
+    if not 1 <= min_epochs <= epochs or factor < 2:
+        raise ValueError(f"need 1 <= min_epochs <= epochs and factor >= 2, got {min_epochs}, {epochs}, {factor}")
+    budgets = []
+    budget = min_epochs
+    while budget < epochs:
+        budgets.append(budget)
+        budget *= factor
+    return budgets + [epochs]
+
+
+def promoted_count(candidates: int, factor: int) -> int:
+    """How many of a rung's ``candidates`` go on to the next rung: ``ceil(candidates / factor)``."""
+    return math.ceil(candidates / factor)
+
+
+def rung_sizes(trials: int, factor: int, rungs: int) -> list[int]:
+    """How many trials each of ``rungs`` rungs trains at most (fewer if some fail)."""
+    sizes = [trials]
+    for _ in range(rungs - 1):
+        sizes.append(promoted_count(sizes[-1], factor))
+    return sizes
+
+
+def planned_epochs(trials: int, factor: int, budgets: Sequence[int]) -> list[int]:
+    """Epochs each rung trains at most (early stopping and failures make it fewer): every trial of
+    rung ``r`` goes from ``budgets[r - 1]`` to ``budgets[r]`` epochs."""
+    sizes = rung_sizes(trials, factor, len(budgets))
+    return [size * (budget - previous) for size, budget, previous in zip(sizes, budgets, [0, *budgets])]
+
+
+@dataclass(frozen=True)
+class Standing:
+    """A trial's result in a rung: its select metric and val loss at its best epoch within the rung's
+    budget; ``score`` None when it cannot be promoted (it failed, or has no epoch)."""
+
+    key: str
+    score: float | None
+    val_loss: float | None
+
+
+def best_epoch(epochs: Iterable[Mapping[str, Any]], budget: int, select: str) -> Mapping[str, Any] | None:
+    """The best of the epochs numbered below ``budget`` by ``select`` (the first of equals, as training
+    keeps it), or None if there is none."""
+    best = None
+    for metrics in sorted(epochs, key=lambda m: m["epoch"]):
+        if metrics["epoch"] < budget and (best is None or
+                                          _sign(select) * (metrics[select] - best[select]) > 0):
+            best = metrics
+    return best
+
+
+def standing(key: str, epochs: Iterable[Mapping[str, Any]], budget: int, select: str,
+             failed: bool = False) -> Standing:
+    """The standing of trial ``key`` in a rung of ``budget`` epochs, from its recorded ``epochs``."""
+    best = None if failed else best_epoch(epochs, budget, select)
+    if best is None:
+        return Standing(key, None, None)
+    return Standing(key, best[select], best["val_loss"])
+
+
+def promote(standings: Sequence[Standing], factor: int, select: str) -> list[str]:
+    """Keys of the best ``ceil(len(standings) / factor)`` trials by ``select``, best first; ties go to
+    the lower val loss, then to the earlier standing (grid order). Trials without a score are never
+    promoted, so fewer go on when some failed."""
+    ranked = sorted((s for s in standings if s.score is not None),
+                    key=lambda s: (-_sign(select) * s.score, s.val_loss))
+    return [s.key for s in ranked[:promoted_count(len(standings), factor)]]
+
+
+def _sign(select: str) -> int:
+    """-1 for val_loss (lower is better), else +1, as in ``training.is_better``."""
+    return -1 if select == "val_loss" else 1
