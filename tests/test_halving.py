@@ -221,7 +221,8 @@ def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_
     rung_0 = {k: v for k, v in epoch_metrics(db).items() if k[1] == 0}
     result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--workers", "2", cwd=tmp_path, data_dir=data_dir,
                         check=True)
-    assert f"trial {killed} resumed after epoch 1" in result.stderr
+    # resumed from its checkpoint (the worker may finish its epoch before it notices the coordinator died)
+    assert f"trial {killed} resumed after epoch 1" in result.stderr or f"trial {killed} resumed after epoch 2" in result.stderr
     assert rows(db, TRIALS) == rows(reference, TRIALS)
     assert epoch_metrics(db) == epoch_metrics(reference) and epoch_metrics(db).items() >= rung_0.items()
     assert rows(db, SELECTION) == rows(reference, SELECTION) and len(rows(db, SELECTION)) == 1
