@@ -1,4 +1,4 @@
-"""The ``gridsearch`` command line: run, plan, status, trials, best, query, report, evaluate and inspect."""
+"""The ``gridsearch`` command line: run, plan, status, trials, best, query, report, evaluate, inspect and serve."""
 from __future__ import annotations
 
 import argparse
@@ -93,7 +93,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output folder (default: %(default)s)")
     inspect.add_argument("--data-dir", type=Path, default=None,
                          help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
+
+    serve = command("serve", "a local web app: live sweep dashboard and a draw-a-digit recognizer")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s; 0: a free one)")
+    serve.add_argument("--artifacts", default=None,
+                       help="folder of the run folders (default: runs/ beside the database)")
     return parser
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"expected a port number from 0 to 65535, got {value}")
+    return value
 
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
@@ -123,7 +140,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "trials": cmd_trials,
                "best": cmd_best, "query": cmd_query, "report": cmd_report, "evaluate": cmd_evaluate,
-               "inspect": cmd_inspect}[args.command]
+               "inspect": cmd_inspect, "serve": cmd_serve}[args.command]
     try:
         return handler(args)
     except UserError as exc:
@@ -354,6 +371,17 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     folder = Folder(args.out)
     index = folder.page(f"{args.dataset.upper()} inspection", inspection_section(folder, data_dir, args.dataset))
     print(f"inspection written to {index}")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gridsearch.webapp import serve
+
+    storage = Storage(args.db, readonly=True)
+    try:
+        serve(storage, artifacts_dir(args.db, args.artifacts), args.host, args.port)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
     return 0
 
 

@@ -61,9 +61,12 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
     loss.set_ylabel("loss (dashed: train, solid: val)")
     accuracy.set_ylabel("accuracy (dashed: train, solid: val)")
     accuracy.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+    one_epoch = all(len(epochs) < 2 for epochs in curves.values())
     for axis in (loss, accuracy):
         axis.set_xlabel("epoch")
         axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
+        if one_epoch:  # a single point has no range: matplotlib would span -0.05 to 0.05
+            axis.set_xlim(-0.5, 0.5)
         axis.grid(alpha=0.3)
     accuracy.legend(fontsize=8)
     figure.tight_layout()

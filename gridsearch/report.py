@@ -98,22 +98,38 @@ def hashable(value: object) -> object:
     return json.dumps(value) if isinstance(value, (list, dict)) else value
 
 
+def grid_effects(trials: pd.DataFrame, gridded: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """The done trials of a sweep's trials table (list values made hashable) and the gridded params
+    that take several values among them."""
+    done = trials[trials["status"] == "done"].copy()
+    params = [name for name in gridded if done[name].map(hashable).nunique() > 1] if len(done) else []
+    for name in params:
+        done[name] = done[name].map(hashable)
+    return done, params
+
+
+def heatmap_cells(done: pd.DataFrame, params: list[str]) -> str:
+    """What one cell of the heatmap over the first two ``params`` holds."""
+    single = done.groupby(params[:2]).size().max() == 1
+    return "one trial per cell" if single else f"mean over {', '.join([*params[2:], 'seeds'])}"
+
+
+def grid_heatmap(done: pd.DataFrame, params: list[str], sweep: str) -> Figure:
+    """Val accuracy of the ``done`` trials over the first two of ``params`` (at least two)."""
+    grid = done.pivot_table(index=params[0], columns=params[1], values="val_accuracy", aggfunc="mean")
+    return plots.heatmap(grid, f"{sweep}: val accuracy ({heatmap_cells(done, params)})", "val accuracy")
+
+
 def effects_section(folder: Folder, storage: Storage, model: BestModel) -> str:
     """Val accuracy over the grid of one sweep: table, heatmap of the first two params, marginals."""
     trials = storage.trials_table(model.name)
-    done = trials[trials["status"] == "done"].copy()
-    params = [name for name in model.gridded if done[name].map(hashable).nunique() > 1] if len(done) else []
-    for name in params:
-        done[name] = done[name].map(hashable)
+    done, params = grid_effects(trials, model.gridded)
     parts = [table(trials.drop(columns=["error"]), folder.csv(trials, f"grid_{model.name}"),
                    {"val_accuracy": percent, "val_loss": "{:.4f}".format, "train_seconds": seconds})]
     if len(params) >= 2:
-        single = done.groupby(params[:2]).size().max() == 1
-        over = "one trial per cell" if single else f"mean over {', '.join([*params[2:], 'seeds'])}"
-        grid = done.pivot_table(index=params[0], columns=params[1], values="val_accuracy", aggfunc="mean")
-        parts.append(figure(folder.png(plots.heatmap(grid, f"{model.name}: val accuracy ({over})",
-                                                     "val accuracy"), f"heatmap_{model.name}"),
-                            f"Val accuracy of {model.name} over {params[0]} x {params[1]} ({over})."))
+        parts.append(figure(folder.png(grid_heatmap(done, params, model.name), f"heatmap_{model.name}"),
+                            f"Val accuracy of {model.name} over {params[0]} x {params[1]} "
+                            f"({heatmap_cells(done, params)})."))
     if params:
         parts.append(figure(folder.png(plots.marginals(done, params, "val_accuracy", model.name),
                                        f"marginals_{model.name}"),

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
+from gridsearch import preprocessing
 from gridsearch.augmentation import BatchAugmenter, Distortion, distort
 from gridsearch.bestmodel import score
 
@@ -123,9 +124,10 @@ EXTERNAL = {USPS_NAME: "USPS test set (2,007 digits, 16x16), MNIST-style centrin
 PREPROCESSING = ("USPS (usps.h5 test set, 2,007 digits of 16x16) and scikit-learn's digits (1,797 of 8x8, "
                  "grey levels 0-16) are brought to MNIST's convention: each digit is cropped to its pixels "
                  "above 10% of its maximum, resized (bilinear, antialiased) so that its longer side is 20 "
-                 "pixels keeping its aspect ratio, pasted into a black 28x28 frame and moved by whole pixels "
-                 "so that its centre of mass is at the frame's centre. Transformed MNIST images are clipped "
-                 "to [0, 1] and rounded to 8 bits; noise and elastic fields are seeded by condition.")
+                 "pixels keeping its aspect ratio, scaled to a brightest pixel of 255, and moved by whole "
+                 "pixels so that its centre of mass is at pixel (14, 14) of a black 28x28 frame, as MNIST's "
+                 "are. Transformed MNIST images are clipped to [0, 1] and rounded to 8 bits; noise and "
+                 "elastic fields are seeded by condition.")
 """The preprocessing, as the report states it."""
 
 
@@ -149,23 +151,9 @@ def transformed(name: str, images: torch.Tensor) -> torch.Tensor:
     return to_uint8(CONDITIONS[name].transform(images.float().div(255), generator))
 
 
-def mnist_style(images: np.ndarray, box: int = 20, size: int = 28) -> torch.Tensor:
-    """Float digits (N, H, W), ink high, in MNIST's convention: uint8 (N, 1, 28, 28), see module doc."""
-    out = torch.zeros(len(images), 1, size, size, dtype=torch.uint8)
-    for index, image in enumerate(np.asarray(images, dtype=np.float32)):
-        rows, cols = np.nonzero(image > 0.1 * image.max())
-        crop = torch.from_numpy(image[rows.min():rows.max() + 1, cols.min():cols.max() + 1].copy())
-        scale = box / max(crop.shape)
-        shape = (max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale)))
-        digit = F.interpolate(crop[None, None], size=shape, mode="bilinear", antialias=True,
-                              align_corners=False)[0, 0].clamp(0, 1)
-        ys, xs = torch.meshgrid(torch.arange(shape[0]), torch.arange(shape[1]), indexing="ij")
-        mass = digit.sum()
-        centre = ((ys * digit).sum() / mass, (xs * digit).sum() / mass)
-        top = int(np.clip(round(size / 2 - 0.5 - centre[0].item()), 0, size - shape[0]))
-        left = int(np.clip(round(size / 2 - 0.5 - centre[1].item()), 0, size - shape[1]))
-        out[index, 0, top:top + shape[0], left:left + shape[1]] = to_uint8(digit)
-    return out
+def mnist_style(images: np.ndarray) -> torch.Tensor:
+    """Float digits (N, H, W), ink high, in MNIST's convention as ``PREPROCESSING`` states: uint8 (N, 1, 28, 28)."""
+    return torch.from_numpy(np.stack([preprocessing.mnist_style(image, threshold=0.1) for image in images]))[:, None]
 
 
 def usps_folder(explicit: Path | None = None) -> Path:

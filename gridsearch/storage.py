@@ -379,6 +379,19 @@ class Storage:
         order = {name: i for i, (name, _) in enumerate(sweeps)}
         return table.sort_values("sweep", key=lambda s: s.map(order)).reset_index(drop=True)
 
+    def best_scores(self) -> dict[str, tuple[str, float | None]]:
+        """Per sweep: its select metric, and the best value of it among its done trials so far (None if
+        none is done)."""
+        with self.session() as session:
+            sweeps = session.execute(select(SweepRow.name, SweepRow.select_metric)).all()
+            best = session.execute(
+                select(SweepRow.name, func.max(TrialRow.val_accuracy), func.min(TrialRow.val_loss))
+                .join(SweepTrialRow, SweepTrialRow.sweep_id == SweepRow.id)
+                .join(TrialRow, TrialRow.key == SweepTrialRow.trial_key)
+                .where(TrialRow.status == "done").group_by(SweepRow.name)).all()
+        scores = {name: {"val_accuracy": accuracy, "val_loss": loss} for name, accuracy, loss in best}
+        return {name: (metric, scores.get(name, {}).get(metric)) for name, metric in sweeps}
+
     def trials_table(self, sweep: str) -> pd.DataFrame:
         """The trials of ``sweep`` with their gridded params as columns, best first (successive halving:
         highest rung first, with a ``rung`` column)."""

@@ -1,0 +1,132 @@
+// The sweep page: trials table (sortable), learning curves of the ticked trials, heatmap and test result.
+"use strict";
+
+const SWEEP = document.querySelector("main").dataset.sweep;
+const BASE = `/sweeps/${encodeURIComponent(SWEEP)}`;
+const DEFAULT_CURVES = 3;
+let latest = null;          // the last answer of /api/sweeps/NAME/trials
+let sortColumn = null;      // null: the server's order, best first
+let ascending = true;
+let ticked = null;          // trial keys whose curves are drawn; null: the best DEFAULT_CURVES so far
+
+/** The trials table's columns: title, value of a trial, how to show it. */
+function columns(sweep) {
+  const number = (digits) => (v) => (v == null ? "" : v.toFixed(digits));
+  return [
+    { title: "curve", value: (t) => (curveKeys().includes(t.key) ? 0 : 1), cell: tickBox },
+    { title: "key", value: (t) => t.key, cell: (t) => element("span", { class: "key" }, t.key) },
+    ...sweep.gridded.map((name) => ({ title: name, value: (t) => t.params[name],
+                                      show: (v) => (typeof v === "object" ? JSON.stringify(v) : String(v)) })),
+    { title: "seed", value: (t) => t.seed, show: String },
+    { title: "status", value: (t) => t.status, cell: statusCell },
+    { title: "epochs", value: (t) => t.epochs_run, cell: (t) => `${t.epochs_run} / ${t.epochs}` },
+    { title: "best epoch", value: (t) => t.best_epoch, show: (v) => (v == null ? "" : String(v)) },
+    { title: "val accuracy", value: (t) => t.val_accuracy, show: (v) => percent(v) },
+    { title: "val loss", value: (t) => t.val_loss, show: number(4) },
+    { title: "train s", value: (t) => t.train_seconds, show: number(1) },
+  ];
+}
+
+function tickBox(trial) {
+  const box = element("input", { type: "checkbox", "aria-label": `learning curve of ${trial.key}` });
+  box.checked = curveKeys().includes(trial.key);
+  box.disabled = trial.epochs_run === 0;
+  box.addEventListener("change", () => {
+    const keys = new Set(curveKeys());
+    if (box.checked) keys.add(trial.key); else keys.delete(trial.key);
+    ticked = [...keys].slice(0, 10);
+    render();
+  });
+  return box;
+}
+
+function statusCell(trial) {
+  return element("span", { class: `status-${trial.status}`, title: trial.error || "" }, trial.status);
+}
+
+/** The ticked trials, or by default the best few that have finished an epoch. */
+function curveKeys() {
+  if (ticked !== null) return ticked;
+  return latest.trials.filter((t) => t.epochs_run > 0).slice(0, DEFAULT_CURVES).map((t) => t.key);
+}
+
+function compare(a, b) {
+  if (a == null || b == null) return (a == null) - (b == null);  // missing values last, either way
+  const order = typeof a === "number" && typeof b === "number" ? a - b : String(a).localeCompare(String(b));
+  return ascending ? order : -order;
+}
+
+function renderTable() {
+  const sweep = latest.sweep;
+  const cols = columns(sweep);
+  const head = element("tr", {}, ...cols.map((column, index) => {
+    const th = element("th", { scope: "col" }, column.title);
+    if (index === sortColumn) th.setAttribute("aria-sort", ascending ? "ascending" : "descending");
+    th.addEventListener("click", () => {
+      ascending = sortColumn === index ? !ascending : true;
+      sortColumn = index;
+      renderTable();
+    });
+    return th;
+  }));
+  let trials = latest.trials;
+  if (sortColumn !== null) {
+    const value = cols[sortColumn].value;
+    trials = [...trials].sort((a, b) => compare(value(a), value(b)));
+  }
+  const rows = trials.map((trial) => element("tr", {
+    "data-key": trial.key, class: trial.key === sweep.selected_trial ? "selected" : "" },
+    ...cols.map((column) => {
+      const value = column.value(trial);
+      const content = column.cell ? column.cell(trial) : column.show(value);
+      return element("td", { class: typeof value === "number" && !column.cell ? "num" : "" }, content);
+    })));
+  document.querySelector("#trials thead").replaceChildren(head);
+  document.querySelector("#trials tbody").replaceChildren(...rows);
+}
+
+/** Point `img` at `url`, only when it changed (the figures are redrawn on the server). */
+function showFigure(id, url, placeholderId) {
+  const img = document.getElementById(id);
+  img.hidden = !url;
+  if (placeholderId) document.getElementById(placeholderId).hidden = Boolean(url);
+  if (url && img.getAttribute("src") !== url) img.src = url;
+}
+
+function renderTest() {
+  const { sweep, test } = latest;
+  if (!test) return;
+  const trial = latest.trials.find((t) => t.key === test.trial);
+  const params = Object.entries(trial.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+  document.getElementById("test").replaceChildren(
+    element("p", {}, "Trial ", element("span", { class: "key" }, test.trial), ` (${params}, seed ${trial.seed}): `,
+            `validation ${score(sweep.select, trial[sweep.select])} at epoch ${trial.best_epoch}.`),
+    element("p", { class: "test-result" }, element("strong", {}, `Test accuracy ${percent(test.accuracy)}`),
+            `: ${test.errors} errors in ${test.samples.toLocaleString()} test images, ` +
+            `test loss ${test.loss.toFixed(4)}.`),
+    element("p", {}, element("a", { href: `/recognizer?trial=${test.trial}` }, "Draw a digit for this model →")));
+}
+
+function render() {
+  const { sweep } = latest;
+  const v = encodeURIComponent(sweep.version);
+  document.getElementById("summary").textContent =
+    `${sweep.architecture} · ${sweep.trials} ${sweep.trials === 1 ? "trial" : "trials"} ` +
+    `over ${sweep.gridded.join(", ") || "no gridded param"} · ` +
+    `best by ${sweep.select} · ` + STATUSES.filter((s) => sweep[s]).map((s) => `${sweep[s]} ${s}`).join(", ");
+  document.getElementById("progress").replaceChildren(progressBar(sweep.finished, sweep.trials));
+  renderTable();
+  const keys = curveKeys();
+  showFigure("curves", keys.length ? `${BASE}/curves.png?trials=${keys.join(",")}&v=${v}` : null, "no-curves");
+  showFigure("heatmap", sweep.heatmap ? `${BASE}/heatmap.png?v=${v}` : null, "no-heatmap");
+  document.getElementById("no-heatmap").textContent = sweep.gridded.length < 2
+    ? `This sweep grids ${sweep.gridded.length ? "only " + sweep.gridded[0] : "no param"}: a heatmap needs two.`
+    : "The heatmap appears once the done trials cover two values of two gridded params.";
+  showFigure("confusion", latest.test ? `${BASE}/confusion.png?v=${v}` : null);
+  renderTest();
+}
+
+poll(async () => {
+  latest = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/trials`);
+  render();
+});

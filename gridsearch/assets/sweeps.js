@@ -1,0 +1,26 @@
+// The sweeps page: one row per sweep with its trial counts, following the database.
+"use strict";
+
+function sweepRow(sweep) {
+  const link = element("a", { href: `/sweeps/${encodeURIComponent(sweep.name)}` }, sweep.name);
+  const selected = sweep.selected_trial
+    ? element("a", { class: "key", href: `/recognizer?trial=${sweep.selected_trial}`,
+                     title: "draw a digit for this model" }, sweep.selected_trial)
+    : "";
+  return element("tr", { "data-sweep": sweep.name },
+    element("td", {}, link),
+    element("td", {}, sweep.architecture),
+    element("td", {}, progressBar(sweep.finished, sweep.trials)),
+    ...STATUSES.map((status) => element("td", { class: sweep[status] ? "num" : "num zero", "data-count": status },
+                                        String(sweep[status]))),
+    element("td", { class: "num", title: sweep.select || "" }, score(sweep.select, sweep.best)),
+    element("td", {}, selected));
+}
+
+async function refresh() {
+  const data = await getJSON("/api/sweeps");
+  document.getElementById("empty").hidden = data.sweeps.length > 0;
+  document.querySelector("#sweeps tbody").replaceChildren(...data.sweeps.map(sweepRow));
+}
+
+poll(refresh);

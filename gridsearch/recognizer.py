@@ -1,0 +1,74 @@
+"""One drawn digit classified by a trained trial, and where the model looks to classify it.
+
+"Where it looks" is an occlusion map (Zeiler and Fergus, 2014): how much erasing each small patch of
+the digit lowers the model's confidence in its answer. It needs only forward passes, so it works for
+every registered architecture. Input gradients do not: the spatial transformers sample the input with
+a detached gather (``architectures/sampling.py``, for deterministic CUDA training), so their input
+gradient misses the classifier entirely; a class activation map needs a last convolution followed by
+global pooling, which the MLPs lack.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+PATCH = 4
+"""Side in pixels of the square erased at each position of the occlusion map."""
+STRIDE = 2
+"""Pixels between neighbouring positions of the erased square."""
+
+
+@dataclass(frozen=True)
+class Recognition:
+    """Class probabilities ``(10,)`` of one digit and its occlusion map ``(28, 28)`` in [0, 1] for the top class."""
+
+    probabilities: np.ndarray
+    saliency: np.ndarray
+
+    @property
+    def digit(self) -> int:
+        return int(self.probabilities.argmax())
+
+
+def recognize(model: nn.Module, digit: np.ndarray) -> Recognition:
+    """Classify a uint8 ``(28, 28)`` MNIST-style digit with ``model`` (in eval mode), scaled to [0, 1] as
+    in training, and map where the model looks for its predicted class."""
+    image = torch.from_numpy(np.ascontiguousarray(digit)).float().div(255).view(1, 1, 28, 28)
+    with torch.inference_mode():
+        probabilities = model(image).softmax(1)[0].numpy()
+    return Recognition(probabilities, occlusion(model, image, int(probabilities.argmax())))
+
+
+@torch.inference_mode()
+def occlusion(model: nn.Module, image: torch.Tensor, target: int) -> np.ndarray:
+    """For each pixel of ``image`` ``(1, 1, H, W)``: the mean drop of the log-odds of ``target`` when a
+    ``PATCH`` x ``PATCH`` square covering it (one every ``STRIDE`` pixels) is erased (set to background),
+    scaled to a maximum of 1.
+
+    Only squares holding ink are tried: erasing background changes nothing. Log-odds (the target's
+    logit against the log-sum-exp of the others) keep their resolution when the model is certain,
+    where probabilities and even log-probabilities round to 1 and 0."""
+    height, width = image.shape[-2:]
+    corners = [(row, column) for row in range(0, height - PATCH + 1, STRIDE)
+               for column in range(0, width - PATCH + 1, STRIDE)
+               if image[0, 0, row:row + PATCH, column:column + PATCH].any()]
+    heat, cover = torch.zeros(height, width), torch.zeros(height, width)
+    if not corners:
+        return heat.numpy()
+    erased = image.repeat(len(corners), 1, 1, 1)
+    for index, (row, column) in enumerate(corners):
+        erased[index, :, row:row + PATCH, column:column + PATCH] = 0
+    logits = model(torch.cat([image, erased]))
+    others = logits.clone()
+    others[:, target] = -torch.inf
+    log_odds = logits[:, target] - others.logsumexp(1)
+    drops = (log_odds[0] - log_odds[1:]).clamp(min=0)
+    for (row, column), drop in zip(corners, drops):
+        heat[row:row + PATCH, column:column + PATCH] += drop
+        cover[row:row + PATCH, column:column + PATCH] += 1
+    heat /= cover.clamp(min=1)
+    peak = heat.max()
+    return (heat / peak if peak > 0 else heat).numpy()
