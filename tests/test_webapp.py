@@ -67,8 +67,9 @@ class LiveRun:
     def __init__(self, folder: Path, data_dir: Path):
         self.sweep = write_sweep(folder, "live.yaml", name="live",
                                  grid=[{"lr": [0.02, 0.08], "lr_step": [1]}, {"lr": [0.02], "lr_step": [3]}],
-                                 params={"epochs": 1, "batch_size": 50, "hidden": 16},
-                                 dataset={"train_size": 300, "val_size": 200, "test_size": 200})
+                                 params={"epochs": 2, "batch_size": 50, "hidden": 16},
+                                 dataset={"train_size": 1500, "val_size": 200, "test_size": 200})
+        # each trial lasts a few seconds (workers start in ~0.1 s), longer than the page's 2 s poll
         self.folder, self.data_dir, self.process = folder, data_dir, None
 
     def start(self) -> None:
