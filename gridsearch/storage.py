@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, delete, event, func, inspect, select, text, update
+from sqlalchemy import Engine, create_engine, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
@@ -139,9 +139,10 @@ class Storage:
         if not tables:
             if not create:
                 raise UserError(f"--db {where}: the database is empty (run a sweep first)")
-            Base.metadata.create_all(self.engine)
-            with self.session.begin() as session:
-                session.merge(Meta(key="schema_version", value=str(SCHEMA_VERSION)))
+            with self.engine.begin() as connection:  # tables and version in one transaction: a
+                Base.metadata.create_all(connection)   # concurrent opener sees both or neither
+                if connection.scalar(select(Meta.value).where(Meta.key == "schema_version")) is None:
+                    connection.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
             return
         if "meta" not in tables:
             raise UserError(f"--db {where}: not a gridsearch database (it has no meta table)")
