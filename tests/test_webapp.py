@@ -253,9 +253,9 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(server):
     assert status == 405 and "Method Not Allowed" in answer["error"]
 
 
-# -- in the browser ---------------------------------------------------------------------------
+# -- in the browser (``browser`` first: without Chromium they skip before anything is trained) ----
 
-def test_dashboard_counts_advance_while_a_sweep_runs(page, server, live_run):
+def test_dashboard_counts_advance_while_a_sweep_runs(browser, page, server, live_run):
     page.goto(server + "/")
     page.wait_for_selector("#updated:has-text('Live')")
     page.evaluate("window.notReloaded = true")
@@ -275,7 +275,7 @@ def test_dashboard_counts_advance_while_a_sweep_runs(page, server, live_run):
     page.screenshot(path=str(live_run.folder / "sweeps.png"))
 
 
-def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(page, server, live_run, study):
+def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(browser, page, server, live_run, study):
     live_run.finish()
     page.goto(server + "/sweeps/live")
     page.wait_for_selector("#trials tbody tr")
@@ -313,7 +313,7 @@ def draw(page, strokes: list[list[tuple[int, int]]]) -> str:
     return page.inner_text("#digit")
 
 
-def test_recognizer_reads_a_drawn_seven_and_one(page, server, study):
+def test_recognizer_reads_a_drawn_seven_and_one(browser, page, server, study):
     page.goto(server + "/recognizer")
     page.wait_for_function("document.getElementById('model').value !== ''")
     assert "digits: lenet53" in page.inner_text("#model")
