@@ -1,7 +1,7 @@
 """LeNet-5-3 trained with the seed study's data augmentation (the study's "augmented" model)."""
 from architectures import register
 from architectures.lenet53 import LeNet53
-from gridsearch.augmentation import AUGMENTATION_PARAMS
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 
 register(
     "lenet53_augmented",

@@ -10,8 +10,8 @@ from architectures import register
 from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
-from gridsearch.augmentation import AUGMENTATION_PARAMS
-from gridsearch.params import TRANSFORMER_PARAMS
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS
+from gridsearch.spec.params import TRANSFORMER_PARAMS
 
 
 def localisation_net(channels: int) -> nn.Sequential:

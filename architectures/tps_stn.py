@@ -18,8 +18,8 @@ from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
 from architectures.stn import localisation_net
-from gridsearch.augmentation import AUGMENTATION_PARAMS
-from gridsearch.params import TRANSFORMER_PARAMS
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS
+from gridsearch.spec.params import TRANSFORMER_PARAMS
 
 IMAGE_SIZE = 28
 

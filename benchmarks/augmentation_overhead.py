@@ -14,8 +14,8 @@ import torch
 from torchvision import transforms
 
 from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
-from gridsearch.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
-from gridsearch.training import train_epoch
+from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
+from gridsearch.training.loop import train_epoch
 
 
 def torchvision_pipeline() -> transforms.Compose:

@@ -18,8 +18,8 @@ from torchvision import datasets
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gridsearch import data  # noqa: E402
-from gridsearch.sweep import resolved_defaults  # noqa: E402
-from gridsearch.training import build_model, make_optimizer  # noqa: E402
+from gridsearch.spec.sweep import resolved_defaults  # noqa: E402
+from gridsearch.training.loop import build_model, make_optimizer  # noqa: E402
 
 BATCH = 86
 

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from torchvision import transforms
 
 from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
-from gridsearch.training import train_epoch
+from gridsearch.training.loop import train_epoch
 
 
 def main() -> None:

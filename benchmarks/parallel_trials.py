@@ -48,8 +48,8 @@ def plain_loop_rate(results: "multiprocessing.Queue[float]", batches: int = 150)
     import torch
     import torch.nn.functional as F
 
-    from gridsearch.sweep import resolved_defaults
-    from gridsearch.training import build_model
+    from gridsearch.spec.sweep import resolved_defaults
+    from gridsearch.training.loop import build_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

@@ -1,6 +1,6 @@
 """Per-trial start-up overhead: a grid of trials that each train one small batch, run by the engine
 (workers forked from the preloaded forkserver), beside the same job in a fresh ``python -m
-gridsearch.worker`` process (what every trial paid before). Last line: one JSON object.
+gridsearch.engine.worker`` process (what every trial paid before). Last line: one JSON object.
 
 A trial's overhead is its wall time in the database (claimed → finished) minus the time its worker
 spent training and validating (the epochs' ``seconds``): process start, imports, data mapping,
@@ -54,8 +54,8 @@ def engine_overheads(folder: Path, data_dir: Path, trials: int) -> tuple[list[fl
 
 
 def fresh_process_overheads(folder: Path, data_dir: Path, repeats: int) -> list[float]:
-    """The same one-batch job in a fresh ``python -m gridsearch.worker`` (full imports every time)."""
-    from gridsearch.sweep import load_sweep
+    """The same one-batch job in a fresh ``python -m gridsearch.engine.worker`` (full imports every time)."""
+    from gridsearch.spec.sweep import load_sweep
 
     config = next(load_sweep(sweep_file(folder, 1)).trials()).config()
     overheads = []
@@ -63,7 +63,7 @@ def fresh_process_overheads(folder: Path, data_dir: Path, repeats: int) -> list[
         job = {"task": "train", "key": "fresh", "config": config, "run_dir": str(folder / f"fresh{repeat}"),
                "data_dir": str(data_dir.resolve()), "device": "cpu", "parent_pid": os.getpid(), "test_size": 50}
         started = time.perf_counter()
-        result = subprocess.run([sys.executable, "-m", "gridsearch.worker"], input=json.dumps(job), text=True,
+        result = subprocess.run([sys.executable, "-m", "gridsearch.engine.worker"], input=json.dumps(job), text=True,
                                 capture_output=True, check=True, cwd=ROOT)
         wall = time.perf_counter() - started
         events = [json.loads(line) for line in result.stdout.splitlines()]

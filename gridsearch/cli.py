@@ -10,9 +10,9 @@ from typing import Sequence
 
 import pandas as pd
 
-from gridsearch import halving
+from gridsearch.spec import halving
 from gridsearch.errors import UserError
-from gridsearch.storage import DEFAULT_DB, Storage, artifacts_dir, config_value, database_url, sqlite_path
+from gridsearch.store.storage import DEFAULT_DB, Storage, artifacts_dir, config_value, database_url, sqlite_path
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 DEFAULT_MAX_TRIALS = 10_000
@@ -155,12 +155,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     import os
-    import queue
 
-    from gridsearch.data import default_data_dir, prepare
-    from gridsearch.launcher import LocalExecutor
-    from gridsearch.scheduler import Coordinator, RunOptions, oversubscription, resolve_device, visible_gpus
-    from gridsearch.sweep import load_sweep
+    from gridsearch.training.data import default_data_dir, prepare
+    from gridsearch.engine.local_executor import LocalExecutor
+    from gridsearch.engine.coordinator import Coordinator, RunOptions, oversubscription, resolve_device, visible_gpus
+    from gridsearch.spec.sweep import load_sweep
 
     if args.scheduler and args.executor != "dask":
         raise UserError("--scheduler needs --executor dask")
@@ -171,16 +170,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     prepare(data_dir)
     device = resolve_device(args.device)
     if args.executor == "dask":
-        from gridsearch.dask_executor import DaskExecutor
+        from gridsearch.engine.dask_executor import DaskExecutor
 
         executor = DaskExecutor(args.scheduler, args.workers or os.cpu_count() or 1)
         gpus, workers = [], args.workers or executor.capacity()
     else:
-        executor = LocalExecutor(queue.Queue())
+        executor = LocalExecutor()
         gpus = visible_gpus() if device == "cuda" else []
         workers = args.workers or (len(gpus) * args.slots_per_gpu if gpus else 1)
-        warning = oversubscription(workers, max(sweep.threads for sweep in sweeps), len(os.sched_getaffinity(0)))
-        if device == "cpu" and warning:
+        if device == "cpu" and (warning := oversubscription(workers, max(sweep.threads for sweep in sweeps),
+                                                            len(os.sched_getaffinity(0)))):
             print(f"warning: {warning}", file=sys.stderr)
     options = RunOptions(data_dir=data_dir, artifacts=artifacts, workers=workers, device=device, gpus=gpus,
                          retry_failed=args.retry_failed, live=False if args.plain else None)
@@ -221,7 +220,7 @@ def _selected_line(storage: Storage, sweep: str) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    from gridsearch.sweep import load_sweep, resolve_warm_starts
+    from gridsearch.spec.sweep import load_sweep, resolve_warm_starts
 
     sweep = load_sweep(args.sweep_file, args.max_trials)
     path = sqlite_path(database_url(args.db))
@@ -320,8 +319,8 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gridsearch.data import default_data_dir
-    from gridsearch.report import build_report
+    from gridsearch.training.data import default_data_dir
+    from gridsearch.analysis.report import build_report
 
     storage = Storage(args.db, readonly=True)
     out = args.out or Path("reports") / ("_".join(args.sweeps) if args.sweeps else "all")
@@ -332,9 +331,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from gridsearch import robustness
-    from gridsearch.bestmodel import load_model, selected_trial
-    from gridsearch.data import default_data_dir, prepare, test_split
+    from gridsearch.analysis import robustness
+    from gridsearch.analysis.trained_models import load_model, selected_trial
+    from gridsearch.training.data import default_data_dir, prepare, test_split
 
     storage = Storage(args.db)
     trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
@@ -362,9 +361,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from gridsearch.data import default_data_dir, prepare
-    from gridsearch.inspection import inspection_section
-    from gridsearch.webpage import Folder
+    from gridsearch.training.data import default_data_dir, prepare
+    from gridsearch.analysis.inspection import inspection_section
+    from gridsearch.analysis.webpage import Folder
 
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
@@ -375,7 +374,7 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from gridsearch.webapp import serve
+    from gridsearch.web.app import serve
 
     storage = Storage(args.db, readonly=True)
     try:

@@ -40,7 +40,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     raw.mkdir(parents=True)
     for name in MNIST_FILES:
         (raw / name).symlink_to(source / name)
-    from gridsearch.data import prepare
+    from gridsearch.training.data import prepare
 
     prepare(root)
     return root

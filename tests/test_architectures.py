@@ -5,7 +5,7 @@ import torch
 import architectures
 from architectures.stn import STN
 from architectures.tps_stn import TPSSTN
-from gridsearch.augmentation import AUGMENTATION_PARAMS
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 
 PARAMETER_COUNTS = {
     "lenet53": 271_530,

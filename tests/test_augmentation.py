@@ -5,7 +5,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
-from gridsearch.augmentation import (
+from gridsearch.training.augmentation import (
     AUGMENTATION_DEFAULTS,
     AUGMENTATION_PARAMS,
     BatchAugmenter,

@@ -18,7 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridsearch import checkpoints, cli, training
+from gridsearch import cli
+from gridsearch.training import checkpoints
+from gridsearch.training import loop as training
 from tests.conftest import ROOT, epoch_metrics, gridsearch, rows, write_sweep
 
 TINY = {"name": "tiny", "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
@@ -185,7 +187,7 @@ def train(run_dir: Path, data_dir: Path, epochs: int) -> tuple[list[dict], list[
 
 
 def training_defaults() -> dict:
-    from gridsearch.sweep import resolved_defaults
+    from gridsearch.spec.sweep import resolved_defaults
 
     return resolved_defaults("lenet53")
 
@@ -282,7 +284,7 @@ def digest(path: Path) -> str:
 ])
 def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsys, make, message):
     db = tmp_path / "results.db"
-    from gridsearch.storage import Storage
+    from gridsearch.store.storage import Storage
 
     Storage(str(db)).engine.dispose()
     with sqlite3.connect(db) as connection:
@@ -353,8 +355,8 @@ def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsy
 
 
 def test_hostile_values_are_bound_not_formatted(tmp_path):
-    from gridsearch.storage import Storage
-    from gridsearch.sweep import load_sweep
+    from gridsearch.store.storage import Storage
+    from gridsearch.spec.sweep import load_sweep
 
     names = ["x'); DROP TABLE trials; --", 'a"b\\c', "%s %(x)s {0} ?", "😀 ' OR '1'='1"]
     for name in names:

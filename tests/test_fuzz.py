@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridsearch import cli
-from gridsearch.storage import Storage
-from gridsearch.sweep import load_sweep
+from gridsearch.store.storage import Storage
+from gridsearch.spec.sweep import load_sweep
 from tests.conftest import gridsearch
 
 BASE = {"name": "fuzz", "architecture": "lenet53", "dataset": {"train_size": 300, "val_size": 200, "test_size": 100},

@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridsearch import cli, halving, training
+from gridsearch import cli
+from gridsearch.spec import halving
+from gridsearch.training import loop as training
 from gridsearch.errors import UserError
-from gridsearch.sweep import load_sweep
+from gridsearch.spec.sweep import load_sweep
 from tests.conftest import epoch_metrics, gridsearch, rows, write_sweep
 from tests.test_faults import kill_9, start_run, training_defaults, wait_for
 

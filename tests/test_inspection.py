@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 from matplotlib import image as mpimg
 
-from gridsearch import data
+from gridsearch.training import data
 from tests.conftest import gridsearch
 
 

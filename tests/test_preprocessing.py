@@ -8,8 +8,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from gridsearch import data
-from gridsearch.preprocessing import BadDrawing, mnist_style, png_ink
+from gridsearch.training import data
+from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
 
 
 @pytest.fixture(scope="module")

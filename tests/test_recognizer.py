@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import architectures
-from gridsearch.recognizer import recognize
+from gridsearch.web.recognizer import recognize
 
 
 def two_bars() -> np.ndarray:

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from matplotlib import image as mpimg
 
-from gridsearch import robustness
+from gridsearch.analysis import robustness
 from gridsearch.cli import main
 from tests.conftest import gridsearch, rows, write_sweep
 from tests.test_robustness import USPS
@@ -116,7 +116,7 @@ def test_grid_curves_and_seed_tables_match_the_database(study):
 
 
 def test_best_model_tables_match_the_stored_test_evaluation(study, data_dir):
-    from gridsearch.data import test_split
+    from gridsearch.training.data import test_split
 
     folder, report, _, _ = study
     db = folder / "results.db"
@@ -143,7 +143,7 @@ def test_best_model_tables_match_the_stored_test_evaluation(study, data_dir):
 
 
 def test_significance_counts_discordant_pairs_from_stored_predictions(study, data_dir):
-    from gridsearch.data import test_split
+    from gridsearch.training.data import test_split
 
     folder, report, _, _ = study
     stored = dict((name, json.loads(p)) for name, p in rows(

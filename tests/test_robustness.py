@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from gridsearch import robustness
+from gridsearch.analysis import robustness
 from tests.conftest import ROOT
 
 USPS = Path(os.environ.get("GRIDSEARCH_USPS") or ROOT.parent / "shared" / "datasets" / "usps")

@@ -7,9 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridsearch.scheduler import least_busy_gpu, oversubscription
-from gridsearch.sweep import load_sweep
-from gridsearch.training import train_trial
+from gridsearch.engine.coordinator import least_busy_gpu, oversubscription
+from gridsearch.spec.sweep import load_sweep
+from gridsearch.training.loop import train_trial
 from tests.conftest import gridsearch, rows, write_sweep
 
 

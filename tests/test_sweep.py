@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from gridsearch.errors import UserError
-from gridsearch.sweep import load_sweep, trial_key
+from gridsearch.spec.sweep import load_sweep, trial_key
 from tests.conftest import ROOT, write_sweep
 
 

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
-from gridsearch import data
+from gridsearch.training import data
 from tests.conftest import ROOT, gridsearch, rows, write_sweep
 
 CHROMIUM = Path(os.environ.get("GRIDSEARCH_CHROMIUM", "/usr/bin/chromium"))

@@ -13,11 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gridsearch.checkpoints import CorruptCheckpoint, load_verified
+from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
 from gridsearch.errors import UserError
-from gridsearch.schema import TrialRow
-from gridsearch.storage import Storage
-from gridsearch.training import build_model, make_deterministic
+from gridsearch.store.models import TrialRow
+from gridsearch.store.storage import Storage
+from gridsearch.training.loop import build_model, make_deterministic
 
 BATCH_SIZE = 1000
 

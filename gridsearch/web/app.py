@@ -33,14 +33,14 @@ from torch import nn
 from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server, select_address_family
 
-from gridsearch import plots
-from gridsearch.bestmodel import load_model
-from gridsearch.preprocessing import BadDrawing, mnist_style, png_ink
+from gridsearch.analysis import plots
+from gridsearch.analysis.trained_models import load_model
+from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
 from gridsearch.errors import UserError
-from gridsearch.recognizer import recognize
-from gridsearch.report import grid_effects, grid_heatmap
-from gridsearch.schema import SweepRow, TrialRow
-from gridsearch.storage import Storage, config_value, describe
+from gridsearch.web.recognizer import recognize
+from gridsearch.analysis.report import grid_effects, grid_heatmap
+from gridsearch.store.models import SweepRow, TrialRow
+from gridsearch.store.storage import Storage, config_value, describe
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Largest request body accepted (a 280x280 canvas as a PNG data URL is about 10 kB)."""
@@ -70,7 +70,7 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
     """The web app on ``storage`` (opened read-only), loading models from the run folders in ``artifacts``."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    assets = {name: resources.files("gridsearch").joinpath("assets", name).read_text(encoding="utf-8")
+    assets = {name: resources.files("gridsearch.web").joinpath("assets", name).read_text(encoding="utf-8")
               for name in ASSETS}
     database = describe(storage.url)
 

@@ -6,7 +6,7 @@ its running trials, and, when every trial is finished, selects the best one and 
 once on the test set. Ctrl-C, SIGTERM or a crash leave trials 'interrupted' or 'running' with a
 stale lease; the next ``run`` resumes them from their last epoch checkpoint.
 
-A successive-halving sweep runs rung by rung (see ``gridsearch.halving``): every trial of a rung trains
+A successive-halving sweep runs rung by rung (see ``gridsearch.spec.halving``): every trial of a rung trains
 to the rung's epochs, then the best go on from their checkpoints and the rest stay 'stopped'. The
 promotions are recomputed from the recorded epochs on every run, so a resumed sweep makes the same ones.
 """
@@ -22,15 +22,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from gridsearch import __version__, halving
+from gridsearch import __version__
+from gridsearch.spec import halving
 from gridsearch.errors import UserError
-from gridsearch.launcher import LocalExecutor
-from gridsearch.progress import SweepProgress
-from gridsearch.schema import UNFINISHED, TrialRow
-from gridsearch.storage import Owner, Storage, config_value
-from gridsearch.sweep import SELECT_METRICS, Sweep, resolve_warm_starts
+from gridsearch.engine.local_executor import LocalExecutor
+from gridsearch.engine.progress import SweepProgress
+from gridsearch.store.models import UNFINISHED, TrialRow
+from gridsearch.store.storage import Owner, Storage, config_value
+from gridsearch.spec.sweep import SELECT_METRICS, Sweep, resolve_warm_starts
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_SECONDS = 10.0
 POLL_SECONDS = 0.5
 EXIT_GRACE_SECONDS = 5.0
@@ -168,7 +169,7 @@ class Coordinator:
         self.storage = storage
         self.sweep = resolve_warm_starts(sweep, storage.selected_trial)
         self.options = options
-        self.executor = executor or LocalExecutor(queue.Queue())
+        self.executor = executor or LocalExecutor()
         self.events = self.executor.events
         self.owner = Owner.this_process()
         self.version = code_version()

@@ -1,6 +1,6 @@
 """Starting workers on this machine: forked from a forkserver that has torch and the engine loaded.
 
-A fresh ``python -m gridsearch.worker`` pays 1.5-3 s of ``import torch`` per trial. The standard
+A fresh ``python -m gridsearch.engine.worker`` pays 1.5-3 s of ``import torch`` per trial. The standard
 library's forkserver (``multiprocessing``) imports it once, in a clean single-threaded process that
 has touched no device, and forks one new process per trial from it: each trial still has a
 process of its own (isolation, determinism, memory freed at exit) and starts in tens of ms. The
@@ -15,10 +15,7 @@ import queue
 import threading
 from typing import Any
 
-from gridsearch import worker
-
-Events = queue.Queue  # of (trial key, event dict, or None once the worker's stream has ended)
-
+from gridsearch.engine import worker
 
 class ForkedWorker:
     """A worker process forked from the forkserver, seen as its process group."""
@@ -49,8 +46,9 @@ class ForkedWorker:
 class LocalExecutor:
     """Runs worker jobs as processes of this machine, forked from a preloaded forkserver."""
 
-    def __init__(self, events: Events):
-        self.events = events
+    def __init__(self) -> None:
+        self.events: queue.Queue = queue.Queue()
+        """(trial key, event dict), then (trial key, None) once the worker's stream has ended."""
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(worker.PRELOAD)
 

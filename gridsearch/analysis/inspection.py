@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gridsearch import data, plots
-from gridsearch.webpage import Folder, figure, note, table
+from gridsearch.training import data
+from gridsearch.analysis import plots
+from gridsearch.analysis.webpage import Folder, figure, note, table
 
 STUDY_TRAIN, STUDY_VAL = 50000, 10000
 SAMPLE_SEED = 0

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from gridsearch.augmentation import AUGMENTATION_DEFAULTS
+from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS
 
 
 @dataclass(frozen=True)

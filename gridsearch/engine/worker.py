@@ -2,8 +2,8 @@
 
 Two ways in, one job: on the coordinator's machine a worker is forked from a forkserver that has
 already imported torch, the engine and every architecture (``run_forked``, started by
-``gridsearch/launcher.py``), so a trial starts in a fraction of a second instead of paying a fresh
-``import torch``; on a Dask worker host it is a plain subprocess, ``python -m gridsearch.worker``,
+``gridsearch/engine/local_executor.py``), so a trial starts in a fraction of a second instead of paying a fresh
+``import torch``; on a Dask worker host it is a plain subprocess, ``python -m gridsearch.engine.worker``,
 reading its job on stdin and writing events on its original stdout (``main``). Either way the
 worker runs in its own session (its process group is killed as a whole), dies with its parent,
 sends everything it prints to the trial's ``worker.log``, and never touches the database: the
@@ -21,9 +21,10 @@ from pathlib import Path
 from typing import Any, Callable
 
 PR_SET_PDEATHSIG = 1
-PRELOAD = ["torch", "torch._inductor", "gridsearch.training", "architectures"]
-"""What the forkserver imports once, before it forks workers (``torch.use_deterministic_algorithms``
-imports ``torch._inductor``: 1.8 s of the 2 s a trial paid without it)."""
+PRELOAD = ["gridsearch.training.loop", "torch._inductor"]
+"""What the forkserver imports once, before it forks workers: the engine (with torch and every
+architecture) and ``torch._inductor``, which ``torch.use_deterministic_algorithms`` imports lazily
+(1.8 s of the 2 s a trial paid without it)."""
 
 Emit = Callable[[dict[str, Any]], None]
 
@@ -48,7 +49,7 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
     """Run one ``train`` or ``evaluate`` job, reporting its events through ``emit``."""
     import torch
 
-    from gridsearch import training
+    from gridsearch.training import loop as training
 
     device = torch.device(job["device"])
     run_dir = Path(job["run_dir"])
@@ -88,7 +89,7 @@ def run_forked(job: dict[str, Any], events: Any) -> None:
 
 
 def main() -> None:
-    """Entry point of ``python -m gridsearch.worker``: the job on stdin, events on the original stdout."""
+    """Entry point of ``python -m gridsearch.engine.worker``: the job on stdin, events on the original stdout."""
     job = json.load(sys.stdin)
     die_with_parent(job["parent_pid"])
     configure(job)

@@ -15,14 +15,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
-from gridsearch import data, plots, robustness
-from gridsearch.bestmodel import load_model, score, selected_trial
+from gridsearch.training import data
+from gridsearch.analysis import plots
+from gridsearch.analysis import robustness
+from gridsearch.analysis.trained_models import load_model, score, selected_trial
 from gridsearch.errors import UserError
-from gridsearch.inspection import inspection_section
-from gridsearch.schema import EvaluationRow, SweepRow, TrialRow
-from gridsearch.significance import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, compare
-from gridsearch.storage import Storage, config_value
-from gridsearch.webpage import (Folder, download, figure, navigation, note, paragraph, percent, seconds, section,
+from gridsearch.analysis.inspection import inspection_section
+from gridsearch.store.models import EvaluationRow, SweepRow, TrialRow
+from gridsearch.analysis.significance import BOOTSTRAP_ROUNDS, BOOTSTRAP_SEED, compare
+from gridsearch.store.storage import Storage, config_value
+from gridsearch.analysis.webpage import (Folder, download, figure, navigation, note, paragraph, percent, seconds, section,
                                 subsection, table)
 
 GRID_SIZE = 30

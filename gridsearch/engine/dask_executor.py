@@ -1,7 +1,7 @@
 """Running workers on a Dask cluster, for sweeps that outgrow one machine.
 
 Each trial is one Dask task. On whichever worker host Dask picks, the task runs the trial in its
-own subprocess (``python -m gridsearch.worker``, as isolated and deterministic as on one machine)
+own subprocess (``python -m gridsearch.engine.worker``, as isolated and deterministic as on one machine)
 and forwards the worker's JSON events through Dask's event log (``Worker.log_event`` →
 ``Client.subscribe_topic``), so the coordinator records epochs as they happen. The task also returns
 every event, so nothing is lost if a streamed one arrives late. If a Dask worker dies mid-trial,
@@ -24,7 +24,7 @@ from typing import Any
 
 from gridsearch.errors import UserError
 
-PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 CHECK_SECONDS = 0.5
 """How often a running task forwards events and checks whether it was cancelled."""
 RESULT_EVENTS = ("done", "evaluation", "error")
@@ -41,7 +41,7 @@ def run_worker_task(job: dict[str, Any], topic: str) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
     with open(run_dir / "worker.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gridsearch.worker"], stdin=subprocess.PIPE,
+        process = subprocess.Popen([sys.executable, "-m", "gridsearch.engine.worker"], stdin=subprocess.PIPE,
                                    stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
     process.stdin.write(json.dumps({**job, "parent_pid": os.getpid()}).encode())
     process.stdin.close()

@@ -27,13 +27,13 @@ import torch.nn.functional as F
 from sklearn.datasets import load_digits
 from torch import nn
 
-from gridsearch import preprocessing
-from gridsearch.augmentation import BatchAugmenter, Distortion, distort
-from gridsearch.bestmodel import score
+from gridsearch.analysis import preprocessing
+from gridsearch.training.augmentation import BatchAugmenter, Distortion, distort
+from gridsearch.analysis.trained_models import score
 
 SUITE_SEED = 20240
 """Base seed of the random conditions; each condition adds the CRC-32 of its name."""
-USPS_DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "usps"
+USPS_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "usps"
 """Where USPS is looked for unless ``$GRIDSEARCH_USPS`` or ``--usps`` says otherwise."""
 USPS_NAME = "usps"
 DIGITS_NAME = "sklearn_digits"

@@ -23,7 +23,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import sessionmaker
 
 from gridsearch.errors import UserError
-from gridsearch.schema import (SCHEMA_VERSION, UNFINISHED, UPGRADES, Base, EpochRow, EvaluationRow, Meta,
+from gridsearch.store.models import (SCHEMA_VERSION, UNFINISHED, UPGRADES, Base, EpochRow, EvaluationRow, Meta,
                                SweepRow, SweepTrialRow, TrialParamRow, TrialRow, utcnow)
 
 DEFAULT_DB = "results.db"

@@ -19,10 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 
 import architectures
-from gridsearch import data
-from gridsearch.augmentation import AUGMENTATION_PARAMS, BatchAugmenter
-from gridsearch.checkpoints import load_verified, resume_state, save_atomically
-from gridsearch.data import Split
+from gridsearch.training import data
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS, BatchAugmenter
+from gridsearch.training.checkpoints import load_verified, resume_state, save_atomically
+from gridsearch.training.data import Split
 
 Emit = Callable[[dict[str, Any]], None]
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]

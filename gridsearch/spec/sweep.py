@@ -20,9 +20,9 @@ import yaml
 from sklearn.model_selection import ParameterGrid
 
 import architectures
-from gridsearch import halving
+from gridsearch.spec import halving
 from gridsearch.errors import UserError
-from gridsearch.params import OPTIONAL_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, Param, coerce_type
+from gridsearch.spec.params import OPTIONAL_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, Param, coerce_type
 
 TOP_LEVEL_KEYS = ("name", "description", "architecture", "dataset", "params", "grid", "search", "seeds",
                   "select", "threads", "timeout")
