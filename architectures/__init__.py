@@ -4,13 +4,15 @@ An architecture is a name mapped to a module builder (usually the ``nn.Module`` 
 The builder's keyword parameters, with their type annotations and defaults, are the sweep params
 the architecture accepts; the engine validates sweep files against them.
 """
+
 from __future__ import annotations
 
 import importlib
 import inspect
 import pkgutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from torch import nn
 

@@ -1,4 +1,5 @@
 """The seed study's weight initialisation, shared by its architectures."""
+
 from torch import nn
 
 

@@ -1,4 +1,7 @@
 """A small plain convolutional baseline: three conv + max-pool stages and a linear classifier."""
+
+import itertools
+
 import torch
 from torch import nn
 
@@ -15,10 +18,8 @@ class ConvNet(nn.Module):
         widths = [1, channels, 2 * channels, 4 * channels]
         stages = [
             module
-            for n_in, n_out in zip(widths, widths[1:])
-            for module in (
-                nn.Conv2d(n_in, n_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)
-            )
+            for n_in, n_out in itertools.pairwise(widths)
+            for module in (nn.Conv2d(n_in, n_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2))
         ]
         self.layers = nn.Sequential(*stages, nn.Flatten(), nn.Linear(4 * channels * 3 * 3, 10))
 

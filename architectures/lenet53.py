@@ -1,4 +1,5 @@
 """LeNet-5-3: the seed study's baseline convolutional network (271,530 parameters at hidden 128)."""
+
 import torch
 from torch import nn
 

@@ -1,4 +1,5 @@
 """A small multilayer perceptron baseline (784-128-64-10)."""
+
 import torch
 from torch import nn
 

@@ -1,4 +1,7 @@
 """A wider multilayer perceptron baseline (784-512-256-128-10) with dropout."""
+
+import itertools
+
 import torch
 from torch import nn
 
@@ -13,7 +16,7 @@ class WideMLP(nn.Module):
         widths = [28 * 28, 512, 256, 128]
         hidden = [
             module
-            for n_in, n_out in zip(widths, widths[1:])
+            for n_in, n_out in itertools.pairwise(widths)
             for module in (nn.Linear(n_in, n_out), nn.ReLU(inplace=True), nn.Dropout(dropout))
         ]
         self.layers = nn.Sequential(nn.Flatten(), *hidden, nn.Linear(128, 10))

@@ -1,4 +1,5 @@
 """A small residual baseline built from torchvision's ResNet basic block."""
+
 import torch
 from torch import nn
 
@@ -12,9 +13,7 @@ def stage(in_channels: int, out_channels: int, blocks: int, stride: int) -> list
 
     downsample = None
     if stride != 1 or in_channels != out_channels:
-        downsample = nn.Sequential(
-            conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels)
-        )
+        downsample = nn.Sequential(conv1x1(in_channels, out_channels, stride), nn.BatchNorm2d(out_channels))
     first = BasicBlock(in_channels, out_channels, stride, downsample)
     return [first, *(BasicBlock(out_channels, out_channels) for _ in range(blocks - 1))]
 

@@ -9,6 +9,7 @@ The images are treated as constants (detached): the gradient with respect to the
 ``gather``'s backward, a ``scatter_add`` that is nondeterministic on CUDA too. A spatial transformer
 samples the network's input, which needs no gradient.
 """
+
 import torch
 
 

@@ -1,6 +1,7 @@
 """Affine spatial transformer in front of LeNet-5-3, as in the seed study (276,268 parameters)."""
+
+from collections.abc import Iterator
 from itertools import chain
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -10,8 +11,8 @@ from architectures import register
 from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
-from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 from gridsearch.spec.params import TRANSFORMER_PARAMS
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 
 
 def localisation_net(channels: int) -> nn.Sequential:
@@ -59,6 +60,10 @@ class STN(nn.Module):
         return self.classifier(self.transform(x))
 
 
-register("stn", STN, "Affine spatial transformer + LeNet-5-3 (the seed study's STN), trained with "
-         "the study's augmentation (aug_p: 0 turns it off)",
-         training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys())
+register(
+    "stn",
+    STN,
+    "Affine spatial transformer + LeNet-5-3 (the seed study's STN), trained with "
+    "the study's augmentation (aug_p: 0 turns it off)",
+    training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys(),
+)

@@ -6,9 +6,10 @@ onto them; evaluated at the output pixel centres it gives the sampling grid. The
 depends only on the targets, so it is solved once: the grid is then a fixed linear map of the
 control points. 281,656 parameters at the study's 3x3 grid.
 """
+
 import math
+from collections.abc import Iterator
 from itertools import chain
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -18,8 +19,8 @@ from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
 from architectures.stn import localisation_net
-from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 from gridsearch.spec.params import TRANSFORMER_PARAMS
+from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 
 IMAGE_SIZE = 28
 
@@ -104,6 +105,10 @@ class TPSSTN(nn.Module):
         return self.classifier(self.transform(x))
 
 
-register("tps_stn", TPSSTN, "Thin-plate-spline spatial transformer + LeNet-5-3 (study's TPS-STN), "
-         "trained with the study's augmentation (aug_p: 0 turns it off)",
-         training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys())
+register(
+    "tps_stn",
+    TPSSTN,
+    "Thin-plate-spline spatial transformer + LeNet-5-3 (study's TPS-STN), "
+    "trained with the study's augmentation (aug_p: 0 turns it off)",
+    training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys(),
+)

@@ -1,4 +1,5 @@
 """A small VGG-style baseline: stacks of two 3x3 conv + BN + ReLU layers between max-pools."""
+
 import torch
 from torch import nn
 

@@ -7,24 +7,26 @@ Last line: one JSON object.
 torchvision's ElasticTransform cannot take the study's sigma 35 on a 28x28 image (its blur kernel
 would be larger than the image), so its pipeline uses sigma 6 there, the largest round value it takes.
 """
+
 import json
 import math
 
 import torch
+from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
 from torchvision import transforms
 
-from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
 from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
 from gridsearch.training.loop import train_epoch
 
 
 def torchvision_pipeline() -> transforms.Compose:
     """The study's distortions as torchvision per-sample transforms, applied with probability 0.5."""
-    distort = transforms.Compose([
-        transforms.RandomAffine(degrees=7.5, translate=(0.1, 0.1), scale=(0.95, 1.05),
-                                shear=math.degrees(0.1)),
-        transforms.ElasticTransform(alpha=5.5, sigma=6.0),
-    ])
+    distort = transforms.Compose(
+        [
+            transforms.RandomAffine(degrees=7.5, translate=(0.1, 0.1), scale=(0.95, 1.05), shear=math.degrees(0.1)),
+            transforms.ElasticTransform(alpha=5.5, sigma=6.0),
+        ]
+    )
     return transforms.Compose([transforms.ToTensor(), transforms.RandomApply([distort], p=0.5)])
 
 
@@ -42,20 +44,31 @@ def main() -> None:
         def loop() -> int:
             train_epoch(model, optimizer, train, BATCH, generator, augment)
             return len(train)
+
         return loop
 
-    rates = samples_per_second({
-        "engine_plain": engine_loop(None),
-        "engine_augmented": engine_loop(augmenter),
-        "torchvision_plain": dataloader_loop(args.data_dir, args.samples, transforms.ToTensor()),
-        "torchvision_augmented": dataloader_loop(args.data_dir, args.samples, torchvision_pipeline()),
-    }, args.repeats)
-    print(json.dumps({
-        "ratio_engine_aug_to_plain": round(rates["engine_augmented"] / rates["engine_plain"], 3),
-        "ratio_torchvision_aug_to_plain": round(rates["torchvision_augmented"] / rates["torchvision_plain"], 3),
-        **{f"{name}_samples_per_s": round(rate, 1) for name, rate in rates.items()},
-        "samples": args.samples, "batch_size": BATCH, "threads": args.threads, "device": "cpu",
-    }))
+    rates = samples_per_second(
+        {
+            "engine_plain": engine_loop(None),
+            "engine_augmented": engine_loop(augmenter),
+            "torchvision_plain": dataloader_loop(args.data_dir, args.samples, transforms.ToTensor()),
+            "torchvision_augmented": dataloader_loop(args.data_dir, args.samples, torchvision_pipeline()),
+        },
+        args.repeats,
+    )
+    print(
+        json.dumps(
+            {
+                "ratio_engine_aug_to_plain": round(rates["engine_augmented"] / rates["engine_plain"], 3),
+                "ratio_torchvision_aug_to_plain": round(rates["torchvision_augmented"] / rates["torchvision_plain"], 3),
+                **{f"{name}_samples_per_s": round(rate, 1) for name, rate in rates.items()},
+                "samples": args.samples,
+                "batch_size": BATCH,
+                "threads": args.threads,
+                "device": "cpu",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
 """Shared set-up of the benchmarks: real MNIST, the seed model and optimizer, interleaved timing."""
+
 from __future__ import annotations
 
 import argparse
@@ -6,8 +7,8 @@ import json
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -17,9 +18,9 @@ from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gridsearch import data  # noqa: E402
-from gridsearch.spec.sweep import resolved_defaults  # noqa: E402
-from gridsearch.training.loop import build_model, make_optimizer  # noqa: E402
+from gridsearch import data
+from gridsearch.spec.sweep import resolved_defaults
+from gridsearch.training.loop import build_model, make_optimizer
 
 BATCH = 86
 
@@ -54,13 +55,14 @@ def dataloader_loop(data_dir: Path, samples: int, transform: Callable) -> Callab
             F.cross_entropy(model(images), labels).backward()
             optimizer.step()
         return samples
+
     return loop
 
 
 def samples_per_second(loops: dict[str, Callable[[], int]], repeats: int) -> dict[str, float]:
     """Median samples/s of each loop; loops run round-robin so machine noise hits all alike."""
     rates: dict[str, list[float]] = {name: [] for name in loops}
-    for name, loop in loops.items():  # warm-up: allocator, kernels, page cache
+    for loop in loops.values():  # warm-up: allocator, kernels, page cache
         loop()
     for _ in range(repeats):
         for name, loop in loops.items():

@@ -3,13 +3,14 @@ tensor loop and the usual torchvision DataLoader loop, in one run. Last line: on
 
     python benchmarks/epoch_throughput.py [--data-dir data] [--samples 8600] [--repeats 3]
 """
+
 import json
 
 import torch
 import torch.nn.functional as F
+from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
 from torchvision import transforms
 
-from common import BATCH, arguments, data, dataloader_loop, samples_per_second, seed_model
 from gridsearch.training.loop import train_epoch
 
 
@@ -40,15 +41,22 @@ def main() -> None:
 
     dataloader = dataloader_loop(args.data_dir, args.samples, transforms.ToTensor())
     rates = samples_per_second({"engine": engine, "plain": plain, "dataloader": dataloader}, args.repeats)
-    print(json.dumps({
-        "engine_samples_per_s": round(rates["engine"], 1),
-        "plain_samples_per_s": round(rates["plain"], 1),
-        "dataloader_samples_per_s": round(rates["dataloader"], 1),
-        "ratio_engine_to_plain": round(rates["engine"] / rates["plain"], 3),
-        "ratio_dataloader_to_plain": round(rates["dataloader"] / rates["plain"], 3),
-        "samples": args.samples, "batch_size": BATCH, "threads": args.threads,
-        "device": "cpu", "torch": torch.__version__,
-    }))
+    print(
+        json.dumps(
+            {
+                "engine_samples_per_s": round(rates["engine"], 1),
+                "plain_samples_per_s": round(rates["plain"], 1),
+                "dataloader_samples_per_s": round(rates["dataloader"], 1),
+                "ratio_engine_to_plain": round(rates["engine"] / rates["plain"], 3),
+                "ratio_dataloader_to_plain": round(rates["dataloader"] / rates["plain"], 3),
+                "samples": args.samples,
+                "batch_size": BATCH,
+                "threads": args.threads,
+                "device": "cpu",
+                "torch": torch.__version__,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Targets: halving trains at most 1/3 of the full grid's epochs, and its selected 
 is within 0.1 points of the full grid's selected trial's. The grid: lr 0.04, 0.06, 0.08 x lr_step 3, 5, 7
 (9 points of the study's 25), with the study's recipe otherwise (grids/lenet53.yaml).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,11 @@ def arguments() -> argparse.Namespace:
 def write_sweep(folder: Path, name: str, args: argparse.Namespace, halving: bool) -> Path:
     """The study's LeNet-5-3 sweep file, on the reduced grid and data; with ``search: halving`` if asked."""
     document = yaml.safe_load((ROOT / "grids" / "lenet53.yaml").read_text())
-    document.update(name=name, grid=GRID, dataset={"name": "mnist", "train_size": args.train_size,
-                                                   "val_size": args.val_size, "test_size": 10000})
+    document.update(
+        name=name,
+        grid=GRID,
+        dataset={"name": "mnist", "train_size": args.train_size, "val_size": args.val_size, "test_size": 10000},
+    )
     document["params"]["epochs"] = args.epochs
     if halving:
         document["search"] = {"strategy": "halving", "factor": FACTOR, "min_epochs": args.min_epochs}
@@ -63,25 +67,50 @@ def write_sweep(folder: Path, name: str, args: argparse.Namespace, halving: bool
 
 def run(folder: Path, sweep: Path, args: argparse.Namespace) -> dict:
     """Run ``sweep`` with the CLI in ``folder`` (its own results.db and runs/); what it trained and selected."""
-    command = [sys.executable, "-m", "gridsearch", "run", str(sweep), "--db", str(folder / "results.db"),
-               "--data-dir", str(args.data_dir), "--workers", str(args.workers), "--device", "cpu", "--plain"]
+    command = [
+        sys.executable,
+        "-m",
+        "gridsearch",
+        "run",
+        str(sweep),
+        "--db",
+        str(folder / "results.db"),
+        "--data-dir",
+        str(args.data_dir),
+        "--workers",
+        str(args.workers),
+        "--device",
+        "cpu",
+        "--plain",
+    ]
     started = time.perf_counter()
     with open(folder / "run.log", "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT,
-                       env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        subprocess.run(
+            command, check=True, stdout=log, stderr=subprocess.STDOUT, env=dict(os.environ, PYTHONPATH=str(ROOT))
+        )
     wall = time.perf_counter() - started
     with sqlite3.connect(folder / "results.db") as db:
         epochs, train_seconds = db.execute("SELECT COUNT(*), SUM(seconds) FROM epochs").fetchone()
         key, val, test, errors, config = db.execute(
             "SELECT t.key, t.val_accuracy, e.accuracy, e.errors, t.config FROM sweeps s "
             "JOIN trials t ON t.key = s.selected_trial JOIN evaluations e ON e.trial_key = t.key "
-            "AND e.name = 'test'").fetchone()
-        rungs = db.execute("SELECT rung, COUNT(*) FROM sweep_trials WHERE rung IS NOT NULL "
-                           "GROUP BY rung ORDER BY rung").fetchall()
+            "AND e.name = 'test'"
+        ).fetchone()
+        rungs = db.execute(
+            "SELECT rung, COUNT(*) FROM sweep_trials WHERE rung IS NOT NULL GROUP BY rung ORDER BY rung"
+        ).fetchall()
     params = json.loads(config)["params"]
-    result = {"epochs_trained": epochs, "train_seconds": round(train_seconds, 1), "wall_seconds": round(wall, 1),
-              "selected": key, "lr": params["lr"], "lr_step": params["lr_step"], "val_accuracy": val,
-              "test_accuracy": test, "test_errors": errors}
+    result = {
+        "epochs_trained": epochs,
+        "train_seconds": round(train_seconds, 1),
+        "wall_seconds": round(wall, 1),
+        "selected": key,
+        "lr": params["lr"],
+        "lr_step": params["lr_step"],
+        "val_accuracy": val,
+        "test_accuracy": test,
+        "test_errors": errors,
+    }
     if rungs:
         result["trials_reaching_rung"] = [sum(n for rung, n in rungs if rung >= r) for r, _ in rungs]
     print(json.dumps({"run": sweep.stem, **result}), flush=True)
@@ -90,8 +119,12 @@ def run(folder: Path, sweep: Path, args: argparse.Namespace) -> dict:
 
 def epoch_numbers(db: Path) -> dict[tuple[str, int], tuple]:
     with sqlite3.connect(db) as connection:
-        return {(key, epoch): rest for key, epoch, *rest in connection.execute(
-            "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs")}
+        return {
+            (key, epoch): rest
+            for key, epoch, *rest in connection.execute(
+                "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs"
+            )
+        }
 
 
 def full_grid_rank(db: Path, key: str) -> int:
@@ -113,18 +146,29 @@ def main() -> None:
         rank = full_grid_rank(folders["grid"] / "results.db", halving["selected"])
     ratio = halving["epochs_trained"] / grid["epochs_trained"]
     points = 100 * (halving["test_accuracy"] - grid["test_accuracy"])
-    print(json.dumps({
-        "epochs_ratio": round(ratio, 3),
-        "wall_ratio": round(halving["wall_seconds"] / grid["wall_seconds"], 3),
-        "test_accuracy_difference_points": round(points, 3),
-        "meets_targets": ratio <= TARGET_EPOCHS_RATIO and abs(points) <= TARGET_POINTS,
-        "halving_pick_rank_in_full_grid": rank,
-        "halving_epochs_identical_to_full_grid": halved.items() <= full.items(),
-        "grid": grid, "halving": halving,
-        "trials": len(GRID["lr"]) * len(GRID["lr_step"]), "factor": FACTOR, "min_epochs": args.min_epochs,
-        "epochs": args.epochs, "train_size": args.train_size, "val_size": args.val_size, "test_size": 10000,
-        "workers": args.workers, "device": "cpu",
-    }))
+    print(
+        json.dumps(
+            {
+                "epochs_ratio": round(ratio, 3),
+                "wall_ratio": round(halving["wall_seconds"] / grid["wall_seconds"], 3),
+                "test_accuracy_difference_points": round(points, 3),
+                "meets_targets": ratio <= TARGET_EPOCHS_RATIO and abs(points) <= TARGET_POINTS,
+                "halving_pick_rank_in_full_grid": rank,
+                "halving_epochs_identical_to_full_grid": halved.items() <= full.items(),
+                "grid": grid,
+                "halving": halving,
+                "trials": len(GRID["lr"]) * len(GRID["lr_step"]),
+                "factor": FACTOR,
+                "min_epochs": args.min_epochs,
+                "epochs": args.epochs,
+                "train_size": args.train_size,
+                "val_size": args.val_size,
+                "test_size": 10000,
+                "workers": args.workers,
+                "device": "cpu",
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ the most any scheduler could get from it. Last line: one JSON object.
     python benchmarks/parallel_trials.py [--device cpu] [--parallel 1,2] [--trials 8] [--train-size 5000]
     python benchmarks/parallel_trials.py --device cuda --parallel 1,2,4,8,16 --train-size 50000 --epochs 2
 """
+
 import argparse
 import json
 import multiprocessing
@@ -29,17 +30,36 @@ from gridsearch import data  # noqa: E402
 
 def run_sweep(folder: Path, args: argparse.Namespace, parallel: int) -> float:
     """Wall seconds of one ``run`` of the grid with ``parallel`` trials at a time."""
-    document = {"name": f"parallel{parallel}", "architecture": "lenet53",
-                "dataset": {"train_size": args.train_size, "val_size": 1000, "test_size": 1000},
-                "params": {"epochs": args.epochs, "batch_size": 86, **({"amp": "bf16"} if args.bf16 else {})},
-                "grid": {"lr": [round(0.02 + 0.01 * i, 3) for i in range(args.trials)]}}
+    document = {
+        "name": f"parallel{parallel}",
+        "architecture": "lenet53",
+        "dataset": {"train_size": args.train_size, "val_size": 1000, "test_size": 1000},
+        "params": {"epochs": args.epochs, "batch_size": 86, **({"amp": "bf16"} if args.bf16 else {})},
+        "grid": {"lr": [round(0.02 + 0.01 * i, 3) for i in range(args.trials)]},
+    }
     run_dir = folder / f"parallel{parallel}"
     run_dir.mkdir()
     (run_dir / "sweep.yaml").write_text(yaml.safe_dump(document))
     option = ["--slots-per-gpu", str(parallel)] if args.device == "cuda" else ["--workers", str(parallel)]
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "gridsearch", "run", "sweep.yaml", "--plain", "--device", args.device,
-                    "--data-dir", str(args.data_dir.resolve()), *option], cwd=run_dir, check=True, capture_output=True)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridsearch",
+            "run",
+            "sweep.yaml",
+            "--plain",
+            "--device",
+            args.device,
+            "--data-dir",
+            str(args.data_dir.resolve()),
+            *option,
+        ],
+        cwd=run_dir,
+        check=True,
+        capture_output=True,
+    )
     return time.perf_counter() - started
 
 
@@ -56,7 +76,7 @@ def plain_loop_rate(results: "multiprocessing.Queue[float]", batches: int = 150)
     model = build_model({"architecture": "lenet53", "params": resolved_defaults("lenet53")})
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     images, labels = torch.rand(86, 1, 28, 28), torch.randint(0, 10, (86,))
-    for timed in (False, True):  # a warm-up pass, then the timed one
+    for _timed in (False, True):  # a warm-up pass, then the timed one
         started = time.perf_counter()
         for _ in range(batches):
             optimizer.zero_grad()
@@ -82,7 +102,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--data-dir", type=Path, default=data.default_data_dir())
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
-    parser.add_argument("--parallel", default="1,2", help="comma-separated trials at a time; the first is the reference")
+    parser.add_argument(
+        "--parallel", default="1,2", help="comma-separated trials at a time; the first is the reference"
+    )
     parser.add_argument("--trials", type=int, default=8)
     parser.add_argument("--train-size", type=int, default=5000)
     parser.add_argument("--epochs", type=int, default=1)
@@ -100,13 +122,23 @@ def main() -> None:
     best = max(runs, key=lambda run: run["samples_per_s"])
     alone = loops_at_once(1) if args.device == "cpu" else None
     ceiling = {run["parallel"]: round(loops_at_once(run["parallel"]) / alone, 2) for run in runs[1:]} if alone else {}
-    print(json.dumps({"device": args.device, "trials": args.trials, "train_size": args.train_size,
-                      "epochs": args.epochs, "runs": runs,
-                      "wall_ratio_to_reference": {run["parallel"]: round(run["wall_s"] / reference["wall_s"], 3)
-                                                  for run in runs},
-                      "best_parallel": best["parallel"],
-                      "best_speedup": round(best["samples_per_s"] / reference["samples_per_s"], 2),
-                      "plain_loops_speedup": ceiling}))
+    print(
+        json.dumps(
+            {
+                "device": args.device,
+                "trials": args.trials,
+                "train_size": args.train_size,
+                "epochs": args.epochs,
+                "runs": runs,
+                "wall_ratio_to_reference": {
+                    run["parallel"]: round(run["wall_s"] / reference["wall_s"], 3) for run in runs
+                },
+                "best_parallel": best["parallel"],
+                "best_speedup": round(best["samples_per_s"] / reference["samples_per_s"], 2),
+                "plain_loops_speedup": ceiling,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

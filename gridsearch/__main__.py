@@ -1,4 +1,5 @@
 """``python -m gridsearch``: the command line."""
+
 import sys
 
 from gridsearch.cli import main

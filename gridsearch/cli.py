@@ -1,17 +1,18 @@
 """The ``gridsearch`` command line: run, plan, status, trials, best, query, report, evaluate, inspect and serve."""
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import pandas as pd
 
-from gridsearch.spec import halving
 from gridsearch.errors import UserError
+from gridsearch.spec import halving
 from gridsearch.store.storage import DEFAULT_DB, Storage, artifacts_dir, config_value, database_url, sqlite_path
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
@@ -24,30 +25,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=help, description=help)
-        sub.add_argument("--db", default=DEFAULT_DB,
-                         help="results database: a file path or any SQLAlchemy URL (default: %(default)s)")
+        sub.add_argument(
+            "--db",
+            default=DEFAULT_DB,
+            help="results database: a file path or any SQLAlchemy URL (default: %(default)s)",
+        )
         return sub
 
     run = command("run", "run sweep files, one after the other (again to resume them)")
     run.add_argument("sweep_files", type=Path, nargs="+", metavar="sweep_file")
-    run.add_argument("--data-dir", type=Path, default=None,
-                     help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
-    run.add_argument("--workers", type=_positive_int, default=None,
-                     help="trials run in parallel (default: 1 on CPU; GPUs x --slots-per-gpu; a Dask "
-                          "cluster's worker threads)")
+    run.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
+    )
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="trials run in parallel (default: 1 on CPU; GPUs x --slots-per-gpu; a Dask cluster's worker threads)",
+    )
     run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    run.add_argument("--slots-per-gpu", type=_positive_int, default=1,
-                     help="trials run at once on each visible GPU (default: 1)")
-    run.add_argument("--executor", choices=("local", "dask"), default="local",
-                     help="local: worker processes on this machine; dask: tasks on a Dask cluster")
-    run.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                     help="with --executor dask: the scheduler, e.g. tcp://host:8786 (default: start a "
-                          "local cluster of --workers processes)")
-    run.add_argument("--artifacts", default=None,
-                     help="folder for run folders and checkpoints (default: runs/ beside the database)")
+    run.add_argument(
+        "--slots-per-gpu", type=_positive_int, default=1, help="trials run at once on each visible GPU (default: 1)"
+    )
+    run.add_argument(
+        "--executor",
+        choices=("local", "dask"),
+        default="local",
+        help="local: worker processes on this machine; dask: tasks on a Dask cluster",
+    )
+    run.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="with --executor dask: the scheduler, e.g. tcp://host:8786 (default: start a "
+        "local cluster of --workers processes)",
+    )
+    run.add_argument(
+        "--artifacts", default=None, help="folder for run folders and checkpoints (default: runs/ beside the database)"
+    )
     run.add_argument("--retry-failed", action="store_true", help="run failed and timed-out trials again")
-    run.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS,
-                     help="refuse grids larger than this (default: %(default)s)")
+    run.add_argument(
+        "--max-trials",
+        type=_positive_int,
+        default=DEFAULT_MAX_TRIALS,
+        help="refuse grids larger than this (default: %(default)s)",
+    )
     run.add_argument("--plain", action="store_true", help="log lines instead of the live display")
 
     plan = command("plan", "dry run: the expanded grid and which trials are done or pending")
@@ -72,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = command("report", "write an offline HTML report (figures, CSV tables) on sweeps")
     report.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweeps to cover (default: all)")
-    report.add_argument("--out", type=Path, default=None,
-                        help="output folder (default: reports/<sweep names>, or reports/all)")
+    report.add_argument(
+        "--out", type=Path, default=None, help="output folder (default: reports/<sweep names>, or reports/all)"
+    )
     _model_options(report)
 
     evaluate = command("evaluate", "evaluate a sweep's selected trial (or any trial) on an evaluation suite")
@@ -81,25 +107,40 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("sweep", nargs="?", help="evaluate this sweep's selected trial")
     target.add_argument("--trial", help="evaluate this trial key instead")
     evaluate.add_argument("--suite", choices=("robustness",), required=True)
-    evaluate.add_argument("--test-size", type=_positive_int, default=10000,
-                          help="official test images to transform (default: all %(default)s)")
-    evaluate.add_argument("--usps", type=Path, default=None,
-                          help="folder with usps.h5 (default: $GRIDSEARCH_USPS, else ../shared/datasets/usps)")
+    evaluate.add_argument(
+        "--test-size",
+        type=_positive_int,
+        default=10000,
+        help="official test images to transform (default: all %(default)s)",
+    )
+    evaluate.add_argument(
+        "--usps",
+        type=Path,
+        default=None,
+        help="folder with usps.h5 (default: $GRIDSEARCH_USPS, else ../shared/datasets/usps)",
+    )
     _model_options(evaluate)
 
     inspect = command("inspect", "figures and tables about the data set itself")
     inspect.add_argument("--dataset", choices=("mnist",), default="mnist")
-    inspect.add_argument("--out", type=Path, default=Path("reports/inspect-mnist"),
-                         help="output folder (default: %(default)s)")
-    inspect.add_argument("--data-dir", type=Path, default=None,
-                         help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
+    inspect.add_argument(
+        "--out", type=Path, default=Path("reports/inspect-mnist"), help="output folder (default: %(default)s)"
+    )
+    inspect.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
+    )
 
     serve = command("serve", "a local web app: live sweep dashboard and a draw-a-digit recognizer")
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to listen on (default: %(default)s, this machine only)")
+    serve.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (default: %(default)s, this machine only)"
+    )
     serve.add_argument("--port", type=_port, default=8000, help="port (default: %(default)s; 0: a free one)")
-    serve.add_argument("--artifacts", default=None,
-                       help="folder of the run folders (default: runs/ beside the database)")
+    serve.add_argument(
+        "--artifacts", default=None, help="folder of the run folders (default: runs/ beside the database)"
+    )
     return parser
 
 
@@ -115,10 +156,15 @@ def _port(text: str) -> int:
 
 def _model_options(parser: argparse.ArgumentParser) -> None:
     """Options of the commands that load trained weights and MNIST."""
-    parser.add_argument("--artifacts", default=None,
-                        help="folder of the run folders (default: runs/ beside the database)")
-    parser.add_argument("--data-dir", type=Path, default=None,
-                        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)")
+    parser.add_argument(
+        "--artifacts", default=None, help="folder of the run folders (default: runs/ beside the database)"
+    )
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
+    )
 
 
 def _format_option(parser: argparse.ArgumentParser) -> None:
@@ -138,9 +184,18 @@ def _positive_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m gridsearch`` and the ``gridsearch`` console script."""
     args = build_parser().parse_args(argv)
-    handler = {"run": cmd_run, "plan": cmd_plan, "status": cmd_status, "trials": cmd_trials,
-               "best": cmd_best, "query": cmd_query, "report": cmd_report, "evaluate": cmd_evaluate,
-               "inspect": cmd_inspect, "serve": cmd_serve}[args.command]
+    handler = {
+        "run": cmd_run,
+        "plan": cmd_plan,
+        "status": cmd_status,
+        "trials": cmd_trials,
+        "best": cmd_best,
+        "query": cmd_query,
+        "report": cmd_report,
+        "evaluate": cmd_evaluate,
+        "inspect": cmd_inspect,
+        "serve": cmd_serve,
+    }[args.command]
     try:
         return handler(args)
     except UserError as exc:
@@ -156,10 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
-    from gridsearch.training.data import default_data_dir, prepare
-    from gridsearch.engine.local_executor import LocalExecutor
     from gridsearch.engine.coordinator import Coordinator, RunOptions, oversubscription, resolve_device, visible_gpus
+    from gridsearch.engine.local_executor import LocalExecutor
     from gridsearch.spec.sweep import load_sweep
+    from gridsearch.training.data import default_data_dir, prepare
 
     if args.scheduler and args.executor != "dask":
         raise UserError("--scheduler needs --executor dask")
@@ -178,11 +233,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         executor = LocalExecutor()
         gpus = visible_gpus() if device == "cuda" else []
         workers = args.workers or (len(gpus) * args.slots_per_gpu if gpus else 1)
-        if device == "cpu" and (warning := oversubscription(workers, max(sweep.threads for sweep in sweeps),
-                                                            len(os.sched_getaffinity(0)))):
+        if device == "cpu" and (
+            warning := oversubscription(workers, max(sweep.threads for sweep in sweeps), len(os.sched_getaffinity(0)))
+        ):
             print(f"warning: {warning}", file=sys.stderr)
-    options = RunOptions(data_dir=data_dir, artifacts=artifacts, workers=workers, device=device, gpus=gpus,
-                         retry_failed=args.retry_failed, live=False if args.plain else None)
+    options = RunOptions(
+        data_dir=data_dir,
+        artifacts=artifacts,
+        workers=workers,
+        device=device,
+        gpus=gpus,
+        retry_failed=args.retry_failed,
+        live=False if args.plain else None,
+    )
     try:
         for sweep in sweeps:
             outcome = Coordinator(storage, sweep, options, executor).run()
@@ -215,8 +278,10 @@ def _selected_line(storage: Storage, sweep: str) -> str:
     test = storage.evaluation(trial.key, "test")
     config = json.loads(trial.config)
     gridded = " ".join(f"{name}={config_value(config, name)}" for name in json.loads(row.gridded_params))
-    return (f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch "
-            f"{trial.best_epoch}; test {test.accuracy:.3%} ({test.errors} errors in {test.samples})")
+    return (
+        f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch "
+        f"{trial.best_epoch}; test {test.accuracy:.3%} ({test.errors} errors in {test.samples})"
+    )
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -237,17 +302,28 @@ def cmd_plan(args: argparse.Namespace) -> int:
     sweep = resolve_warm_starts(sweep, selected_trial)
     trials = list(sweep.trials())
     known = {t.key: row.status for t in trials if storage and (row := storage.trial(t.key))}
-    records = [{"key": t.key, **{name: config_value(t.config(), name) for name in sweep.gridded_params},
-                "seed": t.seed, "status": known.get(t.key, "new")} for t in trials]
+    records = [
+        {
+            "key": t.key,
+            **{name: config_value(t.config(), name) for name in sweep.gridded_params},
+            "seed": t.seed,
+            "status": known.get(t.key, "new"),
+        }
+        for t in trials
+    ]
     table = pd.DataFrame.from_records(records)
     print(_format(table, args.format))
     if args.format == "table":
         counts = table["status"].value_counts()
-        print(f"\n{sweep.name}: {len(table)} trials of {', '.join(sweep.architectures)}: "
-              + ", ".join(f"{n} {status}" for status, n in counts.items()))
+        print(
+            f"\n{sweep.name}: {len(table)} trials of {', '.join(sweep.architectures)}: "
+            + ", ".join(f"{n} {status}" for status, n in counts.items())
+        )
         for name in dict.fromkeys(unselected):
-            print(f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
-                  "change once it has one")
+            print(
+                f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
+                "change once it has one"
+            )
         if sweep.rung_epochs:
             print("\n" + _rung_plan(len(set(table["key"])), sweep.search.factor, sweep.rung_epochs))
     return 0
@@ -256,11 +332,19 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def _rung_plan(trials: int, factor: int, budgets: list[int]) -> str:
     """The successive-halving schedule: trials and epochs of each rung, and the total vs the full grid."""
     planned = halving.planned_epochs(trials, factor, budgets)
-    rungs = pd.DataFrame({"rung": range(len(budgets)), "epochs": budgets,
-                          "trials": halving.rung_sizes(trials, factor, len(budgets)), "epochs_trained": planned})
+    rungs = pd.DataFrame(
+        {
+            "rung": range(len(budgets)),
+            "epochs": budgets,
+            "trials": halving.rung_sizes(trials, factor, len(budgets)),
+            "epochs_trained": planned,
+        }
+    )
     full = trials * budgets[-1]
-    return (f"successive halving (factor {factor}):\n{rungs.to_string(index=False)}\n"
-            f"at most {sum(planned):,} epochs in all, {sum(planned) / full:.0%} of the full grid's {full:,}")
+    return (
+        f"successive halving (factor {factor}):\n{rungs.to_string(index=False)}\n"
+        f"at most {sum(planned):,} epochs in all, {sum(planned) / full:.0%} of the full grid's {full:,}"
+    )
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -291,13 +375,26 @@ def cmd_best(args: argparse.Namespace) -> int:
     trial = storage.trial(row.selected_trial)
     test = storage.evaluation(trial.key, "test")
     config = json.loads(trial.config)
-    report = {"sweep": row.name, "trial": trial.key, "architecture": trial.architecture,
-              "select": row.select_metric, "best_epoch": trial.best_epoch,
-              "val_accuracy": trial.val_accuracy, "val_loss": trial.val_loss, "params": config["params"],
-              "seed": trial.seed, "test": None}
+    report = {
+        "sweep": row.name,
+        "trial": trial.key,
+        "architecture": trial.architecture,
+        "select": row.select_metric,
+        "best_epoch": trial.best_epoch,
+        "val_accuracy": trial.val_accuracy,
+        "val_loss": trial.val_loss,
+        "params": config["params"],
+        "seed": trial.seed,
+        "test": None,
+    }
     if test is not None:
-        report["test"] = {"accuracy": test.accuracy, "loss": test.loss, "errors": test.errors,
-                          "samples": test.samples, "confusion": json.loads(test.confusion)}
+        report["test"] = {
+            "accuracy": test.accuracy,
+            "loss": test.loss,
+            "errors": test.errors,
+            "samples": test.samples,
+            "confusion": json.loads(test.confusion),
+        }
     if args.format == "json":
         print(json.dumps(report, indent=2))
         return 0
@@ -319,13 +416,14 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from gridsearch.training.data import default_data_dir
     from gridsearch.analysis.report import build_report
+    from gridsearch.training.data import default_data_dir
 
     storage = Storage(args.db, readonly=True)
     out = args.out or Path("reports") / ("_".join(args.sweeps) if args.sweeps else "all")
-    index = build_report(storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts),
-                         args.data_dir or default_data_dir())
+    index = build_report(
+        storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
+    )
     print(f"report written to {index}")
     return 0
 
@@ -349,9 +447,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     results = robustness.run_suite(model, test.images, test.labels, usps)
     for name, result in results.items():
         storage.save_evaluation(trial.key, name, result)
-    table = pd.DataFrame([{"evaluation": name, "samples": r["samples"], "accuracy": r["accuracy"],
-                           "errors": r["errors"], "seconds": round(r["seconds"], 2)}
-                          for name, r in results.items()])
+    table = pd.DataFrame(
+        [
+            {
+                "evaluation": name,
+                "samples": r["samples"],
+                "accuracy": r["accuracy"],
+                "errors": r["errors"],
+                "seconds": round(r["seconds"], 2),
+            }
+            for name, r in results.items()
+        ]
+    )
     print(_format(_percent(table), "table"))
     if robustness.USPS_NAME not in results:
         print(f"usps skipped: no usps.h5 in {usps} (pass --usps or set GRIDSEARCH_USPS)")
@@ -361,9 +468,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from gridsearch.training.data import default_data_dir, prepare
     from gridsearch.analysis.inspection import inspection_section
     from gridsearch.analysis.webpage import Folder
+    from gridsearch.training.data import default_data_dir, prepare
 
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)

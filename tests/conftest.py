@@ -1,4 +1,5 @@
 """Shared fixtures: a real MNIST data folder, small sweep files, and the CLI run as a real subprocess."""
+
 from __future__ import annotations
 
 import os
@@ -14,8 +15,12 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_MNIST = ROOT.parent / "shared" / "datasets" / "mnist"
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 
 
 def _mnist_source() -> Path | None:
@@ -73,8 +78,9 @@ def write_sweep(folder: Path, filename: str = "sweep.yaml", **changes: Any) -> P
     return path
 
 
-def gridsearch(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False,
-               timeout: float = 300) -> subprocess.CompletedProcess:
+def gridsearch(
+    *args: str, cwd: Path, data_dir: Path | None = None, check: bool = False, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run ``python -m gridsearch ARGS`` as a real subprocess in ``cwd``."""
     command = [sys.executable, "-m", "gridsearch", *args]
     if data_dir is not None and args and args[0] == "run":
@@ -82,8 +88,9 @@ def gridsearch(*args: str, cwd: Path, data_dir: Path | None = None, check: bool 
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
-        raise AssertionError(f"gridsearch {' '.join(args)} exited {result.returncode}:\n"
-                             f"{result.stdout}\n{result.stderr}")
+        raise AssertionError(
+            f"gridsearch {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
+        )
     return result
 
 
@@ -95,5 +102,9 @@ def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
 
 def epoch_metrics(db: Path) -> dict[tuple[str, int], tuple]:
     """Every recorded epoch's metrics (seconds excluded), keyed by (trial key, epoch)."""
-    return {(key, epoch): rest for key, epoch, *rest in rows(
-        db, "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs")}
+    return {
+        (key, epoch): rest
+        for key, epoch, *rest in rows(
+            db, "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs"
+        )
+    }

@@ -1,4 +1,5 @@
 """Every registered architecture builds, runs forwards and backwards, and has its expected size."""
+
 import pytest
 import torch
 
@@ -67,9 +68,7 @@ def test_tps_grid_size_sets_the_head() -> None:
     assert TPSSTN(tps_grid=4).control.out_features == 32
 
 
-@pytest.mark.parametrize(
-    "kwargs", [{"tps_grid": 1}, {"tps_span": 0.0}, {"tps_span": 1.0, "tps_bounded": True}]
-)
+@pytest.mark.parametrize("kwargs", [{"tps_grid": 1}, {"tps_span": 0.0}, {"tps_span": 1.0, "tps_bounded": True}])
 def test_tps_rejects_bad_params(kwargs: dict) -> None:
     with pytest.raises(ValueError):
         TPSSTN(**kwargs)

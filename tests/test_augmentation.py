@@ -1,4 +1,5 @@
 """BatchAugmenter: determinism, pass-through, and geometry against torchvision's transforms."""
+
 import math
 
 import pytest
@@ -15,9 +16,7 @@ from gridsearch.training.augmentation import (
 )
 
 BILINEAR = TF.InterpolationMode.BILINEAR
-NO_DISTORTION = {
-    "rotate": 0.0, "shift": 0.0, "shear": 0.0, "zoom": (1.0, 1.0), "elastic_alpha": 0.0
-}
+NO_DISTORTION = {"rotate": 0.0, "shift": 0.0, "shear": 0.0, "zoom": (1.0, 1.0), "elastic_alpha": 0.0}
 
 
 def generator(seed: int = 0) -> torch.Generator:
@@ -39,7 +38,7 @@ def centre_of_mass(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_defaults_are_the_study_values() -> None:
-    assert AUGMENTATION_PARAMS == set(AUGMENTATION_DEFAULTS)
+    assert set(AUGMENTATION_DEFAULTS) == AUGMENTATION_PARAMS
     assert AUGMENTATION_DEFAULTS["aug_p"] == 0.5
     assert AUGMENTATION_DEFAULTS["zoom"] == [0.95, 1.05]
     BatchAugmenter(**AUGMENTATION_DEFAULTS)
@@ -88,9 +87,7 @@ def test_rotation_matches_torchvision_rotate() -> None:
     images = blobs(8)
     out = augment(images, generator())
     angles = augment.draw(8, 28, 28, generator(), torch.float32).angle
-    expected = torch.stack(
-        [TF.rotate(image, math.degrees(angle), BILINEAR) for image, angle in zip(images, angles)]
-    )
+    expected = torch.stack([TF.rotate(image, math.degrees(angle), BILINEAR) for image, angle in zip(images, angles)])
     torch.testing.assert_close(centre_of_mass(out), centre_of_mass(expected), rtol=0, atol=0.01)
     torch.testing.assert_close(out, expected, rtol=0, atol=1e-4)
 
@@ -128,7 +125,11 @@ def test_affine_part_matches_torchvision_affine() -> None:
         displacement=None,
     )
     expected = TF.affine(
-        images, angle=-10.0, translate=[2, -3], scale=1.1, shear=[math.degrees(0.2), 0.0],
+        images,
+        angle=-10.0,
+        translate=[2, -3],
+        scale=1.1,
+        shear=[math.degrees(0.2), 0.0],
         interpolation=BILINEAR,
     )
     torch.testing.assert_close(distort(images, params), expected, rtol=0, atol=1e-5)

@@ -1,5 +1,6 @@
 """The distributed engine for real: a PostgreSQL server and a Dask cluster (a scheduler and two worker
 processes) on loopback, started here; a Dask worker is killed mid-trial."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,8 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import sqlalchemy
@@ -46,16 +47,44 @@ def postgres_url() -> Iterator[str]:
     if as_user:
         shutil.chown(folder, "postgres")
     port = _free_port()
-    subprocess.run([*as_user, str(binaries / "initdb"), "-D", str(folder / "data"), "-U", "gridsearch",
-                    "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
-    subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-l", str(folder / "log"),
-                    "-w", "-o", f"-p {port} -k {folder} -c listen_addresses=127.0.0.1", "start"],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [
+            *as_user,
+            str(binaries / "initdb"),
+            "-D",
+            str(folder / "data"),
+            "-U",
+            "gridsearch",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    subprocess.run(
+        [
+            *as_user,
+            str(binaries / "pg_ctl"),
+            "-D",
+            str(folder / "data"),
+            "-l",
+            str(folder / "log"),
+            "-w",
+            "-o",
+            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
     try:
         yield f"postgresql+psycopg://gridsearch@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*as_user, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate",
-                        "stop"], capture_output=True)
+        subprocess.run(
+            [*as_user, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"],
+            capture_output=True,
+        )
         shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -67,11 +96,21 @@ def dask_cluster() -> Iterator[tuple[str, list[subprocess.Popen]]]:
     address = f"tcp://127.0.0.1:{port}"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     dask = [sys.executable, "-c", "from dask.cli import run_cli; run_cli()"]
-    processes = [subprocess.Popen([*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port),
-                                   "--no-dashboard"], env=env, stderr=subprocess.DEVNULL)]
-    processes += [subprocess.Popen([*dask, "worker", address, "--nthreads", "1", "--no-nanny",
-                                    "--no-dashboard", "--name", f"w{i}"], env=env, stderr=subprocess.DEVNULL)
-                  for i in range(2)]
+    processes = [
+        subprocess.Popen(
+            [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+    ]
+    processes += [
+        subprocess.Popen(
+            [*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
+            env=env,
+            stderr=subprocess.DEVNULL,
+        )
+        for i in range(2)
+    ]
     from distributed import Client
 
     with Client(address, timeout=60) as client:
@@ -88,16 +127,40 @@ def _parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
-def test_dask_and_postgres_survive_a_killed_worker(tmp_path: Path, data_dir: Path, postgres_url: str,
-                                                    dask_cluster: tuple[str, list[subprocess.Popen]]) -> None:
+def test_dask_and_postgres_survive_a_killed_worker(
+    tmp_path: Path, data_dir: Path, postgres_url: str, dask_cluster: tuple[str, list[subprocess.Popen]]
+) -> None:
     address, dask_workers = dask_cluster
-    sweep = write_sweep(tmp_path, dataset={"train_size": 600, "val_size": 200, "test_size": 200},
-                        params={"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5})
-    run = subprocess.Popen([sys.executable, "-m", "gridsearch", "run", str(sweep), "--executor", "dask",
-                            "--scheduler", address, "--db", postgres_url, "--artifacts", str(tmp_path / "runs"),
-                            "--data-dir", str(data_dir), "--plain"],
-                           cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    sweep = write_sweep(
+        tmp_path,
+        dataset={"train_size": 600, "val_size": 200, "test_size": 200},
+        params={"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5},
+    )
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridsearch",
+            "run",
+            str(sweep),
+            "--executor",
+            "dask",
+            "--scheduler",
+            address,
+            "--db",
+            postgres_url,
+            "--artifacts",
+            str(tmp_path / "runs"),
+            "--data-dir",
+            str(data_dir),
+            "--plain",
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     database = sqlalchemy.create_engine(postgres_url)
     dask_pids = {process.pid for process in dask_workers}
     killed = None
@@ -105,9 +168,12 @@ def test_dask_and_postgres_survive_a_killed_worker(tmp_path: Path, data_dir: Pat
     while killed is None and time.monotonic() < deadline and run.poll() is None:
         try:
             with database.connect() as connection:
-                running = connection.execute(sqlalchemy.text(
-                    "SELECT key, worker_pid FROM trials WHERE status = 'running' AND epochs_run = 1 "
-                    "AND worker_pid IS NOT NULL")).fetchall()
+                running = connection.execute(
+                    sqlalchemy.text(
+                        "SELECT key, worker_pid FROM trials WHERE status = 'running' AND epochs_run = 1 "
+                        "AND worker_pid IS NOT NULL"
+                    )
+                ).fetchall()
         except sqlalchemy.exc.ProgrammingError:  # the run has not created the tables yet
             running = []
         for key, pid in running:
@@ -125,8 +191,11 @@ def test_dask_and_postgres_survive_a_killed_worker(tmp_path: Path, data_dir: Pat
     assert run.returncode == 0, output
     with database.connect() as connection:
         trials = connection.execute(sqlalchemy.text("SELECT key, status, attempts, epochs_run FROM trials")).fetchall()
-        epochs = connection.execute(sqlalchemy.text(
-            "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs")).fetchall()
+        epochs = connection.execute(
+            sqlalchemy.text(
+                "SELECT trial_key, epoch, train_loss, train_accuracy, val_loss, val_accuracy, lr FROM epochs"
+            )
+        ).fetchall()
         selected = connection.execute(sqlalchemy.text("SELECT selected_trial FROM sweeps")).scalar_one()
     database.dispose()
     assert len(trials) == 4 and {status for _, status, _, _ in trials} == {"done"}
@@ -134,22 +203,49 @@ def test_dask_and_postgres_survive_a_killed_worker(tmp_path: Path, data_dir: Pat
     assert len(epochs) == 4 * 3
 
     # The killed trial resumed from its checkpoint: every number equals a local, undisturbed run.
-    gridsearch("run", str(sweep), "--db", str(tmp_path / "local.db"), "--artifacts", str(tmp_path / "local"),
-               cwd=tmp_path, data_dir=data_dir, check=True)
+    gridsearch(
+        "run",
+        str(sweep),
+        "--db",
+        str(tmp_path / "local.db"),
+        "--artifacts",
+        str(tmp_path / "local"),
+        cwd=tmp_path,
+        data_dir=data_dir,
+        check=True,
+    )
     assert {(key, epoch): list(rest) for key, epoch, *rest in epochs} == epoch_metrics(tmp_path / "local.db")
-    local_selected = subprocess.run([sys.executable, "-m", "gridsearch", "query", "SELECT selected_trial FROM sweeps",
-                                     "--db", str(tmp_path / "local.db"), "--format", "csv"], cwd=tmp_path,
-                                    capture_output=True, text=True, check=True).stdout.split()[-1]
+    local_selected = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gridsearch",
+            "query",
+            "SELECT selected_trial FROM sweeps",
+            "--db",
+            str(tmp_path / "local.db"),
+            "--format",
+            "csv",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()[-1]
     assert selected == local_selected
 
 
-@pytest.mark.parametrize("args, message", [
-    (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler tcp://127.0.0.1:1: cannot reach"),
-    (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --executor dask"),
-    (["--db", "postgresql+psycopg://nobody@127.0.0.1:1/none"], "--db"),
-])
-def test_bad_cluster_or_database_addresses_are_one_line_errors(tmp_path: Path, data_dir: Path, args: list[str],
-                                                                message: str) -> None:
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--executor", "dask", "--scheduler", "tcp://127.0.0.1:1"], "--scheduler tcp://127.0.0.1:1: cannot reach"),
+        (["--scheduler", "tcp://127.0.0.1:1"], "--scheduler needs --executor dask"),
+        (["--db", "postgresql+psycopg://nobody@127.0.0.1:1/none"], "--db"),
+    ],
+)
+def test_bad_cluster_or_database_addresses_are_one_line_errors(
+    tmp_path: Path, data_dir: Path, args: list[str], message: str
+) -> None:
     result = gridsearch("run", str(write_sweep(tmp_path)), *args, cwd=tmp_path, data_dir=data_dir, timeout=120)
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1 and message in result.stderr, result.stderr

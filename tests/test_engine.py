@@ -1,4 +1,5 @@
 """The engine end to end: real MNIST subsets, real worker subprocesses, a real SQLite file."""
+
 import json
 import os
 import signal
@@ -31,8 +32,12 @@ def test_sweep_completes_selects_and_tests_the_best(finished):
     (selected,) = rows(db, "SELECT selected_trial FROM sweeps WHERE name = 'small'")[0]
     best = max(trials, key=lambda t: (t[2], -t[3]))
     assert selected == best[0]
-    evaluation = rows(db, "SELECT samples, accuracy, errors, confusion, predictions FROM evaluations "
-                          "WHERE trial_key = ? AND name = 'test'", selected)
+    evaluation = rows(
+        db,
+        "SELECT samples, accuracy, errors, confusion, predictions FROM evaluations "
+        "WHERE trial_key = ? AND name = 'test'",
+        selected,
+    )
     assert len(evaluation) == 1
     samples, accuracy, errors, confusion, predictions = evaluation[0]
     confusion = json.loads(confusion)
@@ -43,8 +48,9 @@ def test_sweep_completes_selects_and_tests_the_best(finished):
     assert accuracy > 0.5  # far above chance after 2 epochs on 500 images
     assert f"selected trial {selected}" in result.stdout
     # the checkpoints of every trial are in the run folder beside the database
-    assert all((folder / "runs" / t[0] / "best.pt").exists() and (folder / "runs" / t[0] / "last.pt").exists()
-               for t in trials)
+    assert all(
+        (folder / "runs" / t[0] / "best.pt").exists() and (folder / "runs" / t[0] / "last.pt").exists() for t in trials
+    )
 
 
 def test_trials_record_params_epochs_and_provenance(finished):
@@ -99,8 +105,10 @@ def test_running_again_runs_nothing_and_a_shared_point_is_trained_once(finished,
     result = gridsearch("run", str(other), cwd=folder, data_dir=data_dir, check=True)
     assert "started" not in result.stderr
     assert rows(folder / "results.db", "SELECT key, attempts, finished_at FROM trials ORDER BY key") == before
-    assert rows(folder / "results.db", "SELECT COUNT(*) FROM sweep_trials s JOIN sweeps w ON w.id = s.sweep_id "
-                                       "WHERE w.name = 'other'") == [(2,)]
+    assert rows(
+        folder / "results.db",
+        "SELECT COUNT(*) FROM sweep_trials s JOIN sweeps w ON w.id = s.sweep_id WHERE w.name = 'other'",
+    ) == [(2,)]
 
 
 def test_adding_grid_values_runs_only_the_new_points(tmp_path, data_dir):
@@ -115,8 +123,11 @@ def test_adding_grid_values_runs_only_the_new_points(tmp_path, data_dir):
 
 
 def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
-    sweep = write_sweep(tmp_path, grid={"lr": [0.05, 1e6]}, params={"epochs": 2, "batch_size": 50, "hidden": 16,
-                                                                   "momentum": 0.0, "nesterov": False})
+    sweep = write_sweep(
+        tmp_path,
+        grid={"lr": [0.05, 1e6]},
+        params={"epochs": 2, "batch_size": 50, "hidden": 16, "momentum": 0.0, "nesterov": False},
+    )
     result = gridsearch("run", str(sweep), cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     db = tmp_path / "results.db"
@@ -124,8 +135,9 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
     assert statuses == {0.05: "done", 1e6: "failed"}
     (error,) = rows(db, "SELECT error FROM trials WHERE status = 'failed'")[0]
     assert error.startswith("Diverged: training loss is nan at epoch 0")
-    assert rows(db, "SELECT json_extract(t.config, '$.params.lr') FROM sweeps s JOIN trials t "
-                    "ON t.key = s.selected_trial") == [(0.05,)]
+    assert rows(
+        db, "SELECT json_extract(t.config, '$.params.lr') FROM sweeps s JOIN trials t ON t.key = s.selected_trial"
+    ) == [(0.05,)]
     # --retry-failed runs it again (and it fails again, deterministically)
     result = gridsearch("run", str(sweep), "--retry-failed", cwd=tmp_path, data_dir=data_dir)
     assert result.stderr.count(" started") == 1
@@ -133,9 +145,14 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
 
 
 def _start_run(sweep: Path, folder: Path, data_dir: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gridsearch", "run", str(sweep), "--plain",
-                             "--data-dir", str(data_dir)], cwd=folder, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "gridsearch", "run", str(sweep), "--plain", "--data-dir", str(data_dir)],
+        cwd=folder,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def _wait_for(db: Path, sql: str, deadline: float = 180) -> None:
@@ -162,9 +179,12 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     db = folder / "results.db"
     # 1) kill the coordinator while its second trial is mid-way (one epoch done), status polling meanwhile
     coordinator = _start_run(sweep, folder, data_dir)
-    _wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run >= 1 "
-                  "AND key != (SELECT key FROM trials WHERE status = 'done' LIMIT 1) "
-                  "AND EXISTS (SELECT 1 FROM trials WHERE status = 'done')")
+    _wait_for(
+        db,
+        "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run >= 1 "
+        "AND key != (SELECT key FROM trials WHERE status = 'done' LIMIT 1) "
+        "AND EXISTS (SELECT 1 FROM trials WHERE status = 'done')",
+    )
     assert gridsearch("status", cwd=folder).returncode == 0  # reading never blocks or fails
     coordinator.send_signal(signal.SIGKILL)
     coordinator.wait()
@@ -173,8 +193,11 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     # 2) a new run takes over the dead coordinator's trial and resumes it from its checkpoint;
     #    kill -9 its worker mid-trial too: the coordinator restarts it from the last epoch
     coordinator = _start_run(sweep, folder, data_dir)
-    _wait_for(db, "SELECT worker_pid FROM trials WHERE status = 'running' AND epochs_run >= 1 "
-                  f"AND key != '{interrupted[0][0]}' AND owner LIKE '%:{coordinator.pid}'")
+    _wait_for(
+        db,
+        "SELECT worker_pid FROM trials WHERE status = 'running' AND epochs_run >= 1 "
+        f"AND key != '{interrupted[0][0]}' AND owner LIKE '%:{coordinator.pid}'",
+    )
     (pid,) = rows(db, f"SELECT worker_pid FROM trials WHERE status = 'running' AND owner LIKE '%:{coordinator.pid}'")[0]
     os.kill(pid, signal.SIGKILL)
     _, log = coordinator.communicate(timeout=300)
@@ -183,8 +206,10 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     assert "killed by SIGKILL" in log and "restarting from its checkpoint" in log
 
     assert epoch_metrics(db) == epoch_metrics(reference / "results.db")
-    same = ("SELECT s.selected_trial, e.accuracy, e.errors, e.predictions FROM sweeps s "
-            "JOIN evaluations e ON e.trial_key = s.selected_trial")
+    same = (
+        "SELECT s.selected_trial, e.accuracy, e.errors, e.predictions FROM sweeps s "
+        "JOIN evaluations e ON e.trial_key = s.selected_trial"
+    )
     assert rows(db, same) == rows(reference / "results.db", same)
     assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'") == [(4,)]
 
@@ -214,8 +239,12 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(finished, args, mes
     bad = folder / "bad.yaml"
     bad.write_text((folder / "sweep.yaml").read_text().replace("epochs:", "optimiser: sgd\n  epochs:"))
     (tmp_path / "notadb.db").write_text("hello")
-    paths = {"bad": bad, "missing": folder / "missing.yaml", "sweep": folder / "sweep.yaml",
-             "notadb": tmp_path / "notadb.db"}
+    paths = {
+        "bad": bad,
+        "missing": folder / "missing.yaml",
+        "sweep": folder / "sweep.yaml",
+        "notadb": tmp_path / "notadb.db",
+    }
     before = _dump(folder / "results.db")
     result = gridsearch(*[a.format(**paths) for a in args], cwd=folder)
     assert result.returncode == 2, result.stderr

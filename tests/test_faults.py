@@ -4,6 +4,7 @@ damaged checkpoints, an unwritable run folder, two runs at once, an old database
 Every fault ends with every trial recorded once and the same numbers and selection as an undisturbed
 run (``reference``). Real processes, real files, tiny sweeps (two trials of a narrow LeNet-5-3).
 """
+
 import hashlib
 import json
 import os
@@ -23,10 +24,16 @@ from gridsearch.training import checkpoints
 from gridsearch.training import loop as training
 from tests.conftest import ROOT, epoch_metrics, gridsearch, rows, write_sweep
 
-TINY = {"name": "tiny", "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
-        "params": {"epochs": 2, "batch_size": 50, "hidden": 8, "patience": 5}, "grid": {"lr": [0.05, 0.1]}}
-SELECTION = ("SELECT s.selected_trial, e.samples, e.accuracy, e.loss, e.errors, e.predictions FROM sweeps s "
-             "JOIN evaluations e ON e.trial_key = s.selected_trial AND e.name = 'test'")
+TINY = {
+    "name": "tiny",
+    "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
+    "params": {"epochs": 2, "batch_size": 50, "hidden": 8, "patience": 5},
+    "grid": {"lr": [0.05, 0.1]},
+}
+SELECTION = (
+    "SELECT s.selected_trial, e.samples, e.accuracy, e.loss, e.errors, e.predictions FROM sweeps s "
+    "JOIN evaluations e ON e.trial_key = s.selected_trial AND e.name = 'test'"
+)
 RESULTS = "SELECT key, status, best_epoch, epochs_run, val_accuracy, val_loss FROM trials ORDER BY key"
 
 
@@ -39,10 +46,24 @@ def reference(tmp_path_factory, data_dir) -> Path:
 
 
 def start_run(folder: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "gridsearch", "run", str(folder / "sweep.yaml"), "--plain",
-                             "--data-dir", str(data_dir), *extra], cwd=folder,
-                            env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridsearch",
+            "run",
+            str(folder / "sweep.yaml"),
+            "--plain",
+            "--data-dir",
+            str(data_dir),
+            *extra,
+        ],
+        cwd=folder,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(db: Path, sql: str, process: subprocess.Popen | None = None, deadline: float = 120) -> None:
@@ -100,12 +121,12 @@ def test_kill_9_of_the_coordinator_again_and_again_loses_nothing(reference, tmp_
         log += kill_9(coordinator)
         assert_nothing_lost(db, reference)
         if point == "mid-trial":  # and damage a checkpoint of a trial the next run resumes
-            key, = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run >= 1 LIMIT 1")[0]
+            (key,) = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run >= 1 LIMIT 1")[0]
             last = tmp_path / "runs" / key / "last.pt"
             last.write_bytes(last.read_bytes()[:1000])
     assert rows(db, "SELECT COUNT(*) FROM evaluations") == [(0,)]  # killed before it was stored
     coordinator = start_run(tmp_path, data_dir, "--workers", "2")
-    out, err = coordinator.communicate(timeout=300)
+    _out, err = coordinator.communicate(timeout=300)
     assert coordinator.returncode == 0, err
     assert_same_as(db, reference)
     assert f"trial {key}: warning: last.pt is damaged" in log + err
@@ -148,9 +169,16 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
     # a corrupt init_from checkpoint whose name is hostile SQL: the trial fails, the database stays whole
     hostile = tmp_path / "o'brien\"; DROP TABLE trials; --.pt"
     hostile.write_bytes(b"not a checkpoint " * 10)
-    write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "epochs": 1}, "timeout": 12,
-                             "description": "'); DELETE FROM sweeps; --",
-                             "grid": [{"lr": [0.1, 0.05]}, {"lr": [0.05], "init_from": [hostile.name]}]})
+    write_sweep(
+        tmp_path,
+        **{
+            **TINY,
+            "params": {**TINY["params"], "epochs": 1},
+            "timeout": 12,
+            "description": "'); DELETE FROM sweeps; --",
+            "grid": [{"lr": [0.1, 0.05]}, {"lr": [0.05], "init_from": [hostile.name]}],
+        },
+    )
     db = tmp_path / "results.db"
     coordinator = start_run(tmp_path, data_dir, "--workers", "2")
     wait_for(db, "SELECT worker_pid FROM trials WHERE json_extract(config, '$.params.lr') = 0.1", coordinator)
@@ -158,14 +186,18 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
     os.kill(pid, signal.SIGSTOP)  # hangs: only the sweep's timeout ends it
     _, err = coordinator.communicate(timeout=300)
     assert coordinator.returncode == 0, err
-    trials = rows(db, "SELECT json_extract(config, '$.params.lr'), json_extract(config, '$.params.init_from'), "
-                      "status, error FROM trials ORDER BY status")
+    trials = rows(
+        db,
+        "SELECT json_extract(config, '$.params.lr'), json_extract(config, '$.params.init_from'), "
+        "status, error FROM trials ORDER BY status",
+    )
     assert [t[2] for t in trials] == ["done", "failed", "timeout"]
     assert trials[0][0] == 0.05 and trials[0][1] == ""
     assert trials[1][1] == str(hostile) and trials[1][3].startswith("UnpicklingError")
     assert trials[2][0] == 0.1 and trials[2][3].startswith("exceeded the sweep's timeout of 12 s during epoch")
-    assert rows(db, "SELECT value FROM trial_params WHERE name = 'init_from' AND value != '\"\"'") == \
-        [(json.dumps(str(hostile)),)]
+    assert rows(db, "SELECT value FROM trial_params WHERE name = 'init_from' AND value != '\"\"'") == [
+        (json.dumps(str(hostile)),)
+    ]
     assert rows(db, "SELECT source FROM sweeps") == [((tmp_path / "sweep.yaml").read_text(),)]
     assert rows(db, "SELECT COUNT(*) FROM sweeps") == [(1,)]
 
@@ -175,14 +207,22 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
 
 def train(run_dir: Path, data_dir: Path, epochs: int) -> tuple[list[dict], list[str]]:
     """Train a tiny trial in ``run_dir``; its epoch metrics (seconds left out) and warnings."""
-    config = {"architecture": "lenet53", "seed": 0, "threads": 1, "select": "val_accuracy",
-              "dataset": {"name": "mnist", "train_size": 200, "val_size": 100},
-              "params": {**training_defaults(), "epochs": epochs, "batch_size": 50, "hidden": 8, "lr": 0.1}}
+    config = {
+        "architecture": "lenet53",
+        "seed": 0,
+        "threads": 1,
+        "select": "val_accuracy",
+        "dataset": {"name": "mnist", "train_size": 200, "val_size": 100},
+        "params": {**training_defaults(), "epochs": epochs, "batch_size": 50, "hidden": 8, "lr": 0.1},
+    }
     events: list[dict] = []
     run_dir.mkdir(exist_ok=True)
     training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append)
-    epochs_ = [{k: v for k, v in e.items() if k not in ("seconds", "replayed", "event")}
-               for e in events if e["event"] == "epoch"]
+    epochs_ = [
+        {k: v for k, v in e.items() if k not in ("seconds", "replayed", "event")}
+        for e in events
+        if e["event"] == "epoch"
+    ]
     return epochs_, [e["message"] for e in events if e["event"] == "warning"]
 
 
@@ -192,8 +232,7 @@ def training_defaults() -> dict:
     return resolved_defaults("lenet53")
 
 
-def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_process_training, tmp_path,
-                                                                             data_dir):
+def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_process_training, tmp_path, data_dir):
     expected, warnings = train(tmp_path / "undisturbed", data_dir, epochs=3)
     assert len(expected) == 3 and warnings == []
     run_dir = tmp_path / "damaged"
@@ -206,8 +245,14 @@ def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_p
 
     # last.pt truncated: resumes from the checkpoint before it
     train(run_dir, data_dir, epochs=2)
-    assert {p.name for p in run_dir.iterdir()} == {"best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256",
-                                                   "last.prev.pt", "last.prev.pt.sha256"}
+    assert {p.name for p in run_dir.iterdir()} == {
+        "best.pt",
+        "best.pt.sha256",
+        "last.pt",
+        "last.pt.sha256",
+        "last.prev.pt",
+        "last.prev.pt.sha256",
+    }
     (run_dir / "last.pt").write_bytes((run_dir / "last.pt").read_bytes()[:100])
     history, warnings = train(run_dir, data_dir, epochs=3)
     assert warnings == ["last.pt is damaged (its SHA-256 does not match last.pt.sha256); trying an earlier checkpoint"]
@@ -220,7 +265,7 @@ def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_p
     # a checksum file lost: treated as damaged
     (run_dir / "last.pt.sha256").unlink()
     assert train(run_dir, data_dir, epochs=3)[1][0].startswith("last.pt.sha256 is missing")
-    with pytest.raises(checkpoints.CorruptCheckpoint, match="best.pt is damaged"):
+    with pytest.raises(checkpoints.CorruptCheckpoint, match=r"best\.pt is damaged"):
         damage("best.pt")
         checkpoints.load_verified(run_dir / "best.pt", "cpu")
 
@@ -237,8 +282,15 @@ def test_an_unwritable_run_folder_is_a_clear_error_before_anything_is_stored(tmp
     sweep = write_sweep(tmp_path, **TINY)
     (tmp_path / "afile").write_text("a file where the run folder should be")
     for artifacts in ("afile", "afile/runs"):
-        code, err = run_in_process("run", str(sweep), "--db", str(tmp_path / "results.db"),
-                                   "--artifacts", str(tmp_path / artifacts), capsys=capsys)
+        code, err = run_in_process(
+            "run",
+            str(sweep),
+            "--db",
+            str(tmp_path / "results.db"),
+            "--artifacts",
+            str(tmp_path / artifacts),
+            capsys=capsys,
+        )
         assert code == 2 and err.count("\n") == 1
         assert err.startswith(f"error: --artifacts {tmp_path / artifacts}: cannot write checkpoints there")
     assert rows(tmp_path / "results.db", "SELECT COUNT(*) FROM sweeps") == [(0,)]
@@ -249,8 +301,10 @@ def full_disk(tmp_path):
     """A 16 KiB tmpfs (root only): the first checkpoint does not fit."""
     mount = tmp_path / "disk"
     mount.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True).returncode
+        != 0
+    ):
         pytest.skip("cannot mount a small tmpfs here (needs root)")
     yield mount
     subprocess.run(["umount", str(mount)], check=True)
@@ -259,10 +313,11 @@ def full_disk(tmp_path):
 @pytest.mark.slow
 def test_a_full_disk_fails_the_trial_with_a_clear_error_and_marks_nothing_done(full_disk, tmp_path, data_dir):
     write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "epochs": 1}, "grid": {"lr": [0.1]}})
-    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--artifacts", str(full_disk), cwd=tmp_path,
-                        data_dir=data_dir)
+    result = gridsearch(
+        "run", str(tmp_path / "sweep.yaml"), "--artifacts", str(full_disk), cwd=tmp_path, data_dir=data_dir
+    )
     assert result.returncode == 1, result.stderr
-    (status, error), = rows(tmp_path / "results.db", "SELECT status, error FROM trials")
+    ((status, error),) = rows(tmp_path / "results.db", "SELECT status, error FROM trials")
     assert status == "failed" and "No space left on device" in error and "\n" not in error
     assert rows(tmp_path / "results.db", "SELECT COUNT(*) FROM evaluations") == [(0,)]
     assert not list(full_disk.rglob("*.tmp")) and not list(full_disk.rglob("*.pt"))
@@ -275,13 +330,22 @@ def digest(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-@pytest.mark.parametrize("make, message", [
-    ("UPDATE meta SET value = '0' WHERE key = 'schema_version'", "schema version 0, but this gridsearch reads version 2"),
-    ("DELETE FROM meta", "schema version 0, but this gridsearch reads version 2"),
-    ("UPDATE meta SET value = 'x.y' WHERE key = 'schema_version'", "schema version x.y, but"),
-    ("UPDATE meta SET value = '3' WHERE key = 'schema_version'", "schema version 3, but this gridsearch reads version 2"),
-    ("DROP TABLE meta", "not a gridsearch database (it has no meta table)"),
-])
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (
+            "UPDATE meta SET value = '0' WHERE key = 'schema_version'",
+            "schema version 0, but this gridsearch reads version 2",
+        ),
+        ("DELETE FROM meta", "schema version 0, but this gridsearch reads version 2"),
+        ("UPDATE meta SET value = 'x.y' WHERE key = 'schema_version'", "schema version x.y, but"),
+        (
+            "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
+            "schema version 3, but this gridsearch reads version 2",
+        ),
+        ("DROP TABLE meta", "not a gridsearch database (it has no meta table)"),
+    ],
+)
 def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsys, make, message):
     db = tmp_path / "results.db"
     from gridsearch.store.storage import Storage
@@ -292,8 +356,13 @@ def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsy
     connection.close()
     before = digest(db)
     sweep = write_sweep(tmp_path, **TINY)
-    for args in (["status"], ["trials", "tiny"], ["query", "SELECT 1"], ["plan", str(sweep)],
-                 ["run", str(sweep), "--artifacts", str(tmp_path / "runs")]):
+    for args in (
+        ["status"],
+        ["trials", "tiny"],
+        ["query", "SELECT 1"],
+        ["plan", str(sweep)],
+        ["run", str(sweep), "--artifacts", str(tmp_path / "runs")],
+    ):
         code, err = run_in_process(*args, "--db", str(db), capsys=capsys)
         assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
     assert digest(db) == before
@@ -314,20 +383,31 @@ def test_a_version_1_database_is_upgraded_in_place_with_its_data_intact(tmp_path
     assert code == 0, err
     assert rows(db, "SELECT value FROM meta") == [("2",)]
     for table, old in before.items():  # every row as it was; new columns come last
-        assert [row[:len(old[0])] for row in rows(db, f"SELECT * FROM {table}")] == old, table
+        assert [row[: len(old[0])] for row in rows(db, f"SELECT * FROM {table}")] == old, table
     assert rows(db, "SELECT search FROM sweeps") == [('{"strategy": "grid"}',)]
     assert rows(db, "SELECT rung FROM sweep_trials") == [(None,), (None,)]
     upgraded = digest(db)
     assert run_in_process("trials", "old", "--db", str(db), capsys=capsys)[0] == 0
     assert digest(db) == upgraded  # upgraded once
     # its sweep runs on it: the same trial keys, all done and tested, so nothing trains
-    (source,), = rows(db, "SELECT source FROM sweeps")
+    ((source,),) = rows(db, "SELECT source FROM sweeps")
     (tmp_path / "sweep.yaml").write_text(source)
-    code, err = run_in_process("run", str(tmp_path / "sweep.yaml"), "--db", str(db), "--data-dir", str(data_dir),
-                               "--artifacts", str(tmp_path / "runs"), "--plain", capsys=capsys)
+    code, err = run_in_process(
+        "run",
+        str(tmp_path / "sweep.yaml"),
+        "--db",
+        str(db),
+        "--data-dir",
+        str(data_dir),
+        "--artifacts",
+        str(tmp_path / "runs"),
+        "--plain",
+        capsys=capsys,
+    )
     assert code == 0 and "started" not in err and "testing" not in err, err
-    assert rows(db, "SELECT key, status, attempts, val_accuracy FROM trials") == \
-        [row[:1] + row[5:6] + row[7:8] + row[10:11] for row in before["trials"]]
+    assert rows(db, "SELECT key, status, attempts, val_accuracy FROM trials") == [
+        row[:1] + row[5:6] + row[7:8] + row[10:11] for row in before["trials"]
+    ]
 
 
 # -- paths and SQL ------------------------------------------------------------------------------------
@@ -340,10 +420,15 @@ def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsy
     outside.write_bytes(b"x")
     (folder / "inside.pt").write_bytes(b"x")
     (folder / "link.pt").symlink_to(outside)
-    cases = {"../outside.pt": "leaves the sweep file's folder", "link.pt": "leaves the sweep file's folder",
-             "trial:../../etc": "'trial:' must be followed by a 16-hex-digit trial key",
-             "best:../x": "'best:' must be followed by a sweep name",
-             str(outside): None, "inside.pt": None, "trial:0123456789abcdef": None}
+    cases = {
+        "../outside.pt": "leaves the sweep file's folder",
+        "link.pt": "leaves the sweep file's folder",
+        "trial:../../etc": "'trial:' must be followed by a 16-hex-digit trial key",
+        "best:../x": "'best:' must be followed by a sweep name",
+        str(outside): None,
+        "inside.pt": None,
+        "trial:0123456789abcdef": None,
+    }
     for value, message in cases.items():
         sweep = write_sweep(folder, **{**TINY, "params": {**TINY["params"], "init_from": value}})
         code, err = run_in_process("plan", str(sweep), "--db", str(tmp_path / "none.db"), capsys=capsys)
@@ -355,14 +440,15 @@ def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsy
 
 
 def test_hostile_values_are_bound_not_formatted(tmp_path):
-    from gridsearch.store.storage import Storage
     from gridsearch.spec.sweep import load_sweep
+    from gridsearch.store.storage import Storage
 
     names = ["x'); DROP TABLE trials; --", 'a"b\\c', "%s %(x)s {0} ?", "😀 ' OR '1'='1"]
     for name in names:
         (tmp_path / name).write_bytes(b"x")
-    sweep = load_sweep(write_sweep(tmp_path, **{**TINY, "description": "'; DELETE FROM sweeps; --",
-                                                "grid": {"init_from": names}}))
+    sweep = load_sweep(
+        write_sweep(tmp_path, **{**TINY, "description": "'; DELETE FROM sweeps; --", "grid": {"init_from": names}})
+    )
     storage = Storage(str(tmp_path / "results.db"))
     storage.save_sweep(sweep, list(sweep.trials()))
     db = tmp_path / "results.db"

@@ -3,6 +3,7 @@
 Every file is either accepted and valid, or refused with exit code 2 and one ``error:`` line; never a
 traceback, never a sweep half-written into the database.
 """
+
 import contextlib
 import io
 import json
@@ -15,20 +16,28 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gridsearch import cli
-from gridsearch.store.storage import Storage
 from gridsearch.spec.sweep import load_sweep
+from gridsearch.store.storage import Storage
 from tests.conftest import gridsearch
 
-BASE = {"name": "fuzz", "architecture": "lenet53", "dataset": {"train_size": 300, "val_size": 200, "test_size": 100},
-        "params": {"epochs": 1, "batch_size": 50, "hidden": 8}, "grid": {"lr": [0.05, 0.1]}, "seeds": [0]}
-BOMB = ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nname: x\ngrid: {lr: *e}\n")
+BASE = {
+    "name": "fuzz",
+    "architecture": "lenet53",
+    "dataset": {"train_size": 300, "val_size": 200, "test_size": 100},
+    "params": {"epochs": 1, "batch_size": 50, "hidden": 8},
+    "grid": {"lr": [0.05, 0.1]},
+    "seeds": [0],
+}
+BOMB = (
+    "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+    "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+    "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nname: x\ngrid: {lr: *e}\n"
+)
 SPECIAL_TEXTS = [
     BOMB,
     yaml.safe_dump({**BASE, "grid": {"lr": [0.001 * i for i in range(1, 101)], "lr_step": list(range(1, 101))}}),
     "name: fuzz\nname: again\narchitecture: lenet53\ngrid: {lr: [0.1]}\n",
-    "name: \"fuzz'; DROP TABLE sweeps; --\"\narchitecture: lenet53\ngrid: {lr: [0.1]}\n",
+    'name: "fuzz\'; DROP TABLE sweeps; --"\narchitecture: lenet53\ngrid: {lr: [0.1]}\n',
     "name: fuzz\narchitecture: lenet53\ngrid: {lr: [.inf, -.inf, .nan]}\n",
     "name: fuzz\narchitecture: lenet53\nparams: {hidden: 1000000000000}\ngrid: {lr: [0.1]}\n",
     "name: fuzz\narchitecture: lenet53\ngrid: {lr: [!!python/object/apply:os.system [echo hacked]]}\n",
@@ -36,16 +45,58 @@ SPECIAL_TEXTS = [
 ]
 
 scalars = st.one_of(
-    st.none(), st.booleans(), st.integers(-2**70, 2**70), st.integers(-3, 1000),
-    st.floats(allow_nan=True, allow_infinity=True), st.sampled_from([0.0, -0.0, 1e308, 5e-324, 0.5]),
-    st.text(max_size=20), st.sampled_from(["'; DROP TABLE trials; --", '" OR 1=1 --', "best:fuzz", "trial:x",
-                                            "../../etc/passwd", "lenet53", "adam", "val_loss", "%s", "\x00"]))
-values = st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
-                                                       st.dictionaries(st.text(max_size=8), inner, max_size=3)),
-                      max_leaves=8)
-KEYS = ["name", "architecture", "dataset", "params", "grid", "seeds", "select", "threads", "timeout",
-        "description", "train_size", "val_size", "test_size", "epochs", "lr", "hidden", "dropout", "momentum",
-        "init_from", "optimizer", "zoom", "nesterov", "bogus"]
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**70), 2**70),
+    st.integers(-3, 1000),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from([0.0, -0.0, 1e308, 5e-324, 0.5]),
+    st.text(max_size=20),
+    st.sampled_from(
+        [
+            "'; DROP TABLE trials; --",
+            '" OR 1=1 --',
+            "best:fuzz",
+            "trial:x",
+            "../../etc/passwd",
+            "lenet53",
+            "adam",
+            "val_loss",
+            "%s",
+            "\x00",
+        ]
+    ),
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=3)),
+    max_leaves=8,
+)
+KEYS = [
+    "name",
+    "architecture",
+    "dataset",
+    "params",
+    "grid",
+    "seeds",
+    "select",
+    "threads",
+    "timeout",
+    "description",
+    "train_size",
+    "val_size",
+    "test_size",
+    "epochs",
+    "lr",
+    "hidden",
+    "dropout",
+    "momentum",
+    "init_from",
+    "optimizer",
+    "zoom",
+    "nesterov",
+    "bogus",
+]
 
 
 @st.composite
@@ -73,11 +124,11 @@ def sweep_texts(draw) -> bytes:
         at = draw(st.integers(0, len(text)))
         text = text[:at] + draw(st.binary(min_size=1, max_size=6)) + text[at:]
     elif mangle == "truncate":
-        text = text[:draw(st.integers(0, len(text)))]
+        text = text[: draw(st.integers(0, len(text)))]
     elif mangle == "duplicate":
         lines = text.splitlines(keepends=True)
         index = draw(st.integers(0, len(lines) - 1))
-        text = b"".join(lines[:index + 1] + [lines[index]] + lines[index + 1:])
+        text = b"".join(lines[: index + 1] + [lines[index]] + lines[index + 1 :])
     elif mangle == "special":
         text = draw(st.sampled_from(SPECIAL_TEXTS)).encode()
     return text
@@ -135,8 +186,12 @@ def test_run_refuses_bad_files_before_touching_the_database(tmp_path, data_dir):
     good.write_text(yaml.safe_dump(BASE))
     Storage(str(db)).save_sweep(load_sweep(good), list(load_sweep(good).trials()))
     before = db.read_bytes()
-    bad = [SPECIAL_TEXTS[0], SPECIAL_TEXTS[2], b"name: fuzz\n\xff\xfe: 1\n", yaml.safe_dump(
-        {**BASE, "grid": {"lr": [0.1, "0.2'); DROP TABLE trials; --"]}})]
+    bad = [
+        SPECIAL_TEXTS[0],
+        SPECIAL_TEXTS[2],
+        b"name: fuzz\n\xff\xfe: 1\n",
+        yaml.safe_dump({**BASE, "grid": {"lr": [0.1, "0.2'); DROP TABLE trials; --"]}}),
+    ]
     files = []
     for index, text in enumerate(bad):
         files.append(tmp_path / f"bad{index}.yaml")

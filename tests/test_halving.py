@@ -1,6 +1,7 @@
 """Successive halving: the pure rung and promotion rules, the sweep file's ``search``, training that stops at
 a budget and goes on later as if never stopped, and whole halving sweeps (real workers, real SQLite),
 killed mid-rung and resumed."""
+
 import json
 import shutil
 from pathlib import Path
@@ -9,10 +10,10 @@ import pytest
 import torch
 
 from gridsearch import cli
-from gridsearch.spec import halving
-from gridsearch.training import loop as training
 from gridsearch.errors import UserError
+from gridsearch.spec import halving
 from gridsearch.spec.sweep import load_sweep
+from gridsearch.training import loop as training
 from tests.conftest import epoch_metrics, gridsearch, rows, write_sweep
 from tests.test_faults import kill_9, start_run, training_defaults, wait_for
 
@@ -53,9 +54,18 @@ def test_best_epoch_looks_only_below_the_budget_and_keeps_the_first_of_equals():
 
 
 def test_promote_keeps_the_best_third_with_ties_to_lower_loss_then_grid_order():
-    standings = [halving.Standing(key, score, loss) for key, score, loss in [
-        ("a", 0.80, 0.50), ("b", 0.90, 0.40), ("c", 0.90, 0.30), ("d", 0.70, 0.20), ("e", 0.90, 0.30),
-        ("f", 0.60, 0.90), ("g", 0.85, 0.45)]]
+    standings = [
+        halving.Standing(key, score, loss)
+        for key, score, loss in [
+            ("a", 0.80, 0.50),
+            ("b", 0.90, 0.40),
+            ("c", 0.90, 0.30),
+            ("d", 0.70, 0.20),
+            ("e", 0.90, 0.30),
+            ("f", 0.60, 0.90),
+            ("g", 0.85, 0.45),
+        ]
+    ]
     assert halving.promote(standings, 3, "val_accuracy") == ["c", "e", "b"]  # ceil(7 / 3) = 3
     assert halving.promote(standings, 2, "val_accuracy") == ["c", "e", "b", "g"]
     by_loss = [halving.Standing(s.key, s.val_loss, s.val_loss) for s in standings]
@@ -64,8 +74,12 @@ def test_promote_keeps_the_best_third_with_ties_to_lower_loss_then_grid_order():
 
 
 def test_failed_trials_are_never_promoted_so_fewer_go_on():
-    standings = [halving.Standing("a", None, None), halving.Standing("b", 0.5, 1.0), halving.Standing("c", None, None),
-                 halving.Standing("d", 0.4, 1.0)]
+    standings = [
+        halving.Standing("a", None, None),
+        halving.Standing("b", 0.5, 1.0),
+        halving.Standing("c", None, None),
+        halving.Standing("d", 0.4, 1.0),
+    ]
     assert halving.promote(standings, 2, "val_accuracy") == ["b", "d"]
     assert halving.promote(standings, 3, "val_accuracy") == ["b", "d"]
     assert halving.promote([halving.Standing("a", None, None)], 3, "val_accuracy") == []
@@ -78,8 +92,14 @@ HALVING = {"strategy": "halving", "factor": 3, "min_epochs": 1}
 
 def test_search_halving_is_parsed_and_leaves_trial_keys_alone(tmp_path):
     grid = load_sweep(write_sweep(tmp_path, "grid.yaml", params={"epochs": 9, "batch_size": 50}))
-    halved = load_sweep(write_sweep(tmp_path, "halving.yaml", params={"epochs": 9, "batch_size": 50},
-                                    search={"strategy": "halving", "min_epochs": 1}))
+    halved = load_sweep(
+        write_sweep(
+            tmp_path,
+            "halving.yaml",
+            params={"epochs": 9, "batch_size": 50},
+            search={"strategy": "halving", "min_epochs": 1},
+        )
+    )
     assert (halved.search.strategy, halved.search.factor, halved.search.min_epochs) == ("halving", 3, 1)
     assert halved.rung_epochs == [1, 3, 9] and grid.rung_epochs is None
     assert [t.key for t in halved.trials()] == [t.key for t in grid.trials()]
@@ -87,16 +107,19 @@ def test_search_halving_is_parsed_and_leaves_trial_keys_alone(tmp_path):
     assert load_sweep(write_sweep(tmp_path, search={"strategy": "grid"})).search_record() == {"strategy": "grid"}
 
 
-@pytest.mark.parametrize("search, message", [
-    ({"strategy": "halving", "factr": 3}, "search.factr: unknown key (did you mean 'factor'?)"),
-    ({"strategy": "halfing"}, "search.strategy: unknown strategy 'halfing' (did you mean 'halving'?)"),
-    ({"strategy": "halving", "factor": 1}, "search.factor: must be >= 2, got 1"),
-    ({"strategy": "halving", "factor": 2.5}, "search.factor: must be int, got float 2.5"),
-    ({"strategy": "halving", "min_epochs": 3}, "search.min_epochs: must be between 1 and epochs (2), got 3"),
-    ({"strategy": "halving", "min_epochs": 0}, "search.min_epochs: must be between 1 and epochs (2), got 0"),
-    ({"strategy": "grid", "factor": 3}, "search.factor: only used by strategy halving"),
-    ("halving", "search: must be a mapping (strategy, factor, min_epochs)"),
-])
+@pytest.mark.parametrize(
+    "search, message",
+    [
+        ({"strategy": "halving", "factr": 3}, "search.factr: unknown key (did you mean 'factor'?)"),
+        ({"strategy": "halfing"}, "search.strategy: unknown strategy 'halfing' (did you mean 'halving'?)"),
+        ({"strategy": "halving", "factor": 1}, "search.factor: must be >= 2, got 1"),
+        ({"strategy": "halving", "factor": 2.5}, "search.factor: must be int, got float 2.5"),
+        ({"strategy": "halving", "min_epochs": 3}, "search.min_epochs: must be between 1 and epochs (2), got 3"),
+        ({"strategy": "halving", "min_epochs": 0}, "search.min_epochs: must be between 1 and epochs (2), got 0"),
+        ({"strategy": "grid", "factor": 3}, "search.factor: only used by strategy halving"),
+        ("halving", "search: must be a mapping (strategy, factor, min_epochs)"),
+    ],
+)
 def test_bad_search_values_are_refused_with_file_line_and_key(tmp_path, search, message):
     path = write_sweep(tmp_path, search=search)
     with pytest.raises(UserError) as error:
@@ -109,8 +132,9 @@ def test_bad_search_values_are_refused_with_file_line_and_key(tmp_path, search, 
 
 def test_halving_refuses_gridded_epochs(tmp_path):
     with pytest.raises(UserError, match=r":\d+: grid.epochs: successive halving needs one 'epochs' for every trial"):
-        load_sweep(write_sweep(tmp_path, search=HALVING, params={"batch_size": 50},
-                               grid={"lr": [0.1], "epochs": [2, 4]}))
+        load_sweep(
+            write_sweep(tmp_path, search=HALVING, params={"batch_size": 50}, grid={"lr": [0.1], "epochs": [2, 4]})
+        )
 
 
 # -- stopping at a budget and going on -----------------------------------------------------------------
@@ -119,10 +143,14 @@ def test_halving_refuses_gridded_epochs(tmp_path):
 def train(run_dir: Path, data_dir: Path, budget: int | None) -> tuple[list[dict], dict]:
     """Train (or go on training) a tiny 4-epoch trial in ``run_dir`` up to ``budget``; the epochs it reported
     (seconds left out) and its summary."""
-    config = {"architecture": "lenet53", "seed": 0, "threads": 1, "select": "val_accuracy",
-              "dataset": {"name": "mnist", "train_size": 200, "val_size": 100},
-              "params": {**training_defaults(), "epochs": 4, "batch_size": 50, "hidden": 8, "lr": 0.1,
-                         "lr_step": 1.0}}
+    config = {
+        "architecture": "lenet53",
+        "seed": 0,
+        "threads": 1,
+        "select": "val_accuracy",
+        "dataset": {"name": "mnist", "train_size": 200, "val_size": 100},
+        "params": {**training_defaults(), "epochs": 4, "batch_size": 50, "hidden": 8, "lr": 0.1, "lr_step": 1.0},
+    }
     events: list[dict] = []
     run_dir.mkdir(exist_ok=True)
     summary = training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append, budget)
@@ -130,8 +158,7 @@ def train(run_dir: Path, data_dir: Path, budget: int | None) -> tuple[list[dict]
     return epochs, summary
 
 
-def test_stopping_at_a_budget_and_going_on_is_bit_identical_to_never_stopping(in_process_training, tmp_path,
-                                                                              data_dir):
+def test_stopping_at_a_budget_and_going_on_is_bit_identical_to_never_stopping(in_process_training, tmp_path, data_dir):
     straight, summary = train(tmp_path / "straight", data_dir, None)
     assert len(straight) == 4 and summary["finished"]
     run_dir = tmp_path / "halved"
@@ -149,23 +176,27 @@ def test_stopping_at_a_budget_and_going_on_is_bit_identical_to_never_stopping(in
 
 # -- whole sweeps --------------------------------------------------------------------------------------
 
-HALVED = {"name": "halved", "params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5},
-          "search": HALVING}
+HALVED = {"name": "halved", "params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5}, "search": HALVING}
 """The small sweep's 4 trials (lr x lr_step, 500 images) by successive halving: rung 0 trains all 4 for
 1 epoch, rung 1 takes the best ceil(4 / 3) = 2 on to 3 epochs."""
-TRIALS = ("SELECT t.key, t.status, m.rung, t.best_epoch, t.epochs_run, t.val_accuracy, t.val_loss FROM trials t "
-          "JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s ON s.id = m.sweep_id AND s.name = 'halved' "
-          "ORDER BY t.key")
-SELECTION = ("SELECT s.selected_trial, e.accuracy, e.errors, e.predictions FROM sweeps s "
-             "JOIN evaluations e ON e.trial_key = s.selected_trial AND e.name = 'test' WHERE s.name = 'halved'")
+TRIALS = (
+    "SELECT t.key, t.status, m.rung, t.best_epoch, t.epochs_run, t.val_accuracy, t.val_loss FROM trials t "
+    "JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s ON s.id = m.sweep_id AND s.name = 'halved' "
+    "ORDER BY t.key"
+)
+SELECTION = (
+    "SELECT s.selected_trial, e.accuracy, e.errors, e.predictions FROM sweeps s "
+    "JOIN evaluations e ON e.trial_key = s.selected_trial AND e.name = 'test' WHERE s.name = 'halved'"
+)
 
 
 @pytest.fixture(scope="module")
 def halved(tmp_path_factory, data_dir) -> tuple[Path, str]:
     """The halving sweep run once, undisturbed: its folder and the run's log."""
     folder = tmp_path_factory.mktemp("halved")
-    result = gridsearch("run", str(write_sweep(folder, **HALVED)), "--workers", "2", cwd=folder, data_dir=data_dir,
-                        check=True)
+    result = gridsearch(
+        "run", str(write_sweep(folder, **HALVED)), "--workers", "2", cwd=folder, data_dir=data_dir, check=True
+    )
     return folder, result.stderr
 
 
@@ -179,16 +210,18 @@ def test_the_best_of_rung_0_go_on_from_their_checkpoints_and_the_rest_stop(halve
     for key, (status, rung, _, epochs_run, *_) in trials.items():
         assert (status, rung, epochs_run) == (("done", 1, 3) if key in promoted else ("stopped", 0, 1))
     # every epoch trained once: 4 trials x 1 epoch, then 2 x 2 more, continuing from epoch 0's checkpoint
-    assert sorted(rows(db, "SELECT trial_key, epoch FROM epochs")) == \
-        sorted([(key, 0) for key in trials] + [(key, epoch) for key in promoted for epoch in (1, 2)])
+    assert sorted(rows(db, "SELECT trial_key, epoch FROM epochs")) == sorted(
+        [(key, 0) for key in trials] + [(key, epoch) for key in promoted for epoch in (1, 2)]
+    )
     assert dict(rows(db, "SELECT key, attempts FROM trials")) == {key: 2 if key in promoted else 1 for key in trials}
     for key in promoted:
         assert f"trial {key} resumed after epoch 0" in log
         assert f"trial {key} epoch 1/1 " in log and f"trial {key} epoch 1/3 " not in log  # epoch 0 not retrained
         assert f"trial {key} epoch 3/3 " in log
     # the selected trial: the best of the last rung, tested once
-    (selected, samples), = rows(db, "SELECT s.selected_trial, e.samples FROM sweeps s JOIN evaluations e "
-                                    "ON e.trial_key = s.selected_trial")
+    ((selected, samples),) = rows(
+        db, "SELECT s.selected_trial, e.samples FROM sweeps s JOIN evaluations e ON e.trial_key = s.selected_trial"
+    )
     assert selected == max(promoted, key=lambda key: (trials[key][4], -trials[key][5])) and samples == 400
     assert json.loads(rows(db, "SELECT search FROM sweeps")[0][0]) == {**HALVING, "rung_epochs": [1, 3]}
 
@@ -215,16 +248,24 @@ def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_
     write_sweep(tmp_path, **HALVED)
     db = tmp_path / "results.db"
     coordinator = start_run(tmp_path, data_dir, "--workers", "2")
-    wait_for(db, "SELECT COUNT(*) FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
-                 "WHERE m.rung = 1 AND t.status = 'running' AND t.epochs_run = 2", coordinator)  # rung 1, mid-trial
+    wait_for(
+        db,
+        "SELECT COUNT(*) FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
+        "WHERE m.rung = 1 AND t.status = 'running' AND t.epochs_run = 2",
+        coordinator,
+    )  # rung 1, mid-trial
     kill_9(coordinator)
     assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'stopped'") == [(2,)]  # rung 0's other two
-    (killed,), = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run = 2 LIMIT 1")
+    ((killed,),) = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run = 2 LIMIT 1")
     rung_0 = {k: v for k, v in epoch_metrics(db).items() if k[1] == 0}
-    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--workers", "2", cwd=tmp_path, data_dir=data_dir,
-                        check=True)
+    result = gridsearch(
+        "run", str(tmp_path / "sweep.yaml"), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True
+    )
     # resumed from its checkpoint (the worker may finish its epoch before it notices the coordinator died)
-    assert f"trial {killed} resumed after epoch 1" in result.stderr or f"trial {killed} resumed after epoch 2" in result.stderr
+    assert (
+        f"trial {killed} resumed after epoch 1" in result.stderr
+        or f"trial {killed} resumed after epoch 2" in result.stderr
+    )
     assert rows(db, TRIALS) == rows(reference, TRIALS)
     assert epoch_metrics(db) == epoch_metrics(reference) and epoch_metrics(db).items() >= rung_0.items()
     assert rows(db, SELECTION) == rows(reference, SELECTION) and len(rows(db, SELECTION)) == 1
@@ -245,6 +286,7 @@ def test_a_grid_sweep_of_the_same_points_resumes_the_stopped_trials(halved, tmp_
     # the halving sweep again: nothing to train, the same decisions (they read only the epochs below each budget)
     again = gridsearch("run", str(folder / "sweep.yaml"), cwd=folder, data_dir=data_dir, check=True)
     assert " started" not in again.stderr
-    assert [row[:3] for row in rows(db, TRIALS)] == [(key, "done", rung) for key, _, rung, *_ in
-                                                     rows(halved[0] / "results.db", TRIALS)]
+    assert [row[:3] for row in rows(db, TRIALS)] == [
+        (key, "done", rung) for key, _, rung, *_ in rows(halved[0] / "results.db", TRIALS)
+    ]
     assert rows(db, SELECTION) == rows(halved[0] / "results.db", SELECTION)

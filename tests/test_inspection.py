@@ -1,4 +1,5 @@
 """``inspect``: figures and tables about MNIST itself, checked against the raw arrays."""
+
 import numpy as np
 import pandas as pd
 from matplotlib import image as mpimg
@@ -12,8 +13,14 @@ def test_inspect_writes_figures_and_tables_that_match_the_data(tmp_path, data_di
     folder = tmp_path / "look"
     assert "inspection written to look/index.html" in result.stdout
     page = (folder / "index.html").read_text()
-    for name in ("inspect_samples.png", "inspect_label_distribution.png", "inspect_mean_images.png",
-                 "inspect_pixel_histogram.png", "inspect_label_distribution.csv", "inspect_pixel_statistics.csv"):
+    for name in (
+        "inspect_samples.png",
+        "inspect_label_distribution.png",
+        "inspect_mean_images.png",
+        "inspect_pixel_histogram.png",
+        "inspect_label_distribution.csv",
+        "inspect_pixel_statistics.csv",
+    ):
         assert f'"{name}"' in page and (folder / name).is_file()
     for png in folder.glob("*.png"):
         assert mpimg.imread(png)[..., :3].std() > 0.02, png.name

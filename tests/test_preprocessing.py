@@ -1,4 +1,5 @@
 """MNIST-style preprocessing of drawings, checked on real MNIST digits; PNG drawings read or refused."""
+
 import io
 import struct
 import zlib
@@ -8,8 +9,8 @@ import pytest
 from PIL import Image
 from scipy import ndimage
 
-from gridsearch.training import data
 from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
+from gridsearch.training import data
 
 
 @pytest.fixture(scope="module")
@@ -70,19 +71,27 @@ def chunk(kind: bytes, payload: bytes) -> bytes:
 
 
 def header_only(width: int, height: int) -> bytes:
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)) \
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
         + chunk(b"IEND", b"")
+    )
 
 
-@pytest.mark.parametrize("content, message", [
-    (b"", "not a PNG"),
-    (png(Image.new("RGB", (280, 280), "white")).replace(b"PNG", b"GIF", 1), "not a PNG"),
-    (png(Image.new("L", (10, 280))), "10x280 pixels; expected 28 to 1024"),
-    (header_only(5000, 5000), "5000x5000 pixels"),  # refused from its header, before decoding
-    (header_only(280, 280), "cannot be read"),
-    (png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (280, 280), dtype=np.uint8)))[:3000],
-     "cannot be read"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (b"", "not a PNG"),
+        (png(Image.new("RGB", (280, 280), "white")).replace(b"PNG", b"GIF", 1), "not a PNG"),
+        (png(Image.new("L", (10, 280))), "10x280 pixels; expected 28 to 1024"),
+        (header_only(5000, 5000), "5000x5000 pixels"),  # refused from its header, before decoding
+        (header_only(280, 280), "cannot be read"),
+        (
+            png(Image.fromarray(np.random.default_rng(0).integers(0, 255, (280, 280), dtype=np.uint8)))[:3000],
+            "cannot be read",
+        ),
+    ],
+)
 def test_bad_pngs_are_refused_with_the_reason(content, message):
     with pytest.raises(BadDrawing, match=message):
         png_ink(content)

@@ -1,4 +1,5 @@
 """The recognizer's occlusion map: it points at the pixels a model uses, for every registered architecture."""
+
 import numpy as np
 import pytest
 import torch
@@ -40,5 +41,5 @@ def test_every_architecture_gets_a_map(name):
     model = architectures.get(name).build().eval()
     result = recognize(model, two_bars())
     assert result.probabilities.shape == (10,) and result.saliency.shape == (28, 28)
-    assert np.isfinite(result.saliency).all() and 0 <= result.saliency.min() and result.saliency.max() <= 1
+    assert np.isfinite(result.saliency).all() and result.saliency.min() >= 0 and result.saliency.max() <= 1
     assert result.saliency.max() > 0  # erasing ink changes the answer of every architecture

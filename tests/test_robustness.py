@@ -1,4 +1,5 @@
 """The robustness suite's transforms and MNIST-style preprocessing (the command is tested in test_report)."""
+
 import os
 from pathlib import Path
 
@@ -55,8 +56,10 @@ def test_mnist_style_fits_a_20_pixel_box_centred_by_mass():
     ys, xs = torch.nonzero(image[0] > 0, as_tuple=True)
     assert ys.max() - ys.min() + 1 == 20 and 6 <= xs.max() - xs.min() + 1 <= 8  # aspect kept
     mass = image[0].float()
-    centre = [(torch.arange(28).float()[:, None] * mass).sum() / mass.sum(),
-              (torch.arange(28).float()[None, :] * mass).sum() / mass.sum()]
+    centre = [
+        (torch.arange(28).float()[:, None] * mass).sum() / mass.sum(),
+        (torch.arange(28).float()[None, :] * mass).sum() / mass.sum(),
+    ]
     assert centre == [pytest.approx(14.0, abs=0.5), pytest.approx(14.0, abs=0.5)]  # where MNIST's are
 
 

@@ -1,4 +1,5 @@
 """bilinear_sample against F.grid_sample: values and gradient with respect to the grid."""
+
 import pytest
 import torch
 import torch.nn.functional as F

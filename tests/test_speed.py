@@ -1,5 +1,6 @@
 """Speed features that must not cost determinism: bf16 autocast and channels_last, parallel workers
 sized to the cores, and trials spread over GPUs."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,17 +18,26 @@ def _train(folder: Path, data_dir: Path, sweep: Path) -> list[dict]:
     config = next(load_sweep(sweep).trials()).config()
     folder.mkdir()
     epochs: list[dict] = []
-    train_trial(config, folder, data_dir, torch.device("cpu"),
-                lambda event: epochs.append(event) if event["event"] == "epoch" else None)
+    train_trial(
+        config,
+        folder,
+        data_dir,
+        torch.device("cpu"),
+        lambda event: epochs.append(event) if event["event"] == "epoch" else None,
+    )
     return [{k: v for k, v in e.items() if k != "seconds"} for e in epochs]
 
 
 def test_bf16_and_channels_last_train_repeatably_and_are_part_of_the_key(in_process_training, tmp_path, data_dir):
-    small = {"dataset": {"train_size": 300, "val_size": 200, "test_size": 100},
-             "params": {"epochs": 2, "batch_size": 50, "hidden": 32}, "grid": {"lr": [0.05]}}
+    small = {
+        "dataset": {"train_size": 300, "val_size": 200, "test_size": 100},
+        "params": {"epochs": 2, "batch_size": 50, "hidden": 32},
+        "grid": {"lr": [0.05]},
+    }
     plain = write_sweep(tmp_path, "plain.yaml", **small)
-    fast = write_sweep(tmp_path, "fast.yaml", **{**small, "params": {**small["params"], "amp": "bf16",
-                                                                       "channels_last": True}})
+    fast = write_sweep(
+        tmp_path, "fast.yaml", **{**small, "params": {**small["params"], "amp": "bf16", "channels_last": True}}
+    )
     plain_trial, fast_trial = (next(load_sweep(path).trials()) for path in (plain, fast))
     assert "amp" not in plain_trial.config()["params"]  # defaults leave existing keys unchanged
     assert fast_trial.config()["params"]["amp"] == "bf16" and fast_trial.key != plain_trial.key
@@ -48,8 +58,12 @@ def test_bad_speed_params_are_refused(tmp_path):
 def test_workers_beyond_the_cores_get_a_warning(tmp_path, data_dir):
     assert oversubscription(2, 1, 2) is None
     assert "4 threads on 2 cores" in oversubscription(2, 2, 2)
-    sweep = write_sweep(tmp_path, dataset={"train_size": 100, "val_size": 100, "test_size": 100},
-                        params={"epochs": 1, "batch_size": 50, "hidden": 8}, grid={"lr": [0.05]})
+    sweep = write_sweep(
+        tmp_path,
+        dataset={"train_size": 100, "val_size": 100, "test_size": 100},
+        params={"epochs": 1, "batch_size": 50, "hidden": 8},
+        grid={"lr": [0.05]},
+    )
     result = gridsearch("run", str(sweep), "--workers", "512", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "warning: 512 workers x 1 thread(s) per trial" in result.stderr
@@ -67,8 +81,21 @@ def test_trials_spread_evenly_over_gpus():
 def test_packed_gpu_trials_match_one_at_a_time(tmp_path, data_dir):
     sweep = write_sweep(tmp_path, params={"epochs": 2, "batch_size": 50, "hidden": 32, "amp": "bf16"})
     for db, slots in (("one.db", "1"), ("packed.db", "4")):
-        gridsearch("run", str(sweep), "--device", "cuda", "--slots-per-gpu", slots, "--db", str(tmp_path / db),
-                   "--artifacts", str(tmp_path / db.replace(".db", "")), cwd=tmp_path, data_dir=data_dir, check=True)
+        gridsearch(
+            "run",
+            str(sweep),
+            "--device",
+            "cuda",
+            "--slots-per-gpu",
+            slots,
+            "--db",
+            str(tmp_path / db),
+            "--artifacts",
+            str(tmp_path / db.replace(".db", "")),
+            cwd=tmp_path,
+            data_dir=data_dir,
+            check=True,
+        )
     query = "SELECT trial_key, epoch, train_loss, val_accuracy FROM epochs ORDER BY 1, 2"
     assert rows(tmp_path / "one.db", query) == rows(tmp_path / "packed.db", query)
     assert {device for (device,) in rows(tmp_path / "packed.db", "SELECT device FROM trials")} == {"cuda:0"}

@@ -1,4 +1,5 @@
 """Sweep files: expansion, stable trial keys and validation (no training here)."""
+
 from pathlib import Path
 
 import pytest
@@ -34,16 +35,25 @@ def test_key_is_a_hash_of_the_resolved_config(tmp_path):
 def test_same_point_in_two_files_is_the_same_trial(tmp_path):
     a = write_sweep(tmp_path, "a.yaml")
     # Another name, explicit defaults, keys reordered, ints written as floats: same resolved configs.
-    b = write_sweep(tmp_path, "b.yaml", name="other", params={"hidden": 32, "epochs": 2, "patience": 5,
-                    "batch_size": 50, "momentum": 0.9, "dropout": 0.25},
-                    grid={"lr_step": [3.0, 1], "lr": [0.08, 0.02]})
+    b = write_sweep(
+        tmp_path,
+        "b.yaml",
+        name="other",
+        params={"hidden": 32, "epochs": 2, "patience": 5, "batch_size": 50, "momentum": 0.9, "dropout": 0.25},
+        grid={"lr_step": [3.0, 1], "lr": [0.08, 0.02]},
+    )
     assert sorted(keys(a)) == sorted(keys(b))
 
 
 def test_changing_a_fixed_param_changes_every_key(tmp_path):
     a = keys(write_sweep(tmp_path, "a.yaml"))
-    b = keys(write_sweep(tmp_path, "b.yaml", params={**yaml.safe_load(write_sweep(tmp_path).read_text())["params"],
-                                                      "weight_decay": 0.001}))
+    b = keys(
+        write_sweep(
+            tmp_path,
+            "b.yaml",
+            params={**yaml.safe_load(write_sweep(tmp_path).read_text())["params"], "weight_decay": 0.001},
+        )
+    )
     assert not set(a) & set(b)
 
 
@@ -54,9 +64,13 @@ def test_adding_grid_values_keeps_the_old_keys(tmp_path):
 
 
 def test_list_of_dicts_grid_and_seeds(tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path, grid=[{"lr": [0.01], "optimizer": ["adam"]},
-                                                   {"lr": [0.05, 0.1], "momentum": [0.5, 0.9]}],
-                                   seeds=[0, 1]))
+    sweep = load_sweep(
+        write_sweep(
+            tmp_path,
+            grid=[{"lr": [0.01], "optimizer": ["adam"]}, {"lr": [0.05, 0.1], "momentum": [0.5, 0.9]}],
+            seeds=[0, 1],
+        )
+    )
     trials = list(sweep.trials())
     assert len(trials) == (1 + 4) * 2
     assert {t.seed for t in trials} == {0, 1}
@@ -67,18 +81,24 @@ BAD_INPUTS = [
     ("name: [unclosed", "malformed YAML"),
     ("- just\n- a list\n", "must be a mapping"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nextra: 1\n", "extra: unknown key"),
-    ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {optimiser: sgd}\n",
-     "params.optimiser: unknown parameter for architecture 'lenet53' (did you mean 'optimizer'?)"),
+    (
+        "name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {optimiser: sgd}\n",
+        "params.optimiser: unknown parameter for architecture 'lenet53' (did you mean 'optimizer'?)",
+    ),
     ("name: x\narchitecture: lenet54\ngrid: {lr: [0.1]}\n", "unknown architecture 'lenet54'"),
-    ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {optimizer: rmsprop}\n",
-     "params.optimizer: must be one of sgd, adam"),
+    (
+        "name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {optimizer: rmsprop}\n",
+        "params.optimizer: must be one of sgd, adam",
+    ),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nselect: test_accuracy\n", "unknown metric"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {epochs: -3}\n", "params.epochs: must be > 0"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1, 0]}\n", "grid.lr[1]: must be > 0"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {epochs: ten}\n", "params.epochs: must be int"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [.nan]}\n", "must be a finite number"),
-    ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\ndataset: {train_size: 55000, val_size: 10000}\n",
-     "train_size + val_size = 65000"),
+    (
+        "name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\ndataset: {train_size: 55000, val_size: 10000}\n",
+        "train_size + val_size = 65000",
+    ),
     ("name: x\narchitecture: lenet53\ngrid: {}\n", "the grid is empty"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: []}\n", "the grid is empty"),
     ("name: x\narchitecture: lenet53\ngrid: []\n", "the grid is empty"),
@@ -87,12 +107,14 @@ BAD_INPUTS = [
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1], lr: [0.2]}\n", "grid.lr: duplicate key"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {dropout: 1.5}\n", "cannot be built"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {hidden: 64.5}\n", "params.hidden: must be int"),
-    ("name: \"x'; DROP TABLE trials; --\"\narchitecture: lenet53\ngrid: {lr: [0.1]}\n", "name: must be 1-100"),
+    ('name: "x\'; DROP TABLE trials; --"\narchitecture: lenet53\ngrid: {lr: [0.1]}\n', "name: must be 1-100"),
     ("architecture: lenet53\ngrid: {lr: [0.1]}\n", "missing required key 'name'"),
-    ("a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
-     "alias bomb"),
+    (
+        "a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+        "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+        "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: [*e, *e, *e, *e, *e, *e, *e, *e, *e, *e]\n",
+        "alias bomb",
+    ),
 ]
 
 

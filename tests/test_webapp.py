@@ -3,6 +3,7 @@
 A LeNet-5-3 trained here on real MNIST backs the recognizer; a second small sweep runs while the
 dashboard is open.
 """
+
 import base64
 import io
 import json
@@ -24,8 +25,15 @@ from gridsearch.training import data
 from tests.conftest import ROOT, gridsearch, rows, write_sweep
 
 CHROMIUM = Path(os.environ.get("GRIDSEARCH_CHROMIUM", "/usr/bin/chromium"))
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 SEVEN = [[(70, 60), (215, 60), (125, 245)]]  # top bar, then the diagonal, in one stroke (pad pixels)
 ONE = [[(140, 40), (140, 245)]]
 LIVE_TRIALS = 3
@@ -35,10 +43,15 @@ LIVE_TRIALS = 3
 def study(tmp_path_factory, data_dir):
     """A database with a LeNet-5-3 trained on 2,000 MNIST digits for 2 epochs (tested on 500)."""
     folder = tmp_path_factory.mktemp("webapp")
-    sweep = write_sweep(folder, "digits.yaml", name="digits",
-                        dataset={"train_size": 2000, "val_size": 500, "test_size": 500},
-                        params={"epochs": 2, "batch_size": 50, "lr": 0.05, "lr_step": 3, "patience": 5},
-                        grid={"hidden": [64]}, threads=2)
+    sweep = write_sweep(
+        folder,
+        "digits.yaml",
+        name="digits",
+        dataset={"train_size": 2000, "val_size": 500, "test_size": 500},
+        params={"epochs": 2, "batch_size": 50, "lr": 0.05, "lr_step": 3, "patience": 5},
+        grid={"hidden": [64]},
+        threads=2,
+    )
     gridsearch("run", str(sweep), cwd=folder, data_dir=data_dir, check=True)
     return folder
 
@@ -47,9 +60,14 @@ def study(tmp_path_factory, data_dir):
 def server(study):
     """``python -m gridsearch serve --port 0`` on the study's database; yields its base URL."""
     log = (study / "serve.log").open("w")
-    process = subprocess.Popen([sys.executable, "-m", "gridsearch", "serve", "--port", "0"], cwd=study,
-                               env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-                               stderr=log, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gridsearch", "serve", "--port", "0"],
+        cwd=study,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
     line = process.stdout.readline()
     match = re.search(r"http://127\.0\.0\.1:\d+", line)
     if not match:
@@ -65,19 +83,36 @@ class LiveRun:
     """A 3-trial sweep over two params run as a real subprocess on the study's database, on demand."""
 
     def __init__(self, folder: Path, data_dir: Path):
-        self.sweep = write_sweep(folder, "live.yaml", name="live",
-                                 grid=[{"lr": [0.02, 0.08], "lr_step": [1]}, {"lr": [0.02], "lr_step": [3]}],
-                                 params={"epochs": 2, "batch_size": 50, "hidden": 16},
-                                 dataset={"train_size": 1500, "val_size": 200, "test_size": 200})
+        self.sweep = write_sweep(
+            folder,
+            "live.yaml",
+            name="live",
+            grid=[{"lr": [0.02, 0.08], "lr_step": [1]}, {"lr": [0.02], "lr_step": [3]}],
+            params={"epochs": 2, "batch_size": 50, "hidden": 16},
+            dataset={"train_size": 1500, "val_size": 200, "test_size": 200},
+        )
         # each trial lasts a few seconds (workers start in ~0.1 s), longer than the page's 2 s poll
         self.folder, self.data_dir, self.process = folder, data_dir, None
 
     def start(self) -> None:
         if self.process is None:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "gridsearch", "run", str(self.sweep), "--plain", "--data-dir",
-                 str(self.data_dir)], cwd=self.folder, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                [
+                    sys.executable,
+                    "-m",
+                    "gridsearch",
+                    "run",
+                    str(self.sweep),
+                    "--plain",
+                    "--data-dir",
+                    str(self.data_dir),
+                ],
+                cwd=self.folder,
+                env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
 
     def finish(self) -> int:
         """Start the run if needed and wait for it; its exit status."""
@@ -112,8 +147,12 @@ def browser(tmp_path_factory):
         pytest.skip(reason)
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            tmp_path_factory.mktemp("chromium-profile"), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport={"width": 1280, "height": 900})
+            tmp_path_factory.mktemp("chromium-profile"),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
         yield context
         context.close()
 
@@ -130,8 +169,10 @@ def page(browser):
 
 def strict_json(text: bytes) -> dict:
     """JSON as browsers read it: NaN and Infinity (which Python would accept) are errors."""
+
     def refuse(constant: str) -> None:
         raise AssertionError(f"{constant} in the JSON answer: browsers cannot parse it")
+
     return json.loads(text, parse_constant=refuse)
 
 
@@ -158,11 +199,13 @@ def predict(server: str, **fields) -> tuple[int, dict]:
 
 # -- the command ------------------------------------------------------------------------------
 
+
 def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path):
     result = gridsearch("serve", "--db", "nothing.db", cwd=tmp_path)
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip().splitlines() == [f"error: --db {tmp_path / 'nothing.db'}: no such database "
-                                                  "(run a sweep first)"]
+    assert result.stderr.strip().splitlines() == [
+        f"error: --db {tmp_path / 'nothing.db'}: no such database (run a sweep first)"
+    ]
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
@@ -174,19 +217,23 @@ def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path):
 
 # -- the JSON API -----------------------------------------------------------------------------
 
+
 def test_api_lists_sweeps_trials_and_models_as_the_database_has_them(server, study):
     db = study / "results.db"
     status, body = request(server + "/api/sweeps")
     assert status == 200
     digits = next(s for s in body["sweeps"] if s["name"] == "digits")
-    [(key, val_accuracy)] = rows(db, "SELECT t.key, t.val_accuracy FROM trials t JOIN sweeps s "
-                                     "ON s.selected_trial = t.key WHERE s.name = 'digits'")
+    [(key, val_accuracy)] = rows(
+        db,
+        "SELECT t.key, t.val_accuracy FROM trials t JOIN sweeps s ON s.selected_trial = t.key WHERE s.name = 'digits'",
+    )
     assert digits | {"done": 1, "pending": 0, "trials": 1, "progress": 1.0, "selected_trial": key} == digits
     assert digits["best"] == pytest.approx(val_accuracy)
 
     status, body = request(server + "/api/sweeps/digits/trials")
-    [(accuracy, errors, samples)] = rows(db, "SELECT accuracy, errors, samples FROM evaluations "
-                                             "WHERE trial_key = ? AND name = 'test'", key)
+    [(accuracy, errors, samples)] = rows(
+        db, "SELECT accuracy, errors, samples FROM evaluations WHERE trial_key = ? AND name = 'test'", key
+    )
     assert status == 200 and [t["key"] for t in body["trials"]] == [key]
     assert body["trials"][0]["params"] == {"hidden": 64} and body["trials"][0]["epochs_run"] == 2
     assert body["test"]["accuracy"] == pytest.approx(accuracy) and body["test"]["errors"] == errors
@@ -225,8 +272,11 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(server):
         (json.dumps({}).encode(), 400, "PNG data URL"),
         (json.dumps({"image": "data:image/jpeg;base64,AAAA"}).encode(), 400, "PNG data URL"),
         (json.dumps({"image": "data:image/png;base64,%%%"}).encode(), 400, "not valid base64"),
-        (json.dumps({"image": "data:image/png;base64," + base64.b64encode(b"GIF89a...").decode()}).encode(),
-         400, "not a PNG"),
+        (
+            json.dumps({"image": "data:image/png;base64," + base64.b64encode(b"GIF89a...").decode()}).encode(),
+            400,
+            "not a PNG",
+        ),
         (json.dumps({"image": data_url(blank((20, 280)))}).encode(), 400, "20x280 pixels"),
         (json.dumps({"image": data_url(blank((2000, 2000)))}).encode(), 400, "2000x2000 pixels"),
         (json.dumps({"image": data_url(blank())}).encode(), 400, "empty"),
@@ -239,13 +289,15 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(server):
         status, answer = request(server + "/api/predict", body)
         assert (status, list(answer)) == (expected, ["error"]), (body[:80], answer)
         assert message in answer["error"] and "\n" not in answer["error"] and "Traceback" not in answer["error"]
-    gets = [("/api/sweeps/nope/trials", 404, "no sweep named 'nope'"),
-            ("/api/nothing", 404, "Not Found"),
-            ("/sweeps/digits/heatmap.png", 404, "fewer than two gridded params"),
-            ("/sweeps/digits/curves.png", 400, "1 to 10 trial keys"),
-            ("/sweeps/digits/curves.png?trials=../../runs", 404, "no trial '../../runs'"),
-            ("/assets/..%2F..%2Fcli.py", 404, "Not Found"),
-            ("/assets/webapp.py", 404, "no asset 'webapp.py'")]
+    gets = [
+        ("/api/sweeps/nope/trials", 404, "no sweep named 'nope'"),
+        ("/api/nothing", 404, "Not Found"),
+        ("/sweeps/digits/heatmap.png", 404, "fewer than two gridded params"),
+        ("/sweeps/digits/curves.png", 400, "1 to 10 trial keys"),
+        ("/sweeps/digits/curves.png?trials=../../runs", 404, "no trial '../../runs'"),
+        ("/assets/..%2F..%2Fcli.py", 404, "Not Found"),
+        ("/assets/webapp.py", 404, "no asset 'webapp.py'"),
+    ]
     for path, expected, message in gets:
         status, answer = request(server + path)
         assert status == expected and message in answer["error"], (path, answer)
@@ -254,6 +306,7 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(server):
 
 
 # -- in the browser (``browser`` first: without Chromium they skip before anything is trained) ----
+
 
 def test_dashboard_counts_advance_while_a_sweep_runs(browser, page, server, live_run):
     page.goto(server + "/")
@@ -280,9 +333,15 @@ def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(browser,
     page.goto(server + "/sweeps/live")
     page.wait_for_selector("#trials tbody tr")
     keys = page.locator("#trials tbody tr").evaluate_all("rows => rows.map(row => row.dataset.key)")
-    expected = [key for key, in rows(study / "results.db", """
+    expected = [
+        key
+        for (key,) in rows(
+            study / "results.db",
+            """
         SELECT t.key FROM trials t JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s ON s.id = m.sweep_id
-        WHERE s.name = 'live' ORDER BY t.val_accuracy DESC, m.position""")]
+        WHERE s.name = 'live' ORDER BY t.val_accuracy DESC, m.position""",
+        )
+    ]
     assert keys == expected and len(keys) == LIVE_TRIALS
     page.click("#trials th:text-is('val loss')")
     losses = [float(text) for text in page.locator("#trials tbody td:nth-child(10)").all_inner_texts()]
@@ -290,8 +349,10 @@ def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(browser,
     page.wait_for_function("""['curves', 'heatmap', 'confusion'].every(id => {
         const image = document.getElementById(id);
         return !image.hidden && image.complete && image.naturalWidth > 100; })""")
-    [(accuracy,)] = rows(study / "results.db", "SELECT e.accuracy FROM evaluations e JOIN sweeps s "
-                                               "ON s.selected_trial = e.trial_key WHERE s.name = 'live'")
+    [(accuracy,)] = rows(
+        study / "results.db",
+        "SELECT e.accuracy FROM evaluations e JOIN sweeps s ON s.selected_trial = e.trial_key WHERE s.name = 'live'",
+    )
     assert f"Test accuracy {accuracy:.2%}" in page.inner_text("#test")
     page.screenshot(path=str(study / "sweep.png"), full_page=True)
 
@@ -307,9 +368,12 @@ def draw(page, strokes: list[list[tuple[int, int]]]) -> str:
         for x, y in rest:
             page.mouse.move(box["x"] + x, box["y"] + y, steps=12)
         page.mouse.up()
-    page.wait_for_function("""asked => { const digit = document.getElementById('digit');
+    page.wait_for_function(
+        """asked => { const digit = document.getElementById('digit');
         return +digit.dataset.asked >= asked && digit.dataset.asked === digit.dataset.answered; }""",
-                           arg=asked + len(strokes), timeout=60_000)
+        arg=asked + len(strokes),
+        timeout=60_000,
+    )
     return page.inner_text("#digit")
 
 

@@ -3,6 +3,7 @@
 The study's split of MNIST: train = the first 50,000 official training images, val = the last 10,000,
 test = the 10,000 official test images.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from gridsearch.training import data
 from gridsearch.analysis import plots
 from gridsearch.analysis.webpage import Folder, figure, note, table
+from gridsearch.training import data
 
 STUDY_TRAIN, STUDY_VAL = 50000, 10000
 SAMPLE_SEED = 0
@@ -36,8 +37,9 @@ def label_distribution(splits: dict[str, data.Split]) -> pd.DataFrame:
 
 def pixel_counts(splits: dict[str, data.Split]) -> pd.DataFrame:
     """How many pixels of each value 0-255 each split has (index: value, one column per split)."""
-    return pd.DataFrame({name: np.bincount(split.images.numpy().ravel(), minlength=256)
-                         for name, split in splits.items()}).rename_axis("value")
+    return pd.DataFrame(
+        {name: np.bincount(split.images.numpy().ravel(), minlength=256) for name, split in splits.items()}
+    ).rename_axis("value")
 
 
 def pixel_statistics(splits: dict[str, data.Split], counts: pd.DataFrame) -> pd.DataFrame:
@@ -48,10 +50,17 @@ def pixel_statistics(splits: dict[str, data.Split], counts: pd.DataFrame) -> pd.
     for name, split in splits.items():
         share = counts[name].to_numpy() / counts[name].sum()
         mean = float(share @ values)
-        records.append({"split": name, "images": len(split), "mean": mean,
-                        "std": float(np.sqrt(share @ (values - mean) ** 2)), "black_fraction": float(share[0]),
-                        "full_fraction": float(share[255]),
-                        "ink_pixels_per_image": float((1 - share[0]) * split.images[0].numel())})
+        records.append(
+            {
+                "split": name,
+                "images": len(split),
+                "mean": mean,
+                "std": float(np.sqrt(share @ (values - mean) ** 2)),
+                "black_fraction": float(share[0]),
+                "full_fraction": float(share[255]),
+                "ink_pixels_per_image": float((1 - share[0]) * split.images[0].numel()),
+            }
+        )
     return pd.DataFrame.from_records(records)
 
 
@@ -65,8 +74,9 @@ def class_samples(split: data.Split, per_class: int = SAMPLES_PER_CLASS, seed: i
     """Indices of ``per_class`` random images of each digit (seeded), digit by digit."""
     generator = np.random.default_rng(seed)
     labels = split.labels.numpy()
-    return np.concatenate([generator.choice(np.flatnonzero(labels == digit), per_class, replace=False)
-                           for digit in range(10)])
+    return np.concatenate(
+        [generator.choice(np.flatnonzero(labels == digit), per_class, replace=False) for digit in range(10)]
+    )
 
 
 def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -> str:
@@ -74,33 +84,48 @@ def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -
     splits = study_splits(data_dir)
     train = splits["train"]
     picks = class_samples(train)
-    samples = folder.png(plots.image_grid(train.images.numpy()[picks, 0],
-                                          [f"#{i}" for i in picks], [False] * len(picks),
-                                          f"{SAMPLES_PER_CLASS} random training images of each digit "
-                                          f"(rows 0-9, seed {SAMPLE_SEED}; caption: index)",
-                                          columns=SAMPLES_PER_CLASS), "inspect_samples")
+    samples = folder.png(
+        plots.image_grid(
+            train.images.numpy()[picks, 0],
+            [f"#{i}" for i in picks],
+            [False] * len(picks),
+            f"{SAMPLES_PER_CLASS} random training images of each digit (rows 0-9, seed {SAMPLE_SEED}; caption: index)",
+            columns=SAMPLES_PER_CLASS,
+        ),
+        "inspect_samples",
+    )
     labels = label_distribution(splits)
     labels_csv = folder.csv(labels, "inspect_label_distribution")
     shares = labels.set_index("digit")[[f"{name}_fraction" for name in splits]]
     shares.columns = list(splits)
-    distribution = folder.png(plots.bars(shares, "Label distribution per split", "share of the split"),
-                              "inspect_label_distribution")
-    means = folder.png(plots.digit_row(mean_images(train), "Mean training image of each digit"),
-                       "inspect_mean_images")
+    distribution = folder.png(
+        plots.bars(shares, "Label distribution per split", "share of the split"), "inspect_label_distribution"
+    )
+    means = folder.png(plots.digit_row(mean_images(train), "Mean training image of each digit"), "inspect_mean_images")
     counts = pixel_counts(splits)
     statistics = pixel_statistics(splits, counts)
     statistics_csv = folder.csv(statistics, "inspect_pixel_statistics")
-    histogram = folder.png(plots.histogram(counts, "Pixel intensities", "pixel value (0-255)"),
-                           "inspect_pixel_histogram")
-    ratios = {"mean": "{:.2f}", "std": "{:.2f}", "black_fraction": "{:.2%}", "full_fraction": "{:.2%}",
-              "ink_pixels_per_image": "{:.1f}"}
-    return "\n".join([
-        note(f"{dataset.upper()} as the study splits it: train = the first {STUDY_TRAIN:,} official training "
-             f"images, val = the last {STUDY_VAL:,}, test = the {len(splits['test']):,} official test images."),
-        figure(samples, "Random training images, one row per digit."),
-        table(labels, labels_csv, {f"{name}_fraction": "{:.2%}".format for name in splits}),
-        figure(distribution, "Share of each digit in train, val and test."),
-        figure(means, "Mean image of each digit over the training split."),
-        table(statistics, statistics_csv, {column: fmt.format for column, fmt in ratios.items()}),
-        figure(histogram, "Pixel intensity distribution per split (log scale: most pixels are black)."),
-    ])
+    histogram = folder.png(
+        plots.histogram(counts, "Pixel intensities", "pixel value (0-255)"), "inspect_pixel_histogram"
+    )
+    ratios = {
+        "mean": "{:.2f}",
+        "std": "{:.2f}",
+        "black_fraction": "{:.2%}",
+        "full_fraction": "{:.2%}",
+        "ink_pixels_per_image": "{:.1f}",
+    }
+    return "\n".join(
+        [
+            note(
+                f"{dataset.upper()} as the study splits it: train = the first {STUDY_TRAIN:,} official training "
+                f"images, val = the last {STUDY_VAL:,}, test = the {len(splits['test']):,} official test images."
+            ),
+            figure(samples, "Random training images, one row per digit."),
+            table(labels, labels_csv, {f"{name}_fraction": "{:.2%}".format for name in splits}),
+            figure(distribution, "Share of each digit in train, val and test."),
+            figure(means, "Mean image of each digit over the training split."),
+            table(statistics, statistics_csv, {column: fmt.format for column, fmt in ratios.items()}),
+            figure(histogram, "Pixel intensity distribution per split (log scale: most pixels are black)."),
+        ]
+    )

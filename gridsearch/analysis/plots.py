@@ -1,14 +1,15 @@
 """The report's figures: each function takes plain data and returns a matplotlib Figure (Agg backend)."""
+
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
 
 
 def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
@@ -23,8 +24,15 @@ def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
     middle = np.nanmean(values)
     for (row, column), value in np.ndenumerate(values):
         if np.isfinite(value):
-            axes.text(column, row, f"{value:.2%}", ha="center", va="center", fontsize=8,
-                      color="black" if value > middle else "white")
+            axes.text(
+                column,
+                row,
+                f"{value:.2%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="black" if value > middle else "white",
+            )
     figure.colorbar(image, ax=axes, label=label, format=matplotlib.ticker.PercentFormatter(1.0, decimals=1))
     axes.set_title(title)
     return figure
@@ -73,14 +81,23 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
     return figure
 
 
-def rung_curves(curves: Sequence[tuple[int, pd.DataFrame]], budgets: Sequence[int], metric: str,
-                title: str) -> plt.Figure:
+def rung_curves(
+    curves: Sequence[tuple[int, pd.DataFrame]], budgets: Sequence[int], metric: str, title: str
+) -> plt.Figure:
     """``metric`` per epoch of each (rung reached, epochs) curve, one colour per rung, with a dotted line
     at each rung's epoch budget."""
     figure, axes = plt.subplots(figsize=(8, 3.8))
     for rung, epochs in sorted(curves, key=lambda curve: curve[0]):
-        axes.plot(epochs["epoch"], epochs[metric], "-o", color=f"C{rung}", alpha=0.8, linewidth=1, markersize=3,
-                  label=f"reached rung {rung}")
+        axes.plot(
+            epochs["epoch"],
+            epochs[metric],
+            "-o",
+            color=f"C{rung}",
+            alpha=0.8,
+            linewidth=1,
+            markersize=3,
+            label=f"reached rung {rung}",
+        )
     for budget in budgets[:-1]:
         axes.axvline(budget - 0.5, color="grey", linestyle=":")
     handles, labels = axes.get_legend_handles_labels()
@@ -106,8 +123,15 @@ def confusion_matrix(matrix: np.ndarray, title: str) -> plt.Figure:
     figure, axes = plt.subplots(figsize=(5.2, 4.6))
     image = axes.imshow(off, cmap="Reds")
     for (row, column), value in np.ndenumerate(matrix):
-        axes.text(column, row, str(value), ha="center", va="center", fontsize=7,
-                  color="#1a5e1a" if row == column else ("white" if value > off.max() / 2 else "black"))
+        axes.text(
+            column,
+            row,
+            str(value),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="#1a5e1a" if row == column else ("white" if value > off.max() / 2 else "black"),
+        )
     axes.set_xticks(range(10))
     axes.set_yticks(range(10))
     axes.set_xlabel("predicted digit")
@@ -117,8 +141,9 @@ def confusion_matrix(matrix: np.ndarray, title: str) -> plt.Figure:
     return figure
 
 
-def image_grid(images: np.ndarray, captions: Sequence[str], wrong: Sequence[bool], title: str,
-               columns: int = 10) -> plt.Figure:
+def image_grid(
+    images: np.ndarray, captions: Sequence[str], wrong: Sequence[bool], title: str, columns: int = 10
+) -> plt.Figure:
     """Grey 28x28 uint8 images tiled in one mosaic with a caption above each; ``wrong`` captions in red."""
     size, gap = images.shape[-1], 11
     rows = max(1, -(-len(images) // columns))
@@ -127,9 +152,16 @@ def image_grid(images: np.ndarray, captions: Sequence[str], wrong: Sequence[bool
     figure, axes = plt.subplots(figsize=(0.95 * columns, 1.2 * rows + 0.5))
     for index, image in enumerate(images):
         top, left = (index // columns) * cell_h + gap, (index % columns) * cell_w + 2
-        mosaic[top:top + size, left:left + size] = image
-        axes.text(left + size / 2, top - 1.5, captions[index], ha="center", va="bottom", fontsize=7,
-                  color="#c00000" if wrong[index] else "black")
+        mosaic[top : top + size, left : left + size] = image
+        axes.text(
+            left + size / 2,
+            top - 1.5,
+            captions[index],
+            ha="center",
+            va="bottom",
+            fontsize=7,
+            color="#c00000" if wrong[index] else "black",
+        )
     axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     axes.axis("off")
     axes.set_title(title, fontsize=10)
@@ -139,12 +171,15 @@ def image_grid(images: np.ndarray, captions: Sequence[str], wrong: Sequence[bool
 def scatter_cost(table: pd.DataFrame) -> plt.Figure:
     """Test accuracy against parameter count and against training seconds, one labelled point per model."""
     figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for axis, column, label in ((axes[0], "parameter_count", "parameters"),
-                                (axes[1], "train_seconds", "training time of the best trial (s)")):
+    for axis, column, label in (
+        (axes[0], "parameter_count", "parameters"),
+        (axes[1], "train_seconds", "training time of the best trial (s)"),
+    ):
         axis.scatter(table[column], table["test_accuracy"], s=40, c=[f"C{i}" for i in range(len(table))])
         for _, row in table.iterrows():
-            axis.annotate(row["sweep"], (row[column], row["test_accuracy"]), fontsize=8,
-                          xytext=(4, 4), textcoords="offset points")
+            axis.annotate(
+                row["sweep"], (row[column], row["test_accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
+            )
         values = table[column].astype(float)
         logarithmic = values.min() > 0 and values.max() / values.min() > 20
         if logarithmic:
@@ -152,8 +187,11 @@ def scatter_cost(table: pd.DataFrame) -> plt.Figure:
             axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         else:
             axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
-        axis.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep="") if column == "parameter_count"
-                                       else matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+        axis.xaxis.set_major_formatter(
+            matplotlib.ticker.EngFormatter(sep="")
+            if column == "parameter_count"
+            else matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
+        )
         axis.margins(x=0.2, y=0.2)
         axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # no accuracy above 100%
         axis.set_xlabel(label + (" (log scale)" if logarithmic else ""))

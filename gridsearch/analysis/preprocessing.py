@@ -8,6 +8,7 @@ so as to position this point at the center of the 28x28 field" (MNIST's centres 
 (14.0, 14.0) +- 0.3 pixels in array coordinates: whole-pixel translations to pixel (14, 14), half a
 pixel below and right of the frame's middle).
 """
+
 from __future__ import annotations
 
 import io
@@ -40,8 +41,7 @@ def png_ink(png: bytes) -> np.ndarray:
         raise BadDrawing(f"the PNG cannot be read ({exc})") from None
     width, height = image.size  # from the header: a wrong size is refused before any pixel is decoded
     if not (MIN_SIDE <= width <= MAX_SIDE and MIN_SIDE <= height <= MAX_SIDE):
-        raise BadDrawing(f"the drawing is {width}x{height} pixels; expected {MIN_SIDE} to {MAX_SIDE} "
-                         "pixels a side")
+        raise BadDrawing(f"the drawing is {width}x{height} pixels; expected {MIN_SIDE} to {MAX_SIDE} pixels a side")
     try:
         white = Image.new("RGBA", image.size, "white")
         grey = Image.alpha_composite(white, image.convert("RGBA")).convert("L")
@@ -62,7 +62,7 @@ def mnist_style(ink: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     columns = np.flatnonzero(ink.max(0) > threshold * ink.max())
     if len(rows) == 0:
         raise BadDrawing("the drawing is empty (no ink)")
-    crop = ink[rows[0]:rows[-1] + 1, columns[0]:columns[-1] + 1]
+    crop = ink[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1]
     scale = BOX / max(crop.shape)
     height, width = (max(1, round(side * scale)) for side in crop.shape)
     # Pillow's bilinear filter widens with the scale when shrinking (anti-aliasing, like MNIST's grey
@@ -73,5 +73,5 @@ def mnist_style(ink: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     top, left = round(CENTER - center_row), round(CENTER - center_column)
     # Paste into a margin wide enough for any shift, then cut the 28x28 field out of it.
     padded = np.zeros((SIZE + 2 * BOX, SIZE + 2 * BOX), dtype=np.float32)
-    padded[BOX + top:BOX + top + height, BOX + left:BOX + left + width] = digit
-    return np.rint(padded[BOX:BOX + SIZE, BOX:BOX + SIZE] * 255).astype(np.uint8)
+    padded[BOX + top : BOX + top + height, BOX + left : BOX + left + width] = digit
+    return np.rint(padded[BOX : BOX + SIZE, BOX : BOX + SIZE] * 255).astype(np.uint8)

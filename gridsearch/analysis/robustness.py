@@ -11,14 +11,15 @@ generator seeded by the condition's name, so the same model and suite always giv
 Other handwriting: USPS (the 2,007 test digits of ``usps.h5``) and scikit-learn's bundled ``digits``
 (1,797), brought to MNIST's convention as ``PREPROCESSING`` states.
 """
+
 from __future__ import annotations
 
 import os
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import h5py
 import numpy as np
@@ -28,8 +29,8 @@ from sklearn.datasets import load_digits
 from torch import nn
 
 from gridsearch.analysis import preprocessing
-from gridsearch.training.augmentation import BatchAugmenter, Distortion, distort
 from gridsearch.analysis.trained_models import score
+from gridsearch.training.augmentation import BatchAugmenter, Distortion, distort
 
 SUITE_SEED = 20240
 """Base seed of the random conditions; each condition adds the CRC-32 of its name."""
@@ -50,21 +51,31 @@ class Condition:
     transform: Transform
 
 
-def warp(images: torch.Tensor, angle: torch.Tensor, shift: tuple[float, float] = (0.0, 0.0),
-         zoom: float = 1.0) -> torch.Tensor:
+def warp(
+    images: torch.Tensor, angle: torch.Tensor, shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0
+) -> torch.Tensor:
     """Rotate each image by its ``angle`` (radians, counter-clockwise), scale by ``zoom``, move by ``shift`` px."""
     n = len(images)
-    return distort(images, Distortion(
-        selected=torch.ones(n, dtype=torch.bool), angle=angle.to(images.dtype),
-        shift=torch.tensor(shift, dtype=images.dtype).expand(n, 2), shear=torch.zeros(n, dtype=images.dtype),
-        zoom=torch.full((n,), zoom, dtype=images.dtype), displacement=None))
+    return distort(
+        images,
+        Distortion(
+            selected=torch.ones(n, dtype=torch.bool),
+            angle=angle.to(images.dtype),
+            shift=torch.tensor(shift, dtype=images.dtype).expand(n, 2),
+            shear=torch.zeros(n, dtype=images.dtype),
+            zoom=torch.full((n,), zoom, dtype=images.dtype),
+            displacement=None,
+        ),
+    )
 
 
 def rotation(degrees: float) -> Transform:
     """Rotate each image by ``degrees``, clockwise or counter-clockwise at random (seeded)."""
+
     def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         sign = torch.randint(0, 2, (len(images),), generator=generator) * 2 - 1
         return warp(images, sign * np.radians(degrees))
+
     return transform
 
 
@@ -75,15 +86,18 @@ def affine(shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> Transf
 
 def gaussian_noise(sigma: float) -> Transform:
     """Add independent Gaussian noise of standard deviation ``sigma`` (pixel scale [0, 1])."""
+
     def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         return images + sigma * torch.randn(images.shape, generator=generator, dtype=images.dtype)
+
     return transform
 
 
 def dilate(images: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
     """Grey-level dilation by a 3x3 cross (a 3-tall and a 3-wide max): strokes about two pixels thicker."""
-    return torch.maximum(F.max_pool2d(images, (3, 1), stride=1, padding=(1, 0)),
-                         F.max_pool2d(images, (1, 3), stride=1, padding=(0, 1)))
+    return torch.maximum(
+        F.max_pool2d(images, (3, 1), stride=1, padding=(1, 0)), F.max_pool2d(images, (1, 3), stride=1, padding=(0, 1))
+    )
 
 
 def erode(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -93,8 +107,9 @@ def erode(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def elastic(alpha: float, sigma: float) -> Transform:
     """Simard et al.'s elastic distortion: uniform [-1, 1] fields smoothed by a Gaussian, times ``alpha`` px."""
-    augmenter = BatchAugmenter(aug_p=1.0, rotate=0.0, shift=0.0, shear=0.0, zoom=(1.0, 1.0),
-                               elastic_alpha=alpha, elastic_sigma=sigma)
+    augmenter = BatchAugmenter(
+        aug_p=1.0, rotate=0.0, shift=0.0, shear=0.0, zoom=(1.0, 1.0), elastic_alpha=alpha, elastic_sigma=sigma
+    )
     return lambda images, generator: augmenter(images, generator)
 
 
@@ -105,8 +120,10 @@ def invert(images: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
 
 CONDITIONS: dict[str, Condition] = {
     "clean": Condition("unchanged (the reference)", lambda images, _g: images),
-    **{f"rotate{angle}": Condition(f"rotated ±{angle}° (direction at random, seeded)", rotation(angle))
-       for angle in (15, 30, 45)},
+    **{
+        f"rotate{angle}": Condition(f"rotated ±{angle}° (direction at random, seeded)", rotation(angle))
+        for angle in (15, 30, 45)
+    },
     "shift+3+3": Condition("moved 3 px right and 3 px down", affine(shift=(3.0, 3.0))),
     "scale0.75": Condition("shrunk to 75% about the centre", affine(zoom=0.75)),
     "scale1.25": Condition("enlarged to 125% about the centre", affine(zoom=1.25)),
@@ -117,17 +134,21 @@ CONDITIONS: dict[str, Condition] = {
     "inverted": Condition("inverted contrast (black on white)", invert),
 }
 """The transformed-MNIST conditions, stored as ``robustness/<name>``, in report order."""
-EXTERNAL = {USPS_NAME: "USPS test set (2,007 digits, 16x16), MNIST-style centring",
-            DIGITS_NAME: "scikit-learn digits (1,797 digits, 8x8), MNIST-style centring"}
+EXTERNAL = {
+    USPS_NAME: "USPS test set (2,007 digits, 16x16), MNIST-style centring",
+    DIGITS_NAME: "scikit-learn digits (1,797 digits, 8x8), MNIST-style centring",
+}
 
 
-PREPROCESSING = ("USPS (usps.h5 test set, 2,007 digits of 16x16) and scikit-learn's digits (1,797 of 8x8, "
-                 "grey levels 0-16) are brought to MNIST's convention: each digit is cropped to its pixels "
-                 "above 10% of its maximum, resized (bilinear, antialiased) so that its longer side is 20 "
-                 "pixels keeping its aspect ratio, scaled to a brightest pixel of 255, and moved by whole "
-                 "pixels so that its centre of mass is at pixel (14, 14) of a black 28x28 frame, as MNIST's "
-                 "are. Transformed MNIST images are clipped to [0, 1] and rounded to 8 bits; noise and "
-                 "elastic fields are seeded by condition.")
+PREPROCESSING = (
+    "USPS (usps.h5 test set, 2,007 digits of 16x16) and scikit-learn's digits (1,797 of 8x8, "
+    "grey levels 0-16) are brought to MNIST's convention: each digit is cropped to its pixels "
+    "above 10% of its maximum, resized (bilinear, antialiased) so that its longer side is 20 "
+    "pixels keeping its aspect ratio, scaled to a brightest pixel of 255, and moved by whole "
+    "pixels so that its centre of mass is at pixel (14, 14) of a black 28x28 frame, as MNIST's "
+    "are. Transformed MNIST images are clipped to [0, 1] and rounded to 8 bits; noise and "
+    "elastic fields are seeded by condition."
+)
 """The preprocessing, as the report states it."""
 
 
@@ -183,13 +204,20 @@ def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     errors = int((predicted != labels).sum())
-    return {"samples": len(labels), "accuracy": 1 - errors / len(labels), "loss": scores.loss,
-            "errors": errors, "confusion": confusion.tolist(), "predictions": predicted.tolist(),
-            "seconds": time.perf_counter() - started}
+    return {
+        "samples": len(labels),
+        "accuracy": 1 - errors / len(labels),
+        "loss": scores.loss,
+        "errors": errors,
+        "confusion": confusion.tolist(),
+        "predictions": predicted.tolist(),
+        "seconds": time.perf_counter() - started,
+    }
 
 
-def run_suite(model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor,
-              usps: Path | None) -> dict[str, dict]:
+def run_suite(
+    model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, usps: Path | None
+) -> dict[str, dict]:
     """Evaluation name -> row values for every condition; USPS only if ``usps/usps.h5`` exists."""
     results = {}
     for name in CONDITIONS:

@@ -1,4 +1,5 @@
 """Is the difference real? Paired tests between two models' predictions on the same test images."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -38,8 +39,9 @@ def mcnemar_exact(a_right: np.ndarray, b_right: np.ndarray) -> tuple[int, int, f
     return only_a, only_b, float(binomtest(only_a, only_a + only_b, 0.5).pvalue)
 
 
-def bootstrap_interval(a_right: np.ndarray, b_right: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS,
-                       seed: int = BOOTSTRAP_SEED) -> tuple[float, float]:
+def bootstrap_interval(
+    a_right: np.ndarray, b_right: np.ndarray, rounds: int = BOOTSTRAP_ROUNDS, seed: int = BOOTSTRAP_SEED
+) -> tuple[float, float]:
     """Percentile 95% interval of accuracy(A) - accuracy(B), resampling images with replacement (seeded)."""
     difference = a_right.astype(np.int8) - b_right.astype(np.int8)
     generator = np.random.default_rng(seed)

@@ -3,6 +3,7 @@
 Reports and the robustness suite need more than the stored predicted labels (confidence, ROC AUC,
 transformed inputs), so they re-run the selected trial's ``best.pt`` on CPU, deterministically.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
 from gridsearch.errors import UserError
 from gridsearch.store.models import TrialRow
 from gridsearch.store.storage import Storage
+from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
 from gridsearch.training.loop import build_model, make_deterministic
 
 BATCH_SIZE = 1000
@@ -51,8 +52,7 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
     """The network of ``trial`` with its best weights, in eval mode on CPU (channels-last: 2x faster)."""
     path = artifacts / trial.key / "best.pt"
     if not path.exists():
-        raise UserError(f"trial {trial.key}: no best weights at {path} (pass --artifacts where its run "
-                        "folders are)")
+        raise UserError(f"trial {trial.key}: no best weights at {path} (pass --artifacts where its run folders are)")
     make_deterministic(torch.get_num_threads())
     model = build_model(json.loads(trial.config))
     try:
@@ -65,9 +65,10 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
 @torch.inference_mode()
 def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scores:
     """Probabilities of ``model`` on uint8 ``images`` (N, 1, 28, 28), scaled to [0, 1] as in training."""
-    outputs = [model(images[start:start + BATCH_SIZE].float().div_(255)
-                     .contiguous(memory_format=torch.channels_last))
-               for start in range(0, len(images), BATCH_SIZE)]
+    outputs = [
+        model(images[start : start + BATCH_SIZE].float().div_(255).contiguous(memory_format=torch.channels_last))
+        for start in range(0, len(images), BATCH_SIZE)
+    ]
     logits = torch.cat(outputs)
     loss = F.cross_entropy(logits, labels).item()
     return Scores(logits.softmax(1), labels, loss)

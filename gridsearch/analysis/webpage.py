@@ -2,17 +2,18 @@
 
 Only relative links; no scripts, fonts or styles from the network.
 """
+
 from __future__ import annotations
 
 import html
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Callable, Mapping
 
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -49,9 +50,12 @@ class Folder:
     def page(self, title: str, body: str, filename: str = "index.html") -> Path:
         """Write the HTML page ``filename`` around ``body``."""
         path = self.path / filename
-        path.write_text(f"<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
-                        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
-                        f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n", encoding="utf-8")
+        path.write_text(
+            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
+            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n",
+            encoding="utf-8",
+        )
         return path
 
 
@@ -77,25 +81,31 @@ def navigation(anchors: Mapping[str, str]) -> str:
 
 
 def figure(filename: str, caption: str) -> str:
-    return (f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
-            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+    return (
+        f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
+        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
+    )
 
 
-def table(frame: pd.DataFrame, csv: str | None = None,
-          formats: Mapping[str, Callable[[object], str]] | None = None) -> str:
+def table(
+    frame: pd.DataFrame, csv: str | None = None, formats: Mapping[str, Callable[[object], str]] | None = None
+) -> str:
     """``frame`` as an HTML table (cells formatted by ``formats`` per column, numbers right-aligned),
     with a link to its CSV."""
     formats = formats or {}
-    numeric = {c for c in frame.columns
-               if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])}
+    numeric = {
+        c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
+    }
 
     def cell(column: str, value: object) -> str:
         text = "" if pd.isna(value) else formats[column](value) if column in formats else str(value)
         return f'<td class="num">{html.escape(text)}</td>' if column in numeric else f"<td>{html.escape(text)}</td>"
 
     head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in frame.columns)
-    body = "".join("<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>\n"
-                   for row in frame.itertuples(index=False))
+    body = "".join(
+        "<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>\n"
+        for row in frame.itertuples(index=False)
+    )
     link = download("Table as CSV", csv) if csv else ""
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></div>{link}'
 

@@ -10,6 +10,7 @@ A successive-halving sweep runs rung by rung (see ``gridsearch.spec.halving``): 
 to the rung's epochs, then the best go on from their checkpoints and the rest stay 'stopped'. The
 promotions are recomputed from the recorded epochs on every run, so a resumed sweep makes the same ones.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from gridsearch import __version__
-from gridsearch.spec import halving
-from gridsearch.errors import UserError
 from gridsearch.engine.local_executor import LocalExecutor
 from gridsearch.engine.progress import SweepProgress
+from gridsearch.errors import UserError
+from gridsearch.spec import halving
+from gridsearch.spec.sweep import SELECT_METRICS, Sweep, resolve_warm_starts
 from gridsearch.store.models import UNFINISHED, TrialRow
 from gridsearch.store.storage import Owner, Storage, config_value
-from gridsearch.spec.sweep import SELECT_METRICS, Sweep, resolve_warm_starts
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT_SECONDS = 10.0
@@ -107,10 +108,19 @@ class SweepOutcome:
 def code_version() -> str:
     """The git commit of the engine's code (with '+dirty' for local changes), else the package version."""
     try:
-        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=5, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
         return commit + ("+dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return __version__
@@ -135,7 +145,7 @@ def visible_gpus() -> list[str]:
 
     listed = os.environ.get("CUDA_VISIBLE_DEVICES")
     if listed is not None:
-        return [entry.strip() for entry in listed.split(",") if entry.strip()][:torch.cuda.device_count()]
+        return [entry.strip() for entry in listed.split(",") if entry.strip()][: torch.cuda.device_count()]
     return [str(index) for index in range(torch.cuda.device_count())]
 
 
@@ -148,15 +158,21 @@ def oversubscription(workers: int, threads: int, cores: int) -> str | None:
     """Why ``workers`` trials of ``threads`` threads each overload ``cores`` cores, or None if they fit."""
     if workers * threads <= cores:
         return None
-    return (f"{workers} workers x {threads} thread(s) per trial = {workers * threads} threads on {cores} "
-            f"cores: trials will slow each other down (threads stay fixed per trial, for determinism; "
-            f"use --workers {max(1, cores // threads)})")
+    return (
+        f"{workers} workers x {threads} thread(s) per trial = {workers * threads} threads on {cores} "
+        f"cores: trials will slow each other down (threads stay fixed per trial, for determinism; "
+        f"use --workers {max(1, cores // threads)})"
+    )
 
 
 def trial_label(config: dict[str, Any], gridded: list[str], show_seed: bool) -> str:
     """Short description of a trial by its gridded params, e.g. 'lr=0.05 lr_step=3'."""
-    parts = [f"{name}={config_value(config, name):g}" if isinstance(config_value(config, name), float)
-             else f"{name}={config_value(config, name)}" for name in gridded]
+    parts = [
+        f"{name}={config_value(config, name):g}"
+        if isinstance(config_value(config, name), float)
+        else f"{name}={config_value(config, name)}"
+        for name in gridded
+    ]
     if show_seed:
         parts.append(f"seed={config['seed']}")
     return " ".join(parts)
@@ -191,8 +207,9 @@ class Coordinator:
         if self.options.retry_failed:
             self.storage.reset_failed(keys)
         rows = self.storage.trials(self.sweep.name)
-        self.progress = SweepProgress(self.sweep.name, {r.key: r.status for r in rows},
-                                      self.options.workers, self.options.live)
+        self.progress = SweepProgress(
+            self.sweep.name, {r.key: r.status for r in rows}, self.options.workers, self.options.live
+        )
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             if self.sweep.rung_epochs is None:
@@ -247,19 +264,27 @@ class Coordinator:
             if last:
                 self.finalists = candidates
                 return
-            promoted = halving.promote(self._standings(candidates, budget), self.sweep.search.factor,
-                                       self.sweep.select)
-            self.progress.message(f"rung {rung} done: the best {len(promoted)} of {len(candidates)} trials go on "
-                                  f"to {budgets[rung + 1]} epochs")
+            promoted = halving.promote(self._standings(candidates, budget), self.sweep.search.factor, self.sweep.select)
+            self.progress.message(
+                f"rung {rung} done: the best {len(promoted)} of {len(candidates)} trials go on "
+                f"to {budgets[rung + 1]} epochs"
+            )
             candidates = [key for key in keys if key in promoted]
 
     def _standings(self, keys: list[str], budget: int) -> list[halving.Standing]:
         """Each trial's result within ``budget`` epochs, from the recorded epochs."""
         epochs = self.storage.epochs(keys)
         statuses = {row.key: row.status for row in self.storage.trials(self.sweep.name)}
-        return [halving.standing(key, epochs[epochs["trial_key"] == key].to_dict("records"), budget,
-                                 self.sweep.select, failed=statuses[key] in ("failed", "timeout"))
-                for key in keys]
+        return [
+            halving.standing(
+                key,
+                epochs[epochs["trial_key"] == key].to_dict("records"),
+                budget,
+                self.sweep.select,
+                failed=statuses[key] in ("failed", "timeout"),
+            )
+            for key in keys
+        ]
 
     def _start(self, key: str, budget: int | None) -> None:
         config = self.configs[key]
@@ -274,8 +299,15 @@ class Coordinator:
 
     def _launch(self, key: str, job: dict[str, Any], run_dir: Path) -> Worker:
         gpu = least_busy_gpu(self.options.gpus, [worker.gpu for worker in self.running.values()])
-        job = {**job, "key": key, "run_dir": str(run_dir), "data_dir": str(self.options.data_dir.resolve()),
-               "device": self.options.device, "visible_gpu": gpu, "test_size": self.sweep.dataset.test_size}
+        job = {
+            **job,
+            "key": key,
+            "run_dir": str(run_dir),
+            "data_dir": str(self.options.data_dir.resolve()),
+            "device": self.options.device,
+            "visible_gpu": gpu,
+            "test_size": self.sweep.dataset.test_size,
+        }
         handle = self.executor.start(key, job)
         return Worker(key, job["task"], handle, time.monotonic(), job["config"]["params"]["epochs"], gpu)
 
@@ -300,8 +332,13 @@ class Coordinator:
                 elif event["event"] == "error":
                     worker.error = event["error"]
             elif event["event"] == "hello":
-                self.storage.update_trial(key, worker_pid=event["pid"], device=event["device"],
-                                          torch_version=event["torch_version"], code_version=self.version)
+                self.storage.update_trial(
+                    key,
+                    worker_pid=event["pid"],
+                    device=event["device"],
+                    torch_version=event["torch_version"],
+                    code_version=self.version,
+                )
             elif event["event"] == "started":
                 self.storage.update_trial(key, parameter_count=event["parameter_count"])
                 if event["resumed_from_epoch"]:
@@ -324,8 +361,10 @@ class Coordinator:
         code = worker.handle.poll()
         key = worker.key
         if worker.stopped_by_us == "timeout":
-            status, error = "timeout", f"exceeded the sweep's timeout of {self.sweep.timeout:g} s " \
-                                       f"during epoch {worker.last_epoch + 1}"
+            status, error = (
+                "timeout",
+                f"exceeded the sweep's timeout of {self.sweep.timeout:g} s during epoch {worker.last_epoch + 1}",
+            )
         elif code == 0 and worker.summary is not None:
             status, error = ("done" if worker.summary.pop("finished") else "stopped"), None
         elif code < 0 and -code in STOP_SIGNALS and self.restarts.get(key, 0) < MAX_RESTARTS:
@@ -336,9 +375,11 @@ class Coordinator:
         else:
             status, error = "failed", worker.error or _exit_reason(code, self.options.artifacts / key)
         self.storage.finish(key, status, worker.summary if status in ("done", "stopped") else None, error)
-        detail = (f"val {worker.summary['val_accuracy']:.2%} at epoch {worker.summary['best_epoch']}"
-                  if status in ("done", "stopped")
-                  else error + ("; restarting from its checkpoint" if status == "interrupted" else ""))
+        detail = (
+            f"val {worker.summary['val_accuracy']:.2%} at epoch {worker.summary['best_epoch']}"
+            if status in ("done", "stopped")
+            else error + ("; restarting from its checkpoint" if status == "interrupted" else "")
+        )
         if status == "stopped":
             detail += f", stopped after epoch {worker.summary['epochs_run'] - 1}"
         self.progress.trial_finished(key, status, detail)
@@ -373,8 +414,9 @@ class Coordinator:
     def _select_and_test(self) -> SweepOutcome:
         rows = self.storage.trials(self.sweep.name)
         outcome = SweepOutcome({row.key: row.status for row in rows})
-        best = select_best([row for row in rows if self.finalists is None or row.key in self.finalists],
-                           self.sweep.select)
+        best = select_best(
+            [row for row in rows if self.finalists is None or row.key in self.finalists], self.sweep.select
+        )
         if best is None:
             self.storage.set_selected(self.sweep.name, None)
             outcome.notes.append("no trial finished, so none was selected")
@@ -383,8 +425,10 @@ class Coordinator:
         if previous is None or previous.samples != self.sweep.dataset.test_size:
             self.progress.message(f"testing trial {best.key} on {self.sweep.dataset.test_size} test images")
             if self._evaluate(best.key) is None:
-                outcome.notes.append(f"the test evaluation of trial {best.key} failed (see "
-                                     f"{self.options.artifacts / best.key / 'worker.log'}); run again to retry")
+                outcome.notes.append(
+                    f"the test evaluation of trial {best.key} failed (see "
+                    f"{self.options.artifacts / best.key / 'worker.log'}); run again to retry"
+                )
                 return outcome
         outcome.selected = best.key
         self.storage.set_selected(self.sweep.name, best.key)
@@ -393,8 +437,7 @@ class Coordinator:
     def _evaluate(self, key: str) -> dict[str, Any] | None:
         """Evaluate the trial's best weights on the test set, in a worker, and store the result;
         None if the worker failed."""
-        worker = self._launch(key, {"task": "evaluate", "config": self.configs[key]},
-                              self.options.artifacts / key)
+        worker = self._launch(key, {"task": "evaluate", "config": self.configs[key]}, self.options.artifacts / key)
         self.running[key] = worker
         try:
             while worker.events_open or worker.handle.poll() is None:

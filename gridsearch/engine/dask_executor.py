@@ -9,6 +9,7 @@ the scheduler re-runs the task elsewhere and the trial resumes from its last che
 why ``--artifacts`` must be a folder every worker host can reach. The coordinator stays the only
 writer of the database.
 """
+
 from __future__ import annotations
 
 import json
@@ -41,8 +42,14 @@ def run_worker_task(job: dict[str, Any], topic: str) -> dict[str, Any]:
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
     with open(run_dir / "worker.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "gridsearch.engine.worker"], stdin=subprocess.PIPE,
-                                   stdout=subprocess.PIPE, stderr=log, env=env, start_new_session=True)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "gridsearch.engine.worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=log,
+            env=env,
+            start_new_session=True,
+        )
     process.stdin.write(json.dumps({**job, "parent_pid": os.getpid()}).encode())
     process.stdin.close()
     lines: queue.Queue[bytes | None] = queue.Queue()
@@ -99,8 +106,9 @@ class DaskExecutor:
         self.cluster = None
         try:
             if scheduler is None:
-                self.cluster = LocalCluster(n_workers=local_workers, threads_per_worker=1, processes=True,
-                                            dashboard_address=None)
+                self.cluster = LocalCluster(
+                    n_workers=local_workers, threads_per_worker=1, processes=True, dashboard_address=None
+                )
                 self.client = Client(self.cluster)
             else:
                 self.client = Client(scheduler, timeout=10)
@@ -115,8 +123,9 @@ class DaskExecutor:
 
     def start(self, key: str, job: dict[str, Any]) -> DaskTrial:
         """Submit ``job`` as a task; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
-        future = self.client.submit(run_worker_task, job, self.topic, pure=False,
-                                    key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}")
+        future = self.client.submit(
+            run_worker_task, job, self.topic, pure=False, key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}"
+        )
         trial = DaskTrial(future)
         future.add_done_callback(lambda done: self._finished(key, trial, done))
         return trial

@@ -6,6 +6,7 @@ has touched no device, and forks one new process per trial from it: each trial s
 process of its own (isolation, determinism, memory freed at exit) and starts in tens of ms. The
 dataset needs no preloading: workers memory-map the same ``.npy`` files, so the page cache shares it.
 """
+
 from __future__ import annotations
 
 import json
@@ -16,6 +17,7 @@ import threading
 from typing import Any
 
 from gridsearch.engine import worker
+
 
 class ForkedWorker:
     """A worker process forked from the forkserver, seen as its process group."""

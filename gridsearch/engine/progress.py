@@ -1,4 +1,5 @@
 """Progress of a running sweep: a live rich display on a terminal, plain log lines otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -32,8 +33,13 @@ class SweepProgress:
         self.labels: dict[str, str] = {}
         self.rung = ""
         if self.live:
-            self.bars = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TimeRemainingColumn(), console=self.console)
+            self.bars = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=self.console,
+            )
             self.overall = self.bars.add_task(self._summary(), total=len(statuses), completed=self._finished())
             self.bars.start()
         else:
@@ -77,11 +83,16 @@ class SweepProgress:
             self._log(f"trial {key} {label} started")
 
     def epoch(self, key: str, metrics: dict[str, Any], epochs: int) -> None:
-        text = (f"epoch {metrics['epoch'] + 1}/{epochs} · val {metrics['val_accuracy']:.2%}"
-                f" · loss {metrics['train_loss']:.4f}")
+        text = (
+            f"epoch {metrics['epoch'] + 1}/{epochs} · val {metrics['val_accuracy']:.2%}"
+            f" · loss {metrics['train_loss']:.4f}"
+        )
         if self.live and key in self.trial_tasks:
-            self.bars.update(self.trial_tasks[key], completed=metrics["epoch"] + 1,
-                             description=f"  {key[:8]} {self.labels[key]} · {text}")
+            self.bars.update(
+                self.trial_tasks[key],
+                completed=metrics["epoch"] + 1,
+                description=f"  {key[:8]} {self.labels[key]} · {text}",
+            )
         elif not self.live:
             self._log(f"trial {key} {text}")
 

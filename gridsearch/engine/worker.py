@@ -9,6 +9,7 @@ worker runs in its own session (its process group is killed as a whole), dies wi
 sends everything it prints to the trial's ``worker.log``, and never touches the database: the
 coordinator is its only writer.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,8 +18,9 @@ import os
 import signal
 import sys
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 PR_SET_PDEATHSIG = 1
 PRELOAD = ["gridsearch.training.loop", "torch._inductor"]
@@ -60,8 +62,12 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
         summary = training.train_trial(job["config"], run_dir, data_dir, device, emit, job.get("epoch_budget"))
         emit({"event": "done", **summary})
     else:
-        emit({"event": "evaluation", **training.evaluate_trial(job["config"], run_dir, data_dir, device,
-                                                               job["test_size"])})
+        emit(
+            {
+                "event": "evaluation",
+                **training.evaluate_trial(job["config"], run_dir, data_dir, device, job["test_size"]),
+            }
+        )
 
 
 def run_reporting_errors(job: dict[str, Any], emit: Emit) -> int:

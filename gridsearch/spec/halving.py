@@ -5,11 +5,14 @@ The idea of scikit-learn's ``HalvingGridSearchCV`` with epochs as the resource: 
 ``min_epochs * factor`` epochs (rung 1), and so on; the last rung trains to the sweep's ``epochs``.
 Every decision is a function of the recorded epochs alone, so a resumed sweep makes the same ones.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
+
 
 def rung_epochs(min_epochs: int, factor: int, epochs: int) -> list[int]:
     """The epoch budget of each rung: ``min_epochs * factor ** r`` while below ``epochs``, then ``epochs``.
@@ -62,14 +65,12 @@ def best_epoch(epochs: Iterable[Mapping[str, Any]], budget: int, select: str) ->
     keeps it), or None if there is none."""
     best = None
     for metrics in sorted(epochs, key=lambda m: m["epoch"]):
-        if metrics["epoch"] < budget and (best is None or
-                                          _sign(select) * (metrics[select] - best[select]) > 0):
+        if metrics["epoch"] < budget and (best is None or _sign(select) * (metrics[select] - best[select]) > 0):
             best = metrics
     return best
 
 
-def standing(key: str, epochs: Iterable[Mapping[str, Any]], budget: int, select: str,
-             failed: bool = False) -> Standing:
+def standing(key: str, epochs: Iterable[Mapping[str, Any]], budget: int, select: str, failed: bool = False) -> Standing:
     """The standing of trial ``key`` in a rung of ``budget`` epochs, from its recorded ``epochs``."""
     best = None if failed else best_epoch(epochs, budget, select)
     if best is None:
@@ -81,9 +82,8 @@ def promote(standings: Sequence[Standing], factor: int, select: str) -> list[str
     """Keys of the best ``ceil(len(standings) / factor)`` trials by ``select``, best first; ties go to
     the lower val loss, then to the earlier standing (grid order). Trials without a score are never
     promoted, so fewer go on when some failed."""
-    ranked = sorted((s for s in standings if s.score is not None),
-                    key=lambda s: (-_sign(select) * s.score, s.val_loss))
-    return [s.key for s in ranked[:promoted_count(len(standings), factor)]]
+    ranked = sorted((s for s in standings if s.score is not None), key=lambda s: (-_sign(select) * s.score, s.val_loss))
+    return [s.key for s in ranked[: promoted_count(len(standings), factor)]]
 
 
 def _sign(select: str) -> int:

@@ -4,11 +4,13 @@ Architecture parameters come from the builders' signatures (see ``architectures`
 declares everything the training loop itself reads, so that sweep files can be validated before
 anything runs.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS
 
@@ -51,11 +53,10 @@ def coerce_type(value: Any, expected: type) -> Any:
     elif expected is str:
         if isinstance(value, str):
             return value
-    elif expected is FloatRange:
-        if isinstance(value, (list, tuple)) and len(value) == 2:
-            low, high = (coerce_type(v, float) for v in value)
-            if low <= high:
-                return [low, high]
+    elif expected is FloatRange and isinstance(value, (list, tuple)) and len(value) == 2:
+        low, high = (coerce_type(v, float) for v in value)
+        if low <= high:
+            return [low, high]
     raise ValueError(f"must be {name}, got {type(value).__name__} {value!r}")
 
 
@@ -97,11 +98,9 @@ of another sweep in the same database; empty for a fresh start.
 AUGMENTATION_PARAMS: dict[str, Param] = {
     "aug_p": Param(float, AUGMENTATION_DEFAULTS["aug_p"], "in [0, 1]", lambda v: 0 <= v <= 1),
     "rotate": Param(float, AUGMENTATION_DEFAULTS["rotate"], ">= 0 (degrees)", non_negative),
-    "shift": Param(float, AUGMENTATION_DEFAULTS["shift"], "in [0, 1) (fraction of the size)",
-                   lambda v: 0 <= v < 1),
+    "shift": Param(float, AUGMENTATION_DEFAULTS["shift"], "in [0, 1) (fraction of the size)", lambda v: 0 <= v < 1),
     "shear": Param(float, AUGMENTATION_DEFAULTS["shear"], "in [0, 1.5) (radians)", lambda v: 0 <= v < 1.5),
-    "zoom": Param(FloatRange, AUGMENTATION_DEFAULTS["zoom"], "a range of positive factors",
-                  lambda v: v[0] > 0),
+    "zoom": Param(FloatRange, AUGMENTATION_DEFAULTS["zoom"], "a range of positive factors", lambda v: v[0] > 0),
     "elastic_alpha": Param(float, AUGMENTATION_DEFAULTS["elastic_alpha"], ">= 0 (pixels)", non_negative),
     "elastic_sigma": Param(float, AUGMENTATION_DEFAULTS["elastic_sigma"], "> 0 (pixels)", positive),
 }

@@ -5,27 +5,40 @@ lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes), and 
 ``search`` it (every trial to the end, or successive halving). Every key is checked before anything
 runs; problems raise :class:`UserError` naming the file, line and key.
 """
+
 from __future__ import annotations
 
 import difflib
 import hashlib
 import json
 import re
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import torch
 import yaml
 from sklearn.model_selection import ParameterGrid
 
 import architectures
-from gridsearch.spec import halving
 from gridsearch.errors import UserError
+from gridsearch.spec import halving
 from gridsearch.spec.params import OPTIONAL_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, Param, coerce_type
 
-TOP_LEVEL_KEYS = ("name", "description", "architecture", "dataset", "params", "grid", "search", "seeds",
-                  "select", "threads", "timeout")
+TOP_LEVEL_KEYS = (
+    "name",
+    "description",
+    "architecture",
+    "dataset",
+    "params",
+    "grid",
+    "search",
+    "seeds",
+    "select",
+    "threads",
+    "timeout",
+)
 SEARCH_KEYS = ("strategy", "factor", "min_epochs")
 STRATEGIES = ("grid", "halving")
 DATASETS = {"mnist": 60000}
@@ -137,8 +150,12 @@ class Sweep:
         """What the database records of the search (see ``SweepRow.search``)."""
         if self.search.strategy == "grid":
             return {"strategy": "grid"}
-        return {"strategy": "halving", "factor": self.search.factor, "min_epochs": self.search.min_epochs,
-                "rung_epochs": self.rung_epochs}
+        return {
+            "strategy": "halving",
+            "factor": self.search.factor,
+            "min_epochs": self.search.min_epochs,
+            "rung_epochs": self.rung_epochs,
+        }
 
     @property
     def gridded_params(self) -> list[str]:
@@ -157,24 +174,29 @@ class Sweep:
             point = dict(point)
             architecture = point.pop("architecture", self.architecture)
             params = {**resolved_defaults(architecture), **self.params, **point}
-            params = {name: value for name, value in params.items()
-                      if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default}
+            params = {
+                name: value
+                for name, value in params.items()
+                if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default
+            }
             for seed in self.seeds:
                 yield Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
-
 
 
 def resolve_warm_starts(sweep: Sweep, selected_trial: Callable[[str], str | None]) -> Sweep:
     """``sweep`` with every ``init_from: best:<name>`` replaced by ``trial:<key>`` of that sweep's
     selected trial (``selected_trial(name)``), so that trial keys name the exact weights used."""
+
     def resolve(value: Any) -> Any:
         if not (isinstance(value, str) and value.startswith("best:")):
             return value
         name = value.removeprefix("best:")
         key = selected_trial(name)
         if key is None:
-            raise UserError(f"{sweep.name}: init_from {value}: sweep {name!r} has no selected trial yet; "
-                            "run it first (e.g. list its file before this one)")
+            raise UserError(
+                f"{sweep.name}: init_from {value}: sweep {name!r} has no selected trial yet; "
+                "run it first (e.g. list its file before this one)"
+            )
         return f"trial:{key}"
 
     params = {name: resolve(value) for name, value in sweep.params.items()}
@@ -197,8 +219,7 @@ def accepted_params(architecture: str) -> dict[str, Param]:
 
 def resolved_defaults(architecture: str) -> dict[str, Any]:
     """Default value of every param of ``architecture`` (but the speed params, left out at their defaults)."""
-    return {name: param.default for name, param in accepted_params(architecture).items()
-            if name not in SPEED_PARAMS}
+    return {name: param.default for name, param in accepted_params(architecture).items() if name not in SPEED_PARAMS}
 
 
 def load_sweep(path: str | Path, max_trials: int | None = None) -> Sweep:
@@ -219,8 +240,10 @@ def load_sweep(path: str | Path, max_trials: int | None = None) -> Sweep:
     document, lines = _parse_yaml(text, path)
     sweep = _SweepValidator(path, lines).validate(document, text)
     if max_trials is not None and len(sweep) > max_trials:
-        raise UserError(f"{path}: the grid expands to {len(sweep):,} trials, more than --max-trials "
-                        f"{max_trials:,}; raise --max-trials if you mean it")
+        raise UserError(
+            f"{path}: the grid expands to {len(sweep):,} trials, more than --max-trials "
+            f"{max_trials:,}; raise --max-trials if you mean it"
+        )
     return sweep
 
 
@@ -242,8 +265,9 @@ def _parse_yaml(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
 def _index_lines(node: yaml.Node | None, at: tuple, lines: dict, path: Path, count: list[int]) -> None:
     count[0] += 1
     if count[0] > MAX_YAML_NODES:
-        raise UserError(f"{path}: the YAML expands to more than {MAX_YAML_NODES:,} values "
-                        "(too large, or an alias bomb)")
+        raise UserError(
+            f"{path}: the YAML expands to more than {MAX_YAML_NODES:,} values (too large, or an alias bomb)"
+        )
     if node is None:
         return
     lines[at] = node.start_mark.line + 1
@@ -252,8 +276,7 @@ def _index_lines(node: yaml.Node | None, at: tuple, lines: dict, path: Path, cou
         for key_node, value_node in node.value:
             key = key_node.value
             if key in seen:
-                raise UserError(f"{path}:{key_node.start_mark.line + 1}: {_dotted(at + (key,))}: "
-                                "duplicate key")
+                raise UserError(f"{path}:{key_node.start_mark.line + 1}: {_dotted(at + (key,))}: duplicate key")
             seen.add(key)
             lines[at + (key,)] = key_node.start_mark.line + 1
             _index_lines(value_node, at + (key,), lines, path, count)
@@ -292,8 +315,10 @@ class _SweepValidator:
                 raise self.fail((), f"missing required key '{required}'")
         name = self.scalar(document, "name", str)
         if not NAME_PATTERN.fullmatch(name):
-            raise self.fail(("name",), "must be 1-100 letters, digits, '_', '.' or '-', "
-                                       f"starting with a letter or digit, got {name!r}")
+            raise self.fail(
+                ("name",),
+                f"must be 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit, got {name!r}",
+            )
         architecture = None
         if "architecture" in document:
             architecture = self.architecture(("architecture",), self.scalar(document, "architecture", str))
@@ -351,22 +376,31 @@ class _SweepValidator:
         name = self.scalar(document, "name", str, "mnist", at)
         if name not in DATASETS:
             raise self.fail(at + ("name",), f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-        sizes = {key: self.scalar(document, key, int, getattr(DatasetSplit, key), at)
-                 for key in ("train_size", "val_size", "test_size")}
+        sizes = {
+            key: self.scalar(document, key, int, getattr(DatasetSplit, key), at)
+            for key in ("train_size", "val_size", "test_size")
+        }
         for key, size in sizes.items():
             limit = TEST_SET_SIZE if key == "test_size" else DATASETS[name]
             if not 1 <= size <= limit:
                 raise self.fail(at + (key,), f"must be between 1 and {limit}, got {size}")
         if sizes["train_size"] + sizes["val_size"] > DATASETS[name]:
-            raise self.fail(at + ("val_size",), f"train_size + val_size = "
-                            f"{sizes['train_size'] + sizes['val_size']} is more than the "
-                            f"{DATASETS[name]} images of the {name} training set")
+            raise self.fail(
+                at + ("val_size",),
+                f"train_size + val_size = "
+                f"{sizes['train_size'] + sizes['val_size']} is more than the "
+                f"{DATASETS[name]} images of the {name} training set",
+            )
         return DatasetSplit(name, **sizes)
 
     def architecture(self, at: tuple, name: Any) -> str:
         if not isinstance(name, str) or name not in architectures.REGISTRY:
-            raise self.fail(at, f"unknown architecture {name!r}" + _suggest(str(name), architectures.REGISTRY)
-                            + f" (known: {', '.join(sorted(architectures.REGISTRY))})")
+            raise self.fail(
+                at,
+                f"unknown architecture {name!r}"
+                + _suggest(str(name), architectures.REGISTRY)
+                + f" (known: {', '.join(sorted(architectures.REGISTRY))})",
+            )
         return name
 
     def param_value(self, at: tuple, value: Any, param: Param) -> Any:
@@ -396,8 +430,11 @@ class _SweepValidator:
             folder = self.path.parent.resolve()
             path = (folder / path).resolve()
             if not path.is_relative_to(folder):
-                raise self.fail(at, f"{value!r} leaves the sweep file's folder; give an absolute path "
-                                    "to load a checkpoint from elsewhere")
+                raise self.fail(
+                    at,
+                    f"{value!r} leaves the sweep file's folder; give an absolute path "
+                    "to load a checkpoint from elsewhere",
+                )
         if not path.is_file():
             raise self.fail(at, f"no checkpoint file at {path}")
         return str(path)
@@ -407,8 +444,9 @@ class _SweepValidator:
         for architecture in architectures_:
             accepted = accepted_params(architecture)
             if name not in accepted:
-                raise self.fail(at, f"unknown parameter for architecture {architecture!r}"
-                                + _suggest(str(name), accepted))
+                raise self.fail(
+                    at, f"unknown parameter for architecture {architecture!r}" + _suggest(str(name), accepted)
+                )
         return accepted_params(architectures_[0])[name]
 
     def params(self, document: Any, used: list[str]) -> dict[str, Any]:
@@ -416,8 +454,10 @@ class _SweepValidator:
             return {}
         if not isinstance(document, dict):
             raise self.fail(("params",), "must be a mapping of parameter names to values")
-        return {name: self.param_value(("params", name), value, self.accepted(("params", name), name, used))
-                for name, value in document.items()}
+        return {
+            name: self.param_value(("params", name), value, self.accepted(("params", name), name, used))
+            for name, value in document.items()
+        }
 
     def grid_parts(self, document: Any, default: str | None) -> list[tuple[tuple, list[str], dict]]:
         """(location, architectures, raw mapping) of each part of the grid."""
@@ -459,8 +499,7 @@ class _SweepValidator:
             resolved[name] = [self.param_value(at + (name, i), v, param) for i, v in enumerate(values)]
         return resolved
 
-    def check_builds(self, architecture: str, default: str | None, params: dict[str, Any],
-                     grid: list[dict]) -> None:
+    def check_builds(self, architecture: str, default: str | None, params: dict[str, Any], grid: list[dict]) -> None:
         """Build the network (on the meta device) once for each distinct combination of its own params,
         to catch bad values."""
         entry = architectures.get(architecture)
@@ -492,8 +531,12 @@ class _SweepValidator:
                 raise self.fail(at + (key,), "unknown key" + _suggest(key, SEARCH_KEYS))
         strategy = self.scalar(document, "strategy", str, "grid", at)
         if strategy not in STRATEGIES:
-            raise self.fail(at + ("strategy",), f"unknown strategy {strategy!r}" + _suggest(strategy, STRATEGIES)
-                            + f" (known: {', '.join(STRATEGIES)})")
+            raise self.fail(
+                at + ("strategy",),
+                f"unknown strategy {strategy!r}"
+                + _suggest(strategy, STRATEGIES)
+                + f" (known: {', '.join(STRATEGIES)})",
+            )
         if strategy == "grid":
             for key in ("factor", "min_epochs"):
                 if key in document:
@@ -501,8 +544,10 @@ class _SweepValidator:
             return Search()
         for at_part, _, part in parts:
             if "epochs" in part:
-                raise self.fail(at_part + ("epochs",), "successive halving needs one 'epochs' for every trial: "
-                                                       "set it in params, not in the grid")
+                raise self.fail(
+                    at_part + ("epochs",),
+                    "successive halving needs one 'epochs' for every trial: set it in params, not in the grid",
+                )
         epochs = params.get("epochs", TRAINER_PARAMS["epochs"].default)
         factor = self.scalar(document, "factor", int, Search.factor, at)
         if factor < 2:

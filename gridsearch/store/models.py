@@ -3,9 +3,10 @@
 Trials are keyed by the hash of their resolved config, so one trial can belong to several sweeps.
 Accuracies are fractions in [0, 1]; times are UTC; JSON columns hold text.
 """
+
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -14,8 +15,10 @@ SCHEMA_VERSION = 2
 """Bumped whenever a table changes; a database of another version is upgraded or refused."""
 
 UPGRADES: dict[int, list[str]] = {
-    1: ["ALTER TABLE sweeps ADD COLUMN search TEXT NOT NULL DEFAULT '{\"strategy\": \"grid\"}'",
-        "ALTER TABLE sweep_trials ADD COLUMN rung INTEGER"],
+    1: [
+        'ALTER TABLE sweeps ADD COLUMN search TEXT NOT NULL DEFAULT \'{"strategy": "grid"}\'',
+        "ALTER TABLE sweep_trials ADD COLUMN rung INTEGER",
+    ],
 }
 """Schema version -> the SQL statements that bring a database of that version to the next one."""
 
@@ -27,7 +30,7 @@ UNFINISHED = ("pending", "running", "interrupted", "stopped")
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc).replace(tzinfo=None)
+    return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):

@@ -4,17 +4,19 @@ Any SQLAlchemy URL works (PostgreSQL for several machines); a plain path means a
 opened in WAL mode so that readers (``status``, reports) never block the coordinator that writes.
 Every statement binds its values; nothing is formatted into SQL.
 """
+
 from __future__ import annotations
 
 import json
 import math
 import os
 import socket
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import partial
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, create_engine, delete, event, func, insert, inspect, select, text, update
@@ -23,8 +25,20 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.orm import sessionmaker
 
 from gridsearch.errors import UserError
-from gridsearch.store.models import (SCHEMA_VERSION, UNFINISHED, UPGRADES, Base, EpochRow, EvaluationRow, Meta,
-                               SweepRow, SweepTrialRow, TrialParamRow, TrialRow, utcnow)
+from gridsearch.store.models import (
+    SCHEMA_VERSION,
+    UNFINISHED,
+    UPGRADES,
+    Base,
+    EpochRow,
+    EvaluationRow,
+    Meta,
+    SweepRow,
+    SweepTrialRow,
+    TrialParamRow,
+    TrialRow,
+    utcnow,
+)
 
 DEFAULT_DB = "results.db"
 LEASE_SECONDS = 60.0
@@ -70,14 +84,14 @@ class Owner:
     pid: int
 
     @classmethod
-    def this_process(cls) -> "Owner":
+    def this_process(cls) -> Owner:
         return cls(socket.gethostname(), os.getpid())
 
     def __str__(self) -> str:
         return f"{self.host}:{self.pid}"
 
     @classmethod
-    def parse(cls, text: str) -> "Owner":
+    def parse(cls, text: str) -> Owner:
         host, _, pid = text.rpartition(":")
         return cls(host, int(pid))
 
@@ -105,8 +119,9 @@ class Storage:
             self.session = sessionmaker(self.engine, expire_on_commit=False)
             self._check_schema(create=create and not readonly)
         except ImportError as exc:
-            raise UserError(f"--db {describe(self.url)}: its database driver is not installed "
-                            f"({exc}); install it with pip") from None
+            raise UserError(
+                f"--db {describe(self.url)}: its database driver is not installed ({exc}); install it with pip"
+            ) from None
         except (DBAPIError, SQLAlchemyError) as exc:
             reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
             raise UserError(f"--db {describe(self.url)}: cannot open the database ({reason})") from None
@@ -140,7 +155,7 @@ class Storage:
             if not create:
                 raise UserError(f"--db {where}: the database is empty (run a sweep first)")
             with self.engine.begin() as connection:  # tables and version in one transaction: a
-                Base.metadata.create_all(connection)   # concurrent opener sees both or neither
+                Base.metadata.create_all(connection)  # concurrent opener sees both or neither
                 if connection.scalar(select(Meta.value).where(Meta.key == "schema_version")) is None:
                     connection.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
             return
@@ -152,8 +167,10 @@ class Storage:
         if found.isdigit() and int(found) in UPGRADES:
             self._upgrade()
         elif found != str(SCHEMA_VERSION):
-            raise UserError(f"--db {where}: schema version {found}, but this gridsearch reads version "
-                            f"{SCHEMA_VERSION}; use the gridsearch version that made it")
+            raise UserError(
+                f"--db {where}: schema version {found}, but this gridsearch reads version "
+                f"{SCHEMA_VERSION}; use the gridsearch version that made it"
+            )
 
     def _upgrade(self) -> None:
         """Bring a database of an older schema version to SCHEMA_VERSION in place, in one transaction; the
@@ -166,12 +183,12 @@ class Storage:
                 for version in range(found, SCHEMA_VERSION):  # re-read: another process may have done it
                     for statement in UPGRADES[version]:
                         connection.exec_driver_sql(statement)
-                connection.execute(update(Meta).where(Meta.key == "schema_version")
-                                   .values(value=str(SCHEMA_VERSION)))
+                connection.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
         except DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0]
-            raise UserError(f"--db {describe(self.url)}: cannot upgrade the database to schema version "
-                            f"{SCHEMA_VERSION} ({reason})") from None
+            raise UserError(
+                f"--db {describe(self.url)}: cannot upgrade the database to schema version {SCHEMA_VERSION} ({reason})"
+            ) from None
         finally:
             if engine is not self.engine:
                 engine.dispose()
@@ -197,18 +214,28 @@ class Storage:
             session.flush()
             known = set(session.scalars(select(TrialRow.key).where(TrialRow.key.in_(keys))))
             new = list({trial.key: trial for trial in trials if trial.key not in known}.values())
-            session.add_all(TrialRow(key=trial.key, architecture=trial.architecture,
-                                     config=json.dumps(trial.config(), sort_keys=True),
-                                     seed=trial.seed, threads=trial.threads, status="pending")
-                            for trial in new)
+            session.add_all(
+                TrialRow(
+                    key=trial.key,
+                    architecture=trial.architecture,
+                    config=json.dumps(trial.config(), sort_keys=True),
+                    seed=trial.seed,
+                    threads=trial.threads,
+                    status="pending",
+                )
+                for trial in new
+            )
             session.flush()  # trials before the rows that refer to them
-            session.add_all(TrialParamRow(trial_key=trial.key, name=name, value=json.dumps(value),
-                                          number=_number(value))
-                            for trial in new for name, value in trial.params.items())
+            session.add_all(
+                TrialParamRow(trial_key=trial.key, name=name, value=json.dumps(value), number=_number(value))
+                for trial in new
+                for name, value in trial.params.items()
+            )
             session.flush()
             session.execute(delete(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id))
-            session.add_all(SweepTrialRow(sweep_id=row.id, trial_key=key, position=position)
-                            for position, key in enumerate(keys))
+            session.add_all(
+                SweepTrialRow(sweep_id=row.id, trial_key=key, position=position) for position, key in enumerate(keys)
+            )
             if row.selected_trial is not None and row.selected_trial not in keys:
                 row.selected_trial = None
 
@@ -234,9 +261,14 @@ class Storage:
         """The trials of ``sweep``, in grid order."""
         row = self.sweep(sweep)
         with self.session() as session:
-            return list(session.scalars(
-                select(TrialRow).join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
-                .where(SweepTrialRow.sweep_id == row.id).order_by(SweepTrialRow.position)))
+            return list(
+                session.scalars(
+                    select(TrialRow)
+                    .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+                    .where(SweepTrialRow.sweep_id == row.id)
+                    .order_by(SweepTrialRow.position)
+                )
+            )
 
     def trial(self, key: str) -> TrialRow | None:
         with self.session() as session:
@@ -246,24 +278,30 @@ class Storage:
         """Record that the trials ``keys`` of ``sweep`` reached successive-halving rung ``rung``."""
         row = self.sweep(sweep)
         with self.session.begin() as session:
-            session.execute(update(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id,
-                                                        SweepTrialRow.trial_key.in_(list(keys)))
-                            .values(rung=rung))
+            session.execute(
+                update(SweepTrialRow)
+                .where(SweepTrialRow.sweep_id == row.id, SweepTrialRow.trial_key.in_(list(keys)))
+                .values(rung=rung)
+            )
 
     def rungs(self, sweep: str) -> dict[str, int | None]:
         """Trial key -> the successive-halving rung it reached in ``sweep`` (None in a grid sweep)."""
         row = self.sweep(sweep)
         with self.session() as session:
-            return dict(session.execute(select(SweepTrialRow.trial_key, SweepTrialRow.rung)
-                                        .where(SweepTrialRow.sweep_id == row.id)).all())
+            return dict(
+                session.execute(
+                    select(SweepTrialRow.trial_key, SweepTrialRow.rung).where(SweepTrialRow.sweep_id == row.id)
+                ).all()
+            )
 
     def reset_failed(self, keys: Iterable[str]) -> int:
         """Mark failed or timed-out trials among ``keys`` pending again; returns how many."""
         with self.session.begin() as session:
             result = session.execute(
-                update(TrialRow).where(TrialRow.key.in_(list(keys)),
-                                       TrialRow.status.in_(("failed", "timeout")))
-                .values(status="pending", error=None))
+                update(TrialRow)
+                .where(TrialRow.key.in_(list(keys)), TrialRow.status.in_(("failed", "timeout")))
+                .values(status="pending", error=None)
+            )
             return result.rowcount
 
     def claim(self, key: str, owner: Owner) -> bool:
@@ -283,11 +321,22 @@ class Storage:
         with self.session.begin() as session:
             result = session.execute(
                 update(TrialRow)
-                .where(TrialRow.key == key, TrialRow.status == row.status,
-                       _same(TrialRow.owner, row.owner), _same(TrialRow.heartbeat_at, row.heartbeat_at))
-                .values(status="running", owner=str(owner), heartbeat_at=now, worker_pid=None,
-                        started_at=func.coalesce(TrialRow.started_at, now), error=None,
-                        attempts=TrialRow.attempts + 1))
+                .where(
+                    TrialRow.key == key,
+                    TrialRow.status == row.status,
+                    _same(TrialRow.owner, row.owner),
+                    _same(TrialRow.heartbeat_at, row.heartbeat_at),
+                )
+                .values(
+                    status="running",
+                    owner=str(owner),
+                    heartbeat_at=now,
+                    worker_pid=None,
+                    started_at=func.coalesce(TrialRow.started_at, now),
+                    error=None,
+                    attempts=TrialRow.attempts + 1,
+                )
+            )
             return result.rowcount == 1
 
     def heartbeat(self, keys: Iterable[str], owner: Owner) -> None:
@@ -296,9 +345,11 @@ class Storage:
         if not keys:
             return
         with self.session.begin() as session:
-            session.execute(update(TrialRow)
-                            .where(TrialRow.key.in_(keys), TrialRow.owner == str(owner))
-                            .values(heartbeat_at=utcnow()))
+            session.execute(
+                update(TrialRow)
+                .where(TrialRow.key.in_(keys), TrialRow.owner == str(owner))
+                .values(heartbeat_at=utcnow())
+            )
 
     def update_trial(self, key: str, **values: Any) -> None:
         """Set columns of trial ``key`` (worker pid, device, versions, parameter count)."""
@@ -309,11 +360,13 @@ class Storage:
         """Store (or replace, on resume) one epoch's metrics and the trial's progress."""
         with self.session.begin() as session:
             session.merge(EpochRow(trial_key=key, **metrics))
-            session.execute(update(TrialRow).where(TrialRow.key == key)
-                            .values(epochs_run=metrics["epoch"] + 1, heartbeat_at=utcnow()))
+            session.execute(
+                update(TrialRow)
+                .where(TrialRow.key == key)
+                .values(epochs_run=metrics["epoch"] + 1, heartbeat_at=utcnow())
+            )
 
-    def finish(self, key: str, status: str, summary: dict[str, Any] | None = None,
-               error: str | None = None) -> None:
+    def finish(self, key: str, status: str, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
         """Close trial ``key`` with ``status`` (done, stopped, failed, timeout or interrupted)."""
         values: dict[str, Any] = {"status": status, "error": error, "worker_pid": None, "owner": None}
         if status != "interrupted":
@@ -324,37 +377,51 @@ class Storage:
     def epochs(self, keys: Iterable[str]) -> pd.DataFrame:
         """Per-epoch metrics of the trials ``keys``."""
         with self.session() as session:
-            query = select(EpochRow).where(EpochRow.trial_key.in_(list(keys))).order_by(
-                EpochRow.trial_key, EpochRow.epoch)
+            query = (
+                select(EpochRow).where(EpochRow.trial_key.in_(list(keys))).order_by(EpochRow.trial_key, EpochRow.epoch)
+            )
             return pd.read_sql(query, session.connection())
 
     # -- selection and evaluations ----------------------------------------------------------
 
     def set_selected(self, sweep: str, key: str | None) -> None:
         with self.session.begin() as session:
-            session.execute(update(SweepRow).where(SweepRow.name == sweep).values(
-                selected_trial=key, updated_at=utcnow()))
+            session.execute(
+                update(SweepRow).where(SweepRow.name == sweep).values(selected_trial=key, updated_at=utcnow())
+            )
 
     def save_evaluation(self, key: str, name: str, result: dict[str, Any]) -> None:
         """Store the evaluation ``name`` of trial ``key``, replacing an earlier one of that name."""
         with self.session.begin() as session:
-            session.execute(delete(EvaluationRow).where(EvaluationRow.trial_key == key,
-                                                        EvaluationRow.name == name))
-            session.add(EvaluationRow(
-                trial_key=key, name=name, samples=result["samples"], accuracy=result["accuracy"],
-                loss=result["loss"], errors=result["errors"], seconds=result["seconds"],
-                confusion=json.dumps(result["confusion"]), predictions=json.dumps(result["predictions"])))
+            session.execute(delete(EvaluationRow).where(EvaluationRow.trial_key == key, EvaluationRow.name == name))
+            session.add(
+                EvaluationRow(
+                    trial_key=key,
+                    name=name,
+                    samples=result["samples"],
+                    accuracy=result["accuracy"],
+                    loss=result["loss"],
+                    errors=result["errors"],
+                    seconds=result["seconds"],
+                    confusion=json.dumps(result["confusion"]),
+                    predictions=json.dumps(result["predictions"]),
+                )
+            )
 
     def evaluation(self, key: str, name: str) -> EvaluationRow | None:
         with self.session() as session:
-            return session.scalar(select(EvaluationRow).where(EvaluationRow.trial_key == key,
-                                                              EvaluationRow.name == name))
+            return session.scalar(
+                select(EvaluationRow).where(EvaluationRow.trial_key == key, EvaluationRow.name == name)
+            )
 
     def evaluations(self, keys: Iterable[str]) -> pd.DataFrame:
         """Every evaluation of the trials ``keys`` (confusion and predictions as JSON text)."""
         with self.session() as session:
-            query = select(EvaluationRow).where(EvaluationRow.trial_key.in_(list(keys))).order_by(
-                EvaluationRow.trial_key, EvaluationRow.id)
+            query = (
+                select(EvaluationRow)
+                .where(EvaluationRow.trial_key.in_(list(keys)))
+                .order_by(EvaluationRow.trial_key, EvaluationRow.id)
+            )
             return pd.read_sql(query, session.connection())
 
     # -- reading --------------------------------------------------------------------------
@@ -366,12 +433,13 @@ class Storage:
                 select(SweepRow.name, SweepRow.architecture, TrialRow.status, func.count())
                 .join(SweepTrialRow, SweepTrialRow.sweep_id == SweepRow.id)
                 .join(TrialRow, TrialRow.key == SweepTrialRow.trial_key)
-                .group_by(SweepRow.name, SweepRow.architecture, TrialRow.status)).all()
-            sweeps = session.execute(select(SweepRow.name, SweepRow.selected_trial)
-                                     .order_by(SweepRow.id)).all()
+                .group_by(SweepRow.name, SweepRow.architecture, TrialRow.status)
+            ).all()
+            sweeps = session.execute(select(SweepRow.name, SweepRow.selected_trial).order_by(SweepRow.id)).all()
         counts = pd.DataFrame(rows, columns=["sweep", "architecture", "status", "n"])
-        table = counts.pivot_table(index=["sweep", "architecture"], columns="status", values="n",
-                                   fill_value=0, aggfunc="sum")
+        table = counts.pivot_table(
+            index=["sweep", "architecture"], columns="status", values="n", fill_value=0, aggfunc="sum"
+        )
         statuses = ["done", "stopped", "running", "failed", "timeout", "interrupted", "pending"]
         table = table.reindex(columns=statuses, fill_value=0).reset_index()
         table["trials"] = table[statuses].sum(axis=1)
@@ -389,7 +457,9 @@ class Storage:
                 select(SweepRow.name, func.max(TrialRow.val_accuracy), func.min(TrialRow.val_loss))
                 .join(SweepTrialRow, SweepTrialRow.sweep_id == SweepRow.id)
                 .join(TrialRow, TrialRow.key == SweepTrialRow.trial_key)
-                .where(TrialRow.status == "done").group_by(SweepRow.name)).all()
+                .where(TrialRow.status == "done")
+                .group_by(SweepRow.name)
+            ).all()
         scores = {name: {"val_accuracy": accuracy, "val_loss": loss} for name, accuracy, loss in best}
         return {name: (metric, scores.get(name, {}).get(metric)) for name, metric in sweeps}
 
@@ -403,19 +473,29 @@ class Storage:
         records = []
         for trial in trials:
             config = json.loads(trial.config)
-            records.append({"key": trial.key, **{name: config_value(config, name) for name in gridded},
-                            "seed": trial.seed, "status": trial.status,
-                            **({"rung": rungs[trial.key]} if rungs else {}), "best_epoch": trial.best_epoch,
-                            "epochs_run": trial.epochs_run, "val_accuracy": trial.val_accuracy,
-                            "val_loss": trial.val_loss, "train_seconds": trial.train_seconds,
-                            "error": trial.error})
+            records.append(
+                {
+                    "key": trial.key,
+                    **{name: config_value(config, name) for name in gridded},
+                    "seed": trial.seed,
+                    "status": trial.status,
+                    **({"rung": rungs[trial.key]} if rungs else {}),
+                    "best_epoch": trial.best_epoch,
+                    "epochs_run": trial.epochs_run,
+                    "val_accuracy": trial.val_accuracy,
+                    "val_loss": trial.val_loss,
+                    "train_seconds": trial.train_seconds,
+                    "error": trial.error,
+                }
+            )
         table = pd.DataFrame.from_records(records)
         if table.empty:
             return table
         ascending = row.select_metric == "val_loss"
         order = (["rung"], [False]) if rungs else ([], [])  # successive halving: the last rung's trials first
-        return table.sort_values([*order[0], row.select_metric], ascending=[*order[1], ascending],
-                                 na_position="last", kind="stable").reset_index(drop=True)
+        return table.sort_values(
+            [*order[0], row.select_metric], ascending=[*order[1], ascending], na_position="last", kind="stable"
+        ).reset_index(drop=True)
 
     def query(self, sql: str) -> pd.DataFrame:
         """Run one read-only SQL statement and return its rows."""

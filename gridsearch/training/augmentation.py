@@ -27,12 +27,13 @@ grid and one bilinear ``F.grid_sample`` (zero fill) per batch. Images need no gr
 ``grid_sample``'s nondeterministic CUDA backward is never used; its forward is deterministic, and
 so is the whole augmentation for a given generator state.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -76,9 +77,9 @@ def distort(images: torch.Tensor, distortion: Distortion) -> torch.Tensor:
     tan = torch.tan(distortion.shear)
     # Inverse map (output pixel -> source pixel) of content transform zoom, shear, rotate:
     # (1 / zoom) * shear^-1 * rotation^-1, in centred pixel coordinates with y down.
-    linear = torch.stack(
-        [cos + tan * sin, -sin + tan * cos, sin, cos], dim=1
-    ).view(n, 2, 2) / distortion.zoom.view(n, 1, 1)
+    linear = torch.stack([cos + tan * sin, -sin + tan * cos, sin, cos], dim=1).view(n, 2, 2) / distortion.zoom.view(
+        n, 1, 1
+    )
 
     xs = torch.arange(w, device=device, dtype=dtype) - (w - 1) / 2
     ys = torch.arange(h, device=device, dtype=dtype) - (h - 1) / 2
@@ -88,9 +89,7 @@ def distort(images: torch.Tensor, distortion: Distortion) -> torch.Tensor:
         points = points + distortion.displacement.permute(0, 2, 3, 1)
     source = torch.einsum("nij,nhwj->nhwi", linear, points)
     half_size = torch.tensor([w / 2, h / 2], device=device, dtype=dtype)  # pixels -> [-1, 1]
-    warped = F.grid_sample(
-        images, source / half_size, mode="bilinear", padding_mode="zeros", align_corners=False
-    )
+    warped = F.grid_sample(images, source / half_size, mode="bilinear", padding_mode="zeros", align_corners=False)
     return torch.where(distortion.selected.view(n, 1, 1, 1), warped, images)
 
 
@@ -148,9 +147,7 @@ class BatchAugmenter:
         self.elastic_alpha = elastic_alpha
         self.elastic_sigma = elastic_sigma
 
-    def draw(
-        self, n: int, height: int, width: int, generator: torch.Generator, dtype: torch.dtype
-    ) -> Distortion:
+    def draw(self, n: int, height: int, width: int, generator: torch.Generator, dtype: torch.dtype) -> Distortion:
         """Random parameters for a batch of ``n`` images, drawn from ``generator`` on its device."""
         device = generator.device
         u = torch.rand((n, 6), generator=generator, device=device, dtype=dtype)

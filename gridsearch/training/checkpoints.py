@@ -3,13 +3,15 @@
 A kill never leaves half a checkpoint (write to a temporary file, then rename); a file damaged later
 (truncated, bit rot) is detected on load because its bytes no longer match ``<name>.sha256``.
 """
+
 from __future__ import annotations
 
 import hashlib
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 

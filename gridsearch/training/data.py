@@ -5,6 +5,7 @@
 file per array. Workers map those files copy-on-write, so all trials share one copy of the pixels
 in the page cache and index batches straight from the tensor, with no per-sample path.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,8 +17,12 @@ import torch
 
 from gridsearch.errors import UserError
 
-MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-               "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = (
+    "train-images-idx3-ubyte.gz",
+    "train-labels-idx1-ubyte.gz",
+    "t10k-images-idx3-ubyte.gz",
+    "t10k-labels-idx1-ubyte.gz",
+)
 ARRAYS = ("train_images", "train_labels", "test_images", "test_labels")
 
 
@@ -43,12 +48,18 @@ def prepare(data_dir: Path) -> Path:
     except Exception as exc:  # torchvision raises URLError, RuntimeError, OSError... when offline
         raw = Path(data_dir) / "MNIST" / "raw"
         missing = [name for name in MNIST_FILES if not (raw / name).exists()]
-        raise UserError(f"MNIST is not in {raw} and could not be downloaded ({type(exc).__name__}: "
-                        f"{exc}); put {', '.join(missing) or 'the four MNIST .gz files'} there, "
-                        "or pass --data-dir") from None
+        raise UserError(
+            f"MNIST is not in {raw} and could not be downloaded ({type(exc).__name__}: "
+            f"{exc}); put {', '.join(missing) or 'the four MNIST .gz files'} there, "
+            "or pass --data-dir"
+        ) from None
     target.mkdir(parents=True, exist_ok=True)
-    arrays = {"train_images": train.data, "train_labels": train.targets,
-              "test_images": test.data, "test_labels": test.targets}
+    arrays = {
+        "train_images": train.data,
+        "train_labels": train.targets,
+        "test_images": test.data,
+        "test_labels": test.targets,
+    }
     for name, tensor in arrays.items():
         tmp = target / f"{name}.{os.getpid()}.tmp.npy"
         np.save(tmp, tensor.numpy().astype(np.uint8))
@@ -69,7 +80,7 @@ class Split:
     images: torch.Tensor
     labels: torch.Tensor
 
-    def to(self, device: torch.device | str) -> "Split":
+    def to(self, device: torch.device | str) -> Split:
         return Split(self.images.to(device), self.labels.to(device))
 
     def __len__(self) -> int:
@@ -82,7 +93,7 @@ def training_splits(data_dir: Path, train_size: int, val_size: int) -> tuple[Spl
     labels = _load(data_dir, "train_labels").long()
     total = len(labels)
     train = Split(images[:train_size], labels[:train_size])
-    val = Split(images[total - val_size:], labels[total - val_size:])
+    val = Split(images[total - val_size :], labels[total - val_size :])
     return train, val
 
 

@@ -6,13 +6,15 @@ thread count comes from the trial's config. Every seed is the trial's own ``seed
 so all grid points of one seed start from the same weights and see the same batches, as in the study:
 differences between them come from the hyperparameters alone.
 """
+
 from __future__ import annotations
 
 import math
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,13 +54,19 @@ def make_optimizer(model: nn.Module, params: dict[str, Any]) -> torch.optim.Opti
     if "transformer_lr_scale" in params:
         transformer = list(model.transformer_parameters())
         own = set(map(id, transformer))
-        groups = [{"params": [p for p in model.parameters() if id(p) not in own]},
-                  {"params": transformer, "lr": params["lr"] * params["transformer_lr_scale"]}]
+        groups = [
+            {"params": [p for p in model.parameters() if id(p) not in own]},
+            {"params": transformer, "lr": params["lr"] * params["transformer_lr_scale"]},
+        ]
     if params["optimizer"] == "adam":
         return torch.optim.Adam(groups, lr=params["lr"], weight_decay=params["weight_decay"])
-    return torch.optim.SGD(groups, lr=params["lr"], momentum=params["momentum"],
-                           nesterov=params["nesterov"] and params["momentum"] > 0,
-                           weight_decay=params["weight_decay"])
+    return torch.optim.SGD(
+        groups,
+        lr=params["lr"],
+        momentum=params["momentum"],
+        nesterov=params["nesterov"] and params["momentum"] > 0,
+        weight_decay=params["weight_decay"],
+    )
 
 
 def build_model(config: dict[str, Any]) -> nn.Module:
@@ -106,9 +114,15 @@ def checkpoint_path(init_from: str, run_dir: Path) -> Path:
     return Path(init_from)
 
 
-def train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Split, batch_size: int,
-                generator: torch.Generator, augment: Augment | None = None, bf16: bool = False
-                ) -> tuple[float, float]:
+def train_epoch(
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    train: Split,
+    batch_size: int,
+    generator: torch.Generator,
+    augment: Augment | None = None,
+    bf16: bool = False,
+) -> tuple[float, float]:
     """One pass over ``train`` in a seeded random order; returns (mean loss, accuracy)."""
     model.train()
     order = torch.randperm(len(train), generator=generator, device=generator.device)
@@ -142,8 +156,8 @@ def evaluate(model: nn.Module, split: Split, bf16: bool = False) -> tuple[float,
     total_loss = torch.zeros((), device=split.images.device)
     predictions = []
     for start in range(0, len(split), EVAL_BATCH_SIZE):
-        images = split.images[start:start + EVAL_BATCH_SIZE].float().div_(255)
-        labels = split.labels[start:start + EVAL_BATCH_SIZE]
+        images = split.images[start : start + EVAL_BATCH_SIZE].float().div_(255)
+        labels = split.labels[start : start + EVAL_BATCH_SIZE]
         with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
             output = model(images)
         total_loss += F.cross_entropy(output.float(), labels, reduction="sum")
@@ -159,8 +173,9 @@ def is_better(value: float, best: float | None, select: str) -> bool:
     return value < best if select == "val_loss" else value > best
 
 
-def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
-                emit: Emit, budget: int | None = None) -> dict[str, Any]:
+def train_trial(
+    config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device, emit: Emit, budget: int | None = None
+) -> dict[str, Any]:
     """Train the trial ``config``, resuming from ``run_dir/last.pt`` if present; returns its summary.
 
     Emits ``{"event": "epoch", ...}`` after each epoch (and once per past epoch on resume). Keeps
@@ -178,9 +193,11 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
     model = build_model(config).to(device)
     augment = make_augmenter(config)
     optimizer = make_optimizer(model, params)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda epoch: lr_factor(
-        epoch, params["lr_gamma"], params["lr_step"], params["lr_min"]))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: lr_factor(epoch, params["lr_gamma"], params["lr_step"], params["lr_min"])
+    )
     history: list[dict[str, Any]] = []
+
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
         emit({"event": "warning", "message": message})
@@ -200,8 +217,13 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
     elif params["init_from"]:
         loaded, fresh = warm_start(model, checkpoint_path(params["init_from"], run_dir), device)
         print(f"warm start from {params['init_from']}: {loaded} tensors loaded, {fresh} fresh", file=sys.stderr)
-    emit({"event": "started", "parameter_count": architectures.count_parameters(model),
-          "resumed_from_epoch": len(history)})
+    emit(
+        {
+            "event": "started",
+            "parameter_count": architectures.count_parameters(model),
+            "resumed_from_epoch": len(history),
+        }
+    )
 
     best = _best(history, select)
     end = params["epochs"] if budget is None else min(budget, params["epochs"])
@@ -210,30 +232,47 @@ def train_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: t
             break
         started = time.perf_counter()
         lr = optimizer.param_groups[0]["lr"]
-        train_loss, train_accuracy = train_epoch(model, optimizer, train, params["batch_size"], generator,
-                                                 augment, uses_bf16(config))
+        train_loss, train_accuracy = train_epoch(
+            model, optimizer, train, params["batch_size"], generator, augment, uses_bf16(config)
+        )
         if not math.isfinite(train_loss):
             raise Diverged(f"training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
         val_loss, val_accuracy, _ = evaluate(model, val, uses_bf16(config))
         schedule.step()
-        metrics = {"epoch": epoch, "train_loss": train_loss, "train_accuracy": train_accuracy,
-                   "val_loss": val_loss, "val_accuracy": val_accuracy, "lr": lr,
-                   "seconds": time.perf_counter() - started}
+        metrics = {
+            "epoch": epoch,
+            "train_loss": train_loss,
+            "train_accuracy": train_accuracy,
+            "val_loss": val_loss,
+            "val_accuracy": val_accuracy,
+            "lr": lr,
+            "seconds": time.perf_counter() - started,
+        }
         history.append(metrics)
         if best is None or is_better(metrics[select], best[select], select):
             best = metrics
             save_atomically({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
-        state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                 "schedule": schedule.state_dict(), "cpu_rng": torch.get_rng_state(),
-                 "generator": generator.get_state(), "history": history}
+        state = {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "schedule": schedule.state_dict(),
+            "cpu_rng": torch.get_rng_state(),
+            "generator": generator.get_state(),
+            "history": history,
+        }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         save_atomically(state, run_dir / "last.pt", keep_previous=True)
         emit({"event": "epoch", **metrics})
     finished = len(history) >= params["epochs"] or _out_of_patience(len(history), best, params["patience"])
-    return {"best_epoch": best["epoch"], "val_accuracy": best["val_accuracy"],
-            "val_loss": best["val_loss"], "epochs_run": len(history),
-            "train_seconds": sum(m["seconds"] for m in history), "finished": finished}
+    return {
+        "best_epoch": best["epoch"],
+        "val_accuracy": best["val_accuracy"],
+        "val_loss": best["val_loss"],
+        "epochs_run": len(history),
+        "train_seconds": sum(m["seconds"] for m in history),
+        "finished": finished,
+    }
 
 
 def _out_of_patience(epoch: int, best: dict[str, Any] | None, patience: int) -> bool:
@@ -249,8 +288,9 @@ def _best(history: list[dict[str, Any]], select: str) -> dict[str, Any] | None:
     return best
 
 
-def evaluate_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device,
-                   test_size: int) -> dict[str, Any]:
+def evaluate_trial(
+    config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device, test_size: int
+) -> dict[str, Any]:
     """Evaluate the trial's best weights on the first ``test_size`` official test images."""
     make_deterministic(config["threads"])
     model = build_model(config).to(device)
@@ -262,7 +302,13 @@ def evaluate_trial(config: dict[str, Any], run_dir: Path, data_dir: Path, device
     labels = test.labels.cpu()
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
-    return {"samples": len(test), "accuracy": accuracy, "loss": loss,
-            "errors": int((predicted != labels).sum()), "confusion": confusion.tolist(),
-            "predictions": predicted.tolist(), "seconds": time.perf_counter() - started,
-            "best_epoch": state["epoch"]}
+    return {
+        "samples": len(test),
+        "accuracy": accuracy,
+        "loss": loss,
+        "errors": int((predicted != labels).sum()),
+        "confusion": confusion.tolist(),
+        "predictions": predicted.tolist(),
+        "seconds": time.perf_counter() - started,
+        "best_epoch": state["epoch"],
+    }

@@ -9,6 +9,7 @@ The database is opened read-only: with SQLite's WAL, reading never blocks the co
 sweep. Requests name sweeps and trials, never files: a model is a trial key of the database, loaded
 (checksum verified) from its run folder; the assets are read once at start and served by name.
 """
+
 from __future__ import annotations
 
 import base64
@@ -19,10 +20,11 @@ import logging
 import re
 import socket
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -34,13 +36,13 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.serving import make_server, select_address_family
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.trained_models import load_model
 from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
-from gridsearch.errors import UserError
-from gridsearch.web.recognizer import recognize
 from gridsearch.analysis.report import grid_effects, grid_heatmap
+from gridsearch.analysis.trained_models import load_model
+from gridsearch.errors import UserError
 from gridsearch.store.models import SweepRow, TrialRow
 from gridsearch.store.storage import Storage, config_value, describe
+from gridsearch.web.recognizer import recognize
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Largest request body accepted (a 280x280 canvas as a PNG data URL is about 10 kB)."""
@@ -51,8 +53,13 @@ MAX_CURVES = 10
 CACHED_MODELS = 4
 STATUSES = ("done", "running", "failed", "timeout", "interrupted", "pending")
 FINISHED = ("done", "failed", "timeout")
-ASSETS = {"style.css": "text/css", "common.js": "text/javascript", "sweeps.js": "text/javascript",
-          "sweep.js": "text/javascript", "recognizer.js": "text/javascript"}
+ASSETS = {
+    "style.css": "text/css",
+    "common.js": "text/javascript",
+    "sweeps.js": "text/javascript",
+    "sweep.js": "text/javascript",
+    "recognizer.js": "text/javascript",
+}
 FIGURE_DPI = 80
 _pyplot = threading.Lock()
 """pyplot's figure registry is not thread-safe, and requests are served in threads."""
@@ -70,8 +77,9 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
     """The web app on ``storage`` (opened read-only), loading models from the run folders in ``artifacts``."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
-    assets = {name: resources.files("gridsearch.web").joinpath("assets", name).read_text(encoding="utf-8")
-              for name in ASSETS}
+    assets = {
+        name: resources.files("gridsearch.web").joinpath("assets", name).read_text(encoding="utf-8") for name in ASSETS
+    }
     database = describe(storage.url)
 
     # -- looking things up ------------------------------------------------------------------
@@ -92,8 +100,11 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
         if trial.status != "done":
             raise RequestError(409, f"trial {key} is {trial.status}, not done: it has no final weights yet")
         if not (artifacts / key / "best.pt").exists():
-            raise RequestError(404, f"trial {key}: no best weights in its run folder under {artifacts} "
-                                    "(start serve with --artifacts where the run folders are)")
+            raise RequestError(
+                404,
+                f"trial {key}: no best weights in its run folder under {artifacts} "
+                "(start serve with --artifacts where the run folders are)",
+            )
         return trial
 
     @lru_cache(maxsize=CACHED_MODELS)
@@ -113,10 +124,17 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
                 continue
             trial, row = storage.trial(key), storage.sweep(name)
             config = json.loads(trial.config)
-            found.append({"trial": key, "sweep": name, "architecture": trial.architecture,
-                          "params": {p: config_value(config, p) for p in json.loads(row.gridded_params)},
-                          "val_accuracy": trial.val_accuracy, "test_accuracy": test.accuracy,
-                          "test_samples": test.samples})
+            found.append(
+                {
+                    "trial": key,
+                    "sweep": name,
+                    "architecture": trial.architecture,
+                    "params": {p: config_value(config, p) for p in json.loads(row.gridded_params)},
+                    "val_accuracy": trial.val_accuracy,
+                    "test_accuracy": test.accuracy,
+                    "test_samples": test.samples,
+                }
+            )
         return sorted(found, key=lambda m: -m["test_accuracy"])
 
     # -- pages ------------------------------------------------------------------------------
@@ -154,10 +172,19 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
             finished = sum(counts[status] for status in FINISHED)
             select, score = best.get(row["sweep"], (None, None))
             selected = row["selected"] if isinstance(row["selected"], str) else None  # NaN when none
-            records.append({"name": row["sweep"], "architecture": row["architecture"], **counts,
-                            "trials": int(row["trials"]), "finished": finished,
-                            "progress": finished / row["trials"] if row["trials"] else 0.0,
-                            "select": select, "best": score, "selected_trial": selected})
+            records.append(
+                {
+                    "name": row["sweep"],
+                    "architecture": row["architecture"],
+                    **counts,
+                    "trials": int(row["trials"]),
+                    "finished": finished,
+                    "progress": finished / row["trials"] if row["trials"] else 0.0,
+                    "select": select,
+                    "best": score,
+                    "selected_trial": selected,
+                }
+            )
         return {"database": database, "sweeps": records}
 
     @app.get("/api/sweeps/<name>/trials")
@@ -166,25 +193,52 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
         gridded = json.loads(row.gridded_params)
         table = storage.trials_table(name)
         planned = {t.key: json.loads(t.config)["params"]["epochs"] for t in storage.trials(name)}
-        trials = [{"key": t["key"], "params": {p: t[p] for p in gridded}, "seed": t["seed"],
-                   "status": t["status"], "epochs_run": t["epochs_run"], "epochs": planned[t["key"]],
-                   "best_epoch": t["best_epoch"], "val_accuracy": t["val_accuracy"], "val_loss": t["val_loss"],
-                   "train_seconds": t["train_seconds"], "error": t["error"]}
-                  for t in json.loads(table.to_json(orient="records"))]  # to_json: NaN -> null
+        trials = [
+            {
+                "key": t["key"],
+                "params": {p: t[p] for p in gridded},
+                "seed": t["seed"],
+                "status": t["status"],
+                "epochs_run": t["epochs_run"],
+                "epochs": planned[t["key"]],
+                "best_epoch": t["best_epoch"],
+                "val_accuracy": t["val_accuracy"],
+                "val_loss": t["val_loss"],
+                "train_seconds": t["train_seconds"],
+                "error": t["error"],
+            }
+            for t in json.loads(table.to_json(orient="records"))
+        ]  # to_json: NaN -> null
         counts = {status: sum(t["status"] == status for t in trials) for status in STATUSES}
         finished = sum(counts[status] for status in FINISHED)
         _, varying = grid_effects(table, gridded) if trials else (None, [])
         test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
         progress = sum(t["epochs_run"] for t in trials)
-        return {"sweep": {"name": row.name, "architecture": row.architecture, "select": row.select_metric,
-                          "gridded": gridded, **counts, "trials": len(trials), "finished": finished,
-                          "heatmap": varying[:2] if len(varying) >= 2 else None,
-                          "selected_trial": row.selected_trial,
-                          "version": f"{finished}.{progress}.{row.selected_trial or ''}"},
-                "test": None if test is None else {
-                    "trial": test.trial_key, "accuracy": test.accuracy, "loss": test.loss,
-                    "errors": test.errors, "samples": test.samples, "confusion": json.loads(test.confusion)},
-                "trials": trials}
+        return {
+            "sweep": {
+                "name": row.name,
+                "architecture": row.architecture,
+                "select": row.select_metric,
+                "gridded": gridded,
+                **counts,
+                "trials": len(trials),
+                "finished": finished,
+                "heatmap": varying[:2] if len(varying) >= 2 else None,
+                "selected_trial": row.selected_trial,
+                "version": f"{finished}.{progress}.{row.selected_trial or ''}",
+            },
+            "test": None
+            if test is None
+            else {
+                "trial": test.trial_key,
+                "accuracy": test.accuracy,
+                "loss": test.loss,
+                "errors": test.errors,
+                "samples": test.samples,
+                "confusion": json.loads(test.confusion),
+            },
+            "trials": trials,
+        }
 
     @app.get("/api/models")
     def model_list() -> dict[str, Any]:
@@ -195,8 +249,11 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
     def predict() -> dict[str, Any]:
         body = request.get_json(force=True, silent=True)
         if not isinstance(body, dict):
-            raise RequestError(400, 'the body must be a JSON object: {"image": "data:image/png;base64,...", '
-                                    '"trial": "<optional trial key>"}')
+            raise RequestError(
+                400,
+                'the body must be a JSON object: {"image": "data:image/png;base64,...", '
+                '"trial": "<optional trial key>"}',
+            )
         unknown = sorted(set(body) - {"image", "trial"})
         if unknown:
             raise RequestError(400, f"unknown field {unknown[0]!r}; expected image and optionally trial")
@@ -208,9 +265,14 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
             body["trial"] = found[0]["trial"]
         trial = model_trial(body["trial"])
         result = recognize(model(trial.key), digit)
-        return {"trial": trial.key, "architecture": trial.architecture, "digit": result.digit,
-                "probabilities": [round(float(p), 6) for p in result.probabilities],
-                "input": digit.tolist(), "saliency": np.round(result.saliency, 3).tolist()}
+        return {
+            "trial": trial.key,
+            "architecture": trial.architecture,
+            "digit": result.digit,
+            "probabilities": [round(float(p), 6) for p in result.probabilities],
+            "input": digit.tolist(),
+            "saliency": np.round(result.saliency, 3).tolist(),
+        }
 
     # -- figures ----------------------------------------------------------------------------
 
@@ -219,8 +281,9 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
         row = sweep_row(name)
         done, params = grid_effects(storage.trials_table(name), json.loads(row.gridded_params))
         if len(params) < 2:
-            raise RequestError(404, f"sweep {name}: fewer than two gridded params vary among its done trials, "
-                                    "so there is no heatmap")
+            raise RequestError(
+                404, f"sweep {name}: fewer than two gridded params vary among its done trials, so there is no heatmap"
+            )
         return png(lambda: grid_heatmap(done, params, name))
 
     @app.get("/sweeps/<name>/curves.png")
@@ -249,14 +312,18 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
         test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
         if test is None:
             raise RequestError(404, f"sweep {name} has no tested trial yet")
-        return png(lambda: plots.confusion_matrix(np.array(json.loads(test.confusion)),
-                                                  f"{name}: test confusion matrix"))
+        return png(
+            lambda: plots.confusion_matrix(np.array(json.loads(test.confusion)), f"{name}: test confusion matrix")
+        )
 
     # -- errors: one JSON line, never a traceback --------------------------------------------
 
     def error(status: int, message: str) -> tuple[Any, int]:
-        if request.path.startswith(("/api/", "/assets/")) or request.path.endswith(".png") \
-                or not request.accept_mimetypes.accept_html:
+        if (
+            request.path.startswith(("/api/", "/assets/"))
+            or request.path.endswith(".png")
+            or not request.accept_mimetypes.accept_html
+        ):
             return {"error": message}, status
         return page("error.html", f"Error {status}", status=status, message=message), status
 
@@ -293,7 +360,7 @@ def drawing(data_url: object) -> np.ndarray:
     if not isinstance(data_url, str) or not data_url.startswith(PNG_DATA_URL):
         raise BadDrawing(f"image must be a PNG data URL starting with {PNG_DATA_URL!r}")
     try:
-        png = base64.b64decode(data_url[len(PNG_DATA_URL):], validate=True)
+        png = base64.b64decode(data_url[len(PNG_DATA_URL) :], validate=True)
     except binascii.Error:
         raise BadDrawing("image: the data URL is not valid base64") from None
     return png_ink(png)

@@ -7,6 +7,7 @@ a detached gather (``architectures/sampling.py``, for deterministic CUDA trainin
 gradient misses the classifier entirely; a class activation map needs a last convolution followed by
 global pooling, which the MLPs lack.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -52,23 +53,26 @@ def occlusion(model: nn.Module, image: torch.Tensor, target: int) -> np.ndarray:
     logit against the log-sum-exp of the others) keep their resolution when the model is certain,
     where probabilities and even log-probabilities round to 1 and 0."""
     height, width = image.shape[-2:]
-    corners = [(row, column) for row in range(0, height - PATCH + 1, STRIDE)
-               for column in range(0, width - PATCH + 1, STRIDE)
-               if image[0, 0, row:row + PATCH, column:column + PATCH].any()]
+    corners = [
+        (row, column)
+        for row in range(0, height - PATCH + 1, STRIDE)
+        for column in range(0, width - PATCH + 1, STRIDE)
+        if image[0, 0, row : row + PATCH, column : column + PATCH].any()
+    ]
     heat, cover = torch.zeros(height, width), torch.zeros(height, width)
     if not corners:
         return heat.numpy()
     erased = image.repeat(len(corners), 1, 1, 1)
     for index, (row, column) in enumerate(corners):
-        erased[index, :, row:row + PATCH, column:column + PATCH] = 0
+        erased[index, :, row : row + PATCH, column : column + PATCH] = 0
     logits = model(torch.cat([image, erased]))
     others = logits.clone()
     others[:, target] = -torch.inf
     log_odds = logits[:, target] - others.logsumexp(1)
     drops = (log_odds[0] - log_odds[1:]).clamp(min=0)
     for (row, column), drop in zip(corners, drops):
-        heat[row:row + PATCH, column:column + PATCH] += drop
-        cover[row:row + PATCH, column:column + PATCH] += 1
+        heat[row : row + PATCH, column : column + PATCH] += drop
+        cover[row : row + PATCH, column : column + PATCH] += 1
     heat /= cover.clamp(min=1)
     peak = heat.max()
     return (heat / peak if peak > 0 else heat).numpy()

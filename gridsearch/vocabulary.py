@@ -1,0 +1,121 @@
+"""The words every part of gridsearch shares: trial statuses, metrics and how params are printed.
+
+Defined once here and used by the engine, the store, the CLI, the reports and the web app, so that
+"finished", "better" and "lr_step=4" mean the same thing everywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Literal
+
+
+class TrialStatus(StrEnum):
+    """Where a trial stands. Stored as its value, so databases of every schema version read unchanged."""
+
+    PENDING = "pending"
+    """Never started."""
+    RUNNING = "running"
+    """Claimed by a live coordinator (or by a dead one, until its lease runs out)."""
+    DONE = "done"
+    """Trained to its last epoch, or stopped early by ``patience``."""
+    STOPPED = "stopped"
+    """Trained part of its epochs by a successive-halving sweep that did not promote it (yet); a sweep
+    that needs more of it resumes it from its checkpoint."""
+    FAILED = "failed"
+    """Raised, diverged or crashed; ``error`` says why."""
+    TIMEOUT = "timeout"
+    """Killed after the sweep's ``timeout``."""
+    INTERRUPTED = "interrupted"
+    """Stopped before the end (Ctrl-C, a killed worker); resumes from its checkpoint."""
+
+    @property
+    def finished(self) -> bool:
+        """Whether the trial counts as finished in progress and counts (see ``FINISHED``)."""
+        return self in FINISHED
+
+
+STATUS_ORDER: tuple[TrialStatus, ...] = (
+    TrialStatus.DONE,
+    TrialStatus.STOPPED,
+    TrialStatus.RUNNING,
+    TrialStatus.FAILED,
+    TrialStatus.TIMEOUT,
+    TrialStatus.INTERRUPTED,
+    TrialStatus.PENDING,
+)
+"""The order statuses are shown in (tables, progress lines, the dashboard)."""
+FINISHED = frozenset({TrialStatus.DONE, TrialStatus.STOPPED, TrialStatus.FAILED, TrialStatus.TIMEOUT})
+"""Nothing more happens to these in the sweep as it stands: a completed successive-halving sweep has only
+finished trials, its stopped ones included (a later rung or another sweep may still resume those)."""
+SCORED = frozenset({TrialStatus.DONE, TrialStatus.STOPPED})
+"""Trials with a best epoch and its scores."""
+FAILURES = frozenset({TrialStatus.FAILED, TrialStatus.TIMEOUT})
+"""What ``--retry-failed`` runs again; never promoted nor selected."""
+CLAIMABLE = frozenset({TrialStatus.PENDING, TrialStatus.RUNNING, TrialStatus.INTERRUPTED, TrialStatus.STOPPED})
+"""What a run may start or continue (a running trial only once its coordinator is gone)."""
+
+
+@dataclass(frozen=True)
+class Metric:
+    """A score a sweep selects by, and which way is better."""
+
+    name: str
+    direction: Literal["max", "min"]
+
+    @property
+    def ascending(self) -> bool:
+        """Whether sorting by this metric ascending puts the best first."""
+        return self.direction == "min"
+
+    def better(self, value: float, than: float | None) -> bool:
+        """Whether ``value`` beats ``than`` (anything beats None)."""
+        if than is None:
+            return True
+        return value < than if self.direction == "min" else value > than
+
+    def rank(self, value: float) -> float:
+        """A sort key that puts the best value first."""
+        return value if self.direction == "min" else -value
+
+
+METRICS: dict[str, Metric] = {
+    name: Metric(name, direction) for name, direction in (("val_accuracy", "max"), ("val_loss", "min"))
+}
+"""The metrics a sweep may select its best trial by (``select:``)."""
+
+
+def metric(name: str) -> Metric:
+    """The metric called ``name`` (``KeyError`` if it is not one of ``METRICS``)."""
+    return METRICS[name]
+
+
+def format_value(value: Any) -> str:
+    """A param value as people write it: whole floats without '.0' (``lr_step=4``), others in the
+    shortest form that reads back the same (``0.0005``), lists as ``[0.95, 1.05]``."""
+    if isinstance(value, bool) or value is None:
+        return str(value).lower() if isinstance(value, bool) else ""
+    if isinstance(value, float):
+        if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+            return str(int(value))
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(format_value(item) for item in value) + "]"
+    return str(value)
+
+
+def format_params(params: Iterable[tuple[str, Any]]) -> str:
+    """``name=value`` pairs, e.g. ``lr=0.05 lr_step=3``."""
+    return " ".join(f"{name}={format_value(value)}" for name, value in params)
+
+
+def format_percent(fraction: float | None, decimals: int = 2) -> str:
+    """An accuracy (a fraction) as a percentage with fixed decimals: ``98.70%``; '' for None."""
+    return (
+        ""
+        if fraction is None or (isinstance(fraction, float) and math.isnan(fraction))
+        else f"{fraction * 100:.{decimals}f}%"
+    )
