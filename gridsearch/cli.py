@@ -276,8 +276,8 @@ def _selected_line(storage: Storage, sweep: str) -> str:
     row = storage.sweep(sweep)
     trial = storage.trial(row.selected_trial)
     test = storage.evaluation(trial.key, "test")
-    config = json.loads(trial.config)
-    gridded = " ".join(f"{name}={config_value(config, name)}" for name in json.loads(row.gridded_params))
+    config = trial.config
+    gridded = " ".join(f"{name}={config_value(config, name)}" for name in row.gridded_params)
     return (
         f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch "
         f"{trial.best_epoch}; test {test.accuracy:.3%} ({test.errors} errors in {test.samples})"
@@ -374,7 +374,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         return 1
     trial = storage.trial(row.selected_trial)
     test = storage.evaluation(trial.key, "test")
-    config = json.loads(trial.config)
+    config = trial.config
     report = {
         "sweep": row.name,
         "trial": trial.key,
@@ -393,7 +393,7 @@ def cmd_best(args: argparse.Namespace) -> int:
             "loss": test.loss,
             "errors": test.errors,
             "samples": test.samples,
-            "confusion": json.loads(test.confusion),
+            "confusion": test.confusion,
         }
     if args.format == "json":
         print(json.dumps(report, indent=2))

@@ -69,11 +69,11 @@ class BestModel:
 
     @property
     def gridded(self) -> list[str]:
-        return json.loads(self.sweep.gridded_params)
+        return self.sweep.gridded_params
 
     @property
     def predictions(self) -> np.ndarray:
-        return np.array(json.loads(self.test.predictions))
+        return np.array(self.test.predictions)
 
 
 def best_model(storage: Storage, sweep: str) -> BestModel:
@@ -89,7 +89,7 @@ def best_model(storage: Storage, sweep: str) -> BestModel:
 
 def config_text(model: BestModel) -> str:
     """The gridded params of the best trial, e.g. "lr=0.05, lr_step=3, seed=0"."""
-    config = json.loads(model.trial.config)
+    config = model.trial.config
     return ", ".join([f"{name}={config_value(config, name)}" for name in model.gridded] + [f"seed={model.trial.seed}"])
 
 
@@ -179,14 +179,14 @@ def effects_section(folder: Folder, storage: Storage, model: BestModel) -> str:
         )
     else:
         parts.append(note("No gridded param takes two values among finished trials: nothing to plot."))
-    if json.loads(model.sweep.search)["strategy"] == "halving":
+    if model.sweep.search["strategy"] == "halving":
         parts.append(rungs_section(folder, storage, model))
     return subsection(f"{model.name} ({model.sweep.architecture}, {len(done)} of {len(trials)} trials done)", *parts)
 
 
 def rungs_table(storage: Storage, sweep: SweepRow) -> pd.DataFrame:
     """Successive halving: each rung's epoch budget, its trials, how many went on, and the epochs it trained."""
-    budgets = json.loads(sweep.search)["rung_epochs"]
+    budgets = sweep.search["rung_epochs"]
     reached = {key: rung for key, rung in storage.rungs(sweep.name).items() if rung is not None}
     epochs = storage.epochs(reached)
     records = []
@@ -289,7 +289,7 @@ def evaluation_section(folder: Folder, model: BestModel, artifacts: Path, data_d
     probabilities = scores.probabilities.numpy()
     confidence = probabilities[np.arange(len(labels)), predicted]
     rerun_differs = int((scores.predicted.numpy() != predicted).sum())
-    confusion = np.array(json.loads(model.test.confusion))
+    confusion = np.array(model.test.confusion)
     per_class = per_class_table(labels, predicted, probabilities)
     pairs = confused_pairs(confusion)
     wrong = np.flatnonzero(predicted != labels)

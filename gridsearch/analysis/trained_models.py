@@ -6,7 +6,6 @@ transformed inputs), so they re-run the selected trial's ``best.pt`` on CPU, det
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +53,7 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
     if not path.exists():
         raise UserError(f"trial {trial.key}: no best weights at {path} (pass --artifacts where its run folders are)")
     make_deterministic(torch.get_num_threads())
-    model = build_model(json.loads(trial.config))
+    model = build_model(trial.config)
     try:
         model.load_state_dict(load_verified(path, "cpu")["model"])
     except CorruptCheckpoint as exc:

@@ -1,14 +1,16 @@
 """The tables of ``results.db``, as SQLAlchemy models.
 
 Trials are keyed by the hash of their resolved config, so one trial can belong to several sweeps.
-Accuracies are fractions in [0, 1]; times are UTC; JSON columns hold text.
+Accuracies are fractions in [0, 1]; times are UTC; JSON columns (SQLAlchemy's ``JSON`` type) hold JSON
+text with sorted keys.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 SCHEMA_VERSION = 2
@@ -53,12 +55,12 @@ class SweepRow(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     architecture: Mapped[str] = mapped_column(String(100))
     select_metric: Mapped[str] = mapped_column(String(32))
-    gridded_params: Mapped[str] = mapped_column(Text)
+    gridded_params: Mapped[list[str]] = mapped_column(JSON)
     """JSON list of the params the grid varies."""
     source: Mapped[str] = mapped_column(Text)
     """The sweep file's text as last run."""
     test_size: Mapped[int] = mapped_column(Integer)
-    search: Mapped[str] = mapped_column(Text, server_default='{"strategy": "grid"}')
+    search: Mapped[dict[str, Any]] = mapped_column(JSON, server_default='{"strategy": "grid"}')
     """JSON of how the grid is searched: {"strategy": "grid"}, or successive halving with its
     "factor", "min_epochs" and the epoch budget of each rung ("rung_epochs")."""
     selected_trial: Mapped[str | None] = mapped_column(ForeignKey("trials.key"))
@@ -72,7 +74,7 @@ class TrialRow(Base):
     __tablename__ = "trials"
     key: Mapped[str] = mapped_column(String(16), primary_key=True)
     architecture: Mapped[str] = mapped_column(String(100))
-    config: Mapped[str] = mapped_column(Text)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON)
     """Canonical JSON of the resolved config (architecture, params, dataset, seed, threads)."""
     seed: Mapped[int] = mapped_column(Integer)
     threads: Mapped[int] = mapped_column(Integer)
@@ -114,7 +116,7 @@ class TrialParamRow(Base):
     __tablename__ = "trial_params"
     trial_key: Mapped[str] = mapped_column(ForeignKey("trials.key"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[str] = mapped_column(Text)
+    value: Mapped[Any] = mapped_column(JSON)
     number: Mapped[float | None] = mapped_column(Float)
 
 
@@ -145,9 +147,9 @@ class EvaluationRow(Base):
     accuracy: Mapped[float] = mapped_column(Float)
     loss: Mapped[float] = mapped_column(Float)
     errors: Mapped[int] = mapped_column(Integer)
-    confusion: Mapped[str] = mapped_column(Text)
+    confusion: Mapped[list[list[int]]] = mapped_column(JSON)
     """JSON 10x10 list: confusion[true][predicted]."""
-    predictions: Mapped[str] = mapped_column(Text)
+    predictions: Mapped[list[int]] = mapped_column(JSON)
     """JSON list of predicted labels, in data-set order."""
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -135,13 +135,15 @@ class Storage:
                 if not create and not path.exists():
                     raise UserError(f"--db {path}: no such database (run a sweep first)")
                 url = f"sqlite:///file:{path}?mode=ro&uri=true" if readonly else self.url
-                engine = create_engine(url, connect_args={"timeout": 60})
+                engine = create_engine(url, connect_args={"timeout": 60}, json_serializer=_canonical_json)
                 event.listen(engine, "connect", partial(_sqlite_pragmas, readonly=readonly))
                 if not readonly:  # take the write lock at BEGIN: read-then-write is atomic across runs
                     event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
             else:
                 options = {"options": "-c default_transaction_read_only=on"} if readonly else {}
-                engine = create_engine(self.url, connect_args=options, pool_pre_ping=True)
+                engine = create_engine(
+                    self.url, connect_args=options, pool_pre_ping=True, json_serializer=_canonical_json
+                )
             with engine.connect():
                 pass
         except (ArgumentError, NoSuchModuleError, ValueError) as exc:
@@ -206,10 +208,10 @@ class Storage:
                 session.add(row)
             row.architecture = ", ".join(sweep.architectures)
             row.select_metric = sweep.select
-            row.gridded_params = json.dumps(sweep.gridded_params)
+            row.gridded_params = sweep.gridded_params
             row.source = sweep.source
             row.test_size = sweep.dataset.test_size
-            row.search = json.dumps(sweep.search_record())
+            row.search = sweep.search_record()
             row.updated_at = utcnow()
             session.flush()
             known = set(session.scalars(select(TrialRow.key).where(TrialRow.key.in_(keys))))
@@ -218,7 +220,7 @@ class Storage:
                 TrialRow(
                     key=trial.key,
                     architecture=trial.architecture,
-                    config=json.dumps(trial.config(), sort_keys=True),
+                    config=trial.config(),
                     seed=trial.seed,
                     threads=trial.threads,
                     status="pending",
@@ -227,7 +229,7 @@ class Storage:
             )
             session.flush()  # trials before the rows that refer to them
             session.add_all(
-                TrialParamRow(trial_key=trial.key, name=name, value=json.dumps(value), number=_number(value))
+                TrialParamRow(trial_key=trial.key, name=name, value=value, number=_number(value))
                 for trial in new
                 for name, value in trial.params.items()
             )
@@ -403,8 +405,8 @@ class Storage:
                     loss=result["loss"],
                     errors=result["errors"],
                     seconds=result["seconds"],
-                    confusion=json.dumps(result["confusion"]),
-                    predictions=json.dumps(result["predictions"]),
+                    confusion=result["confusion"],
+                    predictions=result["predictions"],
                 )
             )
 
@@ -468,11 +470,11 @@ class Storage:
         highest rung first, with a ``rung`` column)."""
         row = self.sweep(sweep)
         trials = self.trials(sweep)
-        gridded = json.loads(row.gridded_params)
-        rungs = self.rungs(sweep) if json.loads(row.search)["strategy"] == "halving" else None
+        gridded = row.gridded_params
+        rungs = self.rungs(sweep) if row.search["strategy"] == "halving" else None
         records = []
         for trial in trials:
-            config = json.loads(trial.config)
+            config = trial.config
             records.append(
                 {
                     "key": trial.key,
@@ -508,6 +510,11 @@ class Storage:
         except DBAPIError as exc:
             reason = str(exc.orig).strip().splitlines()[0]
             raise UserError(f"query: {reason}") from None
+
+
+def _canonical_json(value: Any) -> str:
+    """JSON columns as text with sorted keys, so a trial's stored config is its canonical form."""
+    return json.dumps(value, sort_keys=True)
 
 
 def _sqlite_pragmas(connection: Any, _record: Any, readonly: bool) -> None:

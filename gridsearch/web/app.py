@@ -123,13 +123,13 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
             if test is None or not (artifacts / key / "best.pt").exists():
                 continue
             trial, row = storage.trial(key), storage.sweep(name)
-            config = json.loads(trial.config)
+            config = trial.config
             found.append(
                 {
                     "trial": key,
                     "sweep": name,
                     "architecture": trial.architecture,
-                    "params": {p: config_value(config, p) for p in json.loads(row.gridded_params)},
+                    "params": {p: config_value(config, p) for p in row.gridded_params},
                     "val_accuracy": trial.val_accuracy,
                     "test_accuracy": test.accuracy,
                     "test_samples": test.samples,
@@ -190,9 +190,9 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
     @app.get("/api/sweeps/<name>/trials")
     def sweep_trials(name: str) -> dict[str, Any]:
         row = sweep_row(name)
-        gridded = json.loads(row.gridded_params)
+        gridded = row.gridded_params
         table = storage.trials_table(name)
-        planned = {t.key: json.loads(t.config)["params"]["epochs"] for t in storage.trials(name)}
+        planned = {t.key: t.config["params"]["epochs"] for t in storage.trials(name)}
         trials = [
             {
                 "key": t["key"],
@@ -235,7 +235,7 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
                 "loss": test.loss,
                 "errors": test.errors,
                 "samples": test.samples,
-                "confusion": json.loads(test.confusion),
+                "confusion": test.confusion,
             },
             "trials": trials,
         }
@@ -279,7 +279,7 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
     @app.get("/sweeps/<name>/heatmap.png")
     def heatmap(name: str) -> Response:
         row = sweep_row(name)
-        done, params = grid_effects(storage.trials_table(name), json.loads(row.gridded_params))
+        done, params = grid_effects(storage.trials_table(name), row.gridded_params)
         if len(params) < 2:
             raise RequestError(
                 404, f"sweep {name}: fewer than two gridded params vary among its done trials, so there is no heatmap"
@@ -297,10 +297,10 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
             if key not in members:
                 raise RequestError(404, f"sweep {name} has no trial {key[:40]!r}")
         epochs = storage.epochs(keys)
-        gridded = json.loads(row.gridded_params)
+        gridded = row.gridded_params
 
         def label(key: str) -> str:
-            config = json.loads(members[key].config)
+            config = members[key].config
             values = {p: config_value(config, p) for p in gridded} | {"seed": members[key].seed}
             return " ".join(f"{p}={v:g}" if isinstance(v, float) else f"{p}={v}" for p, v in values.items())
 
@@ -312,9 +312,7 @@ def create_app(storage: Storage, artifacts: Path) -> Flask:
         test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
         if test is None:
             raise RequestError(404, f"sweep {name} has no tested trial yet")
-        return png(
-            lambda: plots.confusion_matrix(np.array(json.loads(test.confusion)), f"{name}: test confusion matrix")
-        )
+        return png(lambda: plots.confusion_matrix(np.array(test.confusion), f"{name}: test confusion matrix"))
 
     # -- errors: one JSON line, never a traceback --------------------------------------------
 
