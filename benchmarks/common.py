@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from gridsearch import data
 from gridsearch.spec.sweep import resolved_defaults
-from gridsearch.training.loop import build_model, make_optimizer
+from gridsearch.training.models import build_model, make_optimizer
 
 BATCH = 86
 

@@ -69,7 +69,7 @@ def plain_loop_rate(results: "multiprocessing.Queue[float]", batches: int = 150)
     import torch.nn.functional as F
 
     from gridsearch.spec.sweep import resolved_defaults
-    from gridsearch.training.loop import build_model
+    from gridsearch.training.models import build_model
 
     torch.set_num_threads(1)
     torch.manual_seed(0)

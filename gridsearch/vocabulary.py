@@ -82,9 +82,7 @@ class Metric:
         return value if self.direction == "min" else -value
 
 
-METRICS: dict[str, Metric] = {
-    name: Metric(name, direction) for name, direction in (("val_accuracy", "max"), ("val_loss", "min"))
-}
+METRICS: dict[str, Metric] = {"val_accuracy": Metric("val_accuracy", "max"), "val_loss": Metric("val_loss", "min")}
 """The metrics a sweep may select its best trial by (``select:``)."""
 
 

@@ -1,11 +1,15 @@
-"""Shared fixtures: a real MNIST data folder, small sweep files, and the CLI run as a real subprocess."""
+"""Shared fixtures: a real MNIST data folder, small sweep files, and the CLI run in this process (``cli``) or as
+a real subprocess (``gridsearch``, where the process boundary is the point)."""
 
 from __future__ import annotations
 
+import io
 import os
 import sqlite3
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +95,46 @@ def gridsearch(
         raise AssertionError(
             f"gridsearch {' '.join(args)} exited {result.returncode}:\n{result.stdout}\n{result.stderr}"
         )
+    return result
+
+
+@dataclass
+class Result:
+    """What a CLI command run in this process returned and printed."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False) -> Result:
+    """Run ``gridsearch ARGS`` through the CLI's own ``main`` in this process, in folder ``cwd``. With
+    ``data_dir``, ``run`` trains inline (``--executor inline``: one trial at a time, in this process), unless
+    the command picks its own ``--executor`` or ``--workers``; torch's global settings are restored after."""
+    from gridsearch.cli import main
+
+    command = list(args)
+    if data_dir is not None and args and args[0] == "run":
+        command += ["--data-dir", str(data_dir), "--plain"]
+        if "--executor" not in args and "--workers" not in args:
+            command += ["--executor", "inline"]
+    out, err = io.StringIO(), io.StringIO()
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    previous = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with redirect_stdout(out), redirect_stderr(err):
+            try:
+                code = main(command)
+            except SystemExit as exc:  # argparse's usage errors
+                code = exc.code if isinstance(exc.code, int) else 1
+    finally:
+        os.chdir(previous)
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
+    result = Result(code, out.getvalue(), err.getvalue())
+    if check and code != 0:
+        raise AssertionError(f"gridsearch {' '.join(args)} exited {code}:\n{result.stdout}\n{result.stderr}")
     return result
 
 

@@ -1,4 +1,5 @@
-"""The engine end to end: real MNIST subsets, real worker subprocesses, a real SQLite file."""
+"""The engine end to end: real MNIST subsets, a real SQLite file; trials run inline (in this process) where what is
+recorded is the point, in real worker processes where isolation, kills and determinism across processes are."""
 
 import json
 import os
@@ -11,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, data_dir):
-    """A small sweep run once to completion with two workers."""
+    """A small sweep run once to completion, inline."""
     folder = tmp_path_factory.mktemp("finished")
     sweep = write_sweep(folder)
-    result = gridsearch("run", str(sweep), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    result = cli("run", str(sweep), cwd=folder, data_dir=data_dir, check=True)
     return folder, result
 
 
@@ -65,16 +66,16 @@ def test_trials_record_params_epochs_and_provenance(finished):
 
 def test_cli_reads_the_results(finished):
     folder, _ = finished
-    status = gridsearch("status", cwd=folder, check=True).stdout
+    status = cli("status", cwd=folder, check=True).stdout
     assert "small" in status and "lenet53" in status
-    trials = json.loads(gridsearch("trials", "small", "--format", "json", cwd=folder, check=True).stdout)
+    trials = json.loads(cli("trials", "small", "--format", "json", cwd=folder, check=True).stdout)
     assert [t["val_accuracy"] for t in trials] == sorted((t["val_accuracy"] for t in trials), reverse=True)
-    assert len(gridsearch("trials", "small", "--top", "2", "--format", "csv", cwd=folder).stdout.splitlines()) == 3
-    best = json.loads(gridsearch("best", "small", "--format", "json", cwd=folder, check=True).stdout)
+    assert len(cli("trials", "small", "--top", "2", "--format", "csv", cwd=folder).stdout.splitlines()) == 3
+    best = json.loads(cli("best", "small", "--format", "json", cwd=folder, check=True).stdout)
     assert best["trial"] == trials[0]["key"] and best["test"]["samples"] == 400
-    plan = gridsearch("plan", str(folder / "sweep.yaml"), cwd=folder, check=True).stdout
+    plan = cli("plan", str(folder / "sweep.yaml"), cwd=folder, check=True).stdout
     assert "4 done" in plan
-    count = gridsearch("query", "SELECT COUNT(*) AS n FROM epochs", "--format", "json", cwd=folder, check=True)
+    count = cli("query", "SELECT COUNT(*) AS n FROM epochs", "--format", "json", cwd=folder, check=True)
     assert json.loads(count.stdout) == [{"n": 8}]
 
 
@@ -82,14 +83,15 @@ def test_query_is_read_only(finished):
     folder, _ = finished
     before = rows(folder / "results.db", "SELECT COUNT(*) FROM trials")
     for statement in ("DELETE FROM trials", "DROP TABLE epochs", "UPDATE trials SET status = 'x'"):
-        result = gridsearch("query", statement, cwd=folder)
+        result = cli("query", statement, cwd=folder)
         assert result.returncode == 2 and "Traceback" not in result.stderr
-        assert result.stderr.startswith("error: query: attempt to write a readonly database")
+        assert result.stderr.startswith("error: query: ") and result.stderr.count("\n") == 1
     assert rows(folder / "results.db", "SELECT COUNT(*) FROM trials") == before
 
 
-def test_runs_are_deterministic_whatever_the_worker_count(finished, tmp_path, data_dir):
-    gridsearch("run", str(write_sweep(tmp_path)), "--workers", "1", cwd=tmp_path, data_dir=data_dir, check=True)
+def test_runs_are_deterministic_whatever_the_worker_count_and_executor(finished, tmp_path, data_dir):
+    """Two worker processes at once give the numbers one trial at a time inline gave."""
+    gridsearch("run", str(write_sweep(tmp_path)), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True)
     again = epoch_metrics(tmp_path / "results.db")
     assert again == epoch_metrics(finished[0] / "results.db")
     assert len(again) == 8
@@ -98,11 +100,11 @@ def test_runs_are_deterministic_whatever_the_worker_count(finished, tmp_path, da
 def test_running_again_runs_nothing_and_a_shared_point_is_trained_once(finished, data_dir):
     folder, _ = finished
     before = rows(folder / "results.db", "SELECT key, attempts, finished_at FROM trials ORDER BY key")
-    result = gridsearch("run", str(folder / "sweep.yaml"), cwd=folder, data_dir=data_dir, check=True)
+    result = cli("run", str(folder / "sweep.yaml"), cwd=folder, data_dir=data_dir, check=True)
     assert "started" not in result.stderr
     # the same points under another sweep name: no new training, its own selection
     other = write_sweep(folder, "other.yaml", name="other", grid={"lr_step": [3, 1], "lr": [0.08]})
-    result = gridsearch("run", str(other), cwd=folder, data_dir=data_dir, check=True)
+    result = cli("run", str(other), cwd=folder, data_dir=data_dir, check=True)
     assert "started" not in result.stderr
     assert rows(folder / "results.db", "SELECT key, attempts, finished_at FROM trials ORDER BY key") == before
     assert rows(
@@ -113,10 +115,10 @@ def test_running_again_runs_nothing_and_a_shared_point_is_trained_once(finished,
 
 def test_adding_grid_values_runs_only_the_new_points(tmp_path, data_dir):
     small = {"grid": {"lr": [0.05]}, "params": {"epochs": 1, "batch_size": 50, "hidden": 16}}
-    gridsearch("run", str(write_sweep(tmp_path, **small)), cwd=tmp_path, data_dir=data_dir, check=True)
+    cli("run", str(write_sweep(tmp_path, **small)), cwd=tmp_path, data_dir=data_dir, check=True)
     first = rows(tmp_path / "results.db", "SELECT key, finished_at FROM trials")
     small["grid"] = {"lr": [0.05, 0.1]}
-    result = gridsearch("run", str(write_sweep(tmp_path, **small)), cwd=tmp_path, data_dir=data_dir, check=True)
+    result = cli("run", str(write_sweep(tmp_path, **small)), cwd=tmp_path, data_dir=data_dir, check=True)
     assert result.stderr.count(" started") == 1
     after = dict(rows(tmp_path / "results.db", "SELECT key, finished_at FROM trials"))
     assert len(after) == 2 and after[first[0][0]] == first[0][1]
@@ -128,7 +130,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
         grid={"lr": [0.05, 1e6]},
         params={"epochs": 2, "batch_size": 50, "hidden": 16, "momentum": 0.0, "nesterov": False},
     )
-    result = gridsearch("run", str(sweep), cwd=tmp_path, data_dir=data_dir)
+    result = cli("run", str(sweep), cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     db = tmp_path / "results.db"
     statuses = dict(rows(db, "SELECT json_extract(config, '$.params.lr'), status FROM trials"))
@@ -139,7 +141,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
         db, "SELECT json_extract(t.config, '$.params.lr') FROM sweeps s JOIN trials t ON t.key = s.selected_trial"
     ) == [(0.05,)]
     # --retry-failed runs it again (and it fails again, deterministically)
-    result = gridsearch("run", str(sweep), "--retry-failed", cwd=tmp_path, data_dir=data_dir)
+    result = cli("run", str(sweep), "--retry-failed", cwd=tmp_path, data_dir=data_dir)
     assert result.stderr.count(" started") == 1
     assert rows(db, "SELECT attempts FROM trials WHERE status = 'failed'") == [(2,)]
 
@@ -171,7 +173,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     changes = {"params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5}}
     reference = tmp_path / "reference"
     reference.mkdir()
-    gridsearch("run", str(write_sweep(reference, **changes)), cwd=reference, data_dir=data_dir, check=True)
+    cli("run", str(write_sweep(reference, **changes)), cwd=reference, data_dir=data_dir, check=True)
 
     folder = tmp_path / "killed"
     folder.mkdir()
@@ -246,7 +248,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(finished, args, mes
         "notadb": tmp_path / "notadb.db",
     }
     before = _dump(folder / "results.db")
-    result = gridsearch(*[a.format(**paths) for a in args], cwd=folder)
+    result = cli(*[a.format(**paths) for a in args], cwd=folder)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
@@ -263,7 +265,45 @@ def _online() -> bool:
 
 @pytest.mark.skipif(_online(), reason="with a network, MNIST is simply downloaded")
 def test_missing_mnist_offline_names_the_files(tmp_path):
-    result = gridsearch("run", str(write_sweep(tmp_path)), "--data-dir", str(tmp_path / "empty"), cwd=tmp_path)
+    result = cli("run", str(write_sweep(tmp_path)), "--data-dir", str(tmp_path / "empty"), cwd=tmp_path)
     assert result.returncode == 2
     assert "train-images-idx3-ubyte.gz" in result.stderr and str(tmp_path / "empty") in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def test_workers_end_at_once_when_the_coordinator_alone_is_killed(tmp_path, data_dir):
+    """kill -9 of the coordinator's pid alone, as the OOM killer sends it (not its process group): its
+    forkserver and its workers end within seconds, instead of training on to the end of their epoch."""
+    import psutil
+
+    sweep = write_sweep(
+        tmp_path, dataset={"train_size": 30000, "val_size": 300, "test_size": 400}, grid={"lr": [0.02, 0.08]}
+    )
+    db = tmp_path / "results.db"
+    coordinator = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "gridsearch",
+            "run",
+            str(sweep),
+            "--plain",
+            "--workers",
+            "2",
+            "--data-dir",
+            str(data_dir),
+        ],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    _wait_for(db, "SELECT COUNT(*) = 2 FROM trials WHERE status = 'running' AND worker_pid IS NOT NULL")
+    descendants = psutil.Process(coordinator.pid).children(recursive=True)  # forkserver, workers, trackers
+    workers = [pid for (pid,) in rows(db, "SELECT worker_pid FROM trials")]
+    assert set(workers) <= {p.pid for p in descendants}
+    os.kill(coordinator.pid, signal.SIGKILL)
+    coordinator.wait()
+    _, alive = psutil.wait_procs(descendants, timeout=5)
+    assert not alive, f"still running 5 s after the coordinator died: {[p.cmdline()[-1][:80] for p in alive]}"
+    assert rows(db, "SELECT COUNT(*) FROM epochs") == [(0,)]  # they died mid-epoch, not at its end

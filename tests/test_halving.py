@@ -153,9 +153,9 @@ def train(run_dir: Path, data_dir: Path, budget: int | None) -> tuple[list[dict]
     }
     events: list[dict] = []
     run_dir.mkdir(exist_ok=True)
-    summary = training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append, budget)
+    summary, finished = training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append, budget)
     epochs = [{k: v for k, v in e.items() if k not in ("seconds", "event")} for e in events if e["event"] == "epoch"]
-    return epochs, summary
+    return epochs, {**summary, "finished": finished}
 
 
 def test_stopping_at_a_budget_and_going_on_is_bit_identical_to_never_stopping(in_process_training, tmp_path, data_dir):

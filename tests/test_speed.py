@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridsearch.engine.coordinator import least_busy_gpu, oversubscription
+from gridsearch.engine.devices import oversubscription
+from gridsearch.engine.pool import least_busy_gpu
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.training.loop import train_trial
 from tests.conftest import gridsearch, rows, write_sweep

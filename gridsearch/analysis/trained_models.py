@@ -8,16 +8,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from gridsearch.errors import UserError
-from gridsearch.store.models import TrialRow
+from gridsearch.spec.config import TrialConfig
+from gridsearch.store.models import EvaluationRow, SweepRow, TrialRow
 from gridsearch.store.storage import Storage
+from gridsearch.store.views import config_value
 from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
-from gridsearch.training.loop import build_model, make_deterministic
+from gridsearch.training.models import build_model, make_deterministic
+from gridsearch.vocabulary import format_params
 
 BATCH_SIZE = 1000
 
@@ -39,25 +44,74 @@ class Scores:
         return self.probabilities.max(1).values
 
 
+class WeightsUnavailable(UserError):
+    """A trial's best weights are missing or damaged; the message says where they were looked for."""
+
+
+@dataclass(frozen=True)
+class BestModel:
+    """A sweep's selected trial and its stored test evaluation."""
+
+    sweep: SweepRow
+    trial: TrialRow
+    test: EvaluationRow
+
+    @property
+    def name(self) -> str:
+        return self.sweep.name
+
+    @property
+    def gridded(self) -> list[str]:
+        return self.sweep.gridded_params
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return np.array(self.test.predictions)
+
+    @property
+    def config_text(self) -> str:
+        """The gridded params of the trial and its seed, e.g. ``lr=0.05 lr_step=3 seed=0``."""
+        config = self.trial.config
+        params = [(name, config_value(config, name)) for name in self.gridded]
+        return format_params([*params, ("seed", self.trial.seed)])
+
+
 def selected_trial(storage: Storage, sweep: str) -> TrialRow:
     """The trial ``sweep`` selected; :class:`UserError` if it has none yet."""
     row = storage.sweep(sweep)
     if row.selected_trial is None:
         raise UserError(f"sweep {sweep!r} has no selected trial yet (run it to the end first)")
-    return storage.trial(row.selected_trial)
+    trial = storage.trial(row.selected_trial)
+    assert trial is not None  # sweep_trials and selected_trial refer to stored trials
+    return trial
+
+
+def best_model(storage: Storage, sweep: str) -> BestModel:
+    """The selected trial of ``sweep`` with its test evaluation; :class:`UserError` if either is missing."""
+    trial = selected_trial(storage, sweep)
+    test = storage.evaluation(trial.key, "test")
+    if test is None:
+        raise UserError(
+            f"sweep {sweep!r}: selected trial {trial.key} has no test evaluation (run the sweep again to evaluate it)"
+        )
+    return BestModel(storage.sweep(sweep), trial, test)
 
 
 def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
-    """The network of ``trial`` with its best weights, in eval mode on CPU (channels-last: 2x faster)."""
+    """The network of ``trial`` with its best weights, in eval mode on CPU (channels-last: 2x faster);
+    :class:`WeightsUnavailable` if ``artifacts/<key>/best.pt`` is missing or damaged."""
     path = artifacts / trial.key / "best.pt"
     if not path.exists():
-        raise UserError(f"trial {trial.key}: no best weights at {path} (pass --artifacts where its run folders are)")
+        raise WeightsUnavailable(
+            f"trial {trial.key}: no best weights at {path} (pass --artifacts DIR, the folder that holds its run "
+            f"folder {trial.key}/)"
+        )
     make_deterministic(torch.get_num_threads())
-    model = build_model(trial.config)
+    model = build_model(cast(TrialConfig, trial.config))
     try:
         model.load_state_dict(load_verified(path, "cpu")["model"])
     except CorruptCheckpoint as exc:
-        raise UserError(f"trial {trial.key}: {exc}") from None
+        raise WeightsUnavailable(f"trial {trial.key}: {exc}") from None
     return model.eval().to(memory_format=torch.channels_last)
 
 

@@ -23,7 +23,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from gridsearch.engine.jobs import Job
 from gridsearch.errors import UserError
+from gridsearch.training.events import Event
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 CHECK_SECONDS = 0.5
@@ -32,7 +34,7 @@ RESULT_EVENTS = ("done", "evaluation", "error")
 """The events that end a job, delivered again with the task's result (epochs too, marked replayed)."""
 
 
-def run_worker_task(job: dict[str, Any], topic: str) -> dict[str, Any]:
+def run_worker_task(job: Job, topic: str) -> dict[str, Any]:
     """The Dask task: run ``job`` in a worker subprocess on this host; returns its exit code and events."""
     from distributed import get_worker
 
@@ -50,6 +52,7 @@ def run_worker_task(job: dict[str, Any], topic: str) -> dict[str, Any]:
             env=env,
             start_new_session=True,
         )
+    assert process.stdin is not None
     process.stdin.write(json.dumps({**job, "parent_pid": os.getpid()}).encode())
     process.stdin.close()
     lines: queue.Queue[bytes | None] = queue.Queue()
@@ -102,7 +105,7 @@ class DaskExecutor:
     def __init__(self, scheduler: str | None, local_workers: int):
         from distributed import Client, LocalCluster
 
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue[tuple[str, Event | None]] = queue.Queue()
         self.cluster = None
         try:
             if scheduler is None:
@@ -121,7 +124,7 @@ class DaskExecutor:
         """Trials the cluster runs at once: one per Dask worker thread."""
         return sum(self.client.nthreads().values())
 
-    def start(self, key: str, job: dict[str, Any]) -> DaskTrial:
+    def start(self, key: str, job: Job) -> DaskTrial:
         """Submit ``job`` as a task; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
         future = self.client.submit(
             run_worker_task, job, self.topic, pure=False, key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}"
@@ -140,7 +143,7 @@ class DaskExecutor:
             result = future.result()
             for event in result["events"]:
                 if event["event"] == "epoch":
-                    self.events.put((key, {**event, "replayed": True}))
+                    self.events.put((key, {**event, "replayed": True}))  # type: ignore[arg-type]
                 elif event["event"] in RESULT_EVENTS:
                     self.events.put((key, event))
             trial.code = result["code"]

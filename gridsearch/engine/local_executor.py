@@ -17,12 +17,15 @@ import threading
 from typing import Any
 
 from gridsearch.engine import worker
+from gridsearch.engine.jobs import Job
+from gridsearch.training.events import Event
 
 
 class ForkedWorker:
     """A worker process forked from the forkserver, seen as its process group."""
 
     def __init__(self, process: multiprocessing.process.BaseProcess):
+        assert process.pid is not None, "started"
         self.process = process
         self.pid = process.pid
 
@@ -49,12 +52,12 @@ class LocalExecutor:
     """Runs worker jobs as processes of this machine, forked from a preloaded forkserver."""
 
     def __init__(self) -> None:
-        self.events: queue.Queue = queue.Queue()
+        self.events: queue.Queue[tuple[str, Event | None]] = queue.Queue()
         """(trial key, event dict), then (trial key, None) once the worker's stream has ended."""
         self.context = multiprocessing.get_context("forkserver")
         self.context.set_forkserver_preload(worker.PRELOAD)
 
-    def start(self, key: str, job: dict[str, Any]) -> ForkedWorker:
+    def start(self, key: str, job: Job) -> ForkedWorker:
         """Fork a worker for ``job``; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
         reader, writer = self.context.Pipe(duplex=False)
         process = self.context.Process(target=worker.run_forked, args=(job, writer), name=f"trial-{key}")

@@ -5,13 +5,12 @@ from __future__ import annotations
 import sys
 import time
 from collections import Counter
-from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 
-FINISHED = ("done", "stopped", "failed", "timeout")
-"""Statuses counted as finished: a stopped trial is, unless a later rung promotes it."""
+from gridsearch.store.records import EpochMetrics
+from gridsearch.vocabulary import FINISHED, SCORED, STATUS_ORDER, TrialStatus, format_percent
 
 
 class SweepProgress:
@@ -50,9 +49,9 @@ class SweepProgress:
 
     def _summary(self) -> str:
         counts = Counter(self.statuses.values())
-        parts = [f"{counts[s]} {s}" for s in ("done", "stopped", "running", "failed", "timeout") if counts[s]]
-        waiting = counts["pending"] + counts["interrupted"]
-        parts.append(f"{waiting} pending")
+        waiting = (TrialStatus.PENDING, TrialStatus.INTERRUPTED)
+        parts = [f"{counts[s]} {s}" for s in STATUS_ORDER if counts[s] and s not in waiting]
+        parts.append(f"{sum(counts[s] for s in waiting)} pending")
         return f"{self.sweep}{self.rung}: " + " · ".join(parts)
 
     def _eta(self) -> str:
@@ -74,7 +73,7 @@ class SweepProgress:
             self.bars.update(self.overall, description=self._summary())
 
     def trial_started(self, key: str, label: str, epochs: int) -> None:
-        self.statuses[key] = "running"
+        self.statuses[key] = TrialStatus.RUNNING
         self.labels[key] = label
         if self.live:
             self.trial_tasks[key] = self.bars.add_task(f"  {key[:8]} {label}", total=epochs)
@@ -82,10 +81,10 @@ class SweepProgress:
         else:
             self._log(f"trial {key} {label} started")
 
-    def epoch(self, key: str, metrics: dict[str, Any], epochs: int) -> None:
+    def epoch(self, key: str, metrics: EpochMetrics, epochs: int) -> None:
         text = (
-            f"epoch {metrics['epoch'] + 1}/{epochs} · val {metrics['val_accuracy']:.2%}"
-            f" · loss {metrics['train_loss']:.4f}"
+            f"epoch {metrics['epoch'] + 1}/{epochs} · val accuracy {format_percent(metrics['val_accuracy'])}"
+            f" · train loss {metrics['train_loss']:.4f}"
         )
         if self.live and key in self.trial_tasks:
             self.bars.update(
@@ -104,7 +103,7 @@ class SweepProgress:
             if key in self.trial_tasks:
                 self.bars.remove_task(self.trial_tasks.pop(key))
             self.bars.update(self.overall, description=self._summary(), completed=self._finished())
-            if status not in ("done", "stopped"):
+            if status not in SCORED:
                 self.console.print(f"[yellow]trial {key} {self.labels.get(key, '')} {status}: {detail}")
         else:
             self._log(f"trial {key} {status}: {detail}")

@@ -5,9 +5,10 @@ already imported torch, the engine and every architecture (``run_forked``, start
 ``gridsearch/engine/local_executor.py``), so a trial starts in a fraction of a second instead of paying a fresh
 ``import torch``; on a Dask worker host it is a plain subprocess, ``python -m gridsearch.engine.worker``,
 reading its job on stdin and writing events on its original stdout (``main``). Either way the
-worker runs in its own session (its process group is killed as a whole), dies with its parent,
-sends everything it prints to the trial's ``worker.log``, and never touches the database: the
-coordinator is its only writer.
+worker runs in its own session (its process group is killed as a whole), dies with its parent
+and, when forked, with its coordinator too (a lone ``kill -9`` of the coordinator's pid, as the OOM
+killer sends, ends its workers at once rather than at their next event), sends everything it prints to
+the trial's ``worker.log``, and never touches the database: the coordinator is its only writer.
 """
 
 from __future__ import annotations
@@ -15,20 +16,23 @@ from __future__ import annotations
 import ctypes
 import json
 import os
+import select
 import signal
 import sys
+import threading
+import time
 import traceback
-from collections.abc import Callable
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+
+from gridsearch.engine.jobs import Job
+from gridsearch.training.events import Emit, Event
 
 PR_SET_PDEATHSIG = 1
 PRELOAD = ["gridsearch.training.loop", "torch._inductor"]
 """What the forkserver imports once, before it forks workers: the engine (with torch and every
 architecture) and ``torch._inductor``, which ``torch.use_deterministic_algorithms`` imports lazily
 (1.8 s of the 2 s a trial paid without it)."""
-
-Emit = Callable[[dict[str, Any]], None]
 
 
 def die_with_parent(parent_pid: int) -> None:
@@ -39,15 +43,45 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
-def configure(job: dict[str, Any]) -> None:
+def die_with(pid: int) -> None:
+    """Kill this worker's process group as soon as process ``pid`` ends.
+
+    A forked worker's parent is the forkserver, not the coordinator, and the forkserver lives as long
+    as any worker holds its "alive" pipe: the kernel's parent-death signal alone would let workers train
+    on after a lone ``kill -9`` of the coordinator. A thread waits on a pidfd of the coordinator instead
+    (polling once a second where pidfds are missing); it only sleeps, so training stays deterministic.
+    """
+
+    def watch() -> None:
+        try:
+            select.select([os.pidfd_open(pid)], [], [])
+        except (AttributeError, OSError):  # no pidfd support, or ``pid`` has already ended
+            while _alive(pid):
+                time.sleep(1.0)
+        os.killpg(os.getpgid(0), signal.SIGKILL)
+
+    threading.Thread(target=watch, name="coordinator-watch", daemon=True).start()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def configure(job: Job) -> None:
     """Per-trial process settings that must be in place before torch touches a device."""
     os.environ["OMP_NUM_THREADS"] = str(job["config"]["threads"])
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
-    if job.get("visible_gpu") is not None:  # pins the worker to one GPU; it then sees it as cuda:0
+    if job["visible_gpu"] is not None:  # pins the worker to one GPU; it then sees it as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job["visible_gpu"])
 
 
-def run_job(job: dict[str, Any], emit: Emit) -> None:
+def run_job(job: Job, emit: Emit) -> None:
     """Run one ``train`` or ``evaluate`` job, reporting its events through ``emit``."""
     import torch
 
@@ -59,18 +93,14 @@ def run_job(job: dict[str, Any], emit: Emit) -> None:
     data_dir = Path(job["data_dir"])
     emit({"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__})
     if job["task"] == "train":
-        summary = training.train_trial(job["config"], run_dir, data_dir, device, emit, job.get("epoch_budget"))
-        emit({"event": "done", **summary})
+        summary, finished = training.train_trial(job["config"], run_dir, data_dir, device, emit, job["epoch_budget"])
+        emit({"event": "done", **summary, "finished": finished})
     else:
-        emit(
-            {
-                "event": "evaluation",
-                **training.evaluate_trial(job["config"], run_dir, data_dir, device, job["test_size"]),
-            }
-        )
+        evaluation, best_epoch = training.evaluate_trial(job["config"], run_dir, data_dir, device, job["test_size"])
+        emit({"event": "evaluation", **evaluation, "best_epoch": best_epoch})
 
 
-def run_reporting_errors(job: dict[str, Any], emit: Emit) -> int:
+def run_reporting_errors(job: Job, emit: Emit) -> int:
     """``run_job``, turning an exception into a traceback in the log and an ``error`` event; the exit code."""
     try:
         run_job(job, emit)
@@ -81,10 +111,11 @@ def run_reporting_errors(job: dict[str, Any], emit: Emit) -> int:
         return 1
 
 
-def run_forked(job: dict[str, Any], events: Any) -> None:
+def run_forked(job: Job, events: Connection) -> None:
     """Entry point of a worker forked by the forkserver; ``events`` is the write end of a Pipe."""
     os.setsid()  # its own process group: Ctrl-C reaches the coordinator only, timeouts kill it whole
     die_with_parent(os.getppid())
+    die_with(job["coordinator_pid"])
     log = os.open(Path(job["run_dir"]) / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
@@ -96,13 +127,13 @@ def run_forked(job: dict[str, Any], events: Any) -> None:
 
 def main() -> None:
     """Entry point of ``python -m gridsearch.engine.worker``: the job on stdin, events on the original stdout."""
-    job = json.load(sys.stdin)
+    job: Job = json.load(sys.stdin)
     die_with_parent(job["parent_pid"])
     configure(job)
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints from libraries go to the log, not into the protocol
 
-    def emit(event: dict[str, Any]) -> None:
+    def emit(event: Event) -> None:
         protocol.write(json.dumps(event) + "\n")
         protocol.flush()
 

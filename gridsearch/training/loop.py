@@ -12,106 +12,37 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 import architectures
+from gridsearch.spec.config import TrialConfig
+from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 from gridsearch.training import data
-from gridsearch.training.augmentation import AUGMENTATION_PARAMS, BatchAugmenter
 from gridsearch.training.checkpoints import load_verified, resume_state, save_atomically
 from gridsearch.training.data import Split
+from gridsearch.training.events import Emit
+from gridsearch.training.models import (
+    Augment,
+    build_model,
+    checkpoint_path,
+    make_augmenter,
+    make_deterministic,
+    make_optimizer,
+    make_schedule,
+    uses_bf16,
+    warm_start,
+)
+from gridsearch.vocabulary import Metric, metric
 
-Emit = Callable[[dict[str, Any]], None]
-Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 EVAL_BATCH_SIZE = 1000
 
 
 class Diverged(RuntimeError):
     """The training loss became NaN or infinite."""
-
-
-def make_deterministic(threads: int) -> None:
-    """Fix the thread count and select deterministic kernels only."""
-    torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(True)
-    torch.backends.cudnn.benchmark = False
-    torch.backends.cudnn.deterministic = True
-
-
-def lr_factor(epoch: int, lr_gamma: float, lr_step: float, lr_min: float) -> float:
-    """The study's step schedule: ``max(lr_gamma ** floor((1 + epoch) / lr_step), lr_min)``."""
-    return max(lr_gamma ** math.floor((1 + epoch) / lr_step), lr_min)
-
-
-def make_optimizer(model: nn.Module, params: dict[str, Any]) -> torch.optim.Optimizer:
-    """SGD or Adam; a spatial transformer's own parameters learn at ``lr * transformer_lr_scale``."""
-    groups: list[dict[str, Any]] = [{"params": list(model.parameters())}]
-    if "transformer_lr_scale" in params:
-        transformer = list(model.transformer_parameters())
-        own = set(map(id, transformer))
-        groups = [
-            {"params": [p for p in model.parameters() if id(p) not in own]},
-            {"params": transformer, "lr": params["lr"] * params["transformer_lr_scale"]},
-        ]
-    if params["optimizer"] == "adam":
-        return torch.optim.Adam(groups, lr=params["lr"], weight_decay=params["weight_decay"])
-    return torch.optim.SGD(
-        groups,
-        lr=params["lr"],
-        momentum=params["momentum"],
-        nesterov=params["nesterov"] and params["momentum"] > 0,
-        weight_decay=params["weight_decay"],
-    )
-
-
-def build_model(config: dict[str, Any]) -> nn.Module:
-    """The trial's network, with its architecture's own params."""
-    entry = architectures.get(config["architecture"])
-    own = {name: value for name, value in config["params"].items() if name in entry.params()}
-    model = entry.build(**own)
-    if config["params"].get("channels_last"):
-        model = model.to(memory_format=torch.channels_last)
-    return model
-
-
-def uses_bf16(config: dict[str, Any]) -> bool:
-    """Whether the trial runs its forward passes under bfloat16 autocast (``amp: bf16``)."""
-    return config["params"].get("amp") == "bf16"
-
-
-def make_augmenter(config: dict[str, Any]) -> Augment | None:
-    """The batch augmentation of the trial's architecture, or None if it uses none."""
-    names = architectures.get(config["architecture"]).training_params & AUGMENTATION_PARAMS
-    if not names:
-        return None
-    return BatchAugmenter(**{name: config["params"][name] for name in names})
-
-
-def warm_start(model: nn.Module, checkpoint: Path, device: torch.device) -> tuple[int, int]:
-    """Load the tensors of ``checkpoint`` whose name (or dotted suffix) and shape match; returns
-    (loaded, left fresh). A LeNet-5-3 checkpoint thus fills the classifier inside an STN."""
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
-    source = state.get("model", state)
-    target = model.state_dict()
-    loaded = {}
-    for name, tensor in target.items():
-        candidates = [k for k in source if (k == name or name.endswith("." + k)) and source[k].shape == tensor.shape]
-        if candidates:
-            loaded[name] = source[max(candidates, key=len)]
-    model.load_state_dict(loaded, strict=False)
-    return len(loaded), len(target) - len(loaded)
-
-
-def checkpoint_path(init_from: str, run_dir: Path) -> Path:
-    """The file an ``init_from`` value names: ``trial:<key>`` is that trial's best weights."""
-    if init_from.startswith("trial:"):
-        return run_dir.parent / init_from.removeprefix("trial:") / "best.pt"
-    return Path(init_from)
 
 
 def train_epoch(
@@ -167,24 +98,18 @@ def evaluate(model: nn.Module, split: Split, bf16: bool = False) -> tuple[float,
     return total_loss.item() / len(split), accuracy, predicted.cpu()
 
 
-def is_better(value: float, best: float | None, select: str) -> bool:
-    if best is None:
-        return True
-    return value < best if select == "val_loss" else value > best
-
-
 def train_trial(
-    config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device, emit: Emit, budget: int | None = None
-) -> dict[str, Any]:
-    """Train the trial ``config``, resuming from ``run_dir/last.pt`` if present; returns its summary.
+    config: TrialConfig, run_dir: Path, data_dir: Path, device: torch.device, emit: Emit, budget: int | None = None
+) -> tuple[TrialSummary, bool]:
+    """Train the trial ``config``, resuming from ``run_dir/last.pt`` if present; returns its summary and
+    whether it is over (all epochs, or stopped early) rather than stopped at ``budget``.
 
     Emits ``{"event": "epoch", ...}`` after each epoch (and once per past epoch on resume). Keeps
     the best weights by the config's ``select`` metric in ``run_dir/best.pt``. With a ``budget``, stops
     once that many epochs are trained (a successive-halving rung); training on later from ``last.pt``
     gives the same numbers as never stopping, since the schedule depends on the epoch number alone.
-    The summary's ``finished`` tells whether the trial is over (all epochs, or early stopped).
     """
-    params, select = config["params"], config["select"]
+    params, select = config["params"], metric(config["select"])
     make_deterministic(config["threads"])
     torch.manual_seed(config["seed"])
     generator = torch.Generator(device).manual_seed(config["seed"])
@@ -193,10 +118,8 @@ def train_trial(
     model = build_model(config).to(device)
     augment = make_augmenter(config)
     optimizer = make_optimizer(model, params)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: lr_factor(epoch, params["lr_gamma"], params["lr_step"], params["lr_min"])
-    )
-    history: list[dict[str, Any]] = []
+    schedule = make_schedule(optimizer, params)
+    history: list[EpochMetrics] = []
 
     def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr)
@@ -239,17 +162,17 @@ def train_trial(
             raise Diverged(f"training loss is {train_loss} at epoch {epoch} (lr {lr:g})")
         val_loss, val_accuracy, _ = evaluate(model, val, uses_bf16(config))
         schedule.step()
-        metrics = {
-            "epoch": epoch,
-            "train_loss": train_loss,
-            "train_accuracy": train_accuracy,
-            "val_loss": val_loss,
-            "val_accuracy": val_accuracy,
-            "lr": lr,
-            "seconds": time.perf_counter() - started,
-        }
+        metrics = EpochMetrics(
+            epoch=epoch,
+            train_loss=train_loss,
+            train_accuracy=train_accuracy,
+            val_loss=val_loss,
+            val_accuracy=val_accuracy,
+            lr=lr,
+            seconds=time.perf_counter() - started,
+        )
         history.append(metrics)
-        if best is None or is_better(metrics[select], best[select], select):
+        if best is None or select.better(metrics[select.name], best[select.name]):  # type: ignore[literal-required]
             best = metrics
             save_atomically({"model": model.state_dict(), "epoch": epoch}, run_dir / "best.pt")
         state = {
@@ -265,33 +188,36 @@ def train_trial(
         save_atomically(state, run_dir / "last.pt", keep_previous=True)
         emit({"event": "epoch", **metrics})
     finished = len(history) >= params["epochs"] or _out_of_patience(len(history), best, params["patience"])
-    return {
-        "best_epoch": best["epoch"],
-        "val_accuracy": best["val_accuracy"],
-        "val_loss": best["val_loss"],
-        "epochs_run": len(history),
-        "train_seconds": sum(m["seconds"] for m in history),
-        "finished": finished,
-    }
+    assert best is not None, "a trial trains at least one epoch"
+    summary = TrialSummary(
+        best_epoch=best["epoch"],
+        val_accuracy=best["val_accuracy"],
+        val_loss=best["val_loss"],
+        epochs_run=len(history),
+        train_seconds=sum(m["seconds"] for m in history),
+    )
+    return summary, finished
 
 
-def _out_of_patience(epoch: int, best: dict[str, Any] | None, patience: int) -> bool:
+def _out_of_patience(epoch: int, best: EpochMetrics | None, patience: int) -> bool:
     """Early stopping: whether epoch ``epoch`` comes more than ``patience`` epochs after the best."""
     return best is not None and epoch - best["epoch"] > patience
 
 
-def _best(history: list[dict[str, Any]], select: str) -> dict[str, Any] | None:
+def _best(history: list[EpochMetrics], select: Metric) -> EpochMetrics | None:
+    """The best epoch of ``history`` by ``select`` (the first of equals)."""
     best = None
     for metrics in history:
-        if is_better(metrics[select], best[select] if best else None, select):
+        if select.better(metrics[select.name], best[select.name] if best else None):  # type: ignore[literal-required]
             best = metrics
     return best
 
 
 def evaluate_trial(
-    config: dict[str, Any], run_dir: Path, data_dir: Path, device: torch.device, test_size: int
-) -> dict[str, Any]:
-    """Evaluate the trial's best weights on the first ``test_size`` official test images."""
+    config: TrialConfig, run_dir: Path, data_dir: Path, device: torch.device, test_size: int
+) -> tuple[Evaluation, int]:
+    """Evaluate the trial's best weights on the first ``test_size`` official test images; the
+    evaluation and the epoch of those weights."""
     make_deterministic(config["threads"])
     model = build_model(config).to(device)
     state = load_verified(run_dir / "best.pt", device)
@@ -302,13 +228,13 @@ def evaluate_trial(
     labels = test.labels.cpu()
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
-    return {
-        "samples": len(test),
-        "accuracy": accuracy,
-        "loss": loss,
-        "errors": int((predicted != labels).sum()),
-        "confusion": confusion.tolist(),
-        "predictions": predicted.tolist(),
-        "seconds": time.perf_counter() - started,
-        "best_epoch": state["epoch"],
-    }
+    evaluation = Evaluation(
+        samples=len(test),
+        accuracy=accuracy,
+        loss=loss,
+        errors=int((predicted != labels).sum()),
+        confusion=confusion.tolist(),
+        predictions=predicted.tolist(),
+        seconds=time.perf_counter() - started,
+    )
+    return evaluation, state["epoch"]

@@ -1,0 +1,67 @@
+"""The machine a run uses: its device, its GPUs, its cores, and the code version it records."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from gridsearch import __version__
+from gridsearch.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+
+
+def code_version() -> str:
+    """The git commit of the engine's code (with '+dirty' for local changes), else the package version."""
+    try:
+        commit = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        ).stdout.strip()
+        return commit + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return __version__
+
+
+def resolve_device(device: str) -> str:
+    """'cpu' or 'cuda' for ``--device auto|cpu|cuda``; UserError if CUDA is asked for but absent."""
+    if device == "cpu":
+        return "cpu"
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda"
+    if device == "cuda":
+        raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
+    return "cpu"
+
+
+def visible_gpus() -> list[str]:
+    """The GPUs this process may use, as ``CUDA_VISIBLE_DEVICES`` entries (ids or UUIDs)."""
+    import torch
+
+    listed = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if listed is not None:
+        return [entry.strip() for entry in listed.split(",") if entry.strip()][: torch.cuda.device_count()]
+    return [str(index) for index in range(torch.cuda.device_count())]
+
+
+def oversubscription(workers: int, threads: int, cores: int) -> str | None:
+    """Why ``workers`` trials of ``threads`` threads each overload ``cores`` cores, or None if they fit."""
+    if workers * threads <= cores:
+        return None
+    return (
+        f"{workers} workers x {threads} thread(s) per trial = {workers * threads} threads on {cores} "
+        f"cores: trials will slow each other down (threads stay fixed per trial, for determinism; "
+        f"use --workers {max(1, cores // threads)})"
+    )

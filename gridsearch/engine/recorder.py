@@ -1,0 +1,77 @@
+"""The event recorder: what each event a worker sends means for the store and the progress display.
+
+One method per event kind, picked from a dispatch table; the coordinator stays the database's only
+writer because it is the only caller.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, cast
+
+from gridsearch.engine.pool import Worker
+from gridsearch.engine.progress import SweepProgress
+from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
+from gridsearch.store.storage import Storage
+from gridsearch.training import events
+
+SUMMARY_FIELDS = tuple(TrialSummary.__annotations__)
+EPOCH_FIELDS = tuple(EpochMetrics.__annotations__)
+EVALUATION_FIELDS = tuple(Evaluation.__annotations__)
+
+
+class EventRecorder:
+    """Records worker events: provenance, parameter counts, epochs, warnings, summaries and errors."""
+
+    def __init__(self, storage: Storage, progress: SweepProgress, code_version: str):
+        self.storage = storage
+        self.progress = progress
+        self.code_version = code_version
+        self.handlers: dict[str, Callable[[Worker, Any], None]] = {
+            "hello": self.hello,
+            "started": self.started,
+            "epoch": self.epoch,
+            "warning": self.warning,
+            "done": self.done,
+            "evaluation": self.evaluation,
+            "error": self.error,
+        }
+
+    def record(self, worker: Worker, event: events.Event) -> None:
+        """Dispatch ``event`` of ``worker`` to its handler."""
+        self.handlers[event["event"]](worker, event)
+
+    def hello(self, worker: Worker, event: events.Hello) -> None:
+        if worker.job["task"] == "train":
+            self.storage.update_trial(
+                worker.key,
+                worker_pid=event["pid"],
+                device=event["device"],
+                torch_version=event["torch_version"],
+                code_version=self.code_version,
+            )
+
+    def started(self, worker: Worker, event: events.Started) -> None:
+        self.storage.update_trial(worker.key, parameter_count=event["parameter_count"])
+        if event["resumed_from_epoch"]:
+            self.progress.message(f"trial {worker.key} resumed after epoch {event['resumed_from_epoch'] - 1}")
+
+    def epoch(self, worker: Worker, event: events.Epoch) -> None:
+        metrics = cast(EpochMetrics, {name: event[name] for name in EPOCH_FIELDS})  # type: ignore[literal-required]
+        self.storage.record_epoch(worker.key, metrics)
+        worker.last_epoch = metrics["epoch"]
+        if not event.get("replayed"):
+            self.progress.epoch(worker.key, metrics, worker.epochs)
+
+    def warning(self, worker: Worker, event: events.Warning) -> None:
+        self.progress.message(f"trial {worker.key}: warning: {event['message']}")
+
+    def done(self, worker: Worker, event: events.Done) -> None:
+        worker.summary = cast(TrialSummary, {name: event[name] for name in SUMMARY_FIELDS})  # type: ignore[literal-required]
+        worker.finished = event["finished"]
+
+    def evaluation(self, worker: Worker, event: events.Evaluated) -> None:
+        worker.evaluation = cast(Evaluation, {name: event[name] for name in EVALUATION_FIELDS})  # type: ignore[literal-required]
+
+    def error(self, worker: Worker, event: events.Error) -> None:
+        worker.error = event["error"]

@@ -1,0 +1,31 @@
+"""A trial's resolved config: what its key hashes and what a worker trains."""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+
+class DatasetPart(TypedDict):
+    """The part of the data split that shapes training: the first ``train_size`` images train, the
+    last ``val_size`` validate."""
+
+    name: str
+    train_size: int
+    val_size: int
+
+
+class TrialConfig(TypedDict):
+    """Architecture, every param with its default filled in, data split, seed, threads and select metric."""
+
+    architecture: str
+    params: dict[str, Any]
+    """Param name -> value; values are as varied as the sweep file allows (numbers, strings, ranges)."""
+    dataset: DatasetPart
+    seed: int
+    threads: int
+    select: str
+
+
+def config_value(config: TrialConfig, name: str) -> Any:
+    """The value of gridded param ``name`` (or the architecture) in a resolved trial config."""
+    return config["architecture"] if name == "architecture" else config["params"].get(name)

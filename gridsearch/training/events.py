@@ -1,0 +1,58 @@
+"""What a training or evaluation job reports while it runs: JSON events, one ``TypedDict`` each.
+
+A worker sends them to the coordinator in order: ``hello``, then for training ``started``, one ``epoch``
+per epoch (past epochs again, ``replayed``, after a resume), any ``warning``, and ``done``; for an
+evaluation ``evaluation``; ``error`` instead of the last one if the job failed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Literal, NotRequired, TypedDict
+
+from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
+
+
+class Hello(TypedDict):
+    event: Literal["hello"]
+    pid: int
+    device: str
+    torch_version: str
+
+
+class Started(TypedDict):
+    event: Literal["started"]
+    parameter_count: int
+    resumed_from_epoch: int
+    """How many epochs were already trained (0 for a fresh start)."""
+
+
+class Epoch(EpochMetrics):
+    event: Literal["epoch"]
+    replayed: NotRequired[bool]
+    """True for an epoch trained before a resume, reported again."""
+
+
+class Warning(TypedDict):
+    event: Literal["warning"]
+    message: str
+
+
+class Done(TrialSummary):
+    event: Literal["done"]
+    finished: bool
+    """Whether the trial is over (all epochs, or stopped early); False when it stopped at a budget."""
+
+
+class Evaluated(Evaluation):
+    event: Literal["evaluation"]
+    best_epoch: int
+
+
+class Error(TypedDict):
+    event: Literal["error"]
+    error: str
+
+
+Event = Hello | Started | Epoch | Warning | Done | Evaluated | Error
+Emit = Callable[[Event], None]
