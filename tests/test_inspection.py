@@ -4,14 +4,15 @@ import numpy as np
 import pandas as pd
 from matplotlib import image as mpimg
 
+from gridsearch.cli import main
 from gridsearch.training import data
-from tests.conftest import gridsearch
 
 
-def test_inspect_writes_figures_and_tables_that_match_the_data(tmp_path, data_dir):
-    result = gridsearch("inspect", "--out", "look", "--data-dir", str(data_dir), cwd=tmp_path, check=True)
+def test_inspect_writes_figures_and_tables_that_match_the_data(tmp_path, data_dir, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["inspect", "--out", "look", "--data-dir", str(data_dir)]) == 0
     folder = tmp_path / "look"
-    assert "inspection written to look/index.html" in result.stdout
+    assert capsys.readouterr().out == "inspection written to look/index.html\n"
     page = (folder / "index.html").read_text()
     for name in (
         "inspect_samples.png",

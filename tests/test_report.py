@@ -1,17 +1,31 @@
-"""``report``: a study of two small finished sweeps, every number checked against the database."""
+"""``report``: a study of three small finished sweeps (a 2x2 LeNet grid, an MLP over two seeds, a successive-
+halving sweep), every number checked against the database. The sweeps run once through the real engine; the
+report is built in this process."""
 
+from __future__ import annotations
+
+import contextlib
+import io
 import json
 import re
 import shutil
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from matplotlib import image as mpimg
 
 from gridsearch.analysis import robustness
+from gridsearch.analysis.effects import grid_effects, grid_heatmap
+from gridsearch.analysis.report import Report, build_report
+from gridsearch.analysis.significance import bootstrap_interval, mcnemar_exact
 from gridsearch.cli import main
+from gridsearch.store.storage import Storage
 from tests.conftest import gridsearch, rows, write_sweep
 from tests.test_robustness import USPS
 
@@ -25,11 +39,37 @@ SECTIONS = (
     "Robustness",
     "Data",
 )
+HALVED = {
+    "name": "halved",
+    "params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5},
+    "search": {"strategy": "halving", "factor": 3, "min_epochs": 1},
+}
+"""The small sweep's 4 trials by successive halving: all 4 train 1 epoch, the best 2 go on to 3."""
+
+
+@dataclass(frozen=True)
+class Study:
+    folder: Path
+    report: Path
+    written: Report
+    evaluated: str
+    """What ``evaluate --suite robustness`` printed."""
+
+
+@contextlib.contextmanager
+def torch_settings_kept() -> Iterator[None]:
+    """Restore the torch settings that loading a model changes (threads, deterministic algorithms)."""
+    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+        torch.use_deterministic_algorithms(deterministic)
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, data_dir):
-    """Two finished sweeps (a 2x2 LeNet grid, an MLP over two seeds), one robustness run, one report."""
+def study(tmp_path_factory, data_dir) -> Study:
+    """The three sweeps run by one real ``run``, one robustness run, one report of them all."""
     folder = tmp_path_factory.mktemp("study")
     lenet = write_sweep(
         folder,
@@ -48,35 +88,24 @@ def study(tmp_path_factory, data_dir):
         dataset={"train_size": 500, "val_size": 300, "test_size": 250},
         params={"epochs": 2, "batch_size": 50},
     )
-    for sweep in (lenet, mlp):
-        gridsearch("run", str(sweep), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
-    evaluated = gridsearch(
-        "evaluate",
-        "lenet",
-        "--suite",
-        "robustness",
-        "--test-size",
-        "200",
-        "--data-dir",
-        str(data_dir),
-        "--usps",
-        str(USPS),
-        cwd=folder,
-        check=True,
-    )
-    result = gridsearch("report", "--out", "reports/study", "--data-dir", str(data_dir), cwd=folder, check=True)
-    return folder, folder / "reports" / "study", result, evaluated
+    halved = write_sweep(folder, "halved.yaml", **HALVED)
+    gridsearch("run", str(lenet), str(mlp), str(halved), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    db = str(folder / "results.db")
+    evaluate = ["evaluate", "lenet", "--suite", "robustness", "--test-size", "200", "--db", db]
+    printed = io.StringIO()
+    with torch_settings_kept(), contextlib.redirect_stdout(printed):
+        assert main([*evaluate, "--data-dir", str(data_dir), "--usps", str(USPS)]) == 0
+        written = build_report(Storage(db, readonly=True), [], folder / "study", folder / "runs", data_dir)
+    return Study(folder, folder / "study", written, printed.getvalue())
 
 
-def csv(report, name):
+def csv(report: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(report / f"{name}.csv")
 
 
 def test_report_has_every_section_and_only_existing_relative_links(study):
-    folder, report, result, _ = study
-    index = report / "index.html"
-    assert f"report written to {index.relative_to(folder)}" in result.stdout
-    page = index.read_text()
+    assert study.written == Report(study.report / "index.html", [])
+    page = study.written.index.read_text()
     for title in SECTIONS:
         assert title in page
     links = re.findall(r'(?:src|href)="([^"]+)"', page)
@@ -84,6 +113,8 @@ def test_report_has_every_section_and_only_existing_relative_links(study):
     assert {
         "results.csv",
         "heatmap_lenet.png",
+        "heatmap_halved.png",
+        "rung_curves_halved.png",
         "learning_curves.png",
         "confusion_mlp.png",
         "robustness.png",
@@ -94,12 +125,12 @@ def test_report_has_every_section_and_only_existing_relative_links(study):
     } <= set(files)
     for link in files:
         assert "://" not in link and not link.startswith("/") and ".." not in link
-        assert (report / link).is_file(), link
+        assert (study.report / link).is_file(), link
+    assert "<script" not in page and "<link" not in page  # nothing loaded from elsewhere
 
 
 def test_every_png_is_a_real_non_blank_image(study):
-    _, report, _, _ = study
-    pngs = sorted(report.glob("*.png"))
+    pngs = sorted(study.report.glob("*.png"))
     assert len(pngs) >= 15
     for path in pngs:
         pixels = mpimg.imread(path)
@@ -108,22 +139,21 @@ def test_every_png_is_a_real_non_blank_image(study):
 
 
 def test_results_table_matches_the_database(study):
-    folder, report, _, _ = study
-    db = folder / "results.db"
-    table = csv(report, "results").set_index("sweep")
+    db = study.folder / "results.db"
+    table = csv(study.report, "results").set_index("sweep")
     expected = rows(
         db,
         """
         SELECT s.name, t.architecture, t.parameter_count, t.best_epoch, t.val_accuracy, e.accuracy, e.errors,
                e.samples,
                (SELECT COUNT(*) FROM sweep_trials m JOIN trials x ON x.key = m.trial_key
-                WHERE m.sweep_id = s.id AND x.status IN ('done', 'failed', 'timeout')),
+                WHERE m.sweep_id = s.id AND x.status IN ('done', 'stopped', 'failed', 'timeout')),
                (SELECT SUM(p.seconds) FROM sweep_trials m JOIN epochs p ON p.trial_key = m.trial_key
                 WHERE m.sweep_id = s.id)
         FROM sweeps s JOIN trials t ON t.key = s.selected_trial
         JOIN evaluations e ON e.trial_key = t.key AND e.name = 'test' ORDER BY s.id""",
     )
-    assert list(table.index) == [r[0] for r in expected] == ["lenet", "mlp"]
+    assert list(table.index) == [r[0] for r in expected] == ["lenet", "mlp", "halved"]
     columns = [
         "model",
         "parameter_count",
@@ -140,21 +170,23 @@ def test_results_table_matches_the_database(study):
         assert got[0] == values[0] and got[1:3] == values[1:3] and got[5:8] == values[5:8]
         assert got[3] == pytest.approx(values[3], abs=1e-12) and got[4] == pytest.approx(values[4], abs=1e-12)
         assert got[8] == pytest.approx(values[8], rel=1e-9)
-    lr = rows(
-        db,
-        "SELECT p.value FROM sweeps s JOIN trial_params p ON p.trial_key = s.selected_trial "
-        "WHERE s.name = 'lenet' AND p.name = 'lr'",
-    )[0][0]
-    assert table.loc["lenet", "best_config"].startswith(f"lr={json.loads(lr)}, ")
-    page = (report / "index.html").read_text()
+    assert table.loc["halved", "trials_run"] == 4  # 2 done, 2 stopped by successive halving
+    params = dict(
+        rows(
+            db,
+            "SELECT p.name, p.number FROM sweeps s JOIN trial_params p ON p.trial_key = s.selected_trial "
+            "WHERE s.name = 'lenet'",
+        )
+    )
+    assert table.loc["lenet", "best_config"] == f"lr={params['lr']:g} lr_step={params['lr_step']:g} seed=0"
+    page = study.written.index.read_text()
     for _name, *values in expected:
         assert f"{values[3]:.2%}" in page and f"{values[4]:.2%}" in page
 
 
 def test_grid_curves_and_seed_tables_match_the_database(study):
-    folder, report, _, _ = study
-    db = folder / "results.db"
-    grid = csv(report, "grid_lenet")
+    db = study.folder / "results.db"
+    grid = csv(study.report, "grid_lenet")
     assert dict(zip(grid["key"], grid["val_accuracy"])) == dict(
         rows(
             db,
@@ -162,7 +194,7 @@ def test_grid_curves_and_seed_tables_match_the_database(study):
             "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'lenet'",
         )
     )
-    curves = csv(report, "learning_curves")
+    curves = csv(study.report, "learning_curves")
     stored = rows(
         db,
         "SELECT e.trial_key, e.epoch, e.train_loss, e.val_accuracy FROM epochs e "
@@ -171,7 +203,7 @@ def test_grid_curves_and_seed_tables_match_the_database(study):
     assert [
         tuple(r) for r in curves[["trial_key", "epoch", "train_loss", "val_accuracy"]].itertuples(index=False)
     ] == stored
-    spread = csv(report, "seed_spread")
+    spread = csv(study.report, "seed_spread")
     expected = rows(
         db,
         "SELECT COUNT(*), AVG(t.val_accuracy), MIN(t.val_accuracy), MAX(t.val_accuracy) "
@@ -182,12 +214,52 @@ def test_grid_curves_and_seed_tables_match_the_database(study):
     assert spread.loc[0, ["mean", "min", "max"]].tolist() == pytest.approx(expected[1:], abs=1e-12)
 
 
+def rung_zero_expected(db: Path) -> dict[tuple[float, float], float]:
+    """(lr, lr_step) -> the best val accuracy of that trial of the halving sweep within rung 0's budget."""
+    ((search,),) = rows(db, "SELECT search FROM sweeps WHERE name = 'halved'")
+    budget = json.loads(search)["rung_epochs"][0]
+    return {
+        (lr, lr_step): best
+        for lr, lr_step, best in rows(
+            db,
+            "SELECT lr.number, step.number, MAX(e.val_accuracy) FROM sweeps s "
+            "JOIN sweep_trials m ON m.sweep_id = s.id JOIN epochs e ON e.trial_key = m.trial_key "
+            "JOIN trial_params lr ON lr.trial_key = m.trial_key AND lr.name = 'lr' "
+            "JOIN trial_params step ON step.trial_key = m.trial_key AND step.name = 'lr_step' "
+            "WHERE s.name = 'halved' AND e.epoch < ? GROUP BY m.trial_key",
+            budget,
+        )
+    }
+
+
+def test_a_halving_sweeps_heatmap_places_every_trial_by_its_rung_0_budget(study):
+    db = study.folder / "results.db"
+    expected = rung_zero_expected(db)
+    assert len(expected) == 4 and rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'stopped'") == [(2,)]
+    cells = csv(study.report, "heatmap_halved").set_index("lr")
+    assert sorted(cells.columns) == ["lr_step=1", "lr_step=3"] and len(cells) == 2  # every cell filled
+    for (lr, lr_step), best in expected.items():
+        assert cells.loc[lr, f"lr_step={lr_step:g}"] == pytest.approx(best, abs=1e-12)
+    grid = csv(study.report, "grid_halved")
+    placed = {(lr, step): value for lr, step, value in grid[["lr", "lr_step", "rung0_val_accuracy"]].to_numpy()}
+    assert placed == pytest.approx(expected, abs=1e-12)
+    page = study.written.index.read_text()
+    assert "within its first epoch: rung 0, which all trained" in page
+
+    storage = Storage(str(db), readonly=True)  # what the web app's heatmap draws
+    effects = grid_effects(storage, storage.sweep("halved"))
+    assert effects.params == ["lr", "lr_step"] and len(effects.scores) == 4
+    drawn = {(r.lr, r.lr_step): r.val_accuracy for r in effects.scores.itertuples()}
+    assert drawn == pytest.approx(expected, abs=1e-12)
+    title = "halved: val accuracy at rung 0, 1 epoch (one trial per cell)"
+    assert grid_heatmap(effects, "halved").axes[0].get_title() == title
+
+
 def test_best_model_tables_match_the_stored_test_evaluation(study, data_dir):
     from gridsearch.training.data import test_split
 
-    folder, report, _, _ = study
-    db = folder / "results.db"
-    for sweep in ("lenet", "mlp"):
+    db = study.folder / "results.db"
+    for sweep in ("lenet", "mlp", "halved"):
         confusion, predictions, samples = rows(
             db,
             "SELECT e.confusion, e.predictions, e.samples FROM sweeps s JOIN evaluations e "
@@ -195,12 +267,12 @@ def test_best_model_tables_match_the_stored_test_evaluation(study, data_dir):
             sweep,
         )[0]
         confusion = np.array(json.loads(confusion))
-        pairs = csv(report, f"confused_pairs_{sweep}")
+        pairs = csv(study.report, f"confused_pairs_{sweep}")
         assert len(pairs) == min(5, int((confusion - np.diag(np.diag(confusion)) > 0).sum()))
         for true, predicted, errors in pairs[["true", "predicted", "errors"]].itertuples(index=False):
             assert confusion[true, predicted] == errors
         assert list(pairs["errors"]) == sorted(pairs["errors"], reverse=True)
-        per_class = csv(report, f"per_class_{sweep}")
+        per_class = csv(study.report, f"per_class_{sweep}")
         labels = test_split(data_dir, samples).labels.numpy()
         predicted = np.array(json.loads(predictions))
         support = np.bincount(labels, minlength=10).tolist()
@@ -216,17 +288,21 @@ def test_best_model_tables_match_the_stored_test_evaluation(study, data_dir):
 def test_significance_counts_discordant_pairs_from_stored_predictions(study, data_dir):
     from gridsearch.training.data import test_split
 
-    folder, report, _, _ = study
-    stored = dict(
-        (name, json.loads(p))
+    stored = {
+        name: json.loads(p)
         for name, p in rows(
-            folder / "results.db",
+            study.folder / "results.db",
             "SELECT s.name, e.predictions FROM sweeps s JOIN evaluations e "
             "ON e.trial_key = s.selected_trial AND e.name = 'test'",
         )
-    )
-    (pair,) = csv(report, "significance").to_dict("records")
-    assert (pair["model_a"], pair["model_b"], pair["samples"]) == ("lenet", "mlp", 250)
+    }
+    pairs = csv(study.report, "significance")
+    assert [tuple(p) for p in pairs[["model_a", "model_b", "samples"]].to_numpy()] == [
+        ("lenet", "mlp", 250),
+        ("lenet", "halved", 300),
+        ("mlp", "halved", 250),
+    ]
+    pair = pairs.iloc[0]
     labels = test_split(data_dir, 250).labels.numpy()
     a, b = (np.array(stored[name][:250]) == labels for name in ("lenet", "mlp"))
     assert (pair["only_a_right"], pair["only_b_right"]) == (int((a & ~b).sum()), int((~a & b).sum()))
@@ -235,19 +311,29 @@ def test_significance_counts_discordant_pairs_from_stored_predictions(study, dat
     assert 0 < pair["mcnemar_p"] <= 1
 
 
+def test_mcnemar_and_the_bootstrap_on_a_known_table():
+    # 10 discordant images, 1 where only A is right, 9 where only B is: exact p = 2 * (1 + 10) / 2**10
+    a_right = np.array([True] * 50 + [True] + [False] * 9)
+    b_right = np.array([True] * 50 + [False] + [True] * 9)
+    assert mcnemar_exact(a_right, b_right) == (1, 9, pytest.approx(22 / 1024))
+    assert mcnemar_exact(a_right, a_right) == (0, 0, 1.0)
+    low, high = bootstrap_interval(a_right, b_right)
+    assert low < -8 / 60 < high < 0  # the difference is -8/60; the interval excludes 0 here
+    assert bootstrap_interval(a_right, b_right) == (low, high)  # seeded
+
+
 def test_robustness_table_matches_the_database(study):
-    folder, report, _, _ = study
-    table = csv(report, "robustness").set_index("condition")
+    table = csv(study.report, "robustness").set_index("condition")
     stored = dict(
         rows(
-            folder / "results.db",
+            study.folder / "results.db",
             "SELECT e.name, e.accuracy FROM evaluations e JOIN sweeps s ON s.selected_trial = e.trial_key "
             "WHERE s.name = 'lenet' AND e.name != 'test'",
         )
     )
     assert set(table.index) == set(stored) and "robustness/rotate30" in stored
     assert table["lenet"].to_dict() == pytest.approx(stored, abs=1e-12)
-    assert "mlp" not in table  # no robustness run for the mlp
+    assert "mlp" not in table and "halved" not in table  # no robustness run for those
 
 
 def cli(*args, cwd, capsys, monkeypatch):
@@ -258,25 +344,48 @@ def cli(*args, cwd, capsys, monkeypatch):
     return code, captured.out, captured.err
 
 
-def test_report_on_named_sweeps_and_bad_input(study, data_dir, tmp_path, capsys, monkeypatch):
-    folder, _, _, _ = study
-    code, out, _ = cli("report", "mlp", "--data-dir", str(data_dir), cwd=folder, capsys=capsys, monkeypatch=monkeypatch)
-    page = (folder / "reports" / "mlp" / "index.html").read_text()
-    assert code == 0 and "report written to reports/mlp/index.html" in out
-    assert "no pair of models to compare" in page and "No robustness evaluations yet" in page
-
-    code, _, err = cli("report", "nosuch", cwd=folder, capsys=capsys, monkeypatch=monkeypatch)
-    assert code == 2 and err.startswith("error: no sweep named 'nosuch'") and len(err.splitlines()) == 1
-
-    shutil.copy(folder / "results.db", tmp_path / "results.db")  # no runs/ folder beside the copy
-    code, _, err = cli(
-        "report", "lenet", "--data-dir", str(data_dir), cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch
+def test_a_database_without_its_run_folders_still_gets_every_database_section(
+    study, data_dir, tmp_path, capsys, monkeypatch, in_process_training
+):
+    shutil.copy(study.folder / "results.db", tmp_path / "results.db")  # a laptop: no runs/ beside the copy
+    code, out, err = cli(
+        "report", "mlp", "--data-dir", str(data_dir), cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch
     )
-    assert code == 2 and "no best weights at" in err and len(err.splitlines()) == 1
+    assert code == 0 and out == "report written to reports/mlp/index.html\n"
+    assert err.startswith("warning: ") and len(err.splitlines()) == 1
+    assert "no best weights at" in err and "pass --artifacts DIR" in err
+    report = tmp_path / "reports" / "mlp"
+    page = (report / "index.html").read_text()
+    for title in SECTIONS:
+        assert title in page
+    assert "no pair of models to compare" in page and "No robustness evaluations yet" in page
+    assert page.count("pass --artifacts DIR") == 1  # the one section that needs the weights says so
+    for name in ("grid_mlp", "confused_pairs_mlp"):
+        assert csv(report, name).equals(csv(study.report, name)), name
+    assert csv(report, "results").iloc[0].equals(csv(study.report, "results").iloc[1])
+    for png in ("confusion_mlp", "misclassified_mlp", "random_mlp", "learning_curves", "inspect_samples"):
+        assert (report / f"{png}.png").is_file()
+    without = csv(report, "per_class_mlp")
+    assert without["roc_auc"].isna().all()  # the one thing that needs the model's probabilities
+    assert without.drop(columns="roc_auc").equals(csv(study.report, "per_class_mlp").drop(columns="roc_auc"))
+
+    runs = study.folder / "runs"  # the run folders, wherever they are, named by --artifacts
+    args = ("report", "mlp", "--data-dir", str(data_dir), "--artifacts", str(runs), "--out", "full")
+    code, out, err = cli(*args, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and out == "report written to full/index.html\n" and err == ""
+    assert csv(tmp_path / "full", "per_class_mlp").equals(csv(study.report, "per_class_mlp"))
+    assert "--artifacts" not in (tmp_path / "full" / "index.html").read_text()
+
+
+def test_report_refuses_unknown_sweeps_and_sweeps_without_a_selected_trial(study, tmp_path, capsys, monkeypatch):
+    code, _, err = cli("report", "nosuch", cwd=study.folder, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and err.startswith("error: no sweep named 'nosuch'") and len(err.splitlines()) == 1
+    shutil.copy(study.folder / "results.db", tmp_path / "results.db")
     with sqlite3.connect(tmp_path / "results.db") as connection:
         connection.execute("UPDATE sweeps SET selected_trial = NULL WHERE name = 'mlp'")
     code, _, err = cli("report", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2 and err == "error: sweep 'mlp' has no selected trial yet (run it to the end first)\n"
+    assert not (tmp_path / "reports").exists()  # refused before anything is written
 
 
 ROBUSTNESS_ROWS = (
@@ -286,9 +395,10 @@ ROBUSTNESS_ROWS = (
 )
 
 
-def test_robustness_results_are_stored_consistent_and_repeatable(study, data_dir, capsys, monkeypatch):
-    folder, _, _, evaluated = study
-    db = folder / "results.db"
+def test_robustness_results_are_stored_consistent_and_repeatable(
+    study, data_dir, capsys, monkeypatch, in_process_training
+):
+    db = study.folder / "results.db"
     stored = rows(db, ROBUSTNESS_ROWS)
     expected = {robustness.PREFIX + name for name in robustness.CONDITIONS} | {"sklearn_digits"}
     if (USPS / "usps.h5").exists():
@@ -300,7 +410,7 @@ def test_robustness_results_are_stored_consistent_and_repeatable(study, data_dir
         assert errors == samples - np.trace(confusion) and accuracy == pytest.approx(1 - errors / samples)
         assert samples == {"usps": 2007, "sklearn_digits": 1797}.get(name, 200)
     (key,) = rows(db, "SELECT selected_trial FROM sweeps WHERE name = 'lenet'")[0]
-    assert f"trial {key}: {len(expected)} evaluations stored" in evaluated.stdout
+    assert f"trial {key}: {len(expected)} evaluations stored" in study.evaluated
     code, out, _ = cli(
         "evaluate",
         "--trial",
@@ -313,7 +423,7 @@ def test_robustness_results_are_stored_consistent_and_repeatable(study, data_dir
         str(data_dir),
         "--usps",
         str(USPS),
-        cwd=folder,
+        cwd=study.folder,
         capsys=capsys,
         monkeypatch=monkeypatch,
     )
@@ -321,6 +431,14 @@ def test_robustness_results_are_stored_consistent_and_repeatable(study, data_dir
     assert rows(db, ROBUSTNESS_ROWS) == stored  # the same numbers, replaced rather than added
 
     code, _, err = cli(
-        "evaluate", "--trial", "nosuchkey", "--suite", "robustness", cwd=folder, capsys=capsys, monkeypatch=monkeypatch
+        "evaluate",
+        "--trial",
+        "nosuchkey",
+        "--suite",
+        "robustness",
+        cwd=study.folder,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
     )
-    assert code == 2 and err == "error: no trial with key 'nosuchkey' in results.db\n"
+    assert code == 2 and err.startswith("error: no trial with key 'nosuchkey' in ") and len(err.splitlines()) == 1
+    assert err.endswith("results.db\n")

@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.webpage import Folder, figure, note, table
+from gridsearch.analysis.webpage import Block, Figure, Folder, Note, Section, table
 from gridsearch.training import data
+from gridsearch.vocabulary import format_percent
 
 STUDY_TRAIN, STUDY_VAL = 50000, 10000
 SAMPLE_SEED = 0
@@ -66,8 +67,8 @@ def pixel_statistics(splits: dict[str, data.Split], counts: pd.DataFrame) -> pd.
 
 def mean_images(split: data.Split) -> np.ndarray:
     """(10, 28, 28): the mean image of each digit."""
-    images, labels = split.images.numpy()[:, 0].astype(np.float64), split.labels.numpy()
-    return np.stack([images[labels == digit].mean(axis=0) for digit in range(10)])
+    images, labels = split.images.numpy()[:, 0], split.labels.numpy()
+    return np.stack([images[labels == digit].mean(axis=0, dtype=np.float64) for digit in range(10)])
 
 
 def class_samples(split: data.Split, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED) -> np.ndarray:
@@ -79,8 +80,8 @@ def class_samples(split: data.Split, per_class: int = SAMPLES_PER_CLASS, seed: i
     )
 
 
-def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -> str:
-    """Write the inspection figures and tables of ``dataset`` into ``folder``; returns their HTML."""
+def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -> list[Block]:
+    """Write the inspection figures and tables of ``dataset`` into ``folder``; returns their blocks."""
     splits = study_splits(data_dir)
     train = splits["train"]
     picks = class_samples(train)
@@ -109,23 +110,28 @@ def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -
         plots.histogram(counts, "Pixel intensities", "pixel value (0-255)"), "inspect_pixel_histogram"
     )
     ratios = {
-        "mean": "{:.2f}",
-        "std": "{:.2f}",
-        "black_fraction": "{:.2%}",
-        "full_fraction": "{:.2%}",
-        "ink_pixels_per_image": "{:.1f}",
+        "mean": "{:.2f}".format,
+        "std": "{:.2f}".format,
+        "black_fraction": format_percent,
+        "full_fraction": format_percent,
+        "ink_pixels_per_image": "{:.1f}".format,
     }
-    return "\n".join(
-        [
-            note(
-                f"{dataset.upper()} as the study splits it: train = the first {STUDY_TRAIN:,} official training "
-                f"images, val = the last {STUDY_VAL:,}, test = the {len(splits['test']):,} official test images."
-            ),
-            figure(samples, "Random training images, one row per digit."),
-            table(labels, labels_csv, {f"{name}_fraction": "{:.2%}".format for name in splits}),
-            figure(distribution, "Share of each digit in train, val and test."),
-            figure(means, "Mean image of each digit over the training split."),
-            table(statistics, statistics_csv, {column: fmt.format for column, fmt in ratios.items()}),
-            figure(histogram, "Pixel intensity distribution per split (log scale: most pixels are black)."),
-        ]
-    )
+    return [
+        Note(
+            f"{dataset.upper()} as the study splits it: train = the first {STUDY_TRAIN:,} official training "
+            f"images, val = the last {STUDY_VAL:,}, test = the {len(splits['test']):,} official test images."
+        ),
+        Figure(samples, "Random training images, one row per digit."),
+        table(labels, labels_csv, {f"{name}_fraction": format_percent for name in splits}),
+        Figure(distribution, "Share of each digit in train, val and test."),
+        Figure(means, "Mean image of each digit over the training split."),
+        table(statistics, statistics_csv, ratios),
+        Figure(histogram, "Pixel intensity distribution per split (log scale: most pixels are black)."),
+    ]
+
+
+def write_inspection(out: Path, data_dir: Path, dataset: str = "mnist") -> Path:
+    """The inspection of ``dataset`` as a page of its own in ``out``; returns the path of its index.html."""
+    folder = Folder(out)
+    section = Section("data", "The data", inspection_section(folder, data_dir, dataset))
+    return folder.page(f"{dataset.upper()} inspection", [section])

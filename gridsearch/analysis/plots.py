@@ -11,13 +11,15 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from gridsearch.vocabulary import format_percent, format_value
+
 
 def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
     """A 2-D table of accuracies (rows: one param's values, columns: another's) as an annotated heatmap."""
     figure, axes = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
     image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
-    axes.set_xticks(range(grid.shape[1]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.columns])
-    axes.set_yticks(range(grid.shape[0]), [f"{v:g}" if isinstance(v, float) else str(v) for v in grid.index])
+    axes.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
+    axes.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
     axes.set_xlabel(str(grid.columns.name))
     axes.set_ylabel(str(grid.index.name))
     values = grid.to_numpy(dtype=float)
@@ -27,7 +29,7 @@ def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
             axes.text(
                 column,
                 row,
-                f"{value:.2%}",
+                format_percent(value),
                 ha="center",
                 va="center",
                 fontsize=8,
@@ -46,7 +48,7 @@ def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: st
         positions = range(len(grouped))
         axis.plot(positions, grouped["max"], "o-", label="max")
         axis.plot(positions, grouped["mean"], "s--", label="mean")
-        axis.set_xticks(list(positions), [f"{v:g}" if isinstance(v, float) else str(v) for v in grouped.index])
+        axis.set_xticks(list(positions), [format_value(v) for v in grouped.index])
         axis.set_xlabel(param)
         axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
         axis.grid(alpha=0.3)

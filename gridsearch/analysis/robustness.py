@@ -23,14 +23,22 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn.functional as F
+from matplotlib.figure import Figure as PlotFigure
 from sklearn.datasets import load_digits
 from torch import nn
 
-from gridsearch.analysis import preprocessing
-from gridsearch.analysis.trained_models import score
+from gridsearch.analysis import plots, preprocessing
+from gridsearch.analysis.trained_models import BestModel, score
+from gridsearch.analysis.webpage import Block, Figure, Folder, Note, table
+from gridsearch.store import views
+from gridsearch.store.records import Evaluation
+from gridsearch.store.storage import Storage
+from gridsearch.training import data
 from gridsearch.training.augmentation import BatchAugmenter, Distortion, distort
+from gridsearch.vocabulary import format_percent
 
 SUITE_SEED = 20240
 """Base seed of the random conditions; each condition adds the CRC-32 of its name."""
@@ -196,40 +204,94 @@ def load_sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return mnist_style(digits.images / 16.0), torch.from_numpy(digits.target.astype(np.int64))
 
 
-def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
-    """An evaluation row's values (see ``Storage.save_evaluation``) for ``model`` on one labelled set."""
+def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
+    """An evaluation row's values for ``model`` on one labelled set."""
     started = time.perf_counter()
     scores = score(model, images, labels)
     predicted = scores.predicted
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     errors = int((predicted != labels).sum())
-    return {
-        "samples": len(labels),
-        "accuracy": 1 - errors / len(labels),
-        "loss": scores.loss,
-        "errors": errors,
-        "confusion": confusion.tolist(),
-        "predictions": predicted.tolist(),
-        "seconds": time.perf_counter() - started,
-    }
+    return Evaluation(
+        samples=len(labels),
+        accuracy=1 - errors / len(labels),
+        loss=scores.loss,
+        errors=errors,
+        confusion=confusion.tolist(),
+        predictions=predicted.tolist(),
+        seconds=time.perf_counter() - started,
+    )
 
 
 def run_suite(
     model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, usps: Path | None
-) -> dict[str, dict]:
+) -> dict[str, Evaluation]:
     """Evaluation name -> row values for every condition; USPS only if ``usps/usps.h5`` exists."""
-    results = {}
+    results: dict[str, Evaluation] = {}
     for name in CONDITIONS:
         started = time.perf_counter()
-        outcome = result(model, transformed(name, test_images), test_labels)
-        results[PREFIX + name] = {**outcome, "seconds": time.perf_counter() - started}
-    sets = {}
+        results[PREFIX + name] = result(model, transformed(name, test_images), test_labels)
+        results[PREFIX + name]["seconds"] = time.perf_counter() - started  # the transform included
+    sets: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
     if usps is not None and (usps / "usps.h5").exists():
         sets[USPS_NAME] = lambda: load_usps(usps)
     sets[DIGITS_NAME] = load_sklearn_digits
     for name, load in sets.items():
         started = time.perf_counter()
-        outcome = result(model, *load())
-        results[name] = {**outcome, "seconds": time.perf_counter() - started}
+        results[name] = result(model, *load())
+        results[name]["seconds"] = time.perf_counter() - started  # the loading included
     return results
+
+
+# -- in the report -------------------------------------------------------------------------------------
+
+
+def robustness_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
+    """Robustness accuracies of the best models: one row per condition, one column per sweep."""
+    evaluations = views.evaluations(storage, [m.trial.key for m in models])
+    known = descriptions()
+    evaluations = evaluations[evaluations["name"].isin(known)]
+    by_key = {m.trial.key: m.name for m in models}
+    frame = pd.DataFrame({"condition": list(known), "description": list(known.values())})
+    for key, group in evaluations.groupby("trial_key"):
+        column = group.set_index("name")
+        frame[by_key[key]] = frame["condition"].map(column["accuracy"])
+        frame[f"{by_key[key]}_samples"] = frame["condition"].map(column["samples"])
+    present = [m.name for m in models if m.name in frame]
+    return frame.dropna(subset=present, how="all").reset_index(drop=True) if present else frame.iloc[:0]
+
+
+def condition_examples(data_dir: Path, count: int = 10) -> PlotFigure:
+    """The first ``count`` test images under each transformed-MNIST condition, one row per condition."""
+    images = data.test_split(data_dir, count).images
+    rows = [transformed(name, images)[:, 0].numpy() for name in CONDITIONS]
+    captions = [name if index == 0 else "" for name in CONDITIONS for index in range(count)]
+    return plots.image_grid(
+        np.concatenate(rows),
+        captions,
+        [False] * len(captions),
+        "The conditions on the first test images (one row each)",
+        columns=count,
+    )
+
+
+def robustness_section(folder: Folder, storage: Storage, models: list[BestModel], data_dir: Path) -> list[Block]:
+    """The stored robustness evaluations of the best models: a chart, a table and the conditions drawn."""
+    frame = robustness_table(storage, models)
+    if frame.empty:
+        return [Note("No robustness evaluations yet: run `python -m gridsearch evaluate SWEEP --suite robustness`.")]
+    present = [m.name for m in models if m.name in frame]
+    chart = frame.assign(condition=frame["condition"].str.removeprefix(PREFIX)).set_index("condition")[present]
+    return [
+        Figure(
+            folder.png(plots.grouped_bars(chart, "Accuracy under shifted conditions"), "robustness"),
+            "Accuracy of each best model on transformed MNIST test images and on other handwriting.",
+        ),
+        table(frame, folder.csv(frame, "robustness"), {name: format_percent for name in present}),
+        Note(PREPROCESSING),
+        Figure(
+            folder.png(condition_examples(data_dir), "robustness_examples"),
+            "What each transformed-MNIST condition looks like (random conditions as seeded in the suite). Like "
+            "every figure here, ink is drawn dark on light, so inverted digits show light on dark.",
+        ),
+    ]

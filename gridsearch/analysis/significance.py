@@ -1,11 +1,21 @@
-"""Is the difference real? Paired tests between two models' predictions on the same test images."""
+"""Is the difference real? Paired tests between two models' predictions on the same test images, and the
+spread of val accuracy across seeds."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import combinations
 
 import numpy as np
+import pandas as pd
 from scipy.stats import binomtest
+
+from gridsearch.analysis.effects import hashable
+from gridsearch.analysis.trained_models import BestModel
+from gridsearch.analysis.webpage import Block, Folder, Format, Group, Note, Paragraph, table
+from gridsearch.store import views
+from gridsearch.store.storage import Storage
+from gridsearch.vocabulary import TrialStatus, format_percent
 
 BOOTSTRAP_ROUNDS = 2000
 BOOTSTRAP_SEED = 0
@@ -59,3 +69,84 @@ def compare(a_predicted: np.ndarray, b_predicted: np.ndarray, labels: np.ndarray
     only_a, only_b, p_value = mcnemar_exact(a_right, b_right)
     low, high = bootstrap_interval(a_right, b_right)
     return Comparison(len(labels), only_a, only_b, float(a_right.mean() - b_right.mean()), p_value, low, high)
+
+
+def significance_table(models: list[BestModel], labels: np.ndarray) -> pd.DataFrame:
+    """McNemar's exact test and a bootstrap interval for each pair of best models, on their common images."""
+    records = []
+    for a, b in combinations(models, 2):
+        n = min(a.test.samples, b.test.samples)
+        result = compare(a.predictions[:n], b.predictions[:n], labels[:n])
+        records.append(
+            {
+                "model_a": a.name,
+                "model_b": b.name,
+                "samples": n,
+                "accuracy_a": float(np.mean(a.predictions[:n] == labels[:n])),
+                "accuracy_b": float(np.mean(b.predictions[:n] == labels[:n])),
+                "difference": result.difference,
+                "only_a_right": result.only_a_right,
+                "only_b_right": result.only_b_right,
+                "mcnemar_p": result.p_value,
+                "ci95_low": result.low,
+                "ci95_high": result.high,
+            }
+        )
+    return pd.DataFrame.from_records(records)
+
+
+def seed_spread(storage: Storage, model: BestModel) -> pd.DataFrame:
+    """Val accuracy across seeds for each grid point of a sweep that ran several seeds (done trials)."""
+    trials = views.trials_table(storage, model.name)
+    trials = trials[trials["status"] == TrialStatus.DONE]
+    keys = [name for name in model.gridded if name in trials]
+    grouped = trials.assign(**{k: trials[k].map(hashable) for k in keys}).groupby(keys, dropna=False)
+    spread = grouped["val_accuracy"].agg(seeds="count", mean="mean", std="std", min="min", max="max")
+    return spread.reset_index().assign(sweep=model.name)[["sweep", *keys, "seeds", "mean", "std", "min", "max"]]
+
+
+def signed_percent(value: float) -> str:
+    return f"{value:+.2%}"
+
+
+def significance_section(folder: Folder, storage: Storage, models: list[BestModel], labels: np.ndarray) -> list[Block]:
+    """Pairwise tests between the best models on the test ``labels``, and the spread across seeds."""
+    blocks: list[Block] = [
+        Paragraph(
+            "McNemar's exact test asks whether two models' errors differ more than chance would "
+            "make them: of the test images exactly one model gets right (only_a_right + "
+            "only_b_right), a fair coin would give each model half; p is the two-sided binomial "
+            f"probability. The 95% interval of the accuracy difference comes from {BOOTSTRAP_ROUNDS:,} "
+            f"bootstrap resamples of the test images (seed {BOOTSTRAP_SEED})."
+        )
+    ]
+    if len({m.test.samples for m in models}) > 1:
+        blocks.append(
+            Note(
+                "The sweeps were tested on different numbers of images; each pair is compared on "
+                "the first `samples` test images, which both models saw, so these accuracies can "
+                "differ from the results table."
+            )
+        )
+    if len(models) > 1:
+        pairs = significance_table(models, labels)
+        formats: dict[str, Format] = {"accuracy_a": format_percent, "accuracy_b": format_percent}
+        formats |= {column: signed_percent for column in ("difference", "ci95_low", "ci95_high")}
+        formats["mcnemar_p"] = "{:.3g}".format
+        blocks.append(table(pairs, folder.csv(pairs, "significance"), formats))
+    else:
+        blocks.append(Note("Only one sweep in this report: no pair of models to compare."))
+    several = [m for m in models if len({t.seed for t in storage.trials(m.name)}) > 1]
+    if several:
+        spread = pd.concat([seed_spread(storage, m) for m in several], ignore_index=True)
+        percent = dict.fromkeys(("mean", "std", "min", "max"), format_percent)
+        spread_table = table(spread, folder.csv(spread, "seed_spread"), percent)
+        blocks.append(Group("Spread across seeds (val accuracy of each grid point)", [spread_table]))
+    else:
+        blocks.append(
+            Note(
+                "No sweep in this report ran several seeds, so the spread across seeds is unknown; "
+                "list several under seeds: in a sweep file to measure it."
+            )
+        )
+    return blocks

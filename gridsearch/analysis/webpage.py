@@ -1,30 +1,106 @@
-"""A self-contained report folder: PNG figures and CSV tables written beside one offline ``index.html``.
+"""A self-contained report folder: PNG figures and CSV tables beside one offline page.
 
-Only relative links; no scripts, fonts or styles from the network.
+Sections are built from plain blocks (paragraphs, notes, figures, tables, titled groups) and rendered by
+the Jinja2 templates in ``templates/`` (``page.html``); the page links only to files of its own folder and
+loads no script, font or style from the network.
 """
 
 from __future__ import annotations
 
-import html
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, ClassVar
 
+import jinja2
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
+from matplotlib.figure import Figure as PlotFigure
 
-STYLE = """
-body { font-family: system-ui, sans-serif; max-width: 1150px; margin: 2em auto; padding: 0 1em; color: #222; }
-h1 { border-bottom: 2px solid #444; } h2 { margin-top: 2.2em; border-bottom: 1px solid #bbb; }
-table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
-th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: left; vertical-align: top; }
-th { background: #f0f0f0; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
-.scroll { overflow-x: auto; }
-figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
-figcaption, .note { color: #555; font-size: 0.9em; } nav a { margin-right: 1em; }
-"""
+from gridsearch.vocabulary import format_value
+
+Format = Callable[[Any], str]
+"""How the cells of one table column are written."""
+TEMPLATES = jinja2.Environment(
+    loader=jinja2.PackageLoader("gridsearch.analysis", "templates"),
+    autoescape=True,
+    undefined=jinja2.StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+
+
+@dataclass(frozen=True)
+class Paragraph:
+    text: str
+    kind: ClassVar[str] = "paragraph"
+
+
+@dataclass(frozen=True)
+class Note:
+    """A remark in small grey type: what a table counts, what is missing and how to supply it."""
+
+    text: str
+    kind: ClassVar[str] = "note"
+
+
+@dataclass(frozen=True)
+class Figure:
+    """A PNG of the folder and its caption."""
+
+    src: str
+    caption: str
+    kind: ClassVar[str] = "figure"
+
+
+@dataclass(frozen=True)
+class Download:
+    """A link to a file of the folder, e.g. a CSV."""
+
+    label: str
+    filename: str
+    kind: ClassVar[str] = "download"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    numeric: bool
+    """Right-aligned, in tabular figures."""
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table as shown (cells already formatted), with the file name of its raw CSV."""
+
+    columns: list[str]
+    rows: list[list[Cell]]
+    csv: str | None
+    kind: ClassVar[str] = "table"
+
+
+@dataclass(frozen=True)
+class Group:
+    """Blocks under a sub-heading."""
+
+    title: str
+    blocks: Sequence[Block]
+    kind: ClassVar[str] = "group"
+
+
+Block = Paragraph | Note | Figure | Download | Table | Group
+
+
+@dataclass(frozen=True)
+class Section:
+    """A numbered part of the page, with its anchor for the navigation links."""
+
+    anchor: str
+    title: str
+    blocks: Sequence[Block]
 
 
 class Folder:
@@ -34,7 +110,7 @@ class Folder:
         self.path = Path(path)
         self.path.mkdir(parents=True, exist_ok=True)
 
-    def png(self, figure: plt.Figure, name: str) -> str:
+    def png(self, figure: PlotFigure, name: str) -> str:
         """Save ``figure`` as ``name``.png (then close it); returns the file name."""
         filename = f"{name}.png"
         figure.savefig(self.path / filename, dpi=110, bbox_inches="tight")
@@ -47,79 +123,32 @@ class Folder:
         table.to_csv(self.path / filename, index=False)
         return filename
 
-    def page(self, title: str, body: str, filename: str = "index.html") -> Path:
-        """Write the HTML page ``filename`` around ``body``."""
+    def page(self, title: str, sections: Sequence[Section], filename: str = "index.html") -> Path:
+        """Render ``sections`` into the page ``filename``; returns its path."""
         path = self.path / filename
-        path.write_text(
-            f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>{html.escape(title)}</title><style>{STYLE}</style></head>\n"
-            f"<body><h1>{html.escape(title)}</h1>\n{body}\n</body></html>\n",
-            encoding="utf-8",
-        )
+        html = TEMPLATES.get_template("page.html").render(title=title, sections=sections)
+        path.write_text(html, encoding="utf-8")
         return path
 
 
-def section(anchor: str, title: str, *parts: str) -> str:
-    return f'<section id="{anchor}"><h2>{html.escape(title)}</h2>\n' + "\n".join(parts) + "</section>\n"
-
-
-def subsection(title: str, *parts: str) -> str:
-    return f"<h3>{html.escape(title)}</h3>\n" + "\n".join(parts)
-
-
-def paragraph(text: str) -> str:
-    return f"<p>{html.escape(text)}</p>"
-
-
-def note(text: str) -> str:
-    return f'<p class="note">{html.escape(text)}</p>'
-
-
-def navigation(anchors: Mapping[str, str]) -> str:
-    """Links to the sections: anchor -> title."""
-    return "<nav>" + "".join(f'<a href="#{a}">{html.escape(t)}</a>' for a, t in anchors.items()) + "</nav>"
-
-
-def figure(filename: str, caption: str) -> str:
-    return (
-        f'<figure><img src="{html.escape(filename)}" alt="{html.escape(caption)}">'
-        f"<figcaption>{html.escape(caption)}</figcaption></figure>"
-    )
-
-
-def table(
-    frame: pd.DataFrame, csv: str | None = None, formats: Mapping[str, Callable[[object], str]] | None = None
-) -> str:
-    """``frame`` as an HTML table (cells formatted by ``formats`` per column, numbers right-aligned),
-    with a link to its CSV."""
+def table(frame: pd.DataFrame, csv: str | None = None, formats: Mapping[str, Format] | None = None) -> Table:
+    """``frame`` as shown: cells written by ``formats`` per column (else as params are written; missing values empty),
+    numbers right-aligned, headers with spaces for underscores; ``csv`` is the file of its raw values."""
     formats = formats or {}
-    numeric = {
-        c for c in frame.columns if pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])
-    }
-
-    def cell(column: str, value: object) -> str:
-        text = "" if pd.isna(value) else formats[column](value) if column in formats else str(value)
-        return f'<td class="num">{html.escape(text)}</td>' if column in numeric else f"<td>{html.escape(text)}</td>"
-
-    head = "".join(f"<th>{html.escape(str(c).replace('_', ' '))}</th>" for c in frame.columns)
-    body = "".join(
-        "<tr>" + "".join(cell(c, v) for c, v in zip(frame.columns, row)) + "</tr>\n"
+    numeric = [
+        pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame.columns
+    ]
+    writers = [formats.get(column, format_value) for column in frame.columns]
+    rows = [
+        [
+            Cell("" if pd.api.types.is_scalar(value) and pd.isna(value) else write(value), number)
+            for value, write, number in zip(row, writers, numeric)
+        ]
         for row in frame.itertuples(index=False)
-    )
-    link = download("Table as CSV", csv) if csv else ""
-    return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>\n{body}</tbody></table></div>{link}'
+    ]
+    return Table([format_value(c).replace("_", " ") for c in frame.columns], rows, csv)
 
 
-def download(label: str, filename: str) -> str:
-    """A note linking to a file of the folder, e.g. a CSV."""
-    return f'<p class="note">{html.escape(label)}: <a href="{html.escape(filename)}">{html.escape(filename)}</a></p>'
-
-
-def percent(value: object) -> str:
-    """A fraction as a percentage with two decimals (0.99123 -> "99.12%")."""
-    return f"{float(value):.2%}"
-
-
-def seconds(value: object) -> str:
-    """A duration in seconds, rounded to a tenth."""
+def seconds(value: float) -> str:
+    """A duration in seconds, rounded to a tenth: ``1,234.5 s``."""
     return f"{float(value):,.1f} s"
