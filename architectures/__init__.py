@@ -2,7 +2,9 @@
 
 An architecture is a name mapped to a module builder (usually the ``nn.Module`` class itself).
 The builder's keyword parameters, with their type annotations and defaults, are the sweep params
-the architecture accepts; the engine validates sweep files against them.
+the architecture accepts; ``gridsearch.spec`` validates sweep files against them. An architecture may
+also switch on trainer-side extras, named here by plain strings (``AUGMENTATION``, ``TRANSFORMER``):
+``gridsearch.spec`` maps each to its sweep params. This package imports nothing from ``gridsearch``.
 """
 
 from __future__ import annotations
@@ -16,6 +18,14 @@ from typing import Any
 
 from torch import nn
 
+AUGMENTATION = "augmentation"
+"""Extra: the trainer's batched random distortions of the training images (their params: ``aug_p``, ...)."""
+TRANSFORMER = "transformer"
+"""Extra: a spatial transformer's localisation net learns at ``lr * transformer_lr_scale``; the module
+defines ``transformer_parameters()``."""
+EXTRAS = frozenset({AUGMENTATION, TRANSFORMER})
+"""Every trainer-side extra an architecture may name in ``training_params``."""
+
 
 @dataclass(frozen=True)
 class Architecture:
@@ -25,7 +35,7 @@ class Architecture:
     build: Callable[..., nn.Module]
     description: str
     training_params: frozenset[str] = field(default_factory=frozenset)
-    """Names of trainer-side params this architecture switches on (e.g. augmentation)."""
+    """The trainer-side extras this architecture switches on (a subset of ``EXTRAS``)."""
 
     def params(self) -> dict[str, inspect.Parameter]:
         """The builder's keyword parameters: name -> ``inspect.Parameter`` (annotation, default)."""
@@ -50,9 +60,12 @@ def register(
     description: str,
     training_params: frozenset[str] | set[str] = frozenset(),
 ) -> None:
-    """Add an architecture to the registry under ``name``."""
+    """Add an architecture to the registry under ``name``, with the ``EXTRAS`` it switches on."""
     if name in REGISTRY:
         raise ValueError(f"architecture {name!r} is registered twice")
+    unknown = set(training_params) - EXTRAS
+    if unknown:
+        raise ValueError(f"architecture {name!r}: unknown training_params {sorted(unknown)} (known: {sorted(EXTRAS)})")
     REGISTRY[name] = Architecture(name, build, description, frozenset(training_params))
 
 

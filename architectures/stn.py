@@ -7,12 +7,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from architectures import register
+from architectures import AUGMENTATION, TRANSFORMER, register
 from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
-from gridsearch.spec.params import TRANSFORMER_PARAMS
-from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 
 
 def localisation_net(channels: int) -> nn.Sequential:
@@ -65,5 +63,5 @@ register(
     STN,
     "Affine spatial transformer + LeNet-5-3 (the seed study's STN), trained with "
     "the study's augmentation (aug_p: 0 turns it off)",
-    training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys(),
+    training_params={AUGMENTATION, TRANSFORMER},
 )

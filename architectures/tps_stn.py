@@ -14,13 +14,11 @@ from itertools import chain
 import torch
 from torch import nn
 
-from architectures import register
+from architectures import AUGMENTATION, TRANSFORMER, register
 from architectures._init import study_init
 from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
 from architectures.stn import localisation_net
-from gridsearch.spec.params import TRANSFORMER_PARAMS
-from gridsearch.training.augmentation import AUGMENTATION_PARAMS
 
 IMAGE_SIZE = 28
 
@@ -110,5 +108,5 @@ register(
     TPSSTN,
     "Thin-plate-spline spatial transformer + LeNet-5-3 (study's TPS-STN), "
     "trained with the study's augmentation (aug_p: 0 turns it off)",
-    training_params=AUGMENTATION_PARAMS | TRANSFORMER_PARAMS.keys(),
+    training_params={AUGMENTATION, TRANSFORMER},
 )

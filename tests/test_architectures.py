@@ -1,12 +1,15 @@
 """Every registered architecture builds, runs forwards and backwards, and has its expected size."""
 
+import ast
+
 import pytest
 import torch
+from torch import nn
 
 import architectures
 from architectures.stn import STN
 from architectures.tps_stn import TPSSTN
-from gridsearch.training.augmentation import AUGMENTATION_PARAMS
+from tests.conftest import ROOT
 
 PARAMETER_COUNTS = {
     "lenet53": 271_530,
@@ -75,5 +78,26 @@ def test_tps_rejects_bad_params(kwargs: dict) -> None:
 
 
 def test_augmented_lenet_switches_on_augmentation() -> None:
-    assert architectures.get("lenet53_augmented").training_params == AUGMENTATION_PARAMS
+    assert architectures.get("lenet53_augmented").training_params == {architectures.AUGMENTATION}
+    assert architectures.get("stn").training_params == {architectures.AUGMENTATION, architectures.TRANSFORMER}
     assert architectures.get("lenet53").training_params == frozenset()
+
+
+def test_unknown_extras_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown training_params \\['augmentations'\\]"):
+        architectures.register("typo", nn.Identity, "a typo", training_params={"augmentations"})
+    assert "typo" not in architectures.REGISTRY
+
+
+def test_the_architectures_import_nothing_from_gridsearch() -> None:
+    """gridsearch imports them, so they may not import it back (no cycle): only torch, the standard library
+    and each other."""
+    for path in sorted((ROOT / "architectures").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                modules = [node.module or ""]
+            else:
+                continue
+            assert all(module.split(".")[0] != "gridsearch" for module in modules), (path.name, modules)

@@ -1,14 +1,21 @@
-"""BatchAugmenter: determinism, pass-through, and geometry against torchvision's transforms."""
+"""BatchAugmenter: determinism, pass-through, geometry against torchvision's transforms, and the same
+ranges as sweep files."""
 
+import inspect
 import math
+from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
 import torchvision.transforms.functional as TF
+import yaml
 
+from gridsearch.errors import UserError
+from gridsearch.spec.params import AUGMENTATION_PARAMS, FloatRange
+from gridsearch.spec.sweep import load_sweep
 from gridsearch.training.augmentation import (
     AUGMENTATION_DEFAULTS,
-    AUGMENTATION_PARAMS,
     BatchAugmenter,
     Distortion,
     _blur_matrix,
@@ -38,9 +45,17 @@ def centre_of_mass(images: torch.Tensor) -> torch.Tensor:
 
 
 def test_defaults_are_the_study_values() -> None:
-    assert set(AUGMENTATION_DEFAULTS) == AUGMENTATION_PARAMS
-    assert AUGMENTATION_DEFAULTS["aug_p"] == 0.5
-    assert AUGMENTATION_DEFAULTS["zoom"] == [0.95, 1.05]
+    assert AUGMENTATION_DEFAULTS == {
+        "aug_p": 0.5,
+        "rotate": 7.5,
+        "shift": 0.1,
+        "shear": 0.1,
+        "zoom": [0.95, 1.05],
+        "elastic_alpha": 5.5,
+        "elastic_sigma": 35.0,
+    }
+    signature = inspect.signature(BatchAugmenter).parameters
+    assert {name: p.default for name, p in signature.items()} == AUGMENTATION_DEFAULTS
     BatchAugmenter(**AUGMENTATION_DEFAULTS)
 
 
@@ -152,18 +167,72 @@ def test_blur_matrix_matches_scipy_reflect(sigma: float) -> None:
 
 
 @pytest.mark.parametrize(
-    "kwargs",
+    "kwargs, message",
     [
-        {"aug_p": 1.5},
-        {"rotate": -1.0},
-        {"zoom": (1.1, 0.9)},
-        {"zoom": (0.0, 1.0)},
-        {"elastic_sigma": 0.0},
+        ({"aug_p": 1.5}, "aug_p must be in [0, 1] (probability per sample), got 1.5"),
+        ({"rotate": -1.0}, "rotate must be in [0, 180] (degrees), got -1.0"),
+        ({"shift": 1.0}, "shift must be in [0, 1) (fraction of the size), got 1.0"),
+        ({"shear": 1.5}, "shear must be in [0, 1.5) (radians), got 1.5"),
+        ({"zoom": (1.1, 0.9)}, "zoom must be a [low, high] pair of numbers"),
+        ({"zoom": (0.0, 1.0)}, "zoom must be a [low, high] pair in [0.1, 10] (magnification factors)"),
+        ({"elastic_sigma": 0.0}, "elastic_sigma must be in (0, 1000] (pixels), got 0.0"),
+        ({"elastic_alpha": math.inf}, "elastic_alpha must be a finite number"),
+        ({"rotate": True}, "rotate must be float, got bool True"),
     ],
 )
-def test_rejects_bad_params(kwargs: dict) -> None:
-    with pytest.raises(ValueError):
+def test_rejects_bad_params(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError) as error:
         BatchAugmenter(**kwargs)
+    assert str(error.value).startswith(message)
+
+
+PROBES: list[Any] = [-math.inf, -1.0, -5e-324, -0.0, 0.0, 5e-324, 0.5, 1, 1.5, math.pi / 2, 180.0, 1e12, 1e300]
+PROBES += [math.inf, math.nan, True]
+"""Values to try for every augmentation param, besides each side of its bounds in the table."""
+
+
+def probes(name: str) -> list[Any]:
+    """Values of param ``name`` to try: ``PROBES``, its bounds and the floats just either side of them."""
+    param = AUGMENTATION_PARAMS[name]
+    numbers = list(PROBES)
+    for bound in (param.low, param.high):
+        if bound is not None:
+            numbers += [math.nextafter(bound, -math.inf), bound, math.nextafter(bound, math.inf)]
+    values = numbers
+    if param.type is FloatRange:
+        values = [[1.1, 0.9]] + [[n, n] for n in numbers] + [sorted([n, 1.0]) for n in numbers if n == n]
+    return list({repr(value): value for value in values}.values())
+
+
+def sweep_params(folder: Path, name: str, value: Any) -> dict[str, Any] | None:
+    """A trial's resolved params if a sweep file may set param ``name`` to ``value``, else None."""
+    path = folder / "probe.yaml"
+    document = {"name": "probe", "architecture": "lenet53_augmented", "params": {name: value}, "grid": {"lr": [0.1]}}
+    path.write_text(yaml.safe_dump(document))
+    try:
+        (trial,) = load_sweep(path).trials()
+    except UserError as error:
+        assert f"params.{name}: must be" in str(error)
+        return None
+    return trial.params
+
+
+@pytest.mark.parametrize(
+    "name, value", [(name, value) for name in AUGMENTATION_PARAMS for value in probes(name)], ids=repr
+)
+def test_the_augmenter_takes_exactly_what_sweep_files_accept(tmp_path: Path, name: str, value: Any) -> None:
+    """Each value a sweep file accepts builds an augmenter, as training builds it, whose output is finite
+    and in [0, 1]; each value it refuses, the augmenter refuses too."""
+    params = sweep_params(tmp_path, name, value)
+    if params is None:
+        with pytest.raises(ValueError, match=name):
+            BatchAugmenter(**{name: value})
+        return
+    augment = BatchAugmenter(**{key: params[key] for key in AUGMENTATION_DEFAULTS})
+    images = torch.rand(16, 1, 28, 28, generator=generator())
+    out = augment(images, generator())
+    assert out.shape == images.shape and torch.isfinite(out).all()
+    assert out.min() >= 0 and out.max() <= 1
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

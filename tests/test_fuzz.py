@@ -1,11 +1,10 @@
 """Property-based bad input: random and mutated sweep files thrown at ``plan`` and ``run``.
 
 Every file is either accepted and valid, or refused with exit code 2 and one ``error:`` line; never a
-traceback, never a sweep half-written into the database.
+traceback, never a sweep half-written into the database. The command line runs in this process; one
+test runs it as a real program, for what only a process shows (its exit code, stderr, no traceback).
 """
 
-import contextlib
-import io
 import json
 import math
 import tempfile
@@ -15,10 +14,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gridsearch import cli
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.store.storage import Storage
-from tests.conftest import gridsearch
+from tests.conftest import cli, gridsearch
 
 BASE = {
     "name": "fuzz",
@@ -134,33 +132,26 @@ def sweep_texts(draw) -> bytes:
     return text
 
 
-def plan(path: Path, db: Path) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = cli.main(["plan", str(path), "--db", str(db), "--max-trials", "500"])
-    return code, out.getvalue(), err.getvalue()
-
-
 def check_accepted_or_refused(text: bytes, folder: Path) -> bool:
     """Plan ``text``; True if accepted. An accepted sweep is stored whole and read back intact."""
     path, db = folder / "sweep.yaml", folder / "results.db"
     path.write_bytes(text)
-    code, out, err = plan(path, db)
+    result = cli("plan", str(path), "--db", str(db), "--max-trials", "500", cwd=folder)
     assert not db.exists()  # plan writes nothing
-    if code == 2:
-        assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err, err
+    if result.returncode == 2:
+        assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
         return False
-    assert code == 0 and err == "", err
+    assert result.returncode == 0 and result.stderr == "", result.stderr
     sweep = load_sweep(path, 500)
     trials = list(sweep.trials())
-    assert 1 <= len(trials) <= 500 and f"{sweep.name}: {len(trials)} trials" in out
+    assert 1 <= len(trials) <= 500 and f"{sweep.name}: {len(trials)} trials" in result.stdout
     for trial in trials:
         assert all(not isinstance(v, float) or math.isfinite(v) for v in trial.params.values())
     storage = Storage(str(db))
     storage.save_sweep(sweep, trials)
-    stored = {row.key: json.loads(row.config) for row in storage.trials(sweep.name)}
+    stored = {row.key: row.config for row in storage.trials(sweep.name)}
     assert stored == {trial.key: json.loads(json.dumps(trial.config(), sort_keys=True)) for trial in trials}
-    storage.engine.dispose()
+    storage.close()
     db.unlink()
     return True
 
@@ -179,12 +170,19 @@ def test_special_inputs_are_refused_in_one_line(tmp_path):
     assert check_accepted_or_refused("name: café\n".encode("latin-1"), tmp_path) is False
 
 
-def test_run_refuses_bad_files_before_touching_the_database(tmp_path, data_dir):
-    """A few mutated files through the real command line, against a database with a sweep in it."""
-    db = tmp_path / "results.db"
-    good = tmp_path / "good.yaml"
+def stored_sweep(folder: Path) -> tuple[Path, Path]:
+    """A good sweep file, and a database holding it (closed, so its file holds everything)."""
+    db, good = folder / "results.db", folder / "good.yaml"
     good.write_text(yaml.safe_dump(BASE))
-    Storage(str(db)).save_sweep(load_sweep(good), list(load_sweep(good).trials()))
+    storage = Storage(str(db))
+    storage.save_sweep(load_sweep(good), list(load_sweep(good).trials()))
+    storage.close()
+    return good, db
+
+
+def test_run_refuses_bad_files_before_touching_the_database(tmp_path):
+    """Mutated files through ``run``, with valid ones, against a database with a sweep in it."""
+    good, db = stored_sweep(tmp_path)
     before = db.read_bytes()
     bad = [
         SPECIAL_TEXTS[0],
@@ -196,9 +194,23 @@ def test_run_refuses_bad_files_before_touching_the_database(tmp_path, data_dir):
     for index, text in enumerate(bad):
         files.append(tmp_path / f"bad{index}.yaml")
         files[-1].write_bytes(text if isinstance(text, bytes) else text.encode())
-    for args in ([files[0]], [good, files[3], files[1]]):  # nothing runs unless all are valid
-        result = gridsearch("run", *map(str, args), "--db", str(db), cwd=tmp_path, data_dir=data_dir)
+    for args in ([files[0]], [good, files[3], files[1]], [good, files[2]]):  # nothing runs unless all are valid
+        result = cli("run", *map(str, args), "--db", str(db), cwd=tmp_path)
         bad_file = next(path for path in args if path != good)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {bad_file}"), result.stderr
         assert result.stderr.count("\n") == 1 and result.stdout == ""
+    assert db.read_bytes() == before
+
+
+def test_the_program_refuses_a_bad_file_in_one_line(tmp_path):
+    """``python -m gridsearch run``, a real process: exit code 2, one ``error:`` line, no traceback, and
+    nothing stored changed."""
+    good, db = stored_sweep(tmp_path)
+    before = db.read_bytes()
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({**BASE, "params": {**BASE["params"], "epochs": "ten"}}))
+    result = gridsearch("run", str(good), str(bad), "--db", str(db), cwd=tmp_path)
+    assert result.returncode == 2 and result.stdout == ""
+    assert result.stderr.startswith(f"error: {bad}:") and "params.epochs: must be int" in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
     assert db.read_bytes() == before

@@ -5,8 +5,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+import architectures
 from gridsearch.errors import UserError
-from gridsearch.spec.sweep import load_sweep, trial_key
+from gridsearch.spec.sweep import EXTRA_PARAMS, load_sweep, resolve_warm_starts, trial_key
 from tests.conftest import ROOT, write_sweep
 
 
@@ -24,6 +25,40 @@ def test_lenet53_grid_is_the_studys_25_trials():
     first = trials[0].params
     assert (first["epochs"], first["batch_size"], first["patience"], first["momentum"]) == (100, 86, 40, 0.9)
     assert sweep.dataset.train_size == 50000 and sweep.dataset.val_size == 10000
+
+
+KNOWN_KEYS = {
+    "baselines.yaml": ("af7800d042368335", "59f7909f81c0f67c"),
+    "lenet53.yaml": ("91847b6dabcddcd9", "78a623d7c5cc8b94"),
+    "lenet53_augmented.yaml": ("b316f7a4ab6261fc", "c9e5d46e3d1263d0"),
+    "lenet53_halving.yaml": ("91847b6dabcddcd9", "78a623d7c5cc8b94"),
+    "quick.yaml": ("1d3a34477687ec74", "aa015bc28ab93ac2"),
+    "stn.yaml": ("52d19e2baf0db9ea", "a2d2fb7fc851eafb"),
+    "tps.yaml": ("fe50731422cd5718", "172604e2c426f707"),
+}
+"""The first and last trial keys of every sweep file in grids/ ('init_from: best:lenet53' unresolved)."""
+
+
+@pytest.mark.parametrize("filename", sorted(KNOWN_KEYS))
+def test_trial_keys_never_change(filename):
+    """Keys name stored trials and their run folders: a change of code must not change them."""
+    found = keys(ROOT / "grids" / filename)
+    assert (found[0], found[-1]) == KNOWN_KEYS[filename]
+
+
+def test_keys_with_warm_starts_and_speed_params_never_change(tmp_path):
+    stn = resolve_warm_starts(load_sweep(ROOT / "grids" / "stn.yaml"), lambda name: "0123456789abcdef")
+    assert next(stn.trials()).key == "6ec898985bebc675"
+    quick = yaml.safe_load((ROOT / "grids" / "quick.yaml").read_text())
+    quick["params"].update(amp="bf16", channels_last=True)
+    (tmp_path / "fast.yaml").write_text(yaml.safe_dump(quick))
+    assert keys(tmp_path / "fast.yaml")[0] == "4e78eff45b3c4df5"
+
+
+def test_every_extra_an_architecture_may_name_has_its_params():
+    assert set(EXTRA_PARAMS) == architectures.EXTRAS
+    trial = next(load_sweep(ROOT / "grids" / "stn.yaml").trials())
+    assert {"aug_p", "zoom", "elastic_sigma", "transformer_lr_scale"} <= set(trial.params)
 
 
 def test_key_is_a_hash_of_the_resolved_config(tmp_path):
@@ -90,7 +125,19 @@ BAD_INPUTS = [
         "name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {optimizer: rmsprop}\n",
         "params.optimizer: must be one of sgd, adam",
     ),
-    ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nselect: test_accuracy\n", "unknown metric"),
+    (
+        "name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nselect: test_accuracy\n",
+        "select: unknown metric 'test_accuracy' (known: val_accuracy, val_loss)",
+    ),
+    (
+        "name: x\narchitecture: lenet53_augmented\ngrid: {lr: [0.1]}\nparams: {rotate: 200}\n",
+        "params.rotate: must be in [0, 180] (degrees), got 200.0",
+    ),
+    (
+        "name: x\narchitecture: lenet53_augmented\ngrid: {lr: [0.1], zoom: [[0.9, 1.1], [0, 1]]}\n",
+        "grid.zoom[1]: must be a [low, high] pair in [0.1, 10] (magnification factors), got [0.0, 1.0]",
+    ),
+    ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {rotate: 5}\n", "params.rotate: unknown parameter"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {epochs: -3}\n", "params.epochs: must be > 0"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1, 0]}\n", "grid.lr[1]: must be > 0"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {epochs: ten}\n", "params.epochs: must be int"),

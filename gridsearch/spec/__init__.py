@@ -1,1 +1,7 @@
-"""spec"""
+"""What a sweep is, before anything runs: the lowest layer, importing only ``architectures``, the vocabulary
+and the errors.
+
+``params`` the trainer's params (type, default, range, units) · ``sweep`` sweeps, trials and their keys,
+``load_sweep`` · ``validation``, ``grid_validation`` and ``document`` reading a sweep file, with errors naming
+its lines · ``halving`` the successive-halving schedule · ``config`` a trial's resolved config.
+"""

@@ -13,6 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from gridsearch.vocabulary import metric
+
 
 def rung_epochs(min_epochs: int, factor: int, epochs: int) -> list[int]:
     """The epoch budget of each rung: ``min_epochs * factor ** r`` while below ``epochs``, then ``epochs``.
@@ -61,11 +63,12 @@ class Standing:
 
 
 def best_epoch(epochs: Iterable[Mapping[str, Any]], budget: int, select: str) -> Mapping[str, Any] | None:
-    """The best of the epochs numbered below ``budget`` by ``select`` (the first of equals, as training
-    keeps it), or None if there is none."""
+    """The best of the epochs numbered below ``budget`` by metric ``select`` (the first of equals, as
+    training keeps it), or None if there is none."""
+    better = metric(select).better
     best = None
     for metrics in sorted(epochs, key=lambda m: m["epoch"]):
-        if metrics["epoch"] < budget and (best is None or _sign(select) * (metrics[select] - best[select]) > 0):
+        if metrics["epoch"] < budget and (best is None or better(metrics[select], best[select])):
             best = metrics
     return best
 
@@ -82,10 +85,7 @@ def promote(standings: Sequence[Standing], factor: int, select: str) -> list[str
     """Keys of the best ``ceil(len(standings) / factor)`` trials by ``select``, best first; ties go to
     the lower val loss, then to the earlier standing (grid order). Trials without a score are never
     promoted, so fewer go on when some failed."""
-    ranked = sorted((s for s in standings if s.score is not None), key=lambda s: (-_sign(select) * s.score, s.val_loss))
-    return [s.key for s in ranked[: promoted_count(len(standings), factor)]]
-
-
-def _sign(select: str) -> int:
-    """-1 for val_loss (lower is better), else +1, as in ``training.is_better``."""
-    return -1 if select == "val_loss" else 1
+    rank = metric(select).rank
+    scored = [(s.key, s.score, s.val_loss) for s in standings if s.score is not None]
+    ranked = sorted(scored, key=lambda s: (rank(s[1]), s[2]))
+    return [key for key, _, _ in ranked[: promoted_count(len(standings), factor)]]

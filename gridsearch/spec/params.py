@@ -1,37 +1,76 @@
-"""The trainer's sweep parameters: type, default and allowed values of each.
+"""The trainer's sweep parameters: type, default, allowed range and units of each.
 
 Architecture parameters come from the builders' signatures (see ``architectures``); this module
-declares everything the training loop itself reads, so that sweep files can be validated before
-anything runs.
+declares everything the trainer itself reads, so that sweep files are validated before anything
+runs, and so that the trainer checks its own arguments by the same table (``BatchAugmenter`` does).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS
+from gridsearch.vocabulary import format_value
+
+
+class FloatRange:
+    """Marker type for a ``[low, high]`` pair of floats (e.g. a zoom range)."""
+
+
+RANGE_NAME = "a [low, high] pair of numbers"
 
 
 @dataclass(frozen=True)
 class Param:
-    """One sweep parameter: its type, default and the rule its values must follow."""
+    """One sweep parameter: its type, default and allowed values.
+
+    Numbers (both ends of a ``FloatRange``) must lie between ``low`` and ``high`` where given.
+    """
 
     type: type
     default: Any
-    rule: str = ""
-    """Human-readable rule, shown in errors (e.g. "> 0")."""
-    check: Callable[[Any], bool] | None = None
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    """Whether ``low`` itself is excluded."""
+    high_open: bool = False
+    """Whether ``high`` itself is excluded."""
     choices: tuple[str, ...] = ()
+    units: str = ""
+    """What the numbers measure, shown with the rule (e.g. "degrees")."""
+
+    @property
+    def rule(self) -> str:
+        """The allowed numbers in words, as errors show them: "> 0", "in [0, 1) (fraction of the size)"."""
+        low, high = self.low, self.high
+        if low is not None and high is not None:
+            rule = f"in {'(' if self.low_open else '['}{format_value(low)}, {format_value(high)}"
+            rule += ")" if self.high_open else "]"
+        elif low is not None:
+            rule = f"{'>' if self.low_open else '>='} {format_value(low)}"
+        elif high is not None:
+            rule = f"{'<' if self.high_open else '<='} {format_value(high)}"
+        else:
+            rule = "any number"
+        if self.type is FloatRange:
+            rule = f"a [low, high] pair {rule}"
+        return f"{rule} ({self.units})" if self.units else rule
+
+    def admits(self, number: float) -> bool:
+        """Whether ``number`` lies within the bounds."""
+        if self.low is not None and (number <= self.low if self.low_open else number < self.low):
+            return False
+        return self.high is None or (number < self.high if self.high_open else number <= self.high)
 
     def coerce(self, value: Any) -> Any:
         """``value`` converted to this param's canonical type; ``ValueError`` with a reason if invalid."""
         value = coerce_type(value, self.type)
         if self.choices and value not in self.choices:
             raise ValueError(f"must be one of {', '.join(self.choices)}, got {value!r}")
-        if self.check is not None and not self.check(value):
+        numbers = value if self.type is FloatRange else [value] if self.type in (int, float) else []
+        if not all(self.admits(number) for number in numbers):
             raise ValueError(f"must be {self.rule}, got {value!r}")
         return value
 
@@ -60,33 +99,29 @@ def coerce_type(value: Any, expected: type) -> Any:
     raise ValueError(f"must be {name}, got {type(value).__name__} {value!r}")
 
 
-class FloatRange:
-    """Marker type for a ``[low, high]`` pair of floats (e.g. a zoom range)."""
-
-
-RANGE_NAME = "a [low, high] pair of numbers"
-
-
-def positive(value: float) -> bool:
-    return value > 0
-
-
-def non_negative(value: float) -> bool:
-    return value >= 0
+def coerce_all(table: Mapping[str, Param], values: Mapping[str, Any]) -> dict[str, Any]:
+    """``values`` coerced by their definitions in ``table``; ``ValueError`` naming the first bad one."""
+    coerced = {}
+    for name, value in values.items():
+        try:
+            coerced[name] = table[name].coerce(value)
+        except ValueError as exc:
+            raise ValueError(f"{name} {exc}") from None
+    return coerced
 
 
 TRAINER_PARAMS: dict[str, Param] = {
-    "epochs": Param(int, 10, "> 0", positive),
-    "batch_size": Param(int, 86, "> 0", positive),
+    "epochs": Param(int, 10, low=0, low_open=True),
+    "batch_size": Param(int, 86, low=0, low_open=True),
     "optimizer": Param(str, "sgd", choices=("sgd", "adam")),
-    "lr": Param(float, 0.01, "> 0", positive),
-    "momentum": Param(float, 0.9, "in [0, 1)", lambda v: 0 <= v < 1),
+    "lr": Param(float, 0.01, low=0, low_open=True),
+    "momentum": Param(float, 0.9, low=0, high=1, high_open=True),
     "nesterov": Param(bool, True),
-    "weight_decay": Param(float, 0.0005, ">= 0", non_negative),
-    "patience": Param(int, 40, ">= 0", non_negative),
-    "lr_gamma": Param(float, 0.78, "in (0, 1]", lambda v: 0 < v <= 1),
-    "lr_step": Param(float, 5.0, "> 0", positive),
-    "lr_min": Param(float, 0.01, "in [0, 1]", lambda v: 0 <= v <= 1),
+    "weight_decay": Param(float, 0.0005, low=0),
+    "patience": Param(int, 40, low=0),
+    "lr_gamma": Param(float, 0.78, low=0, high=1, low_open=True),
+    "lr_step": Param(float, 5.0, low=0, low_open=True),
+    "lr_min": Param(float, 0.01, low=0, high=1),
     "init_from": Param(str, ""),
 }
 """Parameters every architecture accepts; the study's recipe is the default.
@@ -96,18 +131,20 @@ of another sweep in the same database; empty for a fresh start.
 """
 
 AUGMENTATION_PARAMS: dict[str, Param] = {
-    "aug_p": Param(float, AUGMENTATION_DEFAULTS["aug_p"], "in [0, 1]", lambda v: 0 <= v <= 1),
-    "rotate": Param(float, AUGMENTATION_DEFAULTS["rotate"], ">= 0 (degrees)", non_negative),
-    "shift": Param(float, AUGMENTATION_DEFAULTS["shift"], "in [0, 1) (fraction of the size)", lambda v: 0 <= v < 1),
-    "shear": Param(float, AUGMENTATION_DEFAULTS["shear"], "in [0, 1.5) (radians)", lambda v: 0 <= v < 1.5),
-    "zoom": Param(FloatRange, AUGMENTATION_DEFAULTS["zoom"], "a range of positive factors", lambda v: v[0] > 0),
-    "elastic_alpha": Param(float, AUGMENTATION_DEFAULTS["elastic_alpha"], ">= 0 (pixels)", non_negative),
-    "elastic_sigma": Param(float, AUGMENTATION_DEFAULTS["elastic_sigma"], "> 0 (pixels)", positive),
+    "aug_p": Param(float, 0.5, low=0, high=1, units="probability per sample"),
+    "rotate": Param(float, 7.5, low=0, high=180, units="degrees"),
+    "shift": Param(float, 0.1, low=0, high=1, high_open=True, units="fraction of the size"),
+    "shear": Param(float, 0.1, low=0, high=1.5, high_open=True, units="radians"),
+    "zoom": Param(FloatRange, [0.95, 1.05], low=0.1, high=10, units="magnification factors"),
+    "elastic_alpha": Param(float, 5.5, low=0, high=1000, units="pixels"),
+    "elastic_sigma": Param(float, 35.0, low=0, high=1000, low_open=True, units="pixels"),
 }
-"""Augmentation parameters, accepted by architectures that list them in ``training_params``."""
+"""The keyword arguments of ``gridsearch.training.augmentation.BatchAugmenter`` (see its module for what
+each does), with the study's values as defaults. The augmenter checks its arguments by this table, so a
+sweep file accepts exactly what it accepts. The bounds keep every float32 sampling grid finite."""
 
 TRANSFORMER_PARAMS: dict[str, Param] = {
-    "transformer_lr_scale": Param(float, 0.01, "in [0, 1]", lambda v: 0 <= v <= 1),
+    "transformer_lr_scale": Param(float, 0.01, low=0, high=1),
 }
 """Spatial transformers: their localisation net learns at ``lr * transformer_lr_scale``. At the
 study's learning rates with a full-rate transformer, the regressed transform runs off the image
@@ -121,6 +158,3 @@ SPEED_PARAMS: dict[str, Param] = {
 autocast, ``channels_last`` stores conv weights and activations NHWC. They change the numbers, so
 they belong to the trial key, but only when set: at their defaults they are left out of the
 resolved config, so the keys of trials that never used them stay as they were."""
-
-OPTIONAL_PARAMS: dict[str, Param] = {**AUGMENTATION_PARAMS, **TRANSFORMER_PARAMS}
-"""Trainer parameters an architecture switches on by naming them in ``training_params``."""

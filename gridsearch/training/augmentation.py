@@ -1,7 +1,8 @@
 """Batched, on-device data augmentation: the seed study's random distortions, one pass per batch.
 
 Each sample of a batch is distorted with probability ``aug_p``; the others pass unchanged. A
-distorted sample gets its own random parameters, all drawn uniformly:
+distorted sample gets its own random parameters, all drawn uniformly (the allowed ranges, shared with
+sweep files, are in ``gridsearch.spec.params.AUGMENTATION_PARAMS``):
 
 - ``rotate``: rotation angle in degrees, in [-rotate, rotate]; positive turns the content
   counter-clockwise as displayed (torchvision's ``rotate`` convention).
@@ -31,24 +32,18 @@ so is the whole augmentation for a given generator state.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-AUGMENTATION_DEFAULTS: dict[str, object] = {
-    "aug_p": 0.5,
-    "rotate": 7.5,
-    "shift": 0.1,
-    "shear": 0.1,
-    "zoom": [0.95, 1.05],
-    "elastic_alpha": 5.5,
-    "elastic_sigma": 35.0,
-}
+from gridsearch.spec.params import AUGMENTATION_PARAMS, coerce_all
+
+AUGMENTATION_DEFAULTS: dict[str, Any] = {name: param.default for name, param in AUGMENTATION_PARAMS.items()}
 """The study's augmentation settings; the keyword arguments of :class:`BatchAugmenter`."""
-AUGMENTATION_PARAMS = frozenset(AUGMENTATION_DEFAULTS)
 
 
 @dataclass(frozen=True)
@@ -118,34 +113,31 @@ class BatchAugmenter:
 
     def __init__(
         self,
-        aug_p: float = 0.5,
-        rotate: float = 7.5,
-        shift: float = 0.1,
-        shear: float = 0.1,
-        zoom: Sequence[float] = (0.95, 1.05),
-        elastic_alpha: float = 5.5,
-        elastic_sigma: float = 35.0,
+        aug_p: float = AUGMENTATION_DEFAULTS["aug_p"],
+        rotate: float = AUGMENTATION_DEFAULTS["rotate"],
+        shift: float = AUGMENTATION_DEFAULTS["shift"],
+        shear: float = AUGMENTATION_DEFAULTS["shear"],
+        zoom: Sequence[float] = AUGMENTATION_DEFAULTS["zoom"],
+        elastic_alpha: float = AUGMENTATION_DEFAULTS["elastic_alpha"],
+        elastic_sigma: float = AUGMENTATION_DEFAULTS["elastic_sigma"],
     ):
-        low, high = zoom
-        checks = {
-            "aug_p must be in [0, 1]": 0 <= aug_p <= 1,
-            "rotate must be >= 0": rotate >= 0,
-            "shift must be >= 0": shift >= 0,
-            "shear must be in [0, pi/2)": 0 <= shear < math.pi / 2,
-            "zoom must be a range 0 < low <= high": 0 < low <= high,
-            "elastic_alpha must be >= 0": elastic_alpha >= 0,
-            "elastic_sigma must be > 0": elastic_sigma > 0,
-        }
-        for message, ok in checks.items():
-            if not ok:
-                raise ValueError(message)
-        self.aug_p = aug_p
-        self.rotate = math.radians(rotate)
-        self.shift = shift
-        self.shear = shear
+        """``ValueError`` for a value outside its range in ``AUGMENTATION_PARAMS`` (the sweep file's rules)."""
+        values = {"aug_p": aug_p, "rotate": rotate, "shift": shift, "shear": shear, "zoom": zoom}
+        values |= {"elastic_alpha": elastic_alpha, "elastic_sigma": elastic_sigma}
+        checked = coerce_all(AUGMENTATION_PARAMS, values)
+        self.aug_p: float = checked["aug_p"]
+        self.rotate = math.radians(checked["rotate"])
+        self.shift: float = checked["shift"]
+        self.shear: float = checked["shear"]
+        low, high = checked["zoom"]
         self.zoom = (low, high)
-        self.elastic_alpha = elastic_alpha
-        self.elastic_sigma = elastic_sigma
+        self.elastic_alpha: float = checked["elastic_alpha"]
+        self.elastic_sigma: float = checked["elastic_sigma"]
+
+    @classmethod
+    def from_params(cls, params: Mapping[str, Any]) -> BatchAugmenter:
+        """The augmenter a trial's resolved ``params`` describe (they hold every augmentation param)."""
+        return cls(**{name: params[name] for name in AUGMENTATION_PARAMS})
 
     def draw(self, n: int, height: int, width: int, generator: torch.Generator, dtype: torch.dtype) -> Distortion:
         """Random parameters for a batch of ``n`` images, drawn from ``generator`` on its device."""

@@ -1,0 +1,163 @@
+"""Validating what a sweep trains: its architectures, fixed ``params`` and ``grid`` parts.
+
+Every value is checked against its definition (``gridsearch.spec.params`` for the trainer's, the
+builder's signature for an architecture's own), and every distinct set of an architecture's own
+params is built once on the meta device, so that bad combinations fail before anything runs.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+from sklearn.model_selection import ParameterGrid
+
+import architectures
+from gridsearch.spec.document import Document, Location, suggest
+from gridsearch.spec.params import Param
+from gridsearch.spec.sweep import NAME_PATTERN, accepted_params
+
+GridPart = tuple[Location, list[str], dict]
+"""A grid part before its values are checked: its location, the architectures it trains, its mapping."""
+
+
+class GridValidator:
+    """Checks the architectures, params and grid of ``document``, raising errors that point at the line."""
+
+    def __init__(self, document: Document):
+        self.document = document
+
+    def architecture(self, at: Location, name: Any) -> str:
+        """``name``, which must be a registered architecture."""
+        if not isinstance(name, str) or name not in architectures.REGISTRY:
+            raise self.document.fail(
+                at,
+                f"unknown architecture {name!r}"
+                + suggest(str(name), architectures.REGISTRY)
+                + f" (known: {', '.join(sorted(architectures.REGISTRY))})",
+            )
+        return name
+
+    def params(self, mapping: Any, used: list[str]) -> dict[str, Any]:
+        """The fixed ``params``, each valid for every one of the ``used`` architectures."""
+        if mapping is None:
+            return {}
+        if not isinstance(mapping, dict):
+            raise self.document.fail(("params",), "must be a mapping of parameter names to values")
+        return {
+            name: self.value(("params", name), value, self.accepted(("params", name), name, used))
+            for name, value in mapping.items()
+        }
+
+    def grid_parts(self, grid: Any, default: str | None) -> list[GridPart]:
+        """Each part of the grid with the architectures it trains (its own list, or ``default``)."""
+        parts = grid if isinstance(grid, list) else [grid]
+        if not parts:
+            raise self.document.fail(("grid",), "the grid is empty")
+        checked = []
+        for index, part in enumerate(parts):
+            at: Location = ("grid", index) if isinstance(grid, list) else ("grid",)
+            if not isinstance(part, dict):
+                raise self.document.fail(at, "must be a mapping of parameter names to lists of values")
+            if not part:
+                raise self.document.fail(at, "the grid is empty")
+            names = part.get("architecture")
+            if names is None:
+                if default is None:
+                    raise self.document.fail(at, "no architecture: set 'architecture' at the top or in this grid part")
+                used = [default]
+            else:
+                if not isinstance(names, list) or not names:
+                    raise self.document.fail((*at, "architecture"), "must be a non-empty list of architecture names")
+                used = [self.architecture((*at, "architecture", i), n) for i, n in enumerate(names)]
+            checked.append((at, used, part))
+        return checked
+
+    def grid_part(self, part: GridPart, fixed: dict[str, Any]) -> dict[str, list[Any]]:
+        """A grid part's lists of checked values; a param may not be both ``fixed`` and gridded."""
+        at, used, mapping = part
+        resolved: dict[str, list[Any]] = {}
+        for name, values in mapping.items():
+            if name == "architecture":
+                resolved[name] = list(values)
+                continue
+            param = self.accepted((*at, name), name, used)
+            if name in fixed:
+                raise self.document.fail((*at, name), "set both in params and in grid; keep one")
+            if not isinstance(values, list):
+                raise self.document.fail((*at, name), f"must be a list of values, e.g. [{values!r}]")
+            if not values:
+                raise self.document.fail((*at, name), "empty list of values: the grid is empty")
+            resolved[name] = [self.value((*at, name, i), v, param) for i, v in enumerate(values)]
+        return resolved
+
+    def check_builds(self, architecture: str, default: str | None, params: dict[str, Any], grid: list[dict]) -> None:
+        """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,
+        to catch bad values."""
+        entry = architectures.get(architecture)
+        own = set(entry.params())
+        tried: set[str] = set()
+        for point in ParameterGrid(grid):
+            if point.get("architecture", default) != architecture:
+                continue
+            values = {k: v for k, v in {**entry.defaults(), **params, **point}.items() if k in own}
+            signature = json.dumps(values, sort_keys=True)
+            if signature in tried:
+                continue
+            tried.add(signature)
+            try:
+                with torch.device("meta"):  # shapes only: no memory, however large the values
+                    entry.build(**values)
+            except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+                where = ("grid",) if any(k in point for k in values) else ("params",)
+                raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
+
+    def accepted(self, at: Location, name: Any, used: list[str]) -> Param:
+        """The definition of param ``name``, which every one of the ``used`` architectures must accept."""
+        for architecture in used:
+            accepted = accepted_params(architecture)
+            if name not in accepted:
+                raise self.document.fail(
+                    at, f"unknown parameter for architecture {architecture!r}" + suggest(str(name), accepted)
+                )
+        return accepted_params(used[0])[name]
+
+    def value(self, at: Location, value: Any, param: Param) -> Any:
+        """``value`` checked against ``param``; an ``init_from`` is resolved too."""
+        try:
+            value = param.coerce(value)
+        except ValueError as exc:
+            raise self.document.fail(at, str(exc)) from None
+        return self.init_from(at, value) if "init_from" in at else value
+
+    def init_from(self, at: Location, value: str) -> str:
+        """``best:<sweep>``, ``trial:<key>``, or a checkpoint path made absolute.
+
+        A relative path is read from the sweep file's folder and may not leave it.
+        """
+        if not value:
+            return value
+        if value.startswith("trial:"):
+            if not re.fullmatch(r"[0-9a-f]{16}", value.removeprefix("trial:")):
+                raise self.document.fail(at, f"'trial:' must be followed by a 16-hex-digit trial key, got {value!r}")
+            return value
+        if value.startswith("best:"):
+            if not NAME_PATTERN.fullmatch(value.removeprefix("best:")):
+                raise self.document.fail(at, f"'best:' must be followed by a sweep name, got {value!r}")
+            return value
+        path = Path(value).expanduser()
+        if not path.is_absolute():
+            folder = self.document.path.parent.resolve()
+            path = (folder / path).resolve()
+            if not path.is_relative_to(folder):
+                raise self.document.fail(
+                    at,
+                    f"{value!r} leaves the sweep file's folder; give an absolute path "
+                    "to load a checkpoint from elsewhere",
+                )
+        if not path.is_file():
+            raise self.document.fail(at, f"no checkpoint file at {path}")
+        return str(path)
