@@ -13,7 +13,12 @@ import pandas as pd
 
 from gridsearch.errors import UserError
 from gridsearch.spec import halving
-from gridsearch.store.storage import DEFAULT_DB, Storage, artifacts_dir, config_value, database_url, sqlite_path
+from gridsearch.spec.config import config_value
+from gridsearch.store import views
+from gridsearch.store.connection import DEFAULT_DB, artifacts_dir, database_url, sqlite_path
+from gridsearch.store.models import SCHEMA_VERSION
+from gridsearch.store.storage import Storage
+from gridsearch.vocabulary import FINISHED, format_params
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 DEFAULT_MAX_TRIALS = 10_000
@@ -52,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--executor",
-        choices=("local", "dask"),
+        choices=("local", "dask", "inline"),
         default="local",
-        help="local: worker processes on this machine; dask: tasks on a Dask cluster",
+        help="local: worker processes on this machine; dask: tasks on a Dask cluster; inline: one trial at a "
+        "time in this process (for debugging; no timeout)",
     )
     run.add_argument(
         "--scheduler",
@@ -94,6 +100,9 @@ def build_parser() -> argparse.ArgumentParser:
     query = command("query", "run one read-only SQL statement on the database")
     query.add_argument("sql")
     _format_option(query)
+
+    db = command("db", "upgrade: bring a database made by an older gridsearch to this version's schema")
+    db.add_argument("action", choices=("upgrade",))
 
     report = command("report", "write an offline HTML report (figures, CSV tables) on sweeps")
     report.add_argument("sweeps", nargs="*", metavar="SWEEP", help="sweeps to cover (default: all)")
@@ -191,6 +200,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "trials": cmd_trials,
         "best": cmd_best,
         "query": cmd_query,
+        "db": cmd_db,
         "report": cmd_report,
         "evaluate": cmd_evaluate,
         "inspect": cmd_inspect,
@@ -211,24 +221,36 @@ def main(argv: Sequence[str] | None = None) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
-    from gridsearch.engine.coordinator import Coordinator, RunOptions, oversubscription, resolve_device, visible_gpus
+    from gridsearch.engine.coordinator import Coordinator, RunOptions
+    from gridsearch.engine.devices import oversubscription, resolve_device, visible_gpus
     from gridsearch.engine.local_executor import LocalExecutor
+    from gridsearch.engine.pool import Executor
     from gridsearch.spec.sweep import load_sweep
     from gridsearch.training.data import default_data_dir, prepare
 
     if args.scheduler and args.executor != "dask":
         raise UserError("--scheduler needs --executor dask")
     sweeps = [load_sweep(path, args.max_trials) for path in args.sweep_files]  # all valid before any runs
-    storage = Storage(args.db)
+    storage = Storage(args.db, upgrade=True)
+    if storage.upgraded_from is not None:
+        print(_upgraded(storage), file=sys.stderr)
     artifacts = _writable_folder(artifacts_dir(args.db, args.artifacts))
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
     device = resolve_device(args.device)
+    executor: Executor
+    gpus: list[str] = []
     if args.executor == "dask":
         from gridsearch.engine.dask_executor import DaskExecutor
 
         executor = DaskExecutor(args.scheduler, args.workers or os.cpu_count() or 1)
-        gpus, workers = [], args.workers or executor.capacity()
+        workers = args.workers or executor.capacity()
+    elif args.executor == "inline":
+        from gridsearch.engine.inline_executor import InlineExecutor
+
+        if (args.workers or 1) != 1:
+            raise UserError("--executor inline runs one trial at a time: leave out --workers")
+        executor, workers = InlineExecutor(), 1
     else:
         executor = LocalExecutor()
         gpus = visible_gpus() if device == "cuda" else []
@@ -251,7 +273,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             outcome = Coordinator(storage, sweep, options, executor).run()
             if outcome.interrupted:
                 return 130
-            print(_format(_percent(storage.trials_table(sweep.name).head(5)), "table"))
+            print(_format(_percent(views.trials_table(storage, sweep.name).head(5)), "table"))
             for note in outcome.notes:
                 print(note)
             if outcome.selected is None:
@@ -273,15 +295,15 @@ def _writable_folder(folder: Path) -> Path:
 
 
 def _selected_line(storage: Storage, sweep: str) -> str:
+    """The selected trial of ``sweep``: its gridded params, val score and test score, on one line."""
     row = storage.sweep(sweep)
-    trial = storage.trial(row.selected_trial)
+    trial = storage.trial(row.selected_trial) if row.selected_trial else None
+    if trial is None:
+        return f"sweep {sweep} has no selected trial yet"
     test = storage.evaluation(trial.key, "test")
-    config = trial.config
-    gridded = " ".join(f"{name}={config_value(config, name)}" for name in row.gridded_params)
-    return (
-        f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch "
-        f"{trial.best_epoch}; test {test.accuracy:.3%} ({test.errors} errors in {test.samples})"
-    )
+    gridded = format_params((name, config_value(trial.config, name)) for name in row.gridded_params)
+    tested = f"test {test.accuracy:.3%} ({test.errors} errors in {test.samples})" if test else "not tested"
+    return f"selected trial {trial.key} ({gridded}): val {trial.val_accuracy:.3%} at epoch {trial.best_epoch}; {tested}"
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
@@ -348,7 +370,7 @@ def _rung_plan(trials: int, factor: int, budgets: list[int]) -> str:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    table = Storage(args.db, readonly=True).status_table()
+    table = views.status_table(Storage(args.db, readonly=True))
     if table.empty:
         print("no sweeps yet")
         return 0
@@ -357,7 +379,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    table = Storage(args.db, readonly=True).trials_table(args.sweep)
+    table = views.trials_table(Storage(args.db, readonly=True), args.sweep)
     if args.top:
         table = table.head(args.top)
     print(_format(_percent(table) if args.format == "table" else table, args.format))
@@ -367,43 +389,42 @@ def cmd_trials(args: argparse.Namespace) -> int:
 def cmd_best(args: argparse.Namespace) -> int:
     storage = Storage(args.db, readonly=True)
     row = storage.sweep(args.sweep)
-    if row.selected_trial is None:
+    trial = storage.trial(row.selected_trial) if row.selected_trial else None
+    if trial is None:
         statuses = [t.status for t in storage.trials(args.sweep)]
-        finished = sum(s in ("done", "failed", "timeout") for s in statuses)
+        finished = sum(status in FINISHED for status in statuses)
         print(f"sweep {args.sweep} has no selected trial yet ({finished} of {len(statuses)} trials finished)")
         return 1
-    trial = storage.trial(row.selected_trial)
     test = storage.evaluation(trial.key, "test")
-    config = trial.config
-    report = {
-        "sweep": row.name,
-        "trial": trial.key,
-        "architecture": trial.architecture,
-        "select": row.select_metric,
-        "best_epoch": trial.best_epoch,
-        "val_accuracy": trial.val_accuracy,
-        "val_loss": trial.val_loss,
-        "params": config["params"],
-        "seed": trial.seed,
-        "test": None,
-    }
-    if test is not None:
-        report["test"] = {
+    params = trial.config["params"]
+    if args.format == "json":
+        tested = test and {
             "accuracy": test.accuracy,
             "loss": test.loss,
             "errors": test.errors,
             "samples": test.samples,
             "confusion": test.confusion,
         }
-    if args.format == "json":
+        report = {
+            "sweep": row.name,
+            "trial": trial.key,
+            "architecture": trial.architecture,
+            "select": row.select_metric,
+            "best_epoch": trial.best_epoch,
+            "val_accuracy": trial.val_accuracy,
+            "val_loss": trial.val_loss,
+            "params": params,
+            "seed": trial.seed,
+            "test": tested,
+        }
         print(json.dumps(report, indent=2))
         return 0
     print(_selected_line(storage, args.sweep))
     print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
-    for name, value in config["params"].items():
+    for name, value in params.items():
         print(f"  {name}: {value}")
     if test is not None:
-        confusion = pd.DataFrame(report["test"]["confusion"])
+        confusion = pd.DataFrame(test.confusion)
         confusion.index.name = "true\\pred"
         print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
         print(confusion.to_string())
@@ -411,8 +432,22 @@ def cmd_best(args: argparse.Namespace) -> int:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    print(_format(Storage(args.db, readonly=True).query(args.sql), args.format))
+    print(_format(views.query(Storage(args.db, readonly=True), args.sql), args.format))
     return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    storage = Storage(args.db, create=False, upgrade=True)
+    storage.close()
+    if storage.upgraded_from is None:
+        print(f"{storage.location} is at schema version {SCHEMA_VERSION}: nothing to upgrade")
+    else:
+        print(_upgraded(storage))
+    return 0
+
+
+def _upgraded(storage: Storage) -> str:
+    return f"upgraded {storage.location} from schema version {storage.upgraded_from} to {SCHEMA_VERSION}"
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -421,10 +456,13 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     storage = Storage(args.db, readonly=True)
     out = args.out or Path("reports") / ("_".join(args.sweeps) if args.sweeps else "all")
-    index = build_report(
+    report = build_report(
         storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
     )
-    print(f"report written to {index}")
+    print(f"report written to {report.index}")
+    if report.left_out:
+        missing = "; ".join(report.left_out)
+        print(f"warning: ROC AUC and confidences left out of the report: {missing}", file=sys.stderr)
     return 0
 
 
@@ -432,12 +470,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gridsearch.analysis import robustness
     from gridsearch.analysis.trained_models import load_model, selected_trial
     from gridsearch.training.data import default_data_dir, prepare, test_split
+    from gridsearch.vocabulary import TrialStatus
 
     storage = Storage(args.db)
     trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
     if trial is None:
-        raise UserError(f"no trial with key {args.trial!r} in {args.db}")
-    if trial.status != "done":
+        raise UserError(f"no trial with key {args.trial!r} in {storage.location}")
+    if trial.status != TrialStatus.DONE:
         raise UserError(f"trial {trial.key} is {trial.status}, not done: nothing to evaluate")
     model = load_model(trial, artifacts_dir(args.db, args.artifacts))
     data_dir = args.data_dir or default_data_dir()
@@ -468,15 +507,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_inspect(args: argparse.Namespace) -> int:
-    from gridsearch.analysis.inspection import inspection_section
-    from gridsearch.analysis.webpage import Folder
+    from gridsearch.analysis.inspection import write_inspection
     from gridsearch.training.data import default_data_dir, prepare
 
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
-    folder = Folder(args.out)
-    index = folder.page(f"{args.dataset.upper()} inspection", inspection_section(folder, data_dir, args.dataset))
-    print(f"inspection written to {index}")
+    print(f"inspection written to {write_inspection(args.out, data_dir, args.dataset)}")
     return 0
 
 

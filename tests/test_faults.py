@@ -5,7 +5,6 @@ Every fault ends with every trial recorded once and the same numbers and selecti
 run (``reference``). Real processes, real files, tiny sweeps (two trials of a narrow LeNet-5-3).
 """
 
-import hashlib
 import json
 import os
 import random
@@ -19,10 +18,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridsearch import cli
+from gridsearch import cli as gridsearch_cli
 from gridsearch.training import checkpoints
 from gridsearch.training import loop as training
-from tests.conftest import ROOT, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
 
 TINY = {
     "name": "tiny",
@@ -41,7 +40,7 @@ RESULTS = "SELECT key, status, best_epoch, epochs_run, val_accuracy, val_loss FR
 def reference(tmp_path_factory, data_dir) -> Path:
     """The tiny sweep run once, undisturbed; its results.db."""
     folder = tmp_path_factory.mktemp("reference")
-    gridsearch("run", str(write_sweep(folder, **TINY)), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    cli("run", str(write_sweep(folder, **TINY)), cwd=folder, data_dir=data_dir, check=True)
     return folder / "results.db"
 
 
@@ -274,7 +273,7 @@ def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_p
 
 
 def run_in_process(*args: str, capsys: pytest.CaptureFixture) -> tuple[int, str]:
-    code = cli.main(list(args))
+    code = gridsearch_cli.main(list(args))
     return code, capsys.readouterr().err
 
 
@@ -324,93 +323,6 @@ def test_a_full_disk_fails_the_trial_with_a_clear_error_and_marks_nothing_done(f
 
 
 # -- the database -------------------------------------------------------------------------------------
-
-
-def digest(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-@pytest.mark.parametrize(
-    "make, message",
-    [
-        (
-            "UPDATE meta SET value = '0' WHERE key = 'schema_version'",
-            "schema version 0, but this gridsearch reads version 2",
-        ),
-        ("DELETE FROM meta", "schema version 0, but this gridsearch reads version 2"),
-        ("UPDATE meta SET value = 'x.y' WHERE key = 'schema_version'", "schema version x.y, but"),
-        (
-            "UPDATE meta SET value = '3' WHERE key = 'schema_version'",
-            "schema version 3, but this gridsearch reads version 2",
-        ),
-        ("DROP TABLE meta", "not a gridsearch database (it has no meta table)"),
-    ],
-)
-def test_a_database_of_another_version_is_refused_and_left_alone(tmp_path, capsys, make, message):
-    db = tmp_path / "results.db"
-    from gridsearch.store.storage import Storage
-
-    Storage(str(db)).engine.dispose()
-    with sqlite3.connect(db) as connection:
-        connection.execute(make)
-    connection.close()
-    before = digest(db)
-    sweep = write_sweep(tmp_path, **TINY)
-    for args in (
-        ["status"],
-        ["trials", "tiny"],
-        ["query", "SELECT 1"],
-        ["plan", str(sweep)],
-        ["run", str(sweep), "--artifacts", str(tmp_path / "runs")],
-    ):
-        code, err = run_in_process(*args, "--db", str(db), capsys=capsys)
-        assert code == 2 and err.count("\n") == 1 and message in err, (args, err)
-    assert digest(db) == before
-
-
-V1_TABLES = ("sweeps", "trials", "sweep_trials", "trial_params", "epochs", "evaluations")
-
-
-def test_a_version_1_database_is_upgraded_in_place_with_its_data_intact(tmp_path, capsys, data_dir):
-    # tests/fixtures/results-v1.sql: `sqlite3 results.db .dump` of a 2-trial sweep run by the version-1 engine
-    db = tmp_path / "results.db"
-    with sqlite3.connect(db) as connection:
-        connection.executescript((ROOT / "tests" / "fixtures" / "results-v1.sql").read_text())
-    connection.close()
-    before = {table: rows(db, f"SELECT * FROM {table}") for table in V1_TABLES}
-    assert rows(db, "SELECT value FROM meta") == [("1",)] and len(before["trials"]) == 2
-    code, err = run_in_process("status", "--db", str(db), capsys=capsys)  # even a read-only command upgrades
-    assert code == 0, err
-    assert rows(db, "SELECT value FROM meta") == [("2",)]
-    for table, old in before.items():  # every row as it was; new columns come last
-        assert [row[: len(old[0])] for row in rows(db, f"SELECT * FROM {table}")] == old, table
-    assert rows(db, "SELECT search FROM sweeps") == [('{"strategy": "grid"}',)]
-    assert rows(db, "SELECT rung FROM sweep_trials") == [(None,), (None,)]
-    upgraded = digest(db)
-    assert run_in_process("trials", "old", "--db", str(db), capsys=capsys)[0] == 0
-    assert digest(db) == upgraded  # upgraded once
-    # its sweep runs on it: the same trial keys, all done and tested, so nothing trains
-    ((source,),) = rows(db, "SELECT source FROM sweeps")
-    (tmp_path / "sweep.yaml").write_text(source)
-    code, err = run_in_process(
-        "run",
-        str(tmp_path / "sweep.yaml"),
-        "--db",
-        str(db),
-        "--data-dir",
-        str(data_dir),
-        "--artifacts",
-        str(tmp_path / "runs"),
-        "--plain",
-        capsys=capsys,
-    )
-    assert code == 0 and "started" not in err and "testing" not in err, err
-    assert rows(db, "SELECT key, status, attempts, val_accuracy FROM trials") == [
-        row[:1] + row[5:6] + row[7:8] + row[10:11] for row in before["trials"]
-    ]
-
-
-# -- paths and SQL ------------------------------------------------------------------------------------
 
 
 def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsys):

@@ -31,6 +31,7 @@ from gridsearch.engine.strategies import strategy_for
 from gridsearch.spec import halving
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.sweep import Sweep, resolve_warm_starts
+from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Owner, Storage
@@ -119,7 +120,7 @@ class Coordinator:
     def _evaluate_candidates(self, keys: Sequence[str], budget: int | None) -> list[halving.Standing]:
         """Train ``keys`` to ``budget`` epochs (None: to their end); their standings within it."""
         self._train(list(keys), budget)
-        epochs = self.storage.epochs(keys)
+        epochs = views.epochs(self.storage, keys)
         statuses = self._statuses()
         return [
             halving.standing(

@@ -1,8 +1,8 @@
 """The tables of ``results.db``, as SQLAlchemy models.
 
 Trials are keyed by the hash of their resolved config, so one trial can belong to several sweeps.
-Accuracies are fractions in [0, 1]; times are UTC; JSON columns (SQLAlchemy's ``JSON`` type) hold JSON
-text with sorted keys.
+Accuracies are fractions in [0, 1]; times are UTC; JSON columns hold JSON text with sorted keys (TEXT on
+SQLite, PostgreSQL's JSON type there).
 """
 
 from __future__ import annotations
@@ -10,33 +10,36 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import JSON, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, Enum, Float, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.compiler import TypeCompiler
 
-SCHEMA_VERSION = 2
-"""Bumped whenever a table changes; a database of another version is upgraded or refused."""
+from gridsearch.spec.config import TrialConfig
+from gridsearch.vocabulary import TrialStatus
 
-UPGRADES: dict[int, list[str]] = {
-    1: [
-        'ALTER TABLE sweeps ADD COLUMN search TEXT NOT NULL DEFAULT \'{"strategy": "grid"}\'',
-        "ALTER TABLE sweep_trials ADD COLUMN rung INTEGER",
-    ],
-}
-"""Schema version -> the SQL statements that bring a database of that version to the next one."""
+SCHEMA_VERSION = 3
+"""Bumped whenever a table changes (see ``schema.UPGRADES``). 3: the JSON columns have PostgreSQL's JSON
+type (they were TEXT; on SQLite they are TEXT either way)."""
 
-TRIAL_STATUSES = ("pending", "running", "done", "stopped", "failed", "timeout", "interrupted")
-"""pending: never started; interrupted: stopped before the end, resumes from its checkpoint;
-stopped: trained part of its epochs by a successive-halving sweep that did not promote it (yet);
-a sweep that needs more of it resumes it from its checkpoint."""
-UNFINISHED = ("pending", "running", "interrupted", "stopped")
+
+class JSONText(JSON):
+    """SQLAlchemy's JSON type, declared TEXT on SQLite as in every schema version: a column declared JSON
+    has NUMERIC affinity there, which would store the JSON text ``5.0`` as the integer 5."""
+
+
+@compiles(JSONText, "sqlite")
+def _text_on_sqlite(_type: JSONText, _compiler: TypeCompiler, **_kw: Any) -> str:
+    return "TEXT"
 
 
 def utcnow() -> datetime:
+    """Now in UTC, without a time zone (as every time column stores it)."""
     return datetime.now(UTC).replace(tzinfo=None)
 
 
 class Base(DeclarativeBase):
-    pass
+    """The tables of one results database."""
 
 
 class Meta(Base):
@@ -55,12 +58,12 @@ class SweepRow(Base):
     name: Mapped[str] = mapped_column(String(100), unique=True)
     architecture: Mapped[str] = mapped_column(String(100))
     select_metric: Mapped[str] = mapped_column(String(32))
-    gridded_params: Mapped[list[str]] = mapped_column(JSON)
+    gridded_params: Mapped[list[str]] = mapped_column(JSONText)
     """JSON list of the params the grid varies."""
     source: Mapped[str] = mapped_column(Text)
     """The sweep file's text as last run."""
     test_size: Mapped[int] = mapped_column(Integer)
-    search: Mapped[dict[str, Any]] = mapped_column(JSON, server_default='{"strategy": "grid"}')
+    search: Mapped[dict[str, Any]] = mapped_column(JSONText, server_default='{"strategy": "grid"}')
     """JSON of how the grid is searched: {"strategy": "grid"}, or successive halving with its
     "factor", "min_epochs" and the epoch budget of each rung ("rung_epochs")."""
     selected_trial: Mapped[str | None] = mapped_column(ForeignKey("trials.key"))
@@ -74,11 +77,16 @@ class TrialRow(Base):
     __tablename__ = "trials"
     key: Mapped[str] = mapped_column(String(16), primary_key=True)
     architecture: Mapped[str] = mapped_column(String(100))
-    config: Mapped[dict[str, Any]] = mapped_column(JSON)
+    config: Mapped[TrialConfig] = mapped_column(JSONText)
     """Canonical JSON of the resolved config (architecture, params, dataset, seed, threads)."""
     seed: Mapped[int] = mapped_column(Integer)
     threads: Mapped[int] = mapped_column(Integer)
-    status: Mapped[str] = mapped_column(String(16), default="pending", index=True)
+    status: Mapped[TrialStatus] = mapped_column(
+        Enum(TrialStatus, native_enum=False, length=16, values_callable=lambda statuses: [s.value for s in statuses]),
+        default=TrialStatus.PENDING,
+        index=True,
+    )
+    """Stored as its value (``done``), a VARCHAR(16) as in every schema version."""
     error: Mapped[str | None] = mapped_column(Text)
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     epochs_run: Mapped[int] = mapped_column(Integer, default=0)
@@ -116,7 +124,7 @@ class TrialParamRow(Base):
     __tablename__ = "trial_params"
     trial_key: Mapped[str] = mapped_column(ForeignKey("trials.key"), primary_key=True)
     name: Mapped[str] = mapped_column(String(100), primary_key=True)
-    value: Mapped[Any] = mapped_column(JSON)
+    value: Mapped[Any] = mapped_column(JSONText)
     number: Mapped[float | None] = mapped_column(Float)
 
 
@@ -147,9 +155,9 @@ class EvaluationRow(Base):
     accuracy: Mapped[float] = mapped_column(Float)
     loss: Mapped[float] = mapped_column(Float)
     errors: Mapped[int] = mapped_column(Integer)
-    confusion: Mapped[list[list[int]]] = mapped_column(JSON)
+    confusion: Mapped[list[list[int]]] = mapped_column(JSONText)
     """JSON 10x10 list: confusion[true][predicted]."""
-    predictions: Mapped[list[int]] = mapped_column(JSON)
+    predictions: Mapped[list[int]] = mapped_column(JSONText)
     """JSON list of predicted labels, in data-set order."""
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

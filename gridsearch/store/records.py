@@ -43,3 +43,13 @@ class Evaluation(TypedDict):
     predictions: list[int]
     """Predicted labels, in data-set order."""
     seconds: float
+
+
+class TrialUpdate(TypedDict, total=False):
+    """What a running trial's worker reports about itself: where and with what it runs."""
+
+    worker_pid: int
+    device: str
+    torch_version: str
+    code_version: str
+    parameter_count: int
