@@ -18,7 +18,7 @@ from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gridsearch import data
+from gridsearch.training import data
 from gridsearch.spec.sweep import resolved_defaults
 from gridsearch.training.models import build_model, make_optimizer
 

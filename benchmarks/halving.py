@@ -28,7 +28,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gridsearch import data  # noqa: E402
+from gridsearch.training import data  # noqa: E402
 
 GRID = {"lr": [0.04, 0.06, 0.08], "lr_step": [3, 5, 7]}
 FACTOR = 3

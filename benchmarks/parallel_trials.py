@@ -25,7 +25,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from gridsearch import data  # noqa: E402
+from gridsearch.training import data  # noqa: E402
 
 
 def run_sweep(folder: Path, args: argparse.Namespace, parallel: int) -> float:

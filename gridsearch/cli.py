@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
-import tempfile
 from collections.abc import Sequence
+from contextlib import closing
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
+from gridsearch import __version__
+from gridsearch.api import DEFAULT_MAX_TRIALS, sweep_results
 from gridsearch.errors import UserError
 from gridsearch.spec import halving
 from gridsearch.spec.config import config_value
@@ -20,12 +24,15 @@ from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import FINISHED, format_params
 
+if TYPE_CHECKING:
+    from gridsearch.spec.sweep import Sweep, Trial
+
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
-DEFAULT_MAX_TRIALS = 10_000
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gridsearch", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"gridsearch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, help: str) -> argparse.ArgumentParser:
@@ -80,10 +87,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="refuse grids larger than this (default: %(default)s)",
     )
     run.add_argument("--plain", action="store_true", help="log lines instead of the live display")
+    run.add_argument(
+        "--fail-fast",
+        action="store_true",
+        help="stop at the first trial that fails for good (its retries spent); the others are left interrupted "
+        "(exit code 1)",
+    )
+    run.add_argument(
+        "--tensorboard",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="write each trial's epochs and hparams as TensorBoard logs under DIR/<sweep> (pip extra: tensorboard)",
+    )
 
     plan = command("plan", "dry run: the expanded grid and which trials are done or pending")
     plan.add_argument("sweep_file", type=Path)
     plan.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS)
+    plan.add_argument(
+        "--workers", type=_positive_int, default=None, help="trials in parallel, for the wall-time estimate"
+    )
+    plan.add_argument(
+        "--device",
+        choices=("auto", "cpu", "cuda"),
+        default="auto",
+        help="the device whose recorded epochs the estimate goes by (default: %(default)s, as run)",
+    )
     _format_option(plan)
 
     command("status", "every sweep in the database with its trial counts")
@@ -111,11 +140,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _model_options(report)
 
-    evaluate = command("evaluate", "evaluate a sweep's selected trial (or any trial) on an evaluation suite")
+    evaluate = command(
+        "evaluate", "evaluate a sweep's selected trial (or any trial) on a suite, or a committee of its best trials"
+    )
     target = evaluate.add_mutually_exclusive_group(required=True)
     target.add_argument("sweep", nargs="?", help="evaluate this sweep's selected trial")
     target.add_argument("--trial", help="evaluate this trial key instead")
-    evaluate.add_argument("--suite", choices=("robustness",), required=True)
+    what = evaluate.add_mutually_exclusive_group(required=True)
+    what.add_argument("--suite", choices=("robustness",))
+    what.add_argument(
+        "--ensemble",
+        type=_ensemble_size,
+        metavar="K|auto",
+        help="average the probabilities of the sweep's K best done trials by validation (auto: K from 1 to 10 "
+        "chosen on the validation images); stored as the evaluation ensemble/topK of the selected trial",
+    )
     evaluate.add_argument(
         "--test-size",
         type=_positive_int,
@@ -141,6 +180,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
     )
+
+    export = command("export", "log every trial of a sweep to MLflow, reading the database only")
+    export.add_argument("sweep")
+    export.add_argument("--to", choices=("mlflow",), required=True, help="where to (pip extra: mlflow)")
+    export.add_argument(
+        "--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI (default: MLflow's own default)"
+    )
+    export.add_argument("--experiment", default=None, metavar="NAME", help="MLflow experiment (default: the sweep)")
 
     serve = command("serve", "a local web app: live sweep dashboard and a draw-a-digit recognizer")
     serve.add_argument(
@@ -180,6 +227,11 @@ def _format_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--format", choices=("table", "csv", "json"), default="table")
 
 
+def _ensemble_size(text: str) -> int | str:
+    """``--ensemble``: a committee size, or ``auto``."""
+    return text if text == "auto" else _positive_int(text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -193,6 +245,7 @@ def _positive_int(text: str) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m gridsearch`` and the ``gridsearch`` console script."""
     args = build_parser().parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # run names itself in its --retry-failed hint
     handler = {
         "run": cmd_run,
         "plan": cmd_plan,
@@ -205,6 +258,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "evaluate": cmd_evaluate,
         "inspect": cmd_inspect,
         "serve": cmd_serve,
+        "export": cmd_export,
     }[args.command]
     try:
         return handler(args)
@@ -219,79 +273,45 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    import os
-
-    from gridsearch.engine.coordinator import Coordinator, RunOptions
-    from gridsearch.engine.devices import oversubscription, resolve_device, visible_gpus
-    from gridsearch.engine.local_executor import LocalExecutor
-    from gridsearch.engine.pool import Executor
-    from gridsearch.spec.sweep import load_sweep
-    from gridsearch.training.data import default_data_dir, prepare
-
-    if args.scheduler and args.executor != "dask":
-        raise UserError("--scheduler needs --executor dask")
-    sweeps = [load_sweep(path, args.max_trials) for path in args.sweep_files]  # all valid before any runs
-    storage = Storage(args.db, upgrade=True)
-    if storage.upgraded_from is not None:
-        print(_upgraded(storage), file=sys.stderr)
-    artifacts = _writable_folder(artifacts_dir(args.db, args.artifacts))
-    data_dir = args.data_dir or default_data_dir()
-    prepare(data_dir)
-    device = resolve_device(args.device)
-    executor: Executor
-    gpus: list[str] = []
-    if args.executor == "dask":
-        from gridsearch.engine.dask_executor import DaskExecutor
-
-        executor = DaskExecutor(args.scheduler, args.workers or os.cpu_count() or 1)
-        workers = args.workers or executor.capacity()
-    elif args.executor == "inline":
-        from gridsearch.engine.inline_executor import InlineExecutor
-
-        if (args.workers or 1) != 1:
-            raise UserError("--executor inline runs one trial at a time: leave out --workers")
-        executor, workers = InlineExecutor(), 1
-    else:
-        executor = LocalExecutor()
-        gpus = visible_gpus() if device == "cuda" else []
-        workers = args.workers or (len(gpus) * args.slots_per_gpu if gpus else 1)
-        if device == "cpu" and (
-            warning := oversubscription(workers, max(sweep.threads for sweep in sweeps), len(os.sched_getaffinity(0)))
-        ):
-            print(f"warning: {warning}", file=sys.stderr)
-    options = RunOptions(
-        data_dir=data_dir,
-        artifacts=artifacts,
-        workers=workers,
-        device=device,
-        gpus=gpus,
+    results = sweep_results(
+        args.sweep_files,
+        db=args.db,
+        workers=args.workers,
+        data_dir=args.data_dir,
+        artifacts=args.artifacts,
+        device=args.device,
+        slots_per_gpu=args.slots_per_gpu,
+        executor=args.executor,
+        scheduler=args.scheduler,
         retry_failed=args.retry_failed,
-        live=False if args.plain else None,
+        max_trials=args.max_trials,
+        plain=args.plain,
+        tensorboard=args.tensorboard,
+        fail_fast=args.fail_fast,
+        retry_command=_retry_command(args.argv),
     )
-    try:
-        for sweep in sweeps:
-            outcome = Coordinator(storage, sweep, options, executor).run()
-            if outcome.interrupted:
-                return 130
-            print(_format(_percent(views.trials_table(storage, sweep.name).head(5)), "table"))
-            for note in outcome.notes:
-                print(note)
-            if outcome.selected is None:
+    with closing(results):  # stops the workers and closes the database, also on an early return
+        for result in results:
+            if result.stopped:
+                print(result.stopped, file=sys.stderr)
                 return 1
-            print(_selected_line(storage, sweep.name))
-    finally:
-        executor.close()
+            if result.interrupted:
+                return 130
+            storage = Storage(args.db, readonly=True)
+            print(_format(_percent(views.trials_table(storage, result.name).head(5)), "table"))
+            for note in result.notes:
+                print(note)
+            if result.selected is None:
+                return 1
+            print(_selected_line(storage, result.name))
+            storage.close()
     return 0
 
 
-def _writable_folder(folder: Path) -> Path:
-    """``folder``, created if needed; :class:`UserError` if checkpoints cannot be written there."""
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise UserError(f"--artifacts {folder}: cannot write checkpoints there ({exc.strerror})") from None
-    return folder
+def _retry_command(argv: list[str]) -> str:
+    """This ``run`` command as typed, with ``--retry-failed``: what runs its failed trials again."""
+    program = ["gridsearch"] if Path(sys.argv[0]).name == "gridsearch" else ["python", "-m", "gridsearch"]
+    return shlex.join([*program, *argv, *([] if "--retry-failed" in argv else ["--retry-failed"])])
 
 
 def _selected_line(storage: Storage, sweep: str) -> str:
@@ -348,7 +368,29 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
         if sweep.rung_epochs:
             print("\n" + _rung_plan(len(set(table["key"])), sweep.search.factor, sweep.rung_epochs))
+        print("\n" + _cost_lines(sweep, trials, storage, args.device, args.workers))
     return 0
+
+
+def _cost_lines(sweep: Sweep, trials: list[Trial], storage: Storage | None, device: str, workers: int | None) -> str:
+    """What ``sweep`` costs: epochs and training samples in all and still to do, and an estimate of the
+    wall time from the epochs ``storage`` has recorded on ``device``."""
+    from gridsearch.engine.cost import estimate, sweep_cost
+    from gridsearch.engine.devices import resolve_device
+
+    rows = {t.key: row for t in trials if storage and (row := storage.trial(t.key))}
+    complete = storage is not None and storage.selected_trial(sweep.name) is not None
+    cost = sweep_cost(sweep, trials, rows, complete)
+    at_most = "at most " if sweep.rung_epochs else ""
+    lines = [
+        f"cost: {at_most}{cost.epochs:,} epochs, {cost.samples:,} training samples ({cost.train_size:,} per epoch); "
+        f"{at_most}{cost.epochs_to_do:,} epochs ({cost.epochs_to_do * cost.train_size:,} samples) still to train"
+    ]
+    if storage is None:
+        lines.append("estimate: nothing to go on: there is no database yet (run a few trials, then plan again)")
+    else:
+        lines.append(estimate(storage, cost, resolve_device(device), workers))
+    return "\n".join(lines)
 
 
 def _rung_plan(trials: int, factor: int, budgets: list[int]) -> str:
@@ -417,9 +459,13 @@ def cmd_best(args: argparse.Namespace) -> int:
             "seed": trial.seed,
             "test": tested,
         }
+        if row.search.get("over_seeds"):
+            report["over_seeds"] = _over_seeds(storage, args.sweep, trial.key)
         print(json.dumps(report, indent=2))
         return 0
     print(_selected_line(storage, args.sweep))
+    if row.search.get("over_seeds"):
+        print(_over_seeds_line(row.select_metric, _over_seeds(storage, args.sweep, trial.key)))
     print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
     for name, value in params.items():
         print(f"  {name}: {value}")
@@ -429,6 +475,47 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
         print(confusion.to_string())
     return 0
+
+
+def _over_seeds(storage: Storage, sweep: str, key: str) -> dict:
+    """The selected configuration of an ``over_seeds: mean`` sweep: its mean val and test scores and each seed's."""
+    from gridsearch.engine.selection import seeds_of
+
+    trials = seeds_of(storage.trials(sweep), key)
+    tests = [storage.evaluation(trial.key, "test") for trial in trials]
+    seeds = [
+        {
+            "seed": trial.seed,
+            "trial": trial.key,
+            "val_accuracy": trial.val_accuracy,
+            "val_loss": trial.val_loss,
+            "test_accuracy": test and test.accuracy,
+        }
+        for trial, test in zip(trials, tests)
+    ]
+    return {
+        "mean": {
+            "val_accuracy": sum(trial.val_accuracy or 0.0 for trial in trials) / len(trials),
+            "val_loss": sum(trial.val_loss or 0.0 for trial in trials) / len(trials),
+            "test_accuracy": None if None in tests else sum(test.accuracy for test in tests if test) / len(tests),
+        },
+        "seeds": seeds,
+    }
+
+
+def _over_seeds_line(select: str, chosen: dict) -> str:
+    """How an ``over_seeds: mean`` sweep selected: the configuration's means, then each of its seeds."""
+    mean = chosen["mean"]
+    test = "not tested" if mean["test_accuracy"] is None else f"test {mean['test_accuracy']:.3%}"
+    seeds = "; ".join(
+        f"seed {s['seed']}: val {s['val_accuracy']:.3%}"
+        + ("" if s["test_accuracy"] is None else f", test {s['test_accuracy']:.3%}")
+        for s in chosen["seeds"]
+    )
+    return (
+        f"selected the configuration with the best mean {select} over its {len(chosen['seeds'])} seeds "
+        f"(the selected trial is its best seed): mean val {mean['val_accuracy']:.3%}, {test} ({seeds})"
+    )
 
 
 def cmd_query(args: argparse.Namespace) -> int:
@@ -473,6 +560,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gridsearch.vocabulary import TrialStatus
 
     storage = Storage(args.db)
+    if args.suite is None:
+        return _evaluate_committee(storage, args)
     trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
     if trial is None:
         raise UserError(f"no trial with key {args.trial!r} in {storage.location}")
@@ -506,6 +595,29 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _evaluate_committee(storage: Storage, args: argparse.Namespace) -> int:
+    from gridsearch.analysis.committee import build_committee
+    from gridsearch.training.data import default_data_dir
+    from gridsearch.vocabulary import format_percent
+
+    if args.sweep is None:
+        raise UserError("--ensemble needs a SWEEP (its best trials form the committee), not --trial")
+    data_dir = args.data_dir or default_data_dir()
+    size = None if args.ensemble == "auto" else args.ensemble
+    committee = build_committee(storage, args.sweep, size, artifacts_dir(args.db, args.artifacts), data_dir)
+    if size is None:
+        tried = ", ".join(f"k={k} {format_percent(a)}" for k, a in committee.val_accuracies.items())
+        print(f"val accuracy by committee size: {tried}; chosen k={len(committee.members)}")
+    test = committee.test
+    storage.save_evaluation(committee.members[0], committee.name, test)
+    print(
+        f"{committee.name} of {args.sweep} ({', '.join(committee.members)}): test accuracy "
+        f"{format_percent(test['accuracy'])}, {test['errors']} errors in {test['samples']:,}; "
+        f"stored as evaluation {committee.name} of trial {committee.members[0]}"
+    )
+    return 0
+
+
 def cmd_inspect(args: argparse.Namespace) -> int:
     from gridsearch.analysis.inspection import write_inspection
     from gridsearch.training.data import default_data_dir, prepare
@@ -513,6 +625,18 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     data_dir = args.data_dir or default_data_dir()
     prepare(data_dir)
     print(f"inspection written to {write_inspection(args.out, data_dir, args.dataset)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gridsearch.analysis.mlflow_export import export_to_mlflow
+
+    done = export_to_mlflow(Storage(args.db, readonly=True), args.sweep, args.tracking_uri, args.experiment)
+    print(
+        f"sweep {args.sweep} -> MLflow experiment {done.experiment!r} (id {done.experiment_id}) at "
+        f"{done.tracking_uri}: {len(done.logged)} runs logged, {len(done.replaced)} replaced, "
+        f"{len(done.unchanged)} unchanged"
+    )
     return 0
 
 

@@ -9,12 +9,11 @@ from pathlib import Path
 import pytest
 import torch
 
-from gridsearch import cli
 from gridsearch.errors import UserError
 from gridsearch.spec import halving
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.training import loop as training
-from tests.conftest import epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
 from tests.test_faults import kill_9, start_run, training_defaults, wait_for
 
 # -- the rules, without training ----------------------------------------------------------------------
@@ -194,9 +193,7 @@ SELECTION = (
 def halved(tmp_path_factory, data_dir) -> tuple[Path, str]:
     """The halving sweep run once, undisturbed: its folder and the run's log."""
     folder = tmp_path_factory.mktemp("halved")
-    result = gridsearch(
-        "run", str(write_sweep(folder, **HALVED)), "--workers", "2", cwd=folder, data_dir=data_dir, check=True
-    )
+    result = cli("run", str(write_sweep(folder, **HALVED)), cwd=folder, data_dir=data_dir, check=True)
     return folder, result.stderr
 
 
@@ -227,8 +224,7 @@ def test_the_best_of_rung_0_go_on_from_their_checkpoints_and_the_rest_stop(halve
 
 
 def cli_output(*args: str, capsys: pytest.CaptureFixture) -> str:
-    assert cli.main(list(args)) == 0
-    return capsys.readouterr().out
+    return cli(*args, cwd=Path.cwd(), check=True).stdout
 
 
 def test_status_trials_and_plan_show_the_rungs(halved, capsys):
@@ -278,13 +274,13 @@ def test_a_grid_sweep_of_the_same_points_resumes_the_stopped_trials(halved, tmp_
     stopped = [key for (key,) in rows(db, "SELECT key FROM trials WHERE status = 'stopped'")]
     before = epoch_metrics(db)
     full = write_sweep(folder, "full.yaml", **{**HALVED, "name": "full", "search": {"strategy": "grid"}})
-    result = gridsearch("run", str(full), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    result = cli("run", str(full), cwd=folder, data_dir=data_dir, check=True)
     assert result.stderr.count(" started") == len(stopped) == 2  # the 2 done trials are not touched
     assert all(f"trial {key} resumed after epoch 0" in result.stderr for key in stopped)
     assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done' AND epochs_run = 3") == [(4,)]
     assert epoch_metrics(db).items() >= before.items() and len(epoch_metrics(db)) == 12
     # the halving sweep again: nothing to train, the same decisions (they read only the epochs below each budget)
-    again = gridsearch("run", str(folder / "sweep.yaml"), cwd=folder, data_dir=data_dir, check=True)
+    again = cli("run", str(folder / "sweep.yaml"), cwd=folder, data_dir=data_dir, check=True)
     assert " started" not in again.stderr
     assert [row[:3] for row in rows(db, TRIALS)] == [
         (key, "done", rung) for key, _, rung, *_ in rows(halved[0] / "results.db", TRIALS)

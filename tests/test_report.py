@@ -19,21 +19,29 @@ import pandas as pd
 import pytest
 import torch
 from matplotlib import image as mpimg
+from scipy.stats import binomtest
 
 from gridsearch.analysis import robustness
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.report import Report, build_report
 from gridsearch.analysis.significance import bootstrap_interval, mcnemar_exact
+from gridsearch.analysis.trained_models import load_model, score
 from gridsearch.cli import main
 from gridsearch.store.storage import Storage
+from gridsearch.training import data
+from tests.conftest import cli as conftest_cli
 from tests.conftest import gridsearch, rows, write_sweep
 from tests.test_robustness import USPS
 
 SECTIONS = (
+    "About this report",
     "Results",
     "Hyperparameter effects",
+    "Which knob mattered?",
+    "How sure is the winner?",
     "Learning curves",
     "Best models",
+    "Single best vs committee",
     "Is the difference real?",
     "Accuracy vs cost",
     "Robustness",
@@ -45,6 +53,8 @@ HALVED = {
     "search": {"strategy": "halving", "factor": 3, "min_epochs": 1},
 }
 """The small sweep's 4 trials by successive halving: all 4 train 1 epoch, the best 2 go on to 3."""
+FLOAT32 = 1e-7
+"""CSVs write a single-precision value as its shortest decimal (0.987, not 0.9869999885559082)."""
 
 
 @dataclass(frozen=True)
@@ -53,7 +63,7 @@ class Study:
     report: Path
     written: Report
     evaluated: str
-    """What ``evaluate --suite robustness`` printed."""
+    """What ``evaluate --suite robustness`` and ``evaluate --ensemble auto`` printed."""
 
 
 @contextlib.contextmanager
@@ -95,6 +105,7 @@ def study(tmp_path_factory, data_dir) -> Study:
     printed = io.StringIO()
     with torch_settings_kept(), contextlib.redirect_stdout(printed):
         assert main([*evaluate, "--data-dir", str(data_dir), "--usps", str(USPS)]) == 0
+        assert main(["evaluate", "lenet", "--ensemble", "auto", "--db", db, "--data-dir", str(data_dir)]) == 0
         written = build_report(Storage(db, readonly=True), [], folder / "study", folder / "runs", data_dir)
     return Study(folder, folder / "study", written, printed.getvalue())
 
@@ -119,7 +130,11 @@ def test_report_has_every_section_and_only_existing_relative_links(study):
         "confusion_mlp.png",
         "robustness.png",
         "significance.csv",
-        "seed_spread.csv",
+        "committees.csv",
+        "seed_spread_mlp.csv",
+        "intervals_lenet.csv",
+        "importance_lenet.png",
+        "parallel_halved.png",
         "accuracy_vs_cost.png",
         "inspect_samples.png",
     } <= set(files)
@@ -168,7 +183,7 @@ def test_results_table_matches_the_database(study):
     for name, *values in expected:
         got = table.loc[name, columns].tolist()
         assert got[0] == values[0] and got[1:3] == values[1:3] and got[5:8] == values[5:8]
-        assert got[3] == pytest.approx(values[3], abs=1e-12) and got[4] == pytest.approx(values[4], abs=1e-12)
+        assert got[3:5] == pytest.approx(values[3:5], rel=FLOAT32)
         assert got[8] == pytest.approx(values[8], rel=1e-9)
     assert table.loc["halved", "trials_run"] == 4  # 2 done, 2 stopped by successive halving
     params = dict(
@@ -187,31 +202,119 @@ def test_results_table_matches_the_database(study):
 def test_grid_curves_and_seed_tables_match_the_database(study):
     db = study.folder / "results.db"
     grid = csv(study.report, "grid_lenet")
-    assert dict(zip(grid["key"], grid["val_accuracy"])) == dict(
-        rows(
-            db,
-            "SELECT t.key, t.val_accuracy FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
-            "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'lenet'",
-        )
+    stored = rows(
+        db,
+        "SELECT t.key, t.val_accuracy FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
+        "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'lenet'",
     )
+    assert dict(zip(grid["key"], grid["val_accuracy"])) == pytest.approx(dict(stored), rel=FLOAT32)
     curves = csv(study.report, "learning_curves")
     stored = rows(
         db,
         "SELECT e.trial_key, e.epoch, e.train_loss, e.val_accuracy FROM epochs e "
         "JOIN sweeps s ON s.selected_trial = e.trial_key ORDER BY e.trial_key, e.epoch",
     )
-    assert [
-        tuple(r) for r in curves[["trial_key", "epoch", "train_loss", "val_accuracy"]].itertuples(index=False)
-    ] == stored
-    spread = csv(study.report, "seed_spread")
+    got = [tuple(r) for r in curves[["trial_key", "epoch", "train_loss", "val_accuracy"]].itertuples(index=False)]
+    assert [r[:2] for r in got] == [r[:2] for r in stored]
+    assert [v for r in got for v in r[2:]] == pytest.approx([v for r in stored for v in r[2:]], rel=FLOAT32)
+    spread = csv(study.report, "seed_spread_mlp")
     expected = rows(
         db,
-        "SELECT COUNT(*), AVG(t.val_accuracy), MIN(t.val_accuracy), MAX(t.val_accuracy) "
-        "FROM trials t JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s "
-        "ON s.id = m.sweep_id WHERE s.name = 'mlp' AND t.status = 'done'",
+        "SELECT COUNT(*), AVG(t.val_accuracy) FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
+        "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'mlp' AND t.status = 'done'",
     )[0]
     assert list(spread["sweep"]) == ["mlp"] and spread.loc[0, "seeds"] == expected[0] == 2
-    assert spread.loc[0, ["mean", "min", "max"]].tolist() == pytest.approx(expected[1:], abs=1e-12)
+    assert spread.loc[0, "mean"] == pytest.approx(expected[1], abs=1e-12)
+
+
+def test_every_trials_val_interval_and_the_winners_margin_match_the_database(study):
+    from gridsearch.analysis.uncertainty import wilson_interval
+
+    db = study.folder / "results.db"
+    page = study.written.index.read_text()
+    for sweep in ("lenet", "mlp", "halved"):
+        stored = rows(
+            db,
+            "SELECT t.key, t.val_accuracy, json_extract(t.config, '$.dataset.val_size'), t.status, "
+            "t.key = s.selected_trial FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
+            "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = ? AND t.status IN ('done', 'stopped')",
+            sweep,
+        )
+        table = csv(study.report, f"intervals_{sweep}").set_index("key")
+        assert set(table.index) == {key for key, *_ in stored}
+        for key, accuracy, size, _, _ in stored:
+            right = round(accuracy * size)
+            assert (table.loc[key, "val_correct"], table.loc[key, "val_size"]) == (right, size)
+            assert table.loc[key, ["ci95_low", "ci95_high"]].tolist() == pytest.approx(wilson_interval(right, size))
+        (winner,) = [key for key, *_, selected in stored if selected]
+        others = {key: accuracy for key, accuracy, _, status, _ in stored if status == "done" and key != winner}
+        second = max(others.values())  # the runner-up, or one of those tied with it
+        lead = table.loc[winner, "val_correct"] - round(second * size)
+        assert f"The winner {winner} gets" in page
+        assert any(f"the runner-up {key} " in page for key, accuracy in others.items() if accuracy == second)
+        assert f"a margin of {lead:,} images, {100 * lead / size:.2f} percentage points" in page
+    assert page.count("A paired test needs both on the same images") == 3  # only the winners are tested
+
+
+def test_the_header_and_the_data_section_state_what_the_sweeps_used(study):
+    db = study.folder / "results.db"
+    page = study.written.index.read_text()
+    (version,) = {v for (v,) in rows(db, "SELECT DISTINCT code_version FROM trials")}
+    assert f"UTC by gridsearch 0.1.0 from the database {db}; its trials were trained by code version {version}." in page
+    sweeps = csv(study.report, "sweeps").set_index("sweep")
+    for name, train, val, test, epochs, search in rows(
+        db,
+        "SELECT s.name, json_extract(t.config, '$.dataset.train_size'), json_extract(t.config, '$.dataset.val_size'), "
+        "s.test_size, json_extract(t.config, '$.params.epochs'), s.search FROM sweeps s "
+        "JOIN trials t ON t.key = s.selected_trial",
+    ):
+        assert sweeps.loc[name, ["train_size", "val_size", "test_size", "epochs"]].tolist() == [
+            train,
+            val,
+            test,
+            epochs,
+        ]
+        assert (sweeps.loc[name, "search"] == "full grid") == (json.loads(search)["strategy"] == "grid")
+    assert sweeps.loc["halved", "search"] == "successive halving (factor 3; rungs of 1, 3 epochs)"
+    assert sweeps.loc["mlp", "seeds"] == "0, 1" and sweeps.loc["lenet", "trials"] == 4
+    # the data section covers the union of the sweeps' splits: 500 / 300 / the largest test size, 400
+    assert "as the sweeps of this report split it: train = the first 500 official training images, val = the " in page
+    assert "last 300, test = the first 400 official test images." in page
+    assert csv(study.report, "inspect_label_distribution")[["train", "val", "test"]].sum().tolist() == [500, 300, 400]
+
+
+def test_csvs_write_single_precision_scores_as_their_shortest_decimal(study):
+    stored = dict(rows(study.folder / "results.db", "SELECT key, val_accuracy FROM trials"))
+    raw = pd.read_csv(study.report / "grid_lenet.csv", dtype=str)
+    assert len(raw) == 4
+    for key, written in zip(raw["key"], raw["val_accuracy"]):
+        assert written == str(np.float32(stored[key]))  # e.g. 0.6533333, not 0.653333306312561
+
+
+def test_the_variance_split_of_a_complete_grid_matches_two_way_sums_of_squares(study):
+    values = rows(
+        study.folder / "results.db",
+        "SELECT lr.number, step.number, t.val_accuracy FROM sweeps s JOIN sweep_trials m ON m.sweep_id = s.id "
+        "JOIN trials t ON t.key = m.trial_key "
+        "JOIN trial_params lr ON lr.trial_key = t.key AND lr.name = 'lr' "
+        "JOIN trial_params step ON step.trial_key = t.key AND step.name = 'lr_step' WHERE s.name = 'lenet'",
+    )
+    y = pd.DataFrame(values, columns=["lr", "lr_step", "y"]).pivot(index="lr", columns="lr_step", values="y")
+    y = y.to_numpy()  # a 2x2 grid, one trial per cell
+    grand = y.mean()
+    total = ((y - grand) ** 2).sum()
+    expected = {
+        "lr": 2 * ((y.mean(axis=1) - grand) ** 2).sum() / total,
+        "lr_step": 2 * ((y.mean(axis=0) - grand) ** 2).sum() / total,
+        "lr x lr_step": ((y - y.mean(axis=1, keepdims=True) - y.mean(axis=0, keepdims=True) + grand) ** 2).sum()
+        / total,
+    }
+    shares = csv(study.report, "importance_lenet")
+    assert dict(zip(shares["term"], shares["share"])) == pytest.approx(expected, abs=1e-6)
+    assert list(shares["share"]) == sorted(shares["share"], reverse=True)
+    page = study.written.index.read_text()
+    assert page.count("<figcaption>Exact functional ANOVA over the complete grid") == 2  # lenet; halved at rung 0
+    assert "nothing to split" in page  # mlp grids one lr
 
 
 def rung_zero_expected(db: Path) -> dict[tuple[float, float], float]:
@@ -239,10 +342,10 @@ def test_a_halving_sweeps_heatmap_places_every_trial_by_its_rung_0_budget(study)
     cells = csv(study.report, "heatmap_halved").set_index("lr")
     assert sorted(cells.columns) == ["lr_step=1", "lr_step=3"] and len(cells) == 2  # every cell filled
     for (lr, lr_step), best in expected.items():
-        assert cells.loc[lr, f"lr_step={lr_step:g}"] == pytest.approx(best, abs=1e-12)
+        assert cells.loc[lr, f"lr_step={lr_step:g}"] == pytest.approx(best, rel=FLOAT32)
     grid = csv(study.report, "grid_halved")
     placed = {(lr, step): value for lr, step, value in grid[["lr", "lr_step", "rung0_val_accuracy"]].to_numpy()}
-    assert placed == pytest.approx(expected, abs=1e-12)
+    assert placed == pytest.approx(expected, rel=FLOAT32)
     page = study.written.index.read_text()
     assert "within its first epoch: rung 0, which all trained" in page
 
@@ -328,11 +431,11 @@ def test_robustness_table_matches_the_database(study):
         rows(
             study.folder / "results.db",
             "SELECT e.name, e.accuracy FROM evaluations e JOIN sweeps s ON s.selected_trial = e.trial_key "
-            "WHERE s.name = 'lenet' AND e.name != 'test'",
+            "WHERE s.name = 'lenet' AND e.name != 'test' AND e.name NOT LIKE 'ensemble/%'",
         )
     )
     assert set(table.index) == set(stored) and "robustness/rotate30" in stored
-    assert table["lenet"].to_dict() == pytest.approx(stored, abs=1e-12)
+    assert table["lenet"].to_dict() == pytest.approx(stored, rel=FLOAT32)
     assert "mlp" not in table and "halved" not in table  # no robustness run for those
 
 
@@ -359,6 +462,7 @@ def test_a_database_without_its_run_folders_still_gets_every_database_section(
     for title in SECTIONS:
         assert title in page
     assert "no pair of models to compare" in page and "No robustness evaluations yet" in page
+    assert "One model in this report: no accuracy-against-cost plot to draw." in page
     assert page.count("pass --artifacts DIR") == 1  # the one section that needs the weights says so
     for name in ("grid_mlp", "confused_pairs_mlp"):
         assert csv(report, name).equals(csv(study.report, name)), name
@@ -388,10 +492,86 @@ def test_report_refuses_unknown_sweeps_and_sweeps_without_a_selected_trial(study
     assert not (tmp_path / "reports").exists()  # refused before anything is written
 
 
+def committee_probabilities(db, runs, keys, split):
+    storage = Storage(str(db), readonly=True)
+    with torch_settings_kept():
+        return torch.stack(
+            [score(load_model(storage.trial(k), runs), split.images, split.labels).probabilities for k in keys]
+        )
+
+
+def ranked_lenet(db) -> list[str]:
+    return [
+        key
+        for (key,) in rows(
+            db,
+            "SELECT t.key FROM trials t JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s ON s.id = m.sweep_id "
+            "WHERE s.name = 'lenet' AND t.status = 'done' ORDER BY t.val_accuracy DESC, t.val_loss ASC",
+        )
+    ]
+
+
+def test_auto_committee_is_chosen_on_validation_and_stored_with_its_test_predictions(study, data_dir):
+    db, runs = study.folder / "results.db", study.folder / "runs"
+    keys = ranked_lenet(db)
+    ((selected,),) = rows(db, "SELECT selected_trial FROM sweeps WHERE name = 'lenet'")
+    assert keys[0] == selected and len(keys) == 4
+    _, val = data.training_splits(data_dir, 500, 300)
+    val_probabilities = committee_probabilities(db, runs, keys, val)
+    accuracies = [float((val_probabilities[:k].mean(0).argmax(1) == val.labels).double().mean()) for k in range(1, 5)]
+    k = int(np.argmax(accuracies)) + 1
+    assert f"chosen k={k}" in study.evaluated
+    stored = rows(
+        db, "SELECT name, samples, accuracy, errors, predictions FROM evaluations WHERE name LIKE 'ensemble/%'"
+    )
+    ((name, samples, accuracy, errors, predictions),) = stored
+    assert name == f"ensemble/top{k}" and samples == 300
+    (trial,) = rows(db, "SELECT trial_key FROM evaluations WHERE name = ?", name)[0]
+    assert trial == selected
+    test = data.test_split(data_dir, 300)
+    expected = committee_probabilities(db, runs, keys[:k], test).mean(0).argmax(1)
+    assert json.loads(predictions) == expected.tolist()
+    assert errors == int((expected != test.labels).sum()) and accuracy == pytest.approx(1 - errors / 300)
+
+    table = csv(study.report, "committees")
+    assert table[["sweep", "committee", "members", "samples"]].values.tolist() == [["lenet", name, k, 300]]
+    single = np.array(
+        eval(rows(db, "SELECT predictions FROM evaluations WHERE trial_key = ? AND name = 'test'", selected)[0][0])
+    )
+    labels = test.labels.numpy()
+    a, b = single == labels, expected.numpy() == labels
+    row = table.iloc[0]
+    assert (row["only_single_right"], row["only_committee_right"]) == (int((a & ~b).sum()), int((~a & b).sum()))
+    discordant = int((a != b).sum())
+    p_value = binomtest(int((a & ~b).sum()), discordant, 0.5).pvalue if discordant else 1.0
+    assert row["mcnemar_p"] == pytest.approx(p_value, rel=1e-6)
+    assert row["single_best"] == pytest.approx(a.mean(), rel=1e-6)
+
+
+def test_a_given_committee_size_and_the_refusals(study, data_dir, tmp_path):
+    shutil.copy(study.folder / "results.db", tmp_path / "results.db")
+    runs = str(study.folder / "runs")
+    done = conftest_cli(
+        "evaluate", "lenet", "--ensemble", "2", "--artifacts", runs, "--data-dir", str(data_dir), cwd=tmp_path
+    )
+    keys = ranked_lenet(tmp_path / "results.db")
+    assert done.returncode == 0 and f"ensemble/top2 of lenet ({keys[0]}, {keys[1]})" in done.stdout
+    assert "chosen" not in done.stdout
+    assert rows(tmp_path / "results.db", "SELECT trial_key FROM evaluations WHERE name = 'ensemble/top2'") == [
+        (keys[0],)
+    ]
+    too_many = conftest_cli("evaluate", "lenet", "--ensemble", "5", "--artifacts", runs, cwd=tmp_path)
+    assert too_many.returncode == 2 and too_many.stderr == "error: --ensemble 5: sweep 'lenet' has only 4 done trials\n"
+    trial = conftest_cli("evaluate", "--trial", keys[0], "--ensemble", "2", cwd=tmp_path)
+    assert trial.returncode == 2 and "--ensemble needs a SWEEP" in trial.stderr
+    both = conftest_cli("evaluate", "lenet", "--ensemble", "2", "--suite", "robustness", cwd=tmp_path)
+    assert both.returncode == 2 and "not allowed with argument" in both.stderr
+
+
 ROBUSTNESS_ROWS = (
     "SELECT e.name, e.samples, e.accuracy, e.loss, e.errors, e.confusion, e.predictions "
     "FROM evaluations e JOIN sweeps s ON s.selected_trial = e.trial_key "
-    "WHERE s.name = 'lenet' AND e.name != 'test' ORDER BY e.name"
+    "WHERE s.name = 'lenet' AND e.name != 'test' AND e.name NOT LIKE 'ensemble/%' ORDER BY e.name"
 )
 
 

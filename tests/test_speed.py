@@ -12,7 +12,7 @@ from gridsearch.engine.devices import oversubscription
 from gridsearch.engine.pool import least_busy_gpu
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.training.loop import train_trial
-from tests.conftest import gridsearch, rows, write_sweep
+from tests.conftest import cli, gridsearch, rows, write_sweep
 
 
 def _train(folder: Path, data_dir: Path, sweep: Path) -> list[dict]:
@@ -52,7 +52,7 @@ def test_bf16_and_channels_last_train_repeatably_and_are_part_of_the_key(in_proc
 
 def test_bad_speed_params_are_refused(tmp_path):
     sweep = write_sweep(tmp_path, params={"amp": "fp8"})
-    result = gridsearch("plan", str(sweep), cwd=tmp_path)
+    result = cli("plan", str(sweep), cwd=tmp_path)
     assert result.returncode == 2 and "amp" in result.stderr and "bf16" in result.stderr
 
 
@@ -65,7 +65,7 @@ def test_workers_beyond_the_cores_get_a_warning(tmp_path, data_dir):
         params={"epochs": 1, "batch_size": 50, "hidden": 8},
         grid={"lr": [0.05]},
     )
-    result = gridsearch("run", str(sweep), "--workers", "512", cwd=tmp_path, data_dir=data_dir)
+    result = cli("run", str(sweep), "--workers", "512", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "warning: 512 workers x 1 thread(s) per trial" in result.stderr
     assert rows(tmp_path / "results.db", "SELECT status FROM trials") == [("done",)]

@@ -1,11 +1,12 @@
-"""``serve``: the real app as a subprocess, its JSON API over HTTP, and its pages in headless Chromium.
+"""``serve`` for real: the command as a subprocess, its connections and memory under load, and its pages in
+headless Chromium (the logic behind them is tested in-process in ``test_web_api.py``).
 
 A LeNet-5-3 trained here on real MNIST backs the recognizer; a second small sweep runs while the
 dashboard is open.
 """
 
-import base64
-import io
+from __future__ import annotations
+
 import json
 import os
 import re
@@ -13,16 +14,15 @@ import socket
 import subprocess
 import sys
 import time
-import urllib.error
-import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw
 
-from gridsearch.training import data
-from tests.conftest import ROOT, gridsearch, rows, write_sweep
+from benchmarks.web_predict_memory import burst, rss_mb, seven
+from tests.conftest import ROOT, rows, write_sweep
+from tests.test_web_api import web_study
 
 CHROMIUM = Path(os.environ.get("GRIDSEARCH_CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = [
@@ -37,28 +37,27 @@ CHROMIUM_ARGS = [
 SEVEN = [[(70, 60), (215, 60), (125, 245)]]  # top bar, then the diagonal, in one stroke (pad pixels)
 ONE = [[(140, 40), (140, 245)]]
 LIVE_TRIALS = 3
+LIMIT = 2 * 1024 * 1024
+"""The documented request-size limit."""
+BURST = 60
+"""Concurrent predictions in each of the memory test's bursts (the benchmark sends 200, three times)."""
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory, data_dir):
-    """A database with a LeNet-5-3 trained on 2,000 MNIST digits for 2 epochs (tested on 500)."""
-    folder = tmp_path_factory.mktemp("webapp")
-    sweep = write_sweep(
-        folder,
-        "digits.yaml",
-        name="digits",
-        dataset={"train_size": 2000, "val_size": 500, "test_size": 500},
-        params={"epochs": 2, "batch_size": 50, "lr": 0.05, "lr_step": 3, "patience": 5},
-        grid={"hidden": [64]},
-        threads=2,
-    )
-    gridsearch("run", str(sweep), cwd=folder, data_dir=data_dir, check=True)
-    return folder
+def study(tmp_path_factory, data_dir) -> Path:
+    return web_study(tmp_path_factory, data_dir)
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    port: int
+    pid: int
 
 
 @pytest.fixture(scope="module")
 def server(study):
-    """``python -m gridsearch serve --port 0`` on the study's database; yields its base URL."""
+    """``python -m gridsearch serve --port 0`` on the study's database."""
     log = (study / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "gridsearch", "serve", "--port", "0"],
@@ -69,11 +68,11 @@ def server(study):
         text=True,
     )
     line = process.stdout.readline()
-    match = re.search(r"http://127\.0\.0\.1:\d+", line)
+    match = re.search(r"http://127\.0\.0\.1:(\d+)", line)
     if not match:
         process.kill()
         raise AssertionError(f"serve printed {line!r}:\n{(study / 'serve.log').read_text()}")
-    yield match.group(0)
+    yield Server(match.group(0), int(match.group(1)), process.pid)
     process.terminate()
     process.wait(timeout=10)
     log.close()
@@ -167,149 +166,75 @@ def page(browser):
     assert not errors, f"JavaScript errors: {errors}"
 
 
-def strict_json(text: bytes) -> dict:
-    """JSON as browsers read it: NaN and Infinity (which Python would accept) are errors."""
-
-    def refuse(constant: str) -> None:
-        raise AssertionError(f"{constant} in the JSON answer: browsers cannot parse it")
-
-    return json.loads(text, parse_constant=refuse)
+# -- the server's connections and memory -------------------------------------------------------------
 
 
-def request(url: str, body: bytes | None = None) -> tuple[int, dict]:
-    """Status and JSON body of a GET (or a POST of the JSON ``body``)."""
-    headers = {"Content-Type": "application/json"} if body is not None else {}
-    try:
-        with urllib.request.urlopen(urllib.request.Request(url, body, headers), timeout=60) as response:
-            return response.status, strict_json(response.read())
-    except urllib.error.HTTPError as error:
-        assert error.headers["Content-Type"] == "application/json", error.headers["Content-Type"]
-        return error.code, strict_json(error.read())
+def exchange(server: Server, head: bytes, body: list[bytes], wait: float = 10) -> tuple[bytes, bool]:
+    """Send a raw request (``head``, then each part of ``body``) on a new connection and read the answer:
+    all it got, and whether the server closed the connection within ``wait`` seconds."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as connection:
+        connection.sendall(head)
+        for part in body:
+            connection.sendall(part)
+        received = b""
+        deadline = time.monotonic() + wait
+        while time.monotonic() < deadline:
+            try:
+                part = connection.recv(65536)
+            except TimeoutError:
+                break
+            if not part:
+                return received, True
+            received += part
+        return received, False
 
 
-def data_url(image: Image.Image) -> str:
-    buffer = io.BytesIO()
-    image.save(buffer, "PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+def chunked(body: bytes, size: int = 64 * 1024) -> list[bytes]:
+    """``body`` in HTTP chunks of ``size`` bytes, with the last (empty) chunk."""
+    parts = [body[start : start + size] for start in range(0, len(body), size)]
+    return [b"%x\r\n%s\r\n" % (len(part), part) for part in parts] + [b"0\r\n\r\n"]
 
 
-def predict(server: str, **fields) -> tuple[int, dict]:
-    return request(server + "/api/predict", json.dumps(fields).encode())
+def post_head(length: int | None) -> bytes:
+    """A predict request's head, with ``Content-Length: length`` or (None) chunked."""
+    framing = "Transfer-Encoding: chunked" if length is None else f"Content-Length: {length}"
+    return f"POST /api/predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n{framing}\r\n\r\n".encode()
 
 
-# -- the command ------------------------------------------------------------------------------
+def status_and_json(received: bytes) -> tuple[int, dict]:
+    head, _, body = received.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower(), head
+    return int(head.split()[1]), json.loads(body)
 
 
-def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path):
-    result = gridsearch("serve", "--db", "nothing.db", cwd=tmp_path)
-    assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr.strip().splitlines() == [
-        f"error: --db {tmp_path / 'nothing.db'}: no such database (run a sweep first)"
-    ]
-    with socket.socket() as busy:
-        busy.bind(("127.0.0.1", 0))
-        busy.listen()
-        port = busy.getsockname()[1]
-        result = gridsearch("serve", "--port", str(port), cwd=study)
-    assert result.returncode == 2
-    assert re.fullmatch(rf"error: --host 127\.0\.0\.1 --port {port}: cannot listen there \(.+\)\n", result.stderr)
+@pytest.mark.parametrize("framing", ["chunked", "content-length"])
+def test_a_body_over_the_limit_gets_413_and_the_connection_closes(server, framing):
+    body = b"x" * (LIMIT + LIMIT // 2)
+    head = post_head(None if framing == "chunked" else len(body))
+    received, closed = exchange(server, head, chunked(body) if framing == "chunked" else [body])
+    status, reply = status_and_json(received)
+    assert (status, list(reply)) == (413, ["error"]) and "larger than 2048 kB" in reply["error"]
+    assert closed, "the server held the connection open after its 413"
+    request = seven()  # a chunked body within the limit is read whole, and the server still answers
+    status, reply = status_and_json(exchange(server, post_head(None), chunked(request, 1000))[0])
+    assert status == 200 and reply["digit"] == 7
 
 
-# -- the JSON API -----------------------------------------------------------------------------
-
-
-def test_api_lists_sweeps_trials_and_models_as_the_database_has_them(server, study):
-    db = study / "results.db"
-    status, body = request(server + "/api/sweeps")
-    assert status == 200
-    digits = next(s for s in body["sweeps"] if s["name"] == "digits")
-    [(key, val_accuracy)] = rows(
-        db,
-        "SELECT t.key, t.val_accuracy FROM trials t JOIN sweeps s ON s.selected_trial = t.key WHERE s.name = 'digits'",
-    )
-    assert digits | {"done": 1, "pending": 0, "trials": 1, "progress": 1.0, "selected_trial": key} == digits
-    assert digits["best"] == pytest.approx(val_accuracy)
-
-    status, body = request(server + "/api/sweeps/digits/trials")
-    [(accuracy, errors, samples)] = rows(
-        db, "SELECT accuracy, errors, samples FROM evaluations WHERE trial_key = ? AND name = 'test'", key
-    )
-    assert status == 200 and [t["key"] for t in body["trials"]] == [key]
-    assert body["trials"][0]["params"] == {"hidden": 64} and body["trials"][0]["epochs_run"] == 2
-    assert body["test"]["accuracy"] == pytest.approx(accuracy) and body["test"]["errors"] == errors
-    assert np.array(body["test"]["confusion"]).sum() == samples == 500
-
-    status, body = request(server + "/api/models")
-    assert status == 200 and body["default"] == key
-    assert body["models"][0] | {"sweep": "digits", "architecture": "lenet53"} == body["models"][0]
-
-
-def test_predict_reads_real_mnist_digits_drawn_large(server, data_dir):
-    test = data.test_split(data_dir, 20)  # drawn large, they come back re-preprocessed, not as they were
-    right = 0
-    for image, label in zip(test.images[:, 0].numpy(), test.labels.tolist()):
-        drawing = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BILINEAR)  # dark on white
-        status, body = predict(server, image=data_url(drawing))
-        assert status == 200 and len(body["probabilities"]) == 10
-        assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-4)
-        assert np.array(body["input"]).shape == (28, 28) and np.array(body["saliency"]).shape == (28, 28)
-        right += body["digit"] == label
-    assert right >= 17
-
-
-def blank(size: tuple[int, int] = (280, 280)) -> Image.Image:
-    return Image.new("RGB", size, "white")
-
-
-def test_bad_requests_get_a_4xx_with_a_one_line_json_error(server):
-    stroke = blank()
-    ImageDraw.Draw(stroke).line([(140, 40), (140, 240)], fill="black", width=20)
-    good = data_url(stroke)
-    posts = [
-        (b"{not json", 400, "must be a JSON object"),
-        (b"[1, 2]", 400, "must be a JSON object"),
-        (json.dumps({"image": good, "model": "x"}).encode(), 400, "unknown field 'model'"),
-        (json.dumps({}).encode(), 400, "PNG data URL"),
-        (json.dumps({"image": "data:image/jpeg;base64,AAAA"}).encode(), 400, "PNG data URL"),
-        (json.dumps({"image": "data:image/png;base64,%%%"}).encode(), 400, "not valid base64"),
-        (
-            json.dumps({"image": "data:image/png;base64," + base64.b64encode(b"GIF89a...").decode()}).encode(),
-            400,
-            "not a PNG",
-        ),
-        (json.dumps({"image": data_url(blank((20, 280)))}).encode(), 400, "20x280 pixels"),
-        (json.dumps({"image": data_url(blank((2000, 2000)))}).encode(), 400, "2000x2000 pixels"),
-        (json.dumps({"image": data_url(blank())}).encode(), 400, "empty"),
-        (json.dumps({"image": good, "trial": "../../etc/passwd"}).encode(), 400, "16 hexadecimal digits"),
-        (json.dumps({"image": good, "trial": 7}).encode(), 400, "16 hexadecimal digits"),
-        (json.dumps({"image": good, "trial": "0123456789abcdef"}).encode(), 404, "no trial 0123456789abcdef"),
-        (b"x" * (3 * 1024 * 1024), 413, "larger than 2048 kB"),
-    ]
-    for body, expected, message in posts:
-        status, answer = request(server + "/api/predict", body)
-        assert (status, list(answer)) == (expected, ["error"]), (body[:80], answer)
-        assert message in answer["error"] and "\n" not in answer["error"] and "Traceback" not in answer["error"]
-    gets = [
-        ("/api/sweeps/nope/trials", 404, "no sweep named 'nope'"),
-        ("/api/nothing", 404, "Not Found"),
-        ("/sweeps/digits/heatmap.png", 404, "fewer than two gridded params"),
-        ("/sweeps/digits/curves.png", 400, "1 to 10 trial keys"),
-        ("/sweeps/digits/curves.png?trials=../../runs", 404, "no trial '../../runs'"),
-        ("/assets/..%2F..%2Fcli.py", 404, "Not Found"),
-        ("/assets/webapp.py", 404, "no asset 'webapp.py'"),
-    ]
-    for path, expected, message in gets:
-        status, answer = request(server + path)
-        assert status == expected and message in answer["error"], (path, answer)
-    status, answer = request(server + "/api/sweeps", b"{}")
-    assert status == 405 and "Method Not Allowed" in answer["error"]
+def test_concurrent_predictions_leave_the_server_memory_where_it_was(server):
+    request = seven()
+    assert burst(server.url, request, 4) == 4  # every inference thread has run, the model is loaded
+    before = rss_mb(server.pid)
+    for _ in range(2):
+        assert burst(server.url, request, BURST) == BURST
+    grown = rss_mb(server.pid) - before  # was 70 to 190 MB: a burst's worth of requests, each on its own thread
+    assert grown < 32, f"two bursts of {BURST} concurrent predictions grew the server by {grown:.0f} MB"
 
 
 # -- in the browser (``browser`` first: without Chromium they skip before anything is trained) ----
 
 
 def test_dashboard_counts_advance_while_a_sweep_runs(browser, page, server, live_run):
-    page.goto(server + "/")
+    page.goto(server.url + "/")
     page.wait_for_selector("#updated:has-text('Live')")
     page.evaluate("window.notReloaded = true")
     live_run.start()
@@ -324,13 +249,16 @@ def test_dashboard_counts_advance_while_a_sweep_runs(browser, page, server, live
     assert seen[0] < LIVE_TRIALS and seen[-1] == LIVE_TRIALS and seen == sorted(seen)
     assert len(set(seen)) >= 3, f"the done count jumped: {seen}"
     page.wait_for_selector(f'tr[data-sweep="live"] :text("{LIVE_TRIALS} / {LIVE_TRIALS} finished")')
+    halved = page.locator('tr[data-sweep="halved"]')  # a completed halving sweep: its stopped trials finished
+    assert "3 / 3 finished" in halved.inner_text()
+    assert halved.locator('td[data-count="stopped"]').inner_text() == "2"
     assert page.evaluate("window.notReloaded")  # updated in place, not by reloading
     page.screenshot(path=str(live_run.folder / "sweeps.png"))
 
 
 def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(browser, page, server, live_run, study):
     live_run.finish()
-    page.goto(server + "/sweeps/live")
+    page.goto(server.url + "/sweeps/live")
     page.wait_for_selector("#trials tbody tr")
     keys = page.locator("#trials tbody tr").evaluate_all("rows => rows.map(row => row.dataset.key)")
     expected = [
@@ -378,7 +306,7 @@ def draw(page, strokes: list[list[tuple[int, int]]]) -> str:
 
 
 def test_recognizer_reads_a_drawn_seven_and_one(browser, page, server, study):
-    page.goto(server + "/recognizer")
+    page.goto(server.url + "/recognizer")
     page.wait_for_function("document.getElementById('model').value !== ''")
     assert "digits: lenet53" in page.inner_text("#model")
     assert draw(page, SEVEN) == "7"

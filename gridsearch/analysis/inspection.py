@@ -1,11 +1,11 @@
-"""Data inspection: what the digits look like and how they are distributed, over the study's split.
-
-The study's split of MNIST: train = the first 50,000 official training images, val = the last 10,000,
-test = the 10,000 official test images.
+"""Data inspection: what the digits look like and how they are distributed, over a split of MNIST (train = the
+first images of the official training set, val = its last, test = the first official test images): by default the
+study's, 50,000 / 10,000 / 10,000; in a report, the split its sweeps used.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -16,15 +16,27 @@ from gridsearch.analysis.webpage import Block, Figure, Folder, Note, Section, ta
 from gridsearch.training import data
 from gridsearch.vocabulary import format_percent
 
-STUDY_TRAIN, STUDY_VAL = 50000, 10000
 SAMPLE_SEED = 0
 SAMPLES_PER_CLASS = 10
 
 
-def study_splits(data_dir: Path) -> dict[str, data.Split]:
-    """train, val and test as the study splits MNIST."""
-    train, val = data.training_splits(data_dir, STUDY_TRAIN, STUDY_VAL)
-    return {"train": train, "val": val, "test": data.test_split(data_dir)}
+@dataclass(frozen=True)
+class SplitSizes:
+    """Images in each part of a split: the first ``train`` and the last ``val`` official training images, the
+    first ``test`` official test images."""
+
+    train: int
+    val: int
+    test: int
+
+
+STUDY = SplitSizes(50000, 10000, 10000)
+
+
+def splits(data_dir: Path, sizes: SplitSizes) -> dict[str, data.Split]:
+    """train, val and test of ``sizes``."""
+    train, val = data.training_splits(data_dir, sizes.train, sizes.val)
+    return {"train": train, "val": val, "test": data.test_split(data_dir, sizes.test)}
 
 
 def label_distribution(splits: dict[str, data.Split]) -> pd.DataFrame:
@@ -80,10 +92,13 @@ def class_samples(split: data.Split, per_class: int = SAMPLES_PER_CLASS, seed: i
     )
 
 
-def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -> list[Block]:
-    """Write the inspection figures and tables of ``dataset`` into ``folder``; returns their blocks."""
-    splits = study_splits(data_dir)
-    train = splits["train"]
+def inspection_section(
+    folder: Folder, data_dir: Path, dataset: str = "mnist", sizes: SplitSizes = STUDY, whose: str = "the study"
+) -> list[Block]:
+    """Write the inspection figures and tables of ``dataset`` split as ``sizes`` (``whose`` split, for the
+    text) into ``folder``; returns their blocks."""
+    parts = splits(data_dir, sizes)
+    train = parts["train"]
     picks = class_samples(train)
     samples = folder.png(
         plots.image_grid(
@@ -95,16 +110,16 @@ def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -
         ),
         "inspect_samples",
     )
-    labels = label_distribution(splits)
+    labels = label_distribution(parts)
     labels_csv = folder.csv(labels, "inspect_label_distribution")
-    shares = labels.set_index("digit")[[f"{name}_fraction" for name in splits]]
-    shares.columns = list(splits)
+    shares = labels.set_index("digit")[[f"{name}_fraction" for name in parts]]
+    shares.columns = list(parts)
     distribution = folder.png(
         plots.bars(shares, "Label distribution per split", "share of the split"), "inspect_label_distribution"
     )
     means = folder.png(plots.digit_row(mean_images(train), "Mean training image of each digit"), "inspect_mean_images")
-    counts = pixel_counts(splits)
-    statistics = pixel_statistics(splits, counts)
+    counts = pixel_counts(parts)
+    statistics = pixel_statistics(parts, counts)
     statistics_csv = folder.csv(statistics, "inspect_pixel_statistics")
     histogram = folder.png(
         plots.histogram(counts, "Pixel intensities", "pixel value (0-255)"), "inspect_pixel_histogram"
@@ -118,11 +133,11 @@ def inspection_section(folder: Folder, data_dir: Path, dataset: str = "mnist") -
     }
     return [
         Note(
-            f"{dataset.upper()} as the study splits it: train = the first {STUDY_TRAIN:,} official training "
-            f"images, val = the last {STUDY_VAL:,}, test = the {len(splits['test']):,} official test images."
+            f"{dataset.upper()} as {whose} split it: train = the first {sizes.train:,} official training "
+            f"images, val = the last {sizes.val:,}, test = the first {sizes.test:,} official test images."
         ),
         Figure(samples, "Random training images, one row per digit."),
-        table(labels, labels_csv, {f"{name}_fraction": format_percent for name in splits}),
+        table(labels, labels_csv, {f"{name}_fraction": format_percent for name in parts}),
         Figure(distribution, "Share of each digit in train, val and test."),
         Figure(means, "Mean image of each digit over the training split."),
         table(statistics, statistics_csv, ratios),

@@ -260,3 +260,56 @@ def histogram(counts: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
     axes.grid(alpha=0.3)
     figure.tight_layout()
     return figure
+
+
+def importance_bars(shares: pd.DataFrame, title: str) -> plt.Figure:
+    """Horizontal bars of each term's share of the variance (largest on top)."""
+    figure, axes = plt.subplots(figsize=(7, 0.35 * len(shares) + 1.4))
+    colours = {"main": "C0", "interaction": "C1", "rest": "C7"}
+    axes.barh(range(len(shares)), shares["share"].fillna(0), color=[colours[k] for k in shares["kind"]])
+    axes.set_yticks(range(len(shares)), shares["term"])
+    axes.invert_yaxis()
+    axes.set_xlim(0, 1)
+    axes.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
+    axes.set_xlabel("share of the variance (blue: main effect, orange: interaction)")
+    axes.grid(alpha=0.3, axis="x")
+    axes.set_title(title)
+    figure.tight_layout()
+    return figure
+
+
+def parallel_coordinates(scores: pd.DataFrame, params: Sequence[str], metric: str, title: str) -> plt.Figure:
+    """One line per trial through an axis per param (its values evenly spaced, in order) and a last axis for
+    ``metric``; lines coloured by ``metric``, the best drawn on top."""
+    values = scores[metric].to_numpy(dtype=float)
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    scaled = (values - low) / (high - low) if high > low else np.full(len(values), 0.5)
+    columns, ticks = [], []
+    for name in params:
+        numeric = pd.api.types.is_numeric_dtype(scores[name])
+        levels = sorted(scores[name].drop_duplicates().tolist(), key=None if numeric else str)
+        where = {level: i / max(len(levels) - 1, 1) for i, level in enumerate(levels)}
+        columns.append(scores[name].map(where).to_numpy(dtype=float))
+        ticks.append([(where[level], format_value(level)) for level in levels])
+    columns.append(scaled)
+    write = format_percent if metric == "val_accuracy" else "{:.4f}".format
+    ticks.append([(0.0, write(low)), (1.0, write(high))])
+    lines = np.column_stack(columns)
+    figure, axes = plt.subplots(figsize=(1.8 * len(columns) + 2, 4))
+    colour = matplotlib.colormaps["viridis"]
+    best_last = np.argsort(scaled if metric != "val_loss" else -scaled, kind="stable")
+    for index in best_last:
+        axes.plot(range(len(columns)), lines[index], color=colour(scaled[index]), alpha=0.8, linewidth=1.5)
+    for position, marks in enumerate(ticks):
+        axes.axvline(position, color="grey", linewidth=0.8)
+        for height, text in marks:
+            axes.text(position + 0.03, height, text, fontsize=8, va="center")
+    axes.set_xticks(range(len(columns)), [*params, metric])
+    axes.set_yticks([])
+    axes.set_xlim(-0.2, len(columns) - 0.6)
+    mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low, high), "viridis")
+    percent = matplotlib.ticker.PercentFormatter(1.0, decimals=1) if metric == "val_accuracy" else None
+    figure.colorbar(mappable, ax=axes, label=metric, format=percent)
+    axes.set_title(f"{title}: every trial, coloured by {metric}")
+    figure.tight_layout()
+    return figure

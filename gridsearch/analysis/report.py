@@ -7,18 +7,24 @@ Without a trial's run folder those are left out, and the rest of the report is w
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pandas as pd
 
 from gridsearch.analysis import plots
 from gridsearch.analysis.best_models import evaluation_section, rerun
+from gridsearch.analysis.committee import committee_section
 from gridsearch.analysis.effects import effects_section
+from gridsearch.analysis.importance import importance_section
 from gridsearch.analysis.inspection import inspection_section
+from gridsearch.analysis.provenance import provenance_section, union_split
 from gridsearch.analysis.robustness import robustness_section
 from gridsearch.analysis.significance import significance_section
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, best_model
+from gridsearch.analysis.uncertainty import uncertainty_section
 from gridsearch.analysis.webpage import Block, Download, Figure, Folder, Format, Note, Section, seconds, table
 from gridsearch.errors import UserError
 from gridsearch.store import views
@@ -94,17 +100,28 @@ def cost_section(folder: Folder, results: pd.DataFrame, models: list[BestModel])
     cost = results[["sweep", "model", "parameter_count", "test_accuracy"]].assign(
         train_seconds=[m.trial.train_seconds for m in models]
     )
-    return [
-        Figure(
+    if len(models) > 1:
+        figure: Block = Figure(
             folder.png(plots.scatter_cost(cost), "accuracy_vs_cost"),
             "Test accuracy of each best model against its size and its own training time.",
-        ),
+        )
+    else:
+        figure = Note("One model in this report: no accuracy-against-cost plot to draw.")
+    return [
+        figure,
         table(
             cost,
             folder.csv(cost, "accuracy_vs_cost"),
             {"test_accuracy": format_percent, "train_seconds": seconds, "parameter_count": "{:,}".format},
         ),
     ]
+
+
+def data_section(folder: Folder, storage: Storage, models: list[BestModel], data_dir: Path) -> list[Block]:
+    """The data the sweeps of the report used: the union of their splits (each sweep's own: section 1)."""
+    sizes = union_split(storage, models)
+    whose = "the sweeps of this report" if len(models) > 1 else f"sweep {models[0].name}"
+    return inspection_section(folder, data_dir, sizes=sizes, whose=whose)
 
 
 def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path, data_dir: Path) -> Report:
@@ -120,19 +137,26 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     tests = {m.name: data.test_split(data_dir, m.test.samples) for m in models}
     reruns = {m.name: rerun(m, artifacts, tests[m.name]) for m in models}
     labels = data.test_split(data_dir, max(m.test.samples for m in models)).labels.numpy()
-    sections = [
-        Section("results", "1. Results", results_section(folder, results)),
-        Section("effects", "2. Hyperparameter effects", [effects_section(folder, storage, m) for m in models]),
-        Section("curves", "3. Learning curves", curves_section(folder, storage, models)),
-        Section(
-            "evaluation",
-            "4. Best models",
-            [evaluation_section(folder, m, tests[m.name], reruns[m.name]) for m in models],
+    parts: list[tuple[str, str, Sequence[Block]]] = [
+        ("about", "About this report", provenance_section(folder, storage, models, datetime.now(UTC))),
+        ("results", "Results", results_section(folder, results)),
+        ("effects", "Hyperparameter effects", [effects_section(folder, storage, m) for m in models]),
+        ("importance", "Which knob mattered?", [importance_section(folder, storage, m.name) for m in models]),
+        (
+            "uncertainty",
+            "How sure is the winner?",
+            [uncertainty_section(folder, storage, m.name, labels) for m in models],
         ),
-        Section("significance", "5. Is the difference real?", significance_section(folder, storage, models, labels)),
-        Section("cost", "6. Accuracy vs cost", cost_section(folder, results, models)),
-        Section("robustness", "7. Robustness", robustness_section(folder, storage, models, data_dir)),
-        Section("data", "8. Data", inspection_section(folder, data_dir)),
+        ("curves", "Learning curves", curves_section(folder, storage, models)),
+        ("evaluation", "Best models", [evaluation_section(folder, m, tests[m.name], reruns[m.name]) for m in models]),
+        ("committees", "Single best vs committee", committee_section(folder, storage, models, labels)),
+        ("significance", "Is the difference real?", significance_section(folder, models, labels)),
+        ("cost", "Accuracy vs cost", cost_section(folder, results, models)),
+        ("robustness", "Robustness", robustness_section(folder, storage, models, data_dir)),
+        ("data", "Data", data_section(folder, storage, models, data_dir)),
+    ]
+    sections = [
+        Section(anchor, f"{number}. {title}", blocks) for number, (anchor, title, blocks) in enumerate(parts, 1)
     ]
     index = folder.page(f"gridsearch report: {', '.join(m.name for m in models)}", sections)
     return Report(index, [str(r) for r in reruns.values() if isinstance(r, WeightsUnavailable)])

@@ -1,5 +1,4 @@
-"""Is the difference real? Paired tests between two models' predictions on the same test images, and the
-spread of val accuracy across seeds."""
+"""Is the difference real? Paired tests between two models' predictions on the same test images."""
 
 from __future__ import annotations
 
@@ -10,12 +9,9 @@ import numpy as np
 import pandas as pd
 from scipy.stats import binomtest
 
-from gridsearch.analysis.effects import hashable
 from gridsearch.analysis.trained_models import BestModel
-from gridsearch.analysis.webpage import Block, Folder, Format, Group, Note, Paragraph, table
-from gridsearch.store import views
-from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import TrialStatus, format_percent
+from gridsearch.analysis.webpage import Block, Folder, Format, Note, Paragraph, table
+from gridsearch.vocabulary import format_percent
 
 BOOTSTRAP_ROUNDS = 2000
 BOOTSTRAP_SEED = 0
@@ -95,22 +91,12 @@ def significance_table(models: list[BestModel], labels: np.ndarray) -> pd.DataFr
     return pd.DataFrame.from_records(records)
 
 
-def seed_spread(storage: Storage, model: BestModel) -> pd.DataFrame:
-    """Val accuracy across seeds for each grid point of a sweep that ran several seeds (done trials)."""
-    trials = views.trials_table(storage, model.name)
-    trials = trials[trials["status"] == TrialStatus.DONE]
-    keys = [name for name in model.gridded if name in trials]
-    grouped = trials.assign(**{k: trials[k].map(hashable) for k in keys}).groupby(keys, dropna=False)
-    spread = grouped["val_accuracy"].agg(seeds="count", mean="mean", std="std", min="min", max="max")
-    return spread.reset_index().assign(sweep=model.name)[["sweep", *keys, "seeds", "mean", "std", "min", "max"]]
-
-
 def signed_percent(value: float) -> str:
     return f"{value:+.2%}"
 
 
-def significance_section(folder: Folder, storage: Storage, models: list[BestModel], labels: np.ndarray) -> list[Block]:
-    """Pairwise tests between the best models on the test ``labels``, and the spread across seeds."""
+def significance_section(folder: Folder, models: list[BestModel], labels: np.ndarray) -> list[Block]:
+    """Pairwise tests between the best models on the test ``labels``."""
     blocks: list[Block] = [
         Paragraph(
             "McNemar's exact test asks whether two models' errors differ more than chance would "
@@ -136,17 +122,4 @@ def significance_section(folder: Folder, storage: Storage, models: list[BestMode
         blocks.append(table(pairs, folder.csv(pairs, "significance"), formats))
     else:
         blocks.append(Note("Only one sweep in this report: no pair of models to compare."))
-    several = [m for m in models if len({t.seed for t in storage.trials(m.name)}) > 1]
-    if several:
-        spread = pd.concat([seed_spread(storage, m) for m in several], ignore_index=True)
-        percent = dict.fromkeys(("mean", "std", "min", "max"), format_percent)
-        spread_table = table(spread, folder.csv(spread, "seed_spread"), percent)
-        blocks.append(Group("Spread across seeds (val accuracy of each grid point)", [spread_table]))
-    else:
-        blocks.append(
-            Note(
-                "No sweep in this report ran several seeds, so the spread across seeds is unknown; "
-                "list several under seeds: in a sweep file to measure it."
-            )
-        )
     return blocks

@@ -21,13 +21,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
+from gridsearch.engine.failures import commonest_error, exit_reason, headline
 from gridsearch.engine.local_executor import LocalExecutor
 from gridsearch.engine.pool import POLL_SECONDS, Executor, Placement, Worker, WorkerPool
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.recorder import EventRecorder
 from gridsearch.engine.selection import select_and_test
 from gridsearch.engine.strategies import strategy_for
+from gridsearch.engine.tensorboard import TensorBoardLog
 from gridsearch.spec import halving
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.sweep import Sweep, resolve_warm_starts
@@ -55,6 +58,12 @@ class RunOptions:
     """With ``device='cuda'``: the GPUs to use (ids for ``CUDA_VISIBLE_DEVICES``), trials spread evenly."""
     retry_failed: bool = False
     live: bool | None = None
+    fail_fast: bool = False
+    """Stop the sweep at the first trial that fails for good (its retries spent), interrupting the others."""
+    retry_command: str | None = None
+    """What to run to train the failed trials again, as the user would type it (None: said in words)."""
+    tensorboard: Path | None = None
+    """``run --tensorboard DIR``: write each trial's epochs and hparams as TensorBoard logs under DIR/<sweep>."""
 
 
 @dataclass
@@ -65,6 +74,12 @@ class SweepOutcome:
     selected: str | None = None
     interrupted: bool = False
     notes: list[str] = field(default_factory=list)
+    stopped: str | None = None
+    """With ``fail_fast``: why the sweep stopped (one line); it is then unfinished, like an interrupted one."""
+
+
+class FailedFast(Exception):
+    """A trial failed for good in a run with ``fail_fast``; the message says which and why."""
 
 
 def trial_label(config: TrialConfig, gridded: list[str], show_seed: bool) -> str:
@@ -88,6 +103,7 @@ class Coordinator:
         self.owner = Owner.this_process()
         self.version = code_version()
         self.restarts: dict[str, int] = {}
+        self.retries: dict[str, int] = {}
         self.configs: dict[str, TrialConfig] = {}
 
     def run(self) -> SweepOutcome:
@@ -98,18 +114,31 @@ class Coordinator:
         self.configs = {trial.key: trial.config() for trial in trials}
         if self.options.retry_failed:
             self.storage.reset_failed(keys)
-        self.progress = SweepProgress(self.sweep.name, self._statuses(), self.options.workers, self.options.live)
+        rows = self.storage.trials(self.sweep.name)
+        complete = self.storage.selected_trial(self.sweep.name) is not None
+        cost = sweep_cost(self.sweep, trials, {row.key: row for row in rows}, complete)
+        self.progress = SweepProgress(
+            self.sweep.name, self._statuses(), self.options.workers, self.options.live, cost.epochs_to_do
+        )
         self.recorder = EventRecorder(self.storage, self.progress, self.version)
+        if self.options.tensorboard is not None:
+            self.recorder.tensorboard = TensorBoardLog(self.options.tensorboard, self.sweep, self.configs)
         strategy = strategy_for(self.sweep, self._rung_started, self.progress.message)
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             finalists = strategy.search(keys, self._evaluate_candidates)
         except KeyboardInterrupt:
-            self._stop_all()
+            self._stop_all("interrupted: run the same command again to resume")
             self.progress.close()
             return SweepOutcome(self._statuses(), interrupted=True)
+        except FailedFast as failure:
+            self._stop_all(str(failure))
+            self.progress.close()
+            return SweepOutcome(self._statuses(), stopped=str(failure))
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
+            if self.recorder.tensorboard is not None:
+                self.recorder.tensorboard.close()
         try:
             return self._select_and_test(finalists)
         finally:
@@ -167,14 +196,17 @@ class Coordinator:
 
     def _start(self, key: str, budget: int | None) -> None:
         config = self.configs[key]
+        row = self.storage.trial(key)
         worker = self.pool.start(key, "train", config, budget)
         label = trial_label(config, self.sweep.gridded_params, len(self.sweep.seeds) > 1)
-        self.progress.trial_started(key, label, worker.epochs)
+        self.progress.trial_started(key, label, worker.epochs, row.epochs_run if row else 0)
 
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
-        """Record how a worker that has exited ended, and restart it if it was killed from outside."""
+        """Record how a worker that has exited ended; restart it if it was killed from outside, retry it if
+        it failed and the sweep allows ``retries``, stop the sweep if it failed and the run is ``fail_fast``."""
         code = worker.handle.poll()
         key = worker.key
+        restart = ""
         if worker.stopped_by_us == "timeout":
             status, error = (
                 TrialStatus.TIMEOUT,
@@ -186,9 +218,17 @@ class Coordinator:
             self.restarts[key] = self.restarts.get(key, 0) + 1
             status = TrialStatus.INTERRUPTED
             error = f"worker killed by {signal.Signals(-code).name} after epoch {worker.last_epoch}"
-            todo.appendleft(key)
+            restart = "restarting from its checkpoint"
         else:
-            status, error = TrialStatus.FAILED, worker.error or _exit_reason(code, self.options.artifacts / key)
+            log = self.options.artifacts / key / "worker.log"
+            status = TrialStatus.FAILED
+            error = worker.error or exit_reason(code, log, worker.log_offset, worker.reported)
+            if self.retries.get(key, 0) < self.sweep.retries:
+                self.retries[key] = self.retries.get(key, 0) + 1
+                status = TrialStatus.INTERRUPTED
+                restart = f"retry {self.retries[key]} of {self.sweep.retries}, from its checkpoint"
+        if restart:
+            todo.appendleft(key)
         summary = worker.summary if status in SCORED else None
         self.storage.finish(key, status, summary, error)
         if summary is not None:
@@ -196,14 +236,21 @@ class Coordinator:
             if status == TrialStatus.STOPPED:
                 detail += f", stopped after epoch {summary['epochs_run'] - 1}"
         else:
-            detail = f"{error}{'; restarting from its checkpoint' if status == TrialStatus.INTERRUPTED else ''}"
+            detail = f"{headline(error)}{f'; {restart}' if restart else ''}"
         self.progress.trial_finished(key, status, detail)
+        if self.options.fail_fast and status in FAILURES:
+            label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
+            raise FailedFast(
+                f"stopped at the first failed trial (--fail-fast): trial {key} ({label}) {status}: {headline(error)}; "
+                f"{len(self.pool)} running trial(s) interrupted; to resume and run it again: "
+                f"{self._retry_command()}"
+            )
 
-    def _stop_all(self) -> None:
-        """Stop every worker and leave their trials 'interrupted'."""
+    def _stop_all(self, why: str) -> None:
+        """Stop every worker and leave their trials 'interrupted'; say ``why``."""
         for worker in self.pool.stop_all():
             self.storage.finish(worker.key, TrialStatus.INTERRUPTED, error=None)
-        self.progress.message("interrupted: run the same command again to resume")
+        self.progress.message(why)
 
     def _statuses(self) -> dict[str, str]:
         return {row.key: row.status for row in self.storage.trials(self.sweep.name)}
@@ -213,17 +260,39 @@ class Coordinator:
     def _select_and_test(self, finalists: list[str]) -> SweepOutcome:
         test_size = self.sweep.dataset.test_size
         selection = select_and_test(
-            self.storage, self.sweep.name, self.sweep.select, finalists, test_size, self._evaluate
+            self.storage,
+            self.sweep.name,
+            self.sweep.select,
+            finalists,
+            test_size,
+            self._evaluate,
+            self.sweep.over_seeds,
         )
         outcome = SweepOutcome(self._statuses(), selection.best if selection.tested else None)
         if selection.best is None:
-            outcome.notes.append("no trial finished, so none was selected")
+            outcome.notes.append(self._nothing_finished())
         elif not selection.tested:
             log = self.options.artifacts / selection.best / "worker.log"
             outcome.notes.append(
                 f"the test evaluation of trial {selection.best} failed (see {log}); run again to retry"
             )
         return outcome
+
+    def _nothing_finished(self) -> str:
+        """Why no trial was selected: the commonest error and the command that runs the failed trials again."""
+        rows = self.storage.trials(self.sweep.name)
+        commonest = commonest_error(rows)
+        if commonest is None:
+            return "no trial finished, so none was selected"
+        error, count, failed = commonest
+        return (
+            f"no trial finished, so none was selected: {failed} of {len(rows)} trials failed, {count} of them with: "
+            f"{error}\n(`gridsearch trials {self.sweep.name}` lists every error, and each trial's worker.log is in "
+            f"{self.options.artifacts}/<key>/); once fixed, run them again: {self._retry_command()}"
+        )
+
+    def _retry_command(self) -> str:
+        return self.options.retry_command or "the same command with --retry-failed"
 
     def _evaluate(self, key: str) -> Evaluation | None:
         """Evaluate the trial's best weights on the test set in a worker; None if the worker failed."""
@@ -248,16 +317,6 @@ def needs_training(row: TrialRow | None, budget: int | None) -> bool:
     if row is None or row.status not in CLAIMABLE:
         return False
     return row.status != TrialStatus.STOPPED or budget is None or row.epochs_run < budget
-
-
-def _exit_reason(code: int | None, run_dir: Path) -> str:
-    if code is not None and code < 0:
-        reason = f"worker killed by {signal.Signals(-code).name}"
-    else:
-        reason = f"worker exited with code {code}"
-    log = run_dir / "worker.log"
-    lines = log.read_text(errors="replace").strip().splitlines() if log.exists() else []
-    return f"{reason}: {lines[-1]}" if lines else reason
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -5,20 +5,67 @@ library's forkserver (``multiprocessing``) imports it once, in a clean single-th
 has touched no device, and forks one new process per trial from it: each trial still has a
 process of its own (isolation, determinism, memory freed at exit) and starts in tens of ms. The
 dataset needs no preloading: workers memory-map the same ``.npy`` files, so the page cache shares it.
+
+Unlike ``multiprocessing``'s own processes, a worker does not re-run the caller's ``__main__`` before it
+starts (``_Popen``): its target lives in this package, so ``run`` works from a script without an
+``if __name__ == "__main__"`` guard, from ``python -`` (standard input) and from a notebook.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import multiprocessing
 import os
 import queue
 import threading
+from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 from gridsearch.engine import worker
 from gridsearch.engine.jobs import Job
 from gridsearch.training.events import Event
+
+MAIN_MODULE_KEYS = ("init_main_from_name", "init_main_from_path")
+"""What ``multiprocessing`` sends a child so that it re-imports the parent's ``__main__`` first."""
+
+
+class _Popen(popen_forkserver.Popen):
+    """The forkserver's ``Popen``, minus re-importing ``__main__`` in the child.
+
+    ``multiprocessing`` prepares each child by running the parent's main module again (as
+    ``__mp_main__``) so that targets defined there unpickle: a script without a main guard then runs
+    its whole sweep again in every worker (which hangs), ``python -`` makes it read ``'<stdin>'`` (which
+    fails). A worker's target, ``worker.run_forked``, needs none of it. The body is the standard
+    library's ``_launch`` (3.10 to 3.13) with those keys left out of the preparation data.
+    """
+
+    def _launch(self, process_obj: Any) -> None:
+        prep_data = spawn.get_preparation_data(process_obj._name)
+        for key in MAIN_MODULE_KEYS:
+            prep_data.pop(key, None)
+        buf = io.BytesIO()
+        context.set_spawning_popen(self)
+        try:
+            reduction.dump(prep_data, buf)
+            reduction.dump(process_obj, buf)
+        finally:
+            context.set_spawning_popen(None)
+        self.sentinel, w = forkserver.connect_to_new_process(self._fds)  # type: ignore[attr-defined]
+        _parent_w = os.dup(w)  # the child's sentinel of this process, as in the standard library
+        close = util.close_fds  # type: ignore[attr-defined]  # (missing from typeshed)
+        self.finalizer = util.Finalize(self, close, (_parent_w, self.sentinel))
+        with open(w, "wb", closefd=True) as f:
+            f.write(buf.getbuffer())
+        self.pid = forkserver.read_signed(self.sentinel)
+
+
+class _WorkerProcess(context.ForkServerProcess):
+    """A forkserver process started through ``_Popen``."""
+
+    @staticmethod
+    def _Popen(process_obj: Any) -> _Popen:
+        return _Popen(process_obj)
 
 
 class ForkedWorker:
@@ -60,7 +107,7 @@ class LocalExecutor:
     def start(self, key: str, job: Job) -> ForkedWorker:
         """Fork a worker for ``job``; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
         reader, writer = self.context.Pipe(duplex=False)
-        process = self.context.Process(target=worker.run_forked, args=(job, writer), name=f"trial-{key}")
+        process = _WorkerProcess(target=worker.run_forked, args=(job, writer), name=f"trial-{key}")
         process.start()
         writer.close()  # the worker holds the only write end: end of file means it has exited
         threading.Thread(target=self._forward, args=(key, reader), daemon=True).start()

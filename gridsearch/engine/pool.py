@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
+from gridsearch.engine.failures import log_size
 from gridsearch.engine.jobs import Job
 from gridsearch.spec.config import TrialConfig
 from gridsearch.store.records import Evaluation, TrialSummary
@@ -68,6 +69,10 @@ class Worker:
     last_epoch: int = -1
     stopped_by_us: str | None = None
     """'timeout' or 'interrupt' when the pool itself ended the process."""
+    reported: bool = False
+    """Whether it has sent an event (a worker that dies before it has says so)."""
+    log_offset: int = 0
+    """The size of the run folder's ``worker.log`` when it started: what it writes comes after."""
 
 
 @dataclass(frozen=True)
@@ -111,8 +116,10 @@ class WorkerPool:
             epoch_budget=budget,
             coordinator_pid=os.getpid(),
         )
+        log_offset = log_size(run_dir / "worker.log")
         handle = self.executor.start(key, job)
         worker = Worker(key, job, handle, time.monotonic(), budget or config["params"]["epochs"], gpu)
+        worker.log_offset = log_offset
         self.running[key] = worker
         return worker
 
@@ -133,6 +140,7 @@ class WorkerPool:
                 worker.events_open = False
                 worker.handle.wait(EXIT_GRACE_SECONDS)
             else:
+                worker.reported = True
                 yield worker, event
 
     def exited(self) -> list[Worker]:

@@ -1,4 +1,5 @@
-"""Progress of a running sweep: a live rich display on a terminal, plain log lines otherwise."""
+"""Progress of a running sweep: a live rich display on a terminal, plain log lines otherwise; both with an
+ETA from the epochs still to train and the seconds this run's epochs took, so it moves during long trials."""
 
 from __future__ import annotations
 
@@ -7,25 +8,35 @@ import time
 from collections import Counter
 
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
 
 from gridsearch.store.records import EpochMetrics
 from gridsearch.vocabulary import FINISHED, SCORED, STATUS_ORDER, TrialStatus, format_percent
+
+ETA_WINDOW = 20
+"""The ETA's seconds per epoch: the mean of this run's last this-many epochs."""
 
 
 class SweepProgress:
     """Counts of trials by state plus the current epoch of each running trial (and the successive-halving
     rung being run).
 
-    ``live=None`` picks the rich display when stderr is a terminal.
+    ``live=None`` picks the rich display when stderr is a terminal. ``epochs_to_do``: what the run has to
+    train (see ``gridsearch.engine.cost``), counted down as epochs come in.
     """
 
-    def __init__(self, sweep: str, statuses: dict[str, str], workers: int, live: bool | None = None):
+    def __init__(
+        self, sweep: str, statuses: dict[str, str], workers: int, live: bool | None = None, epochs_to_do: int = 0
+    ):
         self.sweep = sweep
         self.statuses = dict(statuses)
         self.workers = workers
-        self.finish_times: list[float] = []
-        self.started = time.monotonic()
+        self.epochs_to_do = epochs_to_do
+        self.epoch_seconds: list[float] = []
+        self.targets: dict[str, int] = {}
+        """Running trial -> the epoch count it trains to."""
+        self.reached: dict[str, int] = {}
+        """Running trial -> the epochs it has trained so far."""
         self.console = Console(stderr=True)
         self.live = self.console.is_terminal if live is None else live
         self.trial_tasks: dict[str, TaskID] = {}
@@ -36,7 +47,6 @@ class SweepProgress:
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
-                TimeRemainingColumn(),
                 console=self.console,
             )
             self.overall = self.bars.add_task(self._summary(), total=len(statuses), completed=self._finished())
@@ -55,12 +65,14 @@ class SweepProgress:
         return f"{self.sweep}{self.rung}: " + " · ".join(parts)
 
     def _eta(self) -> str:
-        remaining = len(self.statuses) - self._finished()
-        if not self.finish_times or not remaining:
+        """' · ETA 1m20s': the epochs still to train x this run's recent seconds per epoch, spread over the
+        workers (no more than the trials left to run); '' before the first epoch or after the last."""
+        if not self.epoch_seconds or not self.epochs_to_do:
             return ""
-        per_trial = (time.monotonic() - self.started) / len(self.finish_times)
-        seconds = per_trial * remaining / max(1, min(self.workers, remaining))
-        return f" · ETA {_duration(seconds)}"
+        recent = self.epoch_seconds[-ETA_WINDOW:]
+        unfinished = len(self.statuses) - self._finished()
+        lanes = max(1, min(self.workers, unfinished))
+        return f" · ETA {format_duration(sum(recent) / len(recent) * self.epochs_to_do / lanes)}"
 
     def _log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -72,9 +84,11 @@ class SweepProgress:
         if self.live:
             self.bars.update(self.overall, description=self._summary())
 
-    def trial_started(self, key: str, label: str, epochs: int) -> None:
+    def trial_started(self, key: str, label: str, epochs: int, trained: int = 0) -> None:
+        """Trial ``key`` starts (or resumes after ``trained`` epochs) to train to ``epochs`` epochs."""
         self.statuses[key] = TrialStatus.RUNNING
         self.labels[key] = label
+        self.targets[key], self.reached[key] = epochs, trained
         if self.live:
             self.trial_tasks[key] = self.bars.add_task(f"  {key[:8]} {label}", total=epochs)
             self.bars.update(self.overall, description=self._summary())
@@ -82,6 +96,10 @@ class SweepProgress:
             self._log(f"trial {key} {label} started")
 
     def epoch(self, key: str, metrics: EpochMetrics, epochs: int) -> None:
+        """A newly trained epoch (not one replayed after a resume)."""
+        self.epochs_to_do = max(0, self.epochs_to_do - 1)
+        self.epoch_seconds.append(metrics["seconds"])
+        self.reached[key] = metrics["epoch"] + 1
         text = (
             f"epoch {metrics['epoch'] + 1}/{epochs} · val accuracy {format_percent(metrics['val_accuracy'])}"
             f" · train loss {metrics['train_loss']:.4f}"
@@ -92,17 +110,20 @@ class SweepProgress:
                 completed=metrics["epoch"] + 1,
                 description=f"  {key[:8]} {self.labels[key]} · {text}",
             )
+            self.bars.update(self.overall, description=self._summary() + self._eta())
         elif not self.live:
-            self._log(f"trial {key} {text}")
+            self._log(f"trial {key} {text}{self._eta()}")
 
     def trial_finished(self, key: str, status: str, detail: str) -> None:
         self.statuses[key] = status
-        if status in FINISHED:
-            self.finish_times.append(time.monotonic())
+        if status in FINISHED:  # it trains no further (early stop, failure): its untrained epochs are off
+            self.epochs_to_do = max(0, self.epochs_to_do - (self.targets.get(key, 0) - self.reached.get(key, 0)))
+        self.targets.pop(key, None)
+        self.reached.pop(key, None)
         if self.live:
             if key in self.trial_tasks:
                 self.bars.remove_task(self.trial_tasks.pop(key))
-            self.bars.update(self.overall, description=self._summary(), completed=self._finished())
+            self.bars.update(self.overall, description=self._summary() + self._eta(), completed=self._finished())
             if status not in SCORED:
                 self.console.print(f"[yellow]trial {key} {self.labels.get(key, '')} {status}: {detail}")
         else:
@@ -120,7 +141,8 @@ class SweepProgress:
             self.bars.stop()
 
 
-def _duration(seconds: float) -> str:
+def format_duration(seconds: float) -> str:
+    """A wall time: '4m05s', '2h07m'."""
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from gridsearch.engine.pool import Worker
 from gridsearch.engine.progress import SweepProgress
+from gridsearch.engine.tensorboard import TensorBoardLog
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 from gridsearch.store.storage import Storage
 from gridsearch.training import events
@@ -36,10 +37,14 @@ class EventRecorder:
             "evaluation": self.evaluation,
             "error": self.error,
         }
+        self.tensorboard: TensorBoardLog | None = None
+        """``run --tensorboard DIR``: the live TensorBoard log every event is also handed to."""
 
     def record(self, worker: Worker, event: events.Event) -> None:
         """Dispatch ``event`` of ``worker`` to its handler."""
         self.handlers[event["event"]](worker, event)
+        if self.tensorboard is not None:
+            self.tensorboard.record(worker, event)
 
     def hello(self, worker: Worker, event: events.Hello) -> None:
         if worker.job["task"] == "train":

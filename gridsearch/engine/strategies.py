@@ -4,6 +4,9 @@ Modelled on scikit-learn's ``BaseSearchCV._run_search(evaluate_candidates)``: a 
 function that trains a list of trials (to an epoch budget, or to their end) and returns where each
 stands; it calls it as often as it likes and returns the finalists, among which the coordinator
 selects the best. Adding a strategy means writing one ``_run_search``.
+
+Random and sobol search need none of their own: the sweep file's points are drawn when it is read
+(``gridsearch.spec.sampling``), so they are the grid strategy (or halving, with ``sample``) over them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ class SearchStrategy:
 
 
 class GridSearch(SearchStrategy):
-    """Every trial to its end; all are finalists."""
+    """Every trial to its end; all are finalists. Also random and sobol search, over their drawn points."""
 
     def _run_search(self, keys: list[str], evaluate_candidates: EvaluateCandidates) -> list[str]:
         evaluate_candidates(keys, None)
@@ -69,7 +72,7 @@ class HalvingSearch(SearchStrategy):
 
 
 def strategy_for(sweep: Sweep, rung_started: RungStarted, message: Callable[[str], None]) -> SearchStrategy:
-    """The strategy of ``sweep``'s ``search:``."""
+    """The strategy of ``sweep``'s ``search:``: halving (whatever its ``sample``), else every trial to its end."""
     if sweep.rung_epochs is None:
         return GridSearch()
     return HalvingSearch(sweep.rung_epochs, sweep.search.factor, sweep.select, rung_started, message)

@@ -14,6 +14,7 @@ the trial's ``worker.log``, and never touches the database: the coordinator is i
 from __future__ import annotations
 
 import ctypes
+import faulthandler
 import json
 import os
 import select
@@ -101,14 +102,30 @@ def run_job(job: Job, emit: Emit) -> None:
 
 
 def run_reporting_errors(job: Job, emit: Emit) -> int:
-    """``run_job``, turning an exception into a traceback in the log and an ``error`` event; the exit code."""
+    """``run_job``, turning an exception (``sys.exit`` too) into a traceback in the log and an ``error``
+    event; the exit code."""
     try:
         run_job(job, emit)
         return 0
-    except Exception as exc:
+    except (Exception, SystemExit) as exc:
         traceback.print_exc()
-        emit({"event": "error", "error": f"{type(exc).__name__}: {exc}"})
+        emit({"event": "error", "error": error_reason(exc, job)})
         return 1
+
+
+def error_reason(exc: BaseException, job: Job) -> str:
+    """What a trial's ``error`` says about ``exc``; a CUDA out-of-memory error says so and what to change."""
+    import torch
+
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        torch.cuda.empty_cache()  # an inline trial's memory goes back before the next one
+        gpu = "" if job["visible_gpu"] is None else f" {job['visible_gpu']}"
+        detail = " ".join(str(exc).split())[:300]
+        return (
+            f"CUDA out of memory on GPU{gpu} (batch_size {job['config']['params']['batch_size']}): {detail} "
+            "(lower batch_size, or run fewer trials per GPU with --slots-per-gpu)"
+        )
+    return f"{type(exc).__name__}: {exc}"
 
 
 def run_forked(job: Job, events: Connection) -> None:
@@ -119,6 +136,7 @@ def run_forked(job: Job, events: Connection) -> None:
     log = os.open(Path(job["run_dir"]) / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(log, 1)
     os.dup2(log, 2)
+    faulthandler.enable()  # a crash in native code (SIGSEGV, abort) leaves its Python traceback in the log
     configure(job)
     code = run_reporting_errors(job, lambda event: events.send_bytes(json.dumps(event).encode()))
     events.close()
@@ -132,6 +150,7 @@ def main() -> None:
     configure(job)
     protocol = os.fdopen(os.dup(1), "w", buffering=1)
     os.dup2(2, 1)  # stray prints from libraries go to the log, not into the protocol
+    faulthandler.enable()
 
     def emit(event: Event) -> None:
         protocol.write(json.dumps(event) + "\n")

@@ -1,4 +1,5 @@
-"""Validating what a sweep trains: its architectures, fixed ``params`` and ``grid`` parts.
+"""Validating what a sweep trains: its architectures, fixed ``params`` and ``grid`` parts, and the
+distributions a random or sobol search draws its points from.
 
 Every value is checked against its definition (``gridsearch.spec.params`` for the trainer's, the
 builder's signature for an architecture's own), and every distinct set of an architecture's own
@@ -17,8 +18,9 @@ from sklearn.model_selection import ParameterGrid
 
 import architectures
 from gridsearch.spec.document import Document, Location, suggest
-from gridsearch.spec.params import Param
-from gridsearch.spec.sweep import NAME_PATTERN, accepted_params
+from gridsearch.spec.params import Param, coerce_type
+from gridsearch.spec.sampling import DISTRIBUTIONS, Dimension, Distribution, draw_points
+from gridsearch.spec.sweep import NAME_PATTERN, Search, accepted_params
 
 GridPart = tuple[Location, list[str], dict]
 """A grid part before its values are checked: its location, the architectures it trains, its mapping."""
@@ -85,14 +87,82 @@ class GridValidator:
                 resolved[name] = list(values)
                 continue
             param = self.accepted((*at, name), name, used)
-            if name in fixed:
-                raise self.document.fail((*at, name), "set both in params and in grid; keep one")
-            if not isinstance(values, list):
-                raise self.document.fail((*at, name), f"must be a list of values, e.g. [{values!r}]")
-            if not values:
-                raise self.document.fail((*at, name), "empty list of values: the grid is empty")
-            resolved[name] = [self.value((*at, name, i), v, param) for i, v in enumerate(values)]
+            if isinstance(values, dict):
+                raise self.document.fail(
+                    (*at, name),
+                    "a distribution needs search strategy random or sobol (or halving with sample random or "
+                    "sobol); a grid takes a list of values",
+                )
+            resolved[name] = self.choices((*at, name), name, values, param, fixed)
         return resolved
+
+    def choices(self, at: Location, name: str, values: Any, param: Param, fixed: dict[str, Any]) -> list[Any]:
+        """The checked list of values of gridded param ``name`` (at ``at``), which is not ``fixed`` too."""
+        if name in fixed:
+            raise self.document.fail(at, "set both in params and in grid; keep one")
+        if not isinstance(values, list):
+            raise self.document.fail(at, f"must be a list of values, e.g. [{values!r}]")
+        if not values:
+            raise self.document.fail(at, "empty list of values: the grid is empty")
+        return [self.value((*at, i), v, param) for i, v in enumerate(values)]
+
+    def sampled_grid(self, parts: list[GridPart], fixed: dict[str, Any], search: Search) -> list[dict[str, list[Any]]]:
+        """The points a random or sobol ``search`` draws from the one grid mapping (lists of choices and
+        distributions), each a single-point grid part of checked values, in drawing order."""
+        if len(parts) != 1:
+            raise self.document.fail(
+                ("grid",), f"{search.sample} search draws from one grid mapping, not a list of {len(parts)} parts"
+            )
+        at, used, mapping = parts[0]
+        space: dict[str, Dimension] = {}
+        params: dict[str, Param] = {}
+        for name, values in mapping.items():
+            if name == "architecture":
+                space[name] = list(values)
+                continue
+            params[name] = self.accepted((*at, name), name, used)
+            if isinstance(values, dict):
+                if name in fixed:
+                    raise self.document.fail((*at, name), "set both in params and in grid; keep one")
+                space[name] = self.distribution((*at, name), values, params[name])
+            else:
+                space[name] = self.choices((*at, name), name, values, params[name], fixed)
+        assert search.trials is not None  # the validator sets it for a sampled search
+        points = draw_points(space, search.sample, search.trials, search.seed)
+        return [
+            {
+                name: [value if name == "architecture" else self.value((*at, name), value, params[name])]
+                for name, value in point.items()
+            }
+            for point in points
+        ]
+
+    def distribution(self, at: Location, spec: dict, param: Param) -> Distribution:
+        """A ``{uniform | loguniform | int: [low, high]}`` of numbers ``param`` admits, low < high."""
+        kind = next(iter(spec)) if len(spec) == 1 else None
+        if kind not in DISTRIBUTIONS:
+            raise self.document.fail(
+                at,
+                "a distribution is one of {uniform: [low, high]}, {loguniform: [low, high]}, {int: [low, high]}"
+                + (suggest(str(kind), DISTRIBUTIONS) if kind is not None else f", got {len(spec)} keys"),
+            )
+        at = (*at, kind)
+        if param.type not in (int, float):
+            raise self.document.fail(at, f"only numeric params take a distribution, not {param.type.__name__} ones")
+        if param.type is int and kind != "int":
+            raise self.document.fail(at, "an integer param takes {int: [low, high]}")
+        bounds = spec[kind]
+        if not isinstance(bounds, list) or len(bounds) != 2:
+            raise self.document.fail(at, f"must be a [low, high] pair of numbers, got {bounds!r}")
+        try:
+            low, high = (param.coerce(coerce_type(bound, int if kind == "int" else float)) for bound in bounds)
+        except ValueError as exc:
+            raise self.document.fail(at, str(exc)) from None
+        if not low < high:
+            raise self.document.fail(at, f"low must be below high, got [{low}, {high}]")
+        if kind == "loguniform" and low <= 0:
+            raise self.document.fail(at, f"loguniform needs low > 0, got {low}")
+        return Distribution(kind, low, high)
 
     def check_builds(self, architecture: str, default: str | None, params: dict[str, Any], grid: list[dict]) -> None:
         """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,

@@ -2,7 +2,8 @@
 
 A sweep file names an architecture, a dataset split, fixed ``params`` and a ``grid`` (a dict of
 lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes), and optionally how to
-``search`` it (every trial to the end, or successive halving). :func:`load_sweep` reads one (see
+``search`` it (every trial to the end, successive halving, or points drawn at random: random or
+sobol, see ``gridsearch.spec.sampling``). :func:`load_sweep` reads one (see
 ``gridsearch.spec.validation``): every key is checked before anything runs, and problems raise
 :class:`UserError` naming the file, line and key.
 """
@@ -25,7 +26,9 @@ from gridsearch.spec import halving
 from gridsearch.spec.config import DatasetPart, TrialConfig
 from gridsearch.spec.params import AUGMENTATION_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, TRANSFORMER_PARAMS, Param
 
-STRATEGIES = ("grid", "halving")
+STRATEGIES = ("grid", "halving", "random", "sobol")
+OVER_SEEDS = ("mean",)
+"""How ``select: {over_seeds: ...}`` scores a configuration from its seeds' scores."""
 DATASETS = {"mnist": 60000}
 """Dataset name -> size of its official training set (train and validation are cut from it)."""
 TEST_SET_SIZE = 10000
@@ -91,12 +94,19 @@ def trial_key(config: TrialConfig) -> str:
 
 @dataclass(frozen=True)
 class Search:
-    """How a sweep searches its grid: every trial to the end (``grid``), or successive halving over
-    epochs (``halving``: all trials train ``min_epochs``, the best ``1 / factor`` go on, ...)."""
+    """How a sweep searches its grid: every trial to the end (``grid``), successive halving over
+    epochs (``halving``: all trials train ``min_epochs``, the best ``1 / factor`` go on, ...), or every
+    trial to the end over ``trials`` points drawn from ``seed`` (``random``, ``sobol``; halving too with
+    ``sample: random | sobol``). The drawn points are the sweep's grid, one single-point part each."""
 
     strategy: str = "grid"
     factor: int = 3
     min_epochs: int = 1
+    sample: str = "grid"
+    """Which points: ``grid`` (every one) or drawn by ``random`` or ``sobol``."""
+    trials: int | None = None
+    """How many points are drawn (with ``sample`` random or sobol)."""
+    seed: int = 0
 
 
 @dataclass(frozen=True)
@@ -111,8 +121,12 @@ class Sweep:
     seeds: list[int]
     search: Search = Search()
     select: str = "val_accuracy"
+    over_seeds: str | None = None
+    """``mean``: select the configuration (grid point) by the mean of its seeds' ``select`` scores."""
     threads: int = 1
     timeout: float | None = None
+    retries: int = 0
+    """How many times a run trains a failed trial again (from its checkpoint); not part of any trial."""
     description: str = ""
     source: str = field(default="", compare=False)
 
@@ -133,15 +147,17 @@ class Sweep:
         return halving.rung_epochs(self.search.min_epochs, self.search.factor, epochs)
 
     def search_record(self) -> dict[str, Any]:
-        """What the database records of the search (see ``SweepRow.search``)."""
-        if self.search.strategy == "grid":
-            return {"strategy": "grid"}
-        return {
-            "strategy": "halving",
-            "factor": self.search.factor,
-            "min_epochs": self.search.min_epochs,
-            "rung_epochs": self.rung_epochs,
-        }
+        """What the database records of the search (see ``SweepRow.search``), and ``over_seeds`` if set."""
+        record: dict[str, Any] = {"strategy": self.search.strategy}
+        if self.search.strategy == "halving":
+            record.update(factor=self.search.factor, min_epochs=self.search.min_epochs, rung_epochs=self.rung_epochs)
+        if self.search.sample != "grid":
+            if self.search.strategy == "halving":
+                record["sample"] = self.search.sample
+            record.update(trials=self.search.trials, seed=self.search.seed)
+        if self.over_seeds:
+            record["over_seeds"] = self.over_seeds
+        return record
 
     @property
     def gridded_params(self) -> list[str]:

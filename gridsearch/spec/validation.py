@@ -13,7 +13,17 @@ from gridsearch.errors import UserError
 from gridsearch.spec.document import Document, read_document, suggest
 from gridsearch.spec.grid_validation import GridPart, GridValidator
 from gridsearch.spec.params import TRAINER_PARAMS
-from gridsearch.spec.sweep import DATASETS, NAME_PATTERN, STRATEGIES, TEST_SET_SIZE, DatasetSplit, Search, Sweep
+from gridsearch.spec.sampling import MAX_SAMPLED_TRIALS, SAMPLERS
+from gridsearch.spec.sweep import (
+    DATASETS,
+    NAME_PATTERN,
+    OVER_SEEDS,
+    STRATEGIES,
+    TEST_SET_SIZE,
+    DatasetSplit,
+    Search,
+    Sweep,
+)
 from gridsearch.vocabulary import METRICS
 
 TOP_LEVEL_KEYS = (
@@ -28,9 +38,13 @@ TOP_LEVEL_KEYS = (
     "select",
     "threads",
     "timeout",
+    "retries",
 )
 DATASET_KEYS = ("name", "train_size", "val_size", "test_size")
-SEARCH_KEYS = ("strategy", "factor", "min_epochs")
+SEARCH_KEYS = ("strategy", "factor", "min_epochs", "sample", "trials", "seed")
+SELECT_KEYS = ("metric", "over_seeds")
+MAX_RETRIES = 100
+"""The most ``retries`` a sweep may ask for."""
 
 
 def read_sweep(path: Path, max_trials: int | None = None) -> Sweep:
@@ -77,13 +91,14 @@ class SweepValidator:
         parts = grids.grid_parts(document["grid"], architecture)
         used = list(dict.fromkeys(a for _, archs, _ in parts for a in archs))
         params = grids.params(document.get("params"), used)
-        grid = [grids.grid_part(part, params) for part in parts]
+        search = self.search(document.get("search"), params, parts)
+        if search.sample == "grid":
+            grid = [grids.grid_part(part, params) for part in parts]
+        else:
+            grid = grids.sampled_grid(parts, params, search)
         for used_architecture in used:
             grids.check_builds(used_architecture, architecture, params, grid)
-        select = self.scalar(document, "select", str, "val_accuracy")
-        if select not in METRICS:
-            raise self.fail(("select",), f"unknown metric {select!r} (known: {', '.join(METRICS)})")
-        search = self.search(document.get("search"), params, parts)
+        select, over_seeds = self.select(document.get("select", "val_accuracy"), search)
         threads = self.scalar(document, "threads", int, 1)
         if threads < 1:
             raise self.fail(("threads",), f"must be >= 1, got {threads}")
@@ -92,6 +107,9 @@ class SweepValidator:
             timeout = self.scalar(document, "timeout", float)
             if timeout <= 0:
                 raise self.fail(("timeout",), f"must be > 0 seconds, got {timeout}")
+        retries = self.scalar(document, "retries", int, 0)
+        if not 0 <= retries <= MAX_RETRIES:
+            raise self.fail(("retries",), f"must be between 0 and {MAX_RETRIES}, got {retries}")
         return Sweep(
             name=name,
             architecture=architecture,
@@ -101,8 +119,10 @@ class SweepValidator:
             seeds=self.seeds(document.get("seeds", [0])),
             search=search,
             select=select,
+            over_seeds=over_seeds,
             threads=threads,
             timeout=timeout,
+            retries=retries,
             description=self.scalar(document, "description", str, ""),
             source=self.document.text,
         )
@@ -137,13 +157,37 @@ class SweepValidator:
             )
         return DatasetSplit(name, **sizes)
 
+    def select(self, value: Any, search: Search) -> tuple[str, str | None]:
+        """The ``select`` metric, and how a configuration's seeds are combined (``select: {metric: ...,
+        over_seeds: mean}``; None for ``select: <metric>``, which selects single trials)."""
+        at: tuple[str, ...] = ("select",)
+        over_seeds = None
+        if isinstance(value, dict):
+            for key in value:
+                if key not in SELECT_KEYS:
+                    raise self.fail((*at, key), "unknown key" + suggest(key, SELECT_KEYS))
+            over_seeds = self.scalar(value, "over_seeds", str, None, at)
+            if over_seeds is not None and over_seeds not in OVER_SEEDS:
+                raise self.fail((*at, "over_seeds"), f"unknown {over_seeds!r} (known: {', '.join(OVER_SEEDS)})")
+            if over_seeds is not None and search.strategy == "halving":
+                raise self.fail(
+                    (*at, "over_seeds"), "not supported with strategy halving, which promotes single trials"
+                )
+            metric, at = self.scalar(value, "metric", str, "val_accuracy", at), (*at, "metric")
+        else:
+            metric = self.scalar(self.document.data, "select", str, "val_accuracy")
+        if metric not in METRICS:
+            raise self.fail(at, f"unknown metric {metric!r} (known: {', '.join(METRICS)})")
+        return metric, over_seeds
+
     def search(self, mapping: Any, params: dict[str, Any], parts: list[GridPart]) -> Search:
-        """The ``search``: a plain grid, or successive halving with one ``epochs`` for every trial."""
+        """The ``search``: a plain grid, points drawn at random (random, sobol), or successive halving
+        (over the grid or drawn points) with one ``epochs`` for every trial."""
         if mapping is None:
             return Search()
         at = ("search",)
         if not isinstance(mapping, dict):
-            raise self.fail(at, "must be a mapping (strategy, factor, min_epochs)")
+            raise self.fail(at, "must be a mapping (strategy, factor, min_epochs) or (strategy, trials, seed)")
         for key in mapping:
             if key not in SEARCH_KEYS:
                 raise self.fail((*at, key), "unknown key" + suggest(key, SEARCH_KEYS))
@@ -153,11 +197,27 @@ class SweepValidator:
                 (*at, "strategy"),
                 f"unknown strategy {strategy!r}" + suggest(strategy, STRATEGIES) + f" (known: {', '.join(STRATEGIES)})",
             )
-        if strategy == "grid":
-            for key in ("factor", "min_epochs"):
+        if strategy != "halving":
+            for key in ("factor", "min_epochs", "sample"):
                 if key in mapping:
                     raise self.fail((*at, key), "only used by strategy halving")
-            return Search()
+        sample = strategy if strategy in SAMPLERS else self.scalar(mapping, "sample", str, "grid", at)
+        if sample not in ("grid", *SAMPLERS):
+            raise self.fail((*at, "sample"), f"unknown sample {sample!r} (known: grid, {', '.join(SAMPLERS)})")
+        if sample == "grid":
+            for key in ("trials", "seed"):
+                if key in mapping:
+                    raise self.fail((*at, key), "only used by strategies random and sobol, or sample random or sobol")
+        elif "trials" not in mapping:
+            raise self.fail(at, f"{sample} search needs 'trials': how many points to draw")
+        trials = self.scalar(mapping, "trials", int, None, at)
+        if trials is not None and not 1 <= trials <= MAX_SAMPLED_TRIALS:
+            raise self.fail((*at, "trials"), f"must be between 1 and {MAX_SAMPLED_TRIALS:,}, got {trials}")
+        seed = self.scalar(mapping, "seed", int, 0, at)
+        if not 0 <= seed < 2**32:
+            raise self.fail((*at, "seed"), f"must be an integer in [0, 2**32), got {seed}")
+        if strategy != "halving":
+            return Search(strategy, sample=sample, trials=trials, seed=seed)
         for at_part, _, part in parts:
             if "epochs" in part:
                 raise self.fail(
@@ -171,7 +231,7 @@ class SweepValidator:
         min_epochs = self.scalar(mapping, "min_epochs", int, Search.min_epochs, at)
         if not 1 <= min_epochs <= epochs:
             raise self.fail((*at, "min_epochs"), f"must be between 1 and epochs ({epochs}), got {min_epochs}")
-        return Search(strategy, factor, min_epochs)
+        return Search(strategy, factor, min_epochs, sample, trials, seed)
 
     def seeds(self, seeds: Any) -> list[int]:
         """The ``seeds``: distinct integers in [0, 2**31)."""

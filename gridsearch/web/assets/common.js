@@ -2,7 +2,7 @@
 "use strict";
 
 const POLL_SECONDS = 2;
-const STATUSES = ["done", "running", "failed", "timeout", "interrupted", "pending"];
+const STATUSES = document.body.dataset.statuses.split(" ");  // in the order pages show them
 
 /** The JSON answer of `url`; throws an Error with the server's one-line message on a 4xx or 5xx. */
 async function getJSON(url, options = {}) {

@@ -121,7 +121,7 @@ function render() {
   showFigure("heatmap", sweep.heatmap ? `${BASE}/heatmap.png?v=${v}` : null, "no-heatmap");
   document.getElementById("no-heatmap").textContent = sweep.gridded.length < 2
     ? `This sweep grids ${sweep.gridded.length ? "only " + sweep.gridded[0] : "no param"}: a heatmap needs two.`
-    : "The heatmap appears once the done trials cover two values of two gridded params.";
+    : "The heatmap appears once the trials trained so far cover two values of two gridded params.";
   showFigure("confusion", latest.test ? `${BASE}/confusion.png?v=${v}` : null);
   renderTest();
 }

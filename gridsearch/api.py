@@ -1,0 +1,328 @@
+"""The Python API: run sweeps and read their results as pandas DataFrames.
+
+It works the same from a notebook cell, a script (main guard or not) and ``python -`` (standard input)::
+
+    import gridsearch
+
+    outcome = gridsearch.run("grids/quick.yaml", db="results.db", workers=2)
+    print(outcome["quick"].selected, outcome["quick"].test_accuracy)
+    trials = gridsearch.trials("results.db", "quick")      # one row per trial, best first
+    epochs = gridsearch.epochs("results.db", "quick")      # one row per trial and epoch
+
+``run`` takes the options of ``gridsearch run`` as keyword arguments, prepares MNIST itself and, like the
+command, stops after a sweep that was interrupted or in which no trial finished. Bad input raises
+:class:`gridsearch.errors.UserError` (the command's one ``error:`` line) before anything runs.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections import Counter
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from gridsearch.errors import UserError
+from gridsearch.spec.config import config_value
+from gridsearch.store import views
+from gridsearch.store.connection import DEFAULT_DB, artifacts_dir
+from gridsearch.store.models import SCHEMA_VERSION
+from gridsearch.store.storage import Storage
+
+if TYPE_CHECKING:
+    from gridsearch.engine.pool import Executor
+
+DEFAULT_MAX_TRIALS = 10_000
+DEVICES = ("auto", "cpu", "cuda")
+EXECUTORS = ("local", "dask", "inline")
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """How one sweep ended: every trial's status, the selected trial and its scores."""
+
+    name: str
+    statuses: dict[str, str]
+    """Trial key -> final status ('done', 'failed', ...), in grid order."""
+    selected: str | None = None
+    """Key of the selected trial (best by the sweep's ``select``, tested once), or None."""
+    params: dict[str, Any] = field(default_factory=dict)
+    """The selected trial's gridded params."""
+    best_epoch: int | None = None
+    val_accuracy: float | None = None
+    val_loss: float | None = None
+    test_accuracy: float | None = None
+    """Accuracy of the selected trial on the sweep's test images (a fraction), or None if untested."""
+    interrupted: bool = False
+    notes: list[str] = field(default_factory=list)
+    """What the run said at the end (e.g. why nothing was selected)."""
+    stopped: str | None = None
+    """With ``fail_fast``: why the run stopped at a failed trial (one line); the sweep is then ``interrupted``."""
+
+    @property
+    def counts(self) -> dict[str, int]:
+        """Number of trials by status."""
+        return dict(Counter(self.statuses.values()))
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """The sweeps a ``run`` got to, in order; ``result[name]`` is one of them."""
+
+    db: str
+    sweeps: dict[str, SweepResult]
+
+    def __getitem__(self, name: str) -> SweepResult:
+        return self.sweeps[name]
+
+    @property
+    def ok(self) -> bool:
+        """Whether every sweep ran to the end and selected a trial."""
+        return bool(self.sweeps) and all(s.selected and not s.interrupted for s in self.sweeps.values())
+
+
+def run(
+    sweep_files: str | Path | Sequence[str | Path],
+    *,
+    db: str | Path = DEFAULT_DB,
+    workers: int | None = None,
+    data_dir: str | Path | None = None,
+    artifacts: str | Path | None = None,
+    device: str = "auto",
+    slots_per_gpu: int = 1,
+    executor: str = "local",
+    scheduler: str | None = None,
+    retry_failed: bool = False,
+    max_trials: int = DEFAULT_MAX_TRIALS,
+    plain: bool = False,
+    tensorboard: str | Path | None = None,
+    fail_fast: bool = False,
+) -> RunResult:
+    """Run sweep files one after the other (again to resume them), as ``gridsearch run`` does.
+
+    ``workers``: trials in parallel (default 1 on a CPU, GPUs x ``slots_per_gpu`` on GPUs); ``data_dir``:
+    MNIST (default ``$GRIDSEARCH_DATA``, else ``./data``; downloaded and parsed if needed); ``artifacts``:
+    checkpoints (default ``runs/`` beside the database); ``device``: auto, cpu or cuda; ``executor``: local,
+    dask (``scheduler``: its address) or inline; ``retry_failed``: run failed and timed-out trials again;
+    ``plain``: log lines instead of the live display (automatic when not on a terminal, as in a notebook);
+    ``tensorboard``: a folder for live TensorBoard logs of each trial (needs the ``tensorboard`` extra);
+    ``fail_fast``: stop at the first trial that fails for good (the others are left interrupted).
+    """
+    files = [sweep_files] if isinstance(sweep_files, str | Path) else list(sweep_files)
+    results = sweep_results(
+        files,
+        db=str(db),
+        workers=workers,
+        data_dir=data_dir,
+        artifacts=artifacts,
+        device=device,
+        slots_per_gpu=slots_per_gpu,
+        executor=executor,
+        scheduler=scheduler,
+        retry_failed=retry_failed,
+        max_trials=max_trials,
+        plain=plain,
+        tensorboard=tensorboard,
+        fail_fast=fail_fast,
+        retry_command="the same gridsearch.run(...) with retry_failed=True",
+    )
+    return RunResult(str(db), {result.name: result for result in results})
+
+
+def sweep_results(
+    sweep_files: Sequence[str | Path],
+    *,
+    db: str,
+    workers: int | None,
+    data_dir: str | Path | None,
+    artifacts: str | Path | None,
+    device: str,
+    slots_per_gpu: int,
+    executor: str,
+    scheduler: str | None,
+    retry_failed: bool,
+    max_trials: int,
+    plain: bool,
+    tensorboard: str | Path | None = None,
+    fail_fast: bool = False,
+    retry_command: str | None = None,
+) -> Generator[SweepResult, None, None]:
+    """``run``, one sweep at a time: each sweep's result as soon as it has ended (the command prints them)."""
+    from gridsearch.engine.coordinator import Coordinator, RunOptions
+    from gridsearch.engine.devices import resolve_device
+    from gridsearch.spec.sweep import load_sweep
+    from gridsearch.training.data import default_data_dir, prepare
+
+    _check_options(workers, device, slots_per_gpu, executor, scheduler, max_trials, sweep_files)
+    sweeps = [load_sweep(Path(path), max_trials) for path in sweep_files]  # all valid before any runs
+    if tensorboard is not None:  # run --tensorboard DIR: its package is there before anything runs
+        from gridsearch.engine.tensorboard import require_tensorboard
+
+        require_tensorboard()
+    storage = Storage(db, upgrade=True)
+    if storage.upgraded_from is not None:
+        print(
+            f"upgraded {storage.location} from schema version {storage.upgraded_from} to {SCHEMA_VERSION}",
+            file=sys.stderr,
+        )
+    folder = writable_folder(artifacts_dir(db, None if artifacts is None else str(artifacts)))
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    prepare(data)
+    resolved = resolve_device(device)
+    pool, workers, gpus = _executor(
+        executor, scheduler, workers, resolved, slots_per_gpu, max(s.threads for s in sweeps)
+    )
+    options = RunOptions(
+        data_dir=data,
+        artifacts=folder,
+        workers=workers,
+        device=resolved,
+        gpus=gpus,
+        retry_failed=retry_failed,
+        live=False if plain else None,
+        tensorboard=None if tensorboard is None else Path(tensorboard),
+        fail_fast=fail_fast,
+        retry_command=retry_command,
+    )
+    try:
+        for sweep in sweeps:
+            outcome = Coordinator(storage, sweep, options, pool).run()
+            statuses = {key: str(status) for key, status in outcome.statuses.items()}
+            if outcome.interrupted or outcome.stopped:
+                result = SweepResult(
+                    sweep.name, statuses, interrupted=True, notes=outcome.notes, stopped=outcome.stopped
+                )
+            else:
+                result = _sweep_result(storage, sweep.name, statuses, outcome.selected, outcome.notes)
+            yield result
+            if result.interrupted or result.selected is None:
+                return
+    finally:
+        pool.close()
+        storage.close()
+
+
+def _check_options(
+    workers: int | None,
+    device: str,
+    slots_per_gpu: int,
+    executor: str,
+    scheduler: str | None,
+    max_trials: int,
+    sweep_files: Sequence[str | Path],
+) -> None:
+    """:class:`UserError` for an option the command line's parser would refuse."""
+    if not sweep_files:
+        raise UserError("run: name at least one sweep file")
+    for name, value in (("workers", workers), ("slots_per_gpu", slots_per_gpu), ("max_trials", max_trials)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise UserError(f"{name}: expected a positive integer, got {value!r}")
+    if device not in DEVICES:
+        raise UserError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
+    if executor not in EXECUTORS:
+        raise UserError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
+    if scheduler and executor != "dask":
+        raise UserError("--scheduler needs --executor dask")
+
+
+def _executor(
+    kind: str, scheduler: str | None, workers: int | None, device: str, slots_per_gpu: int, threads: int
+) -> tuple[Executor, int, list[str]]:
+    """The executor, how many trials run at once, and the GPUs they are spread over."""
+    from gridsearch.engine.devices import oversubscription, visible_gpus
+    from gridsearch.engine.local_executor import LocalExecutor
+
+    if kind == "dask":
+        from gridsearch.engine.dask_executor import DaskExecutor
+
+        dask = DaskExecutor(scheduler, workers or os.cpu_count() or 1)
+        return dask, workers or dask.capacity(), []
+    if kind == "inline":
+        from gridsearch.engine.inline_executor import InlineExecutor
+
+        if (workers or 1) != 1:
+            raise UserError("--executor inline runs one trial at a time: leave out --workers")
+        return InlineExecutor(), 1, []
+    gpus = visible_gpus() if device == "cuda" else []
+    workers = workers or (len(gpus) * slots_per_gpu if gpus else 1)
+    if device == "cpu" and (warning := oversubscription(workers, threads, len(os.sched_getaffinity(0)))):
+        print(f"warning: {warning}", file=sys.stderr)
+    return LocalExecutor(), workers, gpus
+
+
+def _sweep_result(
+    storage: Storage, name: str, statuses: dict[str, str], selected: str | None, notes: list[str]
+) -> SweepResult:
+    trial = storage.trial(selected) if selected else None
+    if trial is None:
+        return SweepResult(name, statuses, notes=notes)
+    test = storage.evaluation(trial.key, "test")
+    gridded = storage.sweep(name).gridded_params
+    return SweepResult(
+        name,
+        statuses,
+        selected=trial.key,
+        params={param: config_value(trial.config, param) for param in gridded},
+        best_epoch=trial.best_epoch,
+        val_accuracy=trial.val_accuracy,
+        val_loss=trial.val_loss,
+        test_accuracy=test.accuracy if test else None,
+        notes=notes,
+    )
+
+
+def writable_folder(folder: Path) -> Path:
+    """``folder``, created if needed; :class:`UserError` if checkpoints cannot be written there."""
+    import tempfile
+
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        raise UserError(f"--artifacts {folder}: cannot write checkpoints there ({exc.strerror})") from None
+    return folder
+
+
+def trials(db: str | Path, sweep: str) -> pd.DataFrame:
+    """One row per trial of ``sweep``, best first: ``key``, its gridded params as columns, ``seed``,
+    ``status``, (``rung``,) ``best_epoch``, ``epochs_run``, ``val_accuracy``, ``val_loss``, ``train_seconds``,
+    ``error`` and ``selected`` (True for the selected trial). Accuracies are fractions."""
+    storage = Storage(str(db), readonly=True)
+    try:
+        table = views.trials_table(storage, sweep)
+        if not table.empty:
+            table["selected"] = table["key"] == storage.selected_trial(sweep)
+        return table
+    finally:
+        storage.close()
+
+
+def epochs(db: str | Path, sweep: str) -> pd.DataFrame:
+    """One row per trial of ``sweep`` and epoch (from 0): ``key``, the gridded params, ``seed``, then
+    ``epoch``, train and val loss and accuracy, ``epoch_lr`` (the schedule's learning rate in that epoch; a
+    gridded ``lr`` is the trial's base rate) and ``seconds``; by trial (best first) and epoch."""
+    storage = Storage(str(db), readonly=True)
+    try:
+        table = views.trials_table(storage, sweep)
+        if table.empty:
+            return table
+        gridded = [*storage.sweep(sweep).gridded_params, "seed"]
+        rows = views.epochs(storage, table["key"]).rename(columns={"trial_key": "key", "lr": "epoch_lr"})
+        return table[["key", *gridded]].merge(rows, on="key", how="inner")
+    finally:
+        storage.close()
+
+
+def evaluations(db: str | Path, sweep: str) -> pd.DataFrame:
+    """Every stored evaluation of the trials of ``sweep`` (the selected trial's ``test``, robustness suites):
+    ``key``, ``name``, ``accuracy``, ``loss``, ``errors``, ``samples``, ``confusion`` and ``predictions``."""
+    storage = Storage(str(db), readonly=True)
+    try:
+        keys = [trial.key for trial in storage.trials(sweep)]
+        return views.evaluations(storage, keys).rename(columns={"trial_key": "key"})
+    finally:
+        storage.close()

@@ -1,0 +1,117 @@
+"""What a sweep costs: its epochs and training samples, those still to train, and a wall-time estimate
+from the epochs a database has already recorded (``plan``); ``run``'s ETA counts the same epochs."""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from sqlalchemy import select
+
+from gridsearch.engine.progress import format_duration
+from gridsearch.spec import halving
+from gridsearch.spec.sweep import Sweep, Trial
+from gridsearch.store.models import EpochRow, TrialRow
+from gridsearch.store.storage import Storage
+from gridsearch.vocabulary import CLAIMABLE, TrialStatus
+
+WAITING = frozenset({TrialStatus.PENDING, TrialStatus.RUNNING, TrialStatus.INTERRUPTED})
+"""Trials a run has yet to start or finish (a stopped one may be done for good, in a finished halving sweep)."""
+
+
+@dataclass(frozen=True)
+class Cost:
+    """A sweep's epochs in all (successive halving: at most) and still to train, by architecture."""
+
+    epochs: int
+    train_size: int
+    to_do: dict[str, int]
+
+    @property
+    def samples(self) -> int:
+        """Training samples in all: epochs x the training split's images."""
+        return self.epochs * self.train_size
+
+    @property
+    def epochs_to_do(self) -> int:
+        return sum(self.to_do.values())
+
+
+def sweep_cost(sweep: Sweep, trials: Sequence[Trial], rows: Mapping[str, TrialRow], complete: bool = False) -> Cost:
+    """The cost of ``sweep`` (its ``trials``) given the stored ``rows`` of those already known. A failed trial
+    counts as done (``--retry-failed`` makes it pending again). ``complete``: the sweep has selected its best
+    trial, so a successive-halving sweep whose trials have all run has nothing left to train."""
+    unique = list({trial.key: trial for trial in trials}.values())
+
+    def left(trial: Trial) -> int:
+        row = rows.get(trial.key)
+        if row is None:
+            return int(trial.params["epochs"])
+        return max(0, int(trial.params["epochs"]) - row.epochs_run) if row.status in CLAIMABLE else 0
+
+    budgets = sweep.rung_epochs
+    if budgets is None:
+        to_do: Counter[str] = Counter()
+        for trial in unique:
+            to_do[trial.architecture] += left(trial)
+        return Cost(sum(int(t.params["epochs"]) for t in unique), sweep.dataset.train_size, dict(to_do))
+    planned = sum(halving.planned_epochs(len(unique), sweep.search.factor, budgets))
+    waiting = any(t.key not in rows or rows[t.key].status in WAITING for t in unique)
+    trained = sum(min(rows[t.key].epochs_run, budgets[-1]) for t in unique if t.key in rows)
+    remaining = 0 if complete and not waiting else max(0, planned - trained)
+    shares = Counter(trial.architecture for trial in unique)  # halving's epochs, shared out by trial count
+    to_do = Counter({name: round(remaining * count / len(unique)) for name, count in shares.items()})
+    return Cost(planned, sweep.dataset.train_size, dict(to_do))
+
+
+def seconds_per_epoch(storage: Storage, architecture: str, train_size: int, device: str) -> tuple[float, int] | None:
+    """The median seconds of the epochs recorded for trials of ``architecture`` on ``train_size`` training
+    images on ``device``, and how many there are; None if there are none."""
+    where = (TrialRow.architecture == architecture, TrialRow.device == device)
+    with storage.session() as session:
+        keys = {
+            key
+            for key, config in session.execute(select(TrialRow.key, TrialRow.config).where(*where))
+            if config["dataset"]["train_size"] == train_size
+        }
+        seconds = [
+            value
+            for key, value in session.execute(
+                select(EpochRow.trial_key, EpochRow.seconds)
+                .join(TrialRow, TrialRow.key == EpochRow.trial_key)
+                .where(*where)
+            )
+            if key in keys and value is not None
+        ]
+    return (statistics.median(seconds), len(seconds)) if seconds else None
+
+
+def estimate(storage: Storage, cost: Cost, device: str, workers: int | None) -> str:
+    """One line: the wall time of the epochs still to train, from the median recorded epoch of each
+    architecture on this split and device, or what it has nothing to go on for."""
+    if not cost.epochs_to_do:
+        return "estimate: nothing left to train"
+    seconds, basis, missing = 0.0, [], []
+    for architecture, epochs in cost.to_do.items():
+        if not epochs:
+            continue
+        known = seconds_per_epoch(storage, architecture, cost.train_size, device)
+        if known is None:
+            missing.append(architecture)
+            continue
+        median, count = known
+        seconds += median * epochs
+        basis.append(f"{median:.2f} s per epoch of {architecture} (median of {count:,} recorded)")
+    split = f"on {cost.train_size:,} training images on {device}"
+    if missing:
+        return (
+            f"estimate: nothing to go on: no epochs of {', '.join(missing)} {split} are recorded in this database"
+            " (run a few trials, then plan again)"
+        )
+    lanes = f", {workers} workers" if workers and workers > 1 else ""
+    return (
+        f"estimate: {format_duration(seconds / (workers or 1))} for {cost.epochs_to_do:,} epochs{lanes}, at "
+        f"{'; '.join(basis)} {split}"
+    )

@@ -1,0 +1,69 @@
+"""Why trials failed, in words: a dead worker's exit, and the commonest error of a sweep that selected nothing."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from collections.abc import Iterable
+from pathlib import Path
+
+from gridsearch.store.models import TrialRow
+from gridsearch.vocabulary import FAILURES
+
+LOG_TAIL_LINES = 10
+"""How many of a dead worker's last log lines its trial's error keeps when it printed no traceback."""
+TRACEBACK_LINES = 40
+"""The most lines of a printed traceback the error keeps (its end: where it was raised)."""
+TRACEBACK_STARTS = ("Traceback (most recent call last):", "Fatal Python error:")
+"""How Python's and ``faulthandler``'s tracebacks begin."""
+
+
+def log_size(log: Path) -> int:
+    """Bytes in ``log`` now (0 if it does not exist): where what a new worker writes begins."""
+    try:
+        return log.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def exit_reason(code: int | None, log: Path, offset: int = 0, reported: bool = False) -> str:
+    """Why a worker that sent no ``error`` event ended: its signal or exit code, then the last traceback it
+    printed to ``log`` after byte ``offset`` (this run of it), then its last lines. ``reported``: it sent
+    events before it died (else it died before it could report anything)."""
+    if code is not None and code < 0:
+        reason = f"worker killed by {signal.Signals(-code).name}"
+    else:
+        reason = f"worker exited with code {code}"
+    if not reported:
+        reason += " before it reported anything"
+    lines = _read_from(log, offset).rstrip().splitlines()
+    if not lines:
+        return f"{reason}; {log} is empty (a traceback from before it opened its log goes to the run's stderr)"
+    start = max((i for i, line in enumerate(lines) if line.startswith(TRACEBACK_STARTS)), default=None)
+    if start is not None:  # the traceback runs to the end of the log: it holds the last lines too
+        return "\n".join([f"{reason}; the end of {log}:", *lines[start:][-TRACEBACK_LINES:]])
+    return "\n".join([f"{reason}; the last lines of {log}:", *lines[-LOG_TAIL_LINES:]])
+
+
+def _read_from(log: Path, offset: int) -> str:
+    try:
+        with log.open("rb") as file:
+            file.seek(offset)
+            return file.read().decode(errors="replace")
+    except FileNotFoundError:
+        return ""
+
+
+def headline(error: str | None) -> str:
+    """The first line of an error: what it is, without its traceback or log lines."""
+    return (error or "no error recorded").strip().split("\n", 1)[0]
+
+
+def commonest_error(rows: Iterable[TrialRow]) -> tuple[str, int, int] | None:
+    """The commonest error (its first line) of the failed or timed-out trials of ``rows``, how many had
+    it and how many failed in all; None if none failed."""
+    errors = Counter(headline(row.error) for row in rows if row.status in FAILURES)
+    if not errors:
+        return None
+    (error, count), failed = errors.most_common(1)[0], sum(errors.values())
+    return error, count, failed

@@ -1,0 +1,85 @@
+"""The sweep page's figures as PNGs, drawn on request by the report's own functions: the hyperparameter
+heatmap, the selected trial's test confusion matrix and the learning curves of chosen trials."""
+
+from __future__ import annotations
+
+import io
+import threading
+from collections.abc import Callable
+
+import matplotlib.pyplot as plt
+import numpy as np
+from flask import Blueprint, Response, request
+from matplotlib.figure import Figure
+
+from gridsearch.analysis import plots
+from gridsearch.analysis.effects import grid_effects, grid_heatmap
+from gridsearch.store import views
+from gridsearch.store.models import TrialRow
+from gridsearch.vocabulary import format_params
+from gridsearch.web.catalog import Catalog, RequestError
+
+MAX_CURVES = 10
+"""Most trials drawn in one learning-curves figure."""
+FIGURE_DPI = 80
+_pyplot = threading.Lock()
+"""pyplot's figure registry is not thread-safe, and requests are served in threads."""
+
+
+def png(make_figure: Callable[[], Figure]) -> Response:
+    """The figure ``make_figure`` draws, as a PNG response."""
+    buffer = io.BytesIO()
+    with _pyplot:
+        figure = make_figure()
+        try:
+            figure.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
+        finally:
+            plt.close(figure)
+    return Response(buffer.getvalue(), mimetype="image/png")
+
+
+def blueprint(catalog: Catalog) -> Blueprint:
+    """The figure endpoints ``/sweeps/NAME/*.png`` on ``catalog``."""
+    figures = Blueprint("figures", __name__, url_prefix="/sweeps/<name>")
+    storage = catalog.storage
+
+    @figures.get("/heatmap.png")
+    def heatmap(name: str) -> Response:
+        effects = grid_effects(storage, catalog.sweep(name))
+        if len(effects.params) < 2:
+            raise RequestError(
+                404,
+                f"sweep {name}: fewer than two gridded params vary among the trials it compares ({effects.basis}), "
+                "so there is no heatmap",
+            )
+        return png(lambda: grid_heatmap(effects, name))
+
+    @figures.get("/curves.png")
+    def curves(name: str) -> Response:
+        row = catalog.sweep(name)
+        keys = [key for key in request.args.get("trials", "").split(",") if key]
+        if not keys or len(keys) > MAX_CURVES:
+            raise RequestError(400, f"trials must list 1 to {MAX_CURVES} trial keys, separated by commas")
+        members = {trial.key: trial for trial in storage.trials(name)}
+        for key in keys:
+            if key not in members:
+                raise RequestError(404, f"sweep {name} has no trial {key[:40]!r}")
+        epochs = views.epochs(storage, keys)
+
+        def label(trial: TrialRow) -> str:
+            values = [(param, views.config_value(trial.config, param)) for param in row.gridded_params]
+            return format_params([*values, ("seed", trial.seed)])
+
+        return png(
+            lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
+        )
+
+    @figures.get("/confusion.png")
+    def confusion(name: str) -> Response:
+        row = catalog.sweep(name)
+        test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
+        if test is None:
+            raise RequestError(404, f"sweep {name} has no tested trial yet")
+        return png(lambda: plots.confusion_matrix(np.array(test.confusion), f"{name}: test confusion matrix"))
+
+    return figures

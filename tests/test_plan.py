@@ -1,0 +1,83 @@
+"""Cost up front: ``plan`` counts epochs and training samples (halving rungs included) and estimates the wall
+time from epochs recorded in the same database; ``run``'s ETA is epoch-based, on the plain and the live display."""
+
+import statistics
+
+from gridsearch.engine.progress import SweepProgress
+from gridsearch.spec import halving
+from tests.conftest import cli, rows, write_sweep
+
+TINY = {
+    "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
+    "params": {"epochs": 2, "batch_size": 50, "hidden": 8, "patience": 5},
+    "grid": {"lr": [0.05, 0.1]},
+}
+
+
+def plan_lines(sweep, folder, *extra: str) -> list[str]:
+    out = cli("plan", str(sweep), *extra, cwd=folder, check=True).stdout
+    return [line for line in out.splitlines() if line.startswith(("cost:", "estimate:"))]
+
+
+def test_plan_counts_the_cost_and_estimates_it_from_recorded_epochs(tmp_path, data_dir):
+    first = write_sweep(tmp_path, "first.yaml", name="first", **TINY)
+    more = write_sweep(tmp_path, "more.yaml", name="more", **{**TINY, "grid": {"lr": [0.02, 0.03, 0.04]}})
+    assert plan_lines(first, tmp_path) == [
+        "cost: 4 epochs, 1,200 training samples (300 per epoch); 4 epochs (1,200 samples) still to train",
+        "estimate: nothing to go on: there is no database yet (run a few trials, then plan again)",
+    ]
+    run = cli("run", str(first), cwd=tmp_path, data_dir=data_dir, check=True)
+    # the ETA moves with every epoch, before any trial has finished
+    epoch_lines = [line for line in run.stderr.splitlines() if "] trial " in line and " · val accuracy " in line]
+    assert len(epoch_lines) == 4 and all(" · ETA " in line for line in epoch_lines[:3])
+
+    assert plan_lines(first, tmp_path) == [
+        "cost: 4 epochs, 1,200 training samples (300 per epoch); 0 epochs (0 samples) still to train",
+        "estimate: nothing left to train",
+    ]
+    median = statistics.median(seconds for (seconds,) in rows(tmp_path / "results.db", "SELECT seconds FROM epochs"))
+    cost, estimate = plan_lines(more, tmp_path, "--workers", "3", "--device", "cpu")
+    assert cost == "cost: 6 epochs, 1,800 training samples (300 per epoch); 6 epochs (1,800 samples) still to train"
+    assert estimate.startswith("estimate: 0m0") and estimate.endswith(
+        f"for 6 epochs, 3 workers, at {median:.2f} s per epoch of lenet53 (median of 4 recorded) "
+        "on 300 training images on cpu"
+    )
+    # another training split, or successive halving (its rungs' epochs at most)
+    other = write_sweep(
+        tmp_path, "other.yaml", name="other", **{**TINY, "dataset": {**TINY["dataset"], "train_size": 400}}
+    )
+    assert plan_lines(other, tmp_path)[1] == (
+        "estimate: nothing to go on: no epochs of lenet53 on 400 training images on cpu are recorded in this "
+        "database (run a few trials, then plan again)"
+    )
+    halving_sweep = write_sweep(
+        tmp_path,
+        "halving.yaml",
+        name="halved",
+        **{**TINY, "params": {**TINY["params"], "epochs": 9}, "grid": {"lr": [0.01, 0.02, 0.03, 0.04]}},
+        search={"strategy": "halving", "factor": 3, "min_epochs": 1},
+    )
+    planned = sum(halving.planned_epochs(4, 3, [1, 3, 9]))
+    assert planned == 4 + 2 * 2 + 1 * 6 < 4 * 9
+    assert plan_lines(halving_sweep, tmp_path)[0] == (
+        f"cost: at most {planned} epochs, {planned * 300:,} training samples (300 per epoch); "
+        f"at most {planned} epochs ({planned * 300:,} samples) still to train"
+    )
+
+
+def test_the_eta_counts_epochs_down_on_the_plain_and_the_live_display(capsys):
+    statuses = {"a": "pending", "b": "pending"}
+    plain = SweepProgress("s", statuses, workers=2, live=False, epochs_to_do=10)
+    plain.trial_started("a", "lr=1", 5)
+    plain.trial_started("b", "lr=2", 5)
+    epoch = {"epoch": 0, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5, "lr": 1.0}
+    plain.epoch("a", {**epoch, "seconds": 4.0}, 5)  # 9 epochs left at 4 s, on 2 workers
+    assert capsys.readouterr().err.rstrip().endswith("epoch 1/5 · val accuracy 50.00% · train loss 1.0000 · ETA 0m18s")
+    plain.trial_finished("a", "done", "stopped early")  # its 4 untrained epochs are off: 5 left, on 1 worker
+    assert capsys.readouterr().err.rstrip().endswith("s: 1 done · 1 running · 0 pending · ETA 0m20s")
+
+    live = SweepProgress("s", statuses, workers=1, live=True, epochs_to_do=3)
+    live.trial_started("a", "lr=1", 3)
+    live.epoch("a", {**epoch, "seconds": 30.0}, 3)
+    live.close()
+    assert live.bars.tasks[0].description == "s: 1 running · 1 pending · ETA 1m00s"

@@ -1,0 +1,252 @@
+"""The web app's logic in-process (Flask's test client): its JSON endpoints, figures and refusals on a real
+results database, made by real sweeps run through the engine.
+
+The database (``web_study``, shared with ``test_webapp.py``) holds a LeNet-5-3 trained on 2,000 MNIST digits
+for the recognizer, and a completed successive-halving sweep whose unpromoted trials are ``stopped``.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import socket
+from pathlib import Path
+
+import numpy as np
+import pytest
+from flask.testing import FlaskClient
+from PIL import Image, ImageDraw
+
+from gridsearch import cli
+from gridsearch.store.storage import Storage
+from gridsearch.training import data
+from gridsearch.vocabulary import STATUS_ORDER
+from gridsearch.web.app import create_app
+from tests.conftest import gridsearch, rows, write_sweep
+
+HALVED = {
+    "name": "halved",
+    "grid": [{"lr": [0.02, 0.08], "lr_step": [1]}, {"lr": [0.02], "lr_step": [3]}],
+    "params": {"epochs": 3, "batch_size": 50, "hidden": 16, "patience": 5},
+    "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
+    "search": {"strategy": "halving", "factor": 3, "min_epochs": 1},
+}
+"""3 trials by successive halving: all train 1 epoch, the best ceil(3 / 3) = 1 goes on to 3, 2 stay stopped."""
+STATUSES = [status.value for status in STATUS_ORDER]
+SWEEP_KEYS = {*STATUSES, "name", "architecture", "trials", "finished", "progress", "select", "best", "selected_trial"}
+
+
+def web_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
+    """The web tests' study folder (``results.db``, ``runs/``), made once per test session by ``gridsearch
+    run``: the ``digits`` sweep (one LeNet-5-3, 2,000 training digits, 2 epochs, tested on 500) and
+    ``HALVED``."""
+    folder = tmp_path_factory.getbasetemp() / "web-study"
+    if (folder / "made").exists():
+        return folder
+    folder.mkdir(exist_ok=True)
+    digits = write_sweep(
+        folder,
+        "digits.yaml",
+        name="digits",
+        dataset={"train_size": 2000, "val_size": 500, "test_size": 500},
+        params={"epochs": 2, "batch_size": 50, "lr": 0.05, "lr_step": 3, "patience": 5},
+        grid={"hidden": [64]},
+        threads=1,  # on busy cores, torch's threads wait on each other many times over
+    )
+    halved = write_sweep(folder, "halved.yaml", **HALVED)
+    gridsearch("run", str(digits), str(halved), cwd=folder, data_dir=data_dir, check=True)
+    (folder / "made").touch()
+    return folder
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory, data_dir) -> Path:
+    return web_study(tmp_path_factory, data_dir)
+
+
+@pytest.fixture(scope="module")
+def client(study) -> FlaskClient:
+    """The app on the study's database, opened read-only as ``serve`` opens it."""
+    return create_app(Storage(str(study / "results.db"), readonly=True), study / "runs").test_client()
+
+
+def answer(response) -> tuple[int, dict]:
+    """Status and JSON body, read as browsers read JSON (NaN or Infinity in it fail the test)."""
+    assert response.content_type == "application/json", response.content_type
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} in the JSON answer: browsers cannot parse it")
+
+    return response.status_code, json.loads(response.data, parse_constant=refuse)
+
+
+def data_url(image: Image.Image) -> str:
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def blank(size: tuple[int, int] = (280, 280)) -> Image.Image:
+    return Image.new("RGB", size, "white")
+
+
+def png_size(response) -> tuple[int, int]:
+    """Width and height of a PNG answer (it must be one)."""
+    assert response.status_code == 200 and response.content_type == "image/png", response.data[:200]
+    return Image.open(io.BytesIO(response.data)).size
+
+
+def sweep_summary(client: FlaskClient, name: str) -> dict:
+    status, body = answer(client.get("/api/sweeps"))
+    assert status == 200
+    return next(sweep for sweep in body["sweeps"] if sweep["name"] == name)
+
+
+# -- the JSON API -----------------------------------------------------------------------------
+
+
+def test_api_lists_sweeps_trials_and_models_as_the_database_has_them(client, study):
+    db = study / "results.db"
+    digits = sweep_summary(client, "digits")
+    [(key, val_accuracy)] = rows(
+        db,
+        "SELECT t.key, t.val_accuracy FROM trials t JOIN sweeps s ON s.selected_trial = t.key WHERE s.name = 'digits'",
+    )
+    assert set(digits) == SWEEP_KEYS
+    assert digits | {"done": 1, "pending": 0, "trials": 1, "progress": 1.0, "selected_trial": key} == digits
+    assert digits["best"] == pytest.approx(val_accuracy)
+
+    status, body = answer(client.get("/api/sweeps/digits/trials"))
+    [(accuracy, errors, samples)] = rows(
+        db, "SELECT accuracy, errors, samples FROM evaluations WHERE trial_key = ? AND name = 'test'", key
+    )
+    assert status == 200 and [t["key"] for t in body["trials"]] == [key]
+    assert body["trials"][0]["params"] == {"hidden": 64} and body["trials"][0]["epochs_run"] == 2
+    assert body["test"]["accuracy"] == pytest.approx(accuracy) and body["test"]["errors"] == errors
+    assert np.array(body["test"]["confusion"]).sum() == samples == 500
+
+    status, body = answer(client.get("/api/models"))
+    tested = rows(
+        db, "SELECT e.trial_key, e.accuracy FROM evaluations e JOIN sweeps s ON s.selected_trial = e.trial_key"
+    )
+    assert status == 200 and [m["trial"] for m in body["models"]] == [k for k, _ in sorted(tested, key=lambda t: -t[1])]
+    assert body["default"] == key == body["models"][0]["trial"]
+    assert body["models"][0] | {"sweep": "digits", "architecture": "lenet53"} == body["models"][0]
+
+
+def test_a_completed_halving_sweep_is_finished_with_its_stopped_trials(client, study):
+    """Its unpromoted trials are ``stopped``: counted, finished, and on the heatmap (they were left out)."""
+    statuses = dict(
+        rows(
+            study / "results.db",
+            "SELECT t.status, count(*) FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
+            "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'halved' GROUP BY t.status",
+        )
+    )
+    assert statuses == {"done": 1, "stopped": 2}
+    halved = sweep_summary(client, "halved")
+    assert set(halved) == SWEEP_KEYS
+    assert {status: halved[status] for status in STATUSES} == {status: statuses.get(status, 0) for status in STATUSES}
+    assert (halved["trials"], halved["finished"], halved["progress"]) == (3, 3, 1.0)
+
+    status, body = answer(client.get("/api/sweeps/halved/trials"))
+    sweep = body["sweep"]
+    assert status == 200 and sum(sweep[status] for status in STATUSES) == sweep["trials"] == sweep["finished"] == 3
+    assert sorted(t["status"] for t in body["trials"]) == ["done", "stopped", "stopped"]
+    assert sweep["heatmap"] == ["lr", "lr_step"] and body["test"]["trial"] == sweep["selected_trial"]
+    assert min(png_size(client.get("/sweeps/halved/heatmap.png"))) > 100
+
+    page = client.get("/").get_data(as_text=True)  # the dashboard's columns, in order, stopped among them
+    assert f'data-statuses="{" ".join(STATUSES)}"' in page and "<th>stopped</th>" in page
+
+
+def test_figures_are_pngs_of_the_sweep(client, study):
+    keys = [
+        key
+        for (key,) in rows(
+            study / "results.db",
+            "SELECT m.trial_key FROM sweep_trials m JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'halved'",
+        )
+    ]
+    assert min(png_size(client.get("/sweeps/digits/confusion.png"))) > 100
+    assert min(png_size(client.get(f"/sweeps/halved/curves.png?trials={','.join(keys)}"))) > 100
+
+
+def test_predict_reads_real_mnist_digits_drawn_large(client, data_dir):
+    test = data.test_split(data_dir, 20)  # drawn large, they come back re-preprocessed, not as they were
+    right = 0
+    for image, label in zip(test.images[:, 0].numpy(), test.labels.tolist()):
+        drawing = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BILINEAR)  # dark on white
+        status, body = answer(client.post("/api/predict", json={"image": data_url(drawing)}))
+        assert status == 200 and len(body["probabilities"]) == 10
+        assert sum(body["probabilities"]) == pytest.approx(1.0, abs=1e-4)
+        assert np.array(body["input"]).shape == (28, 28) and np.array(body["saliency"]).shape == (28, 28)
+        right += body["digit"] == label
+    assert right >= 17
+
+
+def test_bad_requests_get_a_4xx_with_a_one_line_json_error(client, study):
+    stroke = blank()
+    ImageDraw.Draw(stroke).line([(140, 40), (140, 240)], fill="black", width=20)
+    good = data_url(stroke)
+    [(stopped,)] = rows(study / "results.db", "SELECT key FROM trials WHERE status = 'stopped' LIMIT 1")
+    posts = [
+        (b"{not json", 400, "must be a JSON object"),
+        (b"[1, 2]", 400, "must be a JSON object"),
+        (json.dumps({"image": good, "model": "x"}).encode(), 400, "unknown field 'model'"),
+        (json.dumps({}).encode(), 400, "PNG data URL"),
+        (json.dumps({"image": "data:image/jpeg;base64,AAAA"}).encode(), 400, "PNG data URL"),
+        (json.dumps({"image": "data:image/png;base64,%%%"}).encode(), 400, "not valid base64"),
+        (
+            json.dumps({"image": "data:image/png;base64," + base64.b64encode(b"GIF89a...").decode()}).encode(),
+            400,
+            "not a PNG",
+        ),
+        (json.dumps({"image": data_url(blank((20, 280)))}).encode(), 400, "20x280 pixels"),
+        (json.dumps({"image": data_url(blank((2000, 2000)))}).encode(), 400, "2000x2000 pixels"),
+        (json.dumps({"image": data_url(blank())}).encode(), 400, "empty"),
+        (json.dumps({"image": good, "trial": "../../etc/passwd"}).encode(), 400, "16 hexadecimal digits"),
+        (json.dumps({"image": good, "trial": 7}).encode(), 400, "16 hexadecimal digits"),
+        (json.dumps({"image": good, "trial": "0123456789abcdef"}).encode(), 404, "no trial 0123456789abcdef"),
+        (json.dumps({"image": good, "trial": stopped}).encode(), 409, f"trial {stopped} is stopped, not done"),
+        (b"x" * (3 * 1024 * 1024), 413, "larger than 2048 kB"),
+    ]
+    for body, expected, message in posts:
+        status, reply = answer(client.post("/api/predict", data=body, content_type="application/json"))
+        assert (status, list(reply)) == (expected, ["error"]), (body[:80], reply)
+        assert message in reply["error"] and "\n" not in reply["error"] and "Traceback" not in reply["error"]
+    gets = [
+        ("/api/sweeps/nope/trials", 404, "no sweep named 'nope'"),
+        ("/api/nothing", 404, "Not Found"),
+        ("/sweeps/digits/heatmap.png", 404, "fewer than two gridded params"),
+        ("/sweeps/digits/curves.png", 400, "1 to 10 trial keys"),
+        ("/sweeps/digits/curves.png?trials=../../runs", 404, "no trial '../../runs'"),
+        ("/sweeps/nope/confusion.png", 404, "no sweep named 'nope'"),
+        ("/assets/..%2F..%2Fcli.py", 404, "Not Found"),
+        ("/assets/webapp.py", 404, "no asset 'webapp.py'"),
+    ]
+    for path, expected, message in gets:
+        status, reply = answer(client.get(path))
+        assert status == expected and message in reply["error"], (path, reply)
+    status, reply = answer(client.post("/api/sweeps", json={}))
+    assert status == 405 and "Method Not Allowed" in reply["error"]
+    page = client.get("/sweeps/nope", headers={"Accept": "text/html"})
+    assert page.status_code == 404 and "no sweep named &#39;nope&#39;" in page.get_data(as_text=True)
+
+
+def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["serve", "--db", "nothing.db"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.splitlines() == [
+        f"error: --db {tmp_path / 'nothing.db'}: no such database (run a sweep first)"
+    ]
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        assert cli.main(["serve", "--db", str(study / "results.db"), "--port", str(port)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there (")
+    assert err.count("\n") == 1
