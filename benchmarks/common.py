@@ -18,8 +18,8 @@ from torchvision import datasets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from gridsearch.training import data
 from gridsearch.spec.sweep import resolved_defaults
+from gridsearch.training import data
 from gridsearch.training.models import build_model, make_optimizer
 
 BATCH = 86
