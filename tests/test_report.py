@@ -224,7 +224,7 @@ def test_grid_curves_and_seed_tables_match_the_database(study):
         "JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'mlp' AND t.status = 'done'",
     )[0]
     assert list(spread["sweep"]) == ["mlp"] and spread.loc[0, "seeds"] == expected[0] == 2
-    assert spread.loc[0, "mean"] == pytest.approx(expected[1], abs=1e-12)
+    assert spread.loc[0, "mean"] == pytest.approx(expected[1], rel=FLOAT32)
 
 
 def test_every_trials_val_interval_and_the_winners_margin_match_the_database(study):
