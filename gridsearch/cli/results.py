@@ -1,0 +1,140 @@
+"""Reading results: ``status``, ``trials``, ``best``, ``query`` and ``db``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pandas as pd
+
+from gridsearch.cli.output import format_table, percent_columns, selected_line
+from gridsearch.store import views
+from gridsearch.store.models import SCHEMA_VERSION
+from gridsearch.store.storage import Storage
+from gridsearch.vocabulary import FINISHED
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    table = views.status_table(Storage(args.db, readonly=True))
+    if table.empty:
+        print("no sweeps yet")
+        return 0
+    print(format_table(table, "table"))
+    return 0
+
+
+def cmd_trials(args: argparse.Namespace) -> int:
+    table = views.trials_table(Storage(args.db, readonly=True), args.sweep)
+    if args.top:
+        table = table.head(args.top)
+    print(format_table(percent_columns(table) if args.format == "table" else table, args.format))
+    return 0
+
+
+def cmd_best(args: argparse.Namespace) -> int:
+    storage = Storage(args.db, readonly=True)
+    row = storage.sweep(args.sweep)
+    trial = storage.trial(row.selected_trial) if row.selected_trial else None
+    if trial is None:
+        statuses = [t.status for t in storage.trials(args.sweep)]
+        finished = sum(status in FINISHED for status in statuses)
+        print(f"sweep {args.sweep} has no selected trial yet ({finished} of {len(statuses)} trials finished)")
+        return 1
+    test = storage.evaluation(trial.key, "test")
+    params = trial.config["params"]
+    if args.format == "json":
+        tested = test and {
+            "accuracy": test.accuracy,
+            "loss": test.loss,
+            "errors": test.errors,
+            "samples": test.samples,
+            "confusion": test.confusion,
+        }
+        report = {
+            "sweep": row.name,
+            "trial": trial.key,
+            "architecture": trial.architecture,
+            "select": row.select_metric,
+            "best_epoch": trial.best_epoch,
+            "val_accuracy": trial.val_accuracy,
+            "val_loss": trial.val_loss,
+            "params": params,
+            "seed": trial.seed,
+            "test": tested,
+        }
+        if row.search.get("over_seeds"):
+            report["over_seeds"] = _over_seeds(storage, args.sweep, trial.key)
+        print(json.dumps(report, indent=2))
+        return 0
+    print(selected_line(storage, args.sweep))
+    if row.search.get("over_seeds"):
+        print(_over_seeds_line(row.select_metric, _over_seeds(storage, args.sweep, trial.key)))
+    print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
+    for name, value in params.items():
+        print(f"  {name}: {value}")
+    if test is not None:
+        confusion = pd.DataFrame(test.confusion)
+        confusion.index.name = "true\\pred"
+        print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
+        print(confusion.to_string())
+    return 0
+
+
+def _over_seeds(storage: Storage, sweep: str, key: str) -> dict:
+    """The selected configuration of an ``over_seeds: mean`` sweep: its mean val and test scores and each seed's."""
+    from gridsearch.engine.selection import seeds_of
+
+    trials = seeds_of(storage.trials(sweep), key)
+    tests = [storage.evaluation(trial.key, "test") for trial in trials]
+    seeds = [
+        {
+            "seed": trial.seed,
+            "trial": trial.key,
+            "val_accuracy": trial.val_accuracy,
+            "val_loss": trial.val_loss,
+            "test_accuracy": test and test.accuracy,
+        }
+        for trial, test in zip(trials, tests)
+    ]
+    return {
+        "mean": {
+            "val_accuracy": sum(trial.val_accuracy or 0.0 for trial in trials) / len(trials),
+            "val_loss": sum(trial.val_loss or 0.0 for trial in trials) / len(trials),
+            "test_accuracy": None if None in tests else sum(test.accuracy for test in tests if test) / len(tests),
+        },
+        "seeds": seeds,
+    }
+
+
+def _over_seeds_line(select: str, chosen: dict) -> str:
+    """How an ``over_seeds: mean`` sweep selected: the configuration's means, then each of its seeds."""
+    mean = chosen["mean"]
+    test = "not tested" if mean["test_accuracy"] is None else f"test {mean['test_accuracy']:.3%}"
+    seeds = "; ".join(
+        f"seed {s['seed']}: val {s['val_accuracy']:.3%}"
+        + ("" if s["test_accuracy"] is None else f", test {s['test_accuracy']:.3%}")
+        for s in chosen["seeds"]
+    )
+    return (
+        f"selected the configuration with the best mean {select} over its {len(chosen['seeds'])} seeds "
+        f"(the selected trial is its best seed): mean val {mean['val_accuracy']:.3%}, {test} ({seeds})"
+    )
+
+
+def cmd_query(args: argparse.Namespace) -> int:
+    print(format_table(views.query(Storage(args.db, readonly=True), args.sql), args.format))
+    return 0
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    storage = Storage(args.db, create=False, upgrade=True)
+    storage.close()
+    if storage.upgraded_from is None:
+        print(f"{storage.location} is at schema version {SCHEMA_VERSION}: nothing to upgrade")
+    else:
+        print(_upgraded(storage))
+    return 0
+
+
+def _upgraded(storage: Storage) -> str:
+    return f"upgraded {storage.location} from schema version {storage.upgraded_from} to {SCHEMA_VERSION}"

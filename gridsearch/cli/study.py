@@ -1,0 +1,128 @@
+"""The study's commands: ``report``, ``evaluate``, ``inspect``, ``export`` and ``serve``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from gridsearch.cli.output import format_table, percent_columns
+from gridsearch.errors import UserError
+from gridsearch.store.connection import artifacts_dir
+from gridsearch.store.storage import Storage
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from gridsearch.analysis.report import build_report
+    from gridsearch.training.data import default_data_dir
+
+    storage = Storage(args.db, readonly=True)
+    out = args.out or Path("reports") / ("_".join(args.sweeps) if args.sweeps else "all")
+    report = build_report(
+        storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
+    )
+    print(f"report written to {report.index}")
+    if report.left_out:
+        missing = "; ".join(report.left_out)
+        print(f"warning: ROC AUC and confidences left out of the report: {missing}", file=sys.stderr)
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from gridsearch.analysis import robustness
+    from gridsearch.analysis.trained_models import load_model, selected_trial
+    from gridsearch.training.data import default_data_dir, prepare, test_split
+    from gridsearch.vocabulary import TrialStatus
+
+    storage = Storage(args.db)
+    if args.suite is None:
+        return _evaluate_committee(storage, args)
+    trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
+    if trial is None:
+        raise UserError(f"no trial with key {args.trial!r} in {storage.location}")
+    if trial.status != TrialStatus.DONE:
+        raise UserError(f"trial {trial.key} is {trial.status}, not done: nothing to evaluate")
+    model = load_model(trial, artifacts_dir(args.db, args.artifacts))
+    data_dir = args.data_dir or default_data_dir()
+    prepare(data_dir)
+    test = test_split(data_dir, args.test_size)
+    usps = robustness.usps_folder(args.usps)
+    results = robustness.run_suite(model, test.images, test.labels, usps)
+    for name, result in results.items():
+        storage.save_evaluation(trial.key, name, result)
+    table = pd.DataFrame(
+        [
+            {
+                "evaluation": name,
+                "samples": r["samples"],
+                "accuracy": r["accuracy"],
+                "errors": r["errors"],
+                "seconds": round(r["seconds"], 2),
+            }
+            for name, r in results.items()
+        ]
+    )
+    print(format_table(percent_columns(table), "table"))
+    if robustness.USPS_NAME not in results:
+        print(f"usps skipped: no usps.h5 in {usps} (pass --usps or set GRIDSEARCH_USPS)")
+    elapsed = sum(result["seconds"] for result in results.values())
+    print(f"trial {trial.key}: {len(results)} evaluations stored ({elapsed:.1f} s of evaluation)")
+    return 0
+
+
+def _evaluate_committee(storage: Storage, args: argparse.Namespace) -> int:
+    from gridsearch.analysis.committee import build_committee
+    from gridsearch.training.data import default_data_dir
+    from gridsearch.vocabulary import format_percent
+
+    if args.sweep is None:
+        raise UserError("--ensemble needs a SWEEP (its best trials form the committee), not --trial")
+    data_dir = args.data_dir or default_data_dir()
+    size = None if args.ensemble == "auto" else args.ensemble
+    committee = build_committee(storage, args.sweep, size, artifacts_dir(args.db, args.artifacts), data_dir)
+    if size is None:
+        tried = ", ".join(f"k={k} {format_percent(a)}" for k, a in committee.val_accuracies.items())
+        print(f"val accuracy by committee size: {tried}; chosen k={len(committee.members)}")
+    test = committee.test
+    storage.save_evaluation(committee.members[0], committee.name, test)
+    print(
+        f"{committee.name} of {args.sweep} ({', '.join(committee.members)}): test accuracy "
+        f"{format_percent(test['accuracy'])}, {test['errors']} errors in {test['samples']:,}; "
+        f"stored as evaluation {committee.name} of trial {committee.members[0]}"
+    )
+    return 0
+
+
+def cmd_inspect(args: argparse.Namespace) -> int:
+    from gridsearch.analysis.inspection import write_inspection
+    from gridsearch.training.data import default_data_dir, prepare
+
+    data_dir = args.data_dir or default_data_dir()
+    prepare(data_dir)
+    print(f"inspection written to {write_inspection(args.out, data_dir, args.dataset)}")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from gridsearch.analysis.mlflow_export import export_to_mlflow
+
+    done = export_to_mlflow(Storage(args.db, readonly=True), args.sweep, args.tracking_uri, args.experiment)
+    print(
+        f"sweep {args.sweep} -> MLflow experiment {done.experiment!r} (id {done.experiment_id}) at "
+        f"{done.tracking_uri}: {len(done.logged)} runs logged, {len(done.replaced)} replaced, "
+        f"{len(done.unchanged)} unchanged"
+    )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from gridsearch.web.app import serve
+
+    storage = Storage(args.db, readonly=True)
+    try:
+        serve(storage, artifacts_dir(args.db, args.artifacts), args.host, args.port)
+    except KeyboardInterrupt:
+        print("stopped", file=sys.stderr)
+    return 0
