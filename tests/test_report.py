@@ -23,9 +23,11 @@ from scipy.stats import binomtest
 
 from gridsearch.analysis import robustness
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
+from gridsearch.analysis.learned import learned_section
 from gridsearch.analysis.report import Report, build_report
 from gridsearch.analysis.significance import bootstrap_interval, mcnemar_exact
-from gridsearch.analysis.trained_models import load_model, score
+from gridsearch.analysis.trained_models import best_model, load_model, score
+from gridsearch.analysis.webpage import Folder, Note
 from gridsearch.cli import main
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
@@ -41,6 +43,7 @@ SECTIONS = (
     "How sure is the winner?",
     "Learning curves",
     "Best models",
+    "What the network learned",
     "Single best vs committee",
     "Is the difference real?",
     "Accuracy vs cost",
@@ -356,6 +359,26 @@ def test_a_halving_sweeps_heatmap_places_every_trial_by_its_rung_0_budget(study)
     assert drawn == pytest.approx(expected, abs=1e-12)
     title = "halved: val accuracy at rung 0, 1 epoch (one trial per cell)"
     assert grid_heatmap(effects, "halved").axes[0].get_title() == title
+
+
+def test_what_the_network_learned_shows_each_conv_nets_filters_and_maps_and_says_what_is_missing(
+    study, data_dir, tmp_path
+):
+    page = study.written.index.read_text()
+    for sweep in ("lenet", "halved"):
+        for png in (f"filters_{sweep}", f"feature_maps_{sweep}_1", f"feature_maps_{sweep}_2"):
+            assert f'src="{png}.png"' in page, png
+    assert page.count("No convolutions in this network") == 1  # the mlp
+    assert not list(study.report.glob("*_mlp_*.png")) and not list(study.report.glob("transformer_*.png"))
+    lenet = best_model(Storage(str(study.folder / "results.db"), readonly=True), "lenet")
+    with torch_settings_kept():
+        missing = learned_section(Folder(tmp_path), lenet, tmp_path / "nowhere", data.test_split(data_dir, 300))
+    assert missing.blocks == [
+        Note(
+            f"No best weights for trial {lenet.trial.key}: its filters and feature maps are left out "
+            "(Best models says where they were looked for)."
+        )
+    ]
 
 
 def test_best_model_tables_match_the_stored_test_evaluation(study, data_dir):

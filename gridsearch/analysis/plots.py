@@ -313,3 +313,50 @@ def parallel_coordinates(scores: pd.DataFrame, params: Sequence[str], metric: st
     axes.set_title(f"{title}: every trial, coloured by {metric}")
     figure.tight_layout()
     return figure
+
+
+def _mosaic(images: np.ndarray, columns: int) -> np.ndarray:
+    """(N, H, W) images tiled ``columns`` wide with one-pixel gaps; gaps and empty cells are NaN (drawn white)."""
+    count, height, width = images.shape
+    columns = min(columns, count)
+    rows = -(-count // columns)
+    mosaic = np.full((rows * (height + 1) - 1, columns * (width + 1) - 1), np.nan)
+    for index, image in enumerate(images):
+        top, left = (index // columns) * (height + 1), (index % columns) * (width + 1)
+        mosaic[top : top + height, left : left + width] = image
+    return mosaic
+
+
+def tiles(images: np.ndarray, title: str, signed: bool = False, columns: int = 16) -> plt.Figure:
+    """Small (N, H, W) arrays (filters, feature maps) in one grid, each on its own scale: ``signed`` ones by
+    their largest magnitude (red positive, blue negative, white zero), others from their min to their max
+    (dark is high)."""
+    images = images.astype(float)
+    flat = images.reshape(len(images), -1)
+    if signed:
+        scale = np.abs(flat).max(1)
+        low = np.zeros(len(images))
+    else:
+        low = flat.min(1)
+        scale = flat.max(1) - low
+    scale = np.where(scale > 0, scale, 1.0)[:, None, None]
+    mosaic = _mosaic((images - low[:, None, None]) / scale, columns)
+    cmap = plt.get_cmap("RdBu_r" if signed else "gray_r").with_extremes(bad="white")
+    rows, cells = mosaic.shape[0] / (images.shape[1] + 1), mosaic.shape[1] / (images.shape[2] + 1)
+    figure, axes = plt.subplots(figsize=(max(3.0, 0.55 * cells), 0.55 * rows + 0.5))
+    axes.imshow(mosaic, cmap=cmap, vmin=-1 if signed else 0, vmax=1, interpolation="nearest")
+    axes.axis("off")
+    axes.set_title(title, fontsize=10)
+    return figure
+
+
+def before_after(before: np.ndarray, after: np.ndarray, title: str, columns: int = 4) -> plt.Figure:
+    """Digits in [0, 1] (N, 28, 28) before (left) and after (right) a transformation, in the same order."""
+    figure, axes = plt.subplots(1, 2, figsize=(8, 4.3))
+    for axis, images, label in zip(axes, (before, after), ("input", "after the transformer")):
+        axis.imshow(_mosaic(images, columns), cmap=plt.get_cmap("gray_r").with_extremes(bad="white"), vmin=0, vmax=1)
+        axis.set_title(label, fontsize=9)
+        axis.axis("off")
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure

@@ -20,6 +20,7 @@ from gridsearch.analysis.committee import committee_section
 from gridsearch.analysis.effects import effects_section
 from gridsearch.analysis.importance import importance_section
 from gridsearch.analysis.inspection import inspection_section
+from gridsearch.analysis.learned import learned_section
 from gridsearch.analysis.provenance import provenance_section, union_split
 from gridsearch.analysis.robustness import robustness_section
 from gridsearch.analysis.significance import significance_section
@@ -149,6 +150,7 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
         ),
         ("curves", "Learning curves", curves_section(folder, storage, models)),
         ("evaluation", "Best models", [evaluation_section(folder, m, tests[m.name], reruns[m.name]) for m in models]),
+        ("learned", "What the network learned", [learned_section(folder, m, artifacts, tests[m.name]) for m in models]),
         ("committees", "Single best vs committee", committee_section(folder, storage, models, labels)),
         ("significance", "Is the difference real?", significance_section(folder, models, labels)),
         ("cost", "Accuracy vs cost", cost_section(folder, results, models)),

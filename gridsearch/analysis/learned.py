@@ -1,0 +1,182 @@
+"""What a trained network learned: its first-layer filters, the feature maps of one digit, and what a spatial
+transformer does to a batch of digits; and the report section that shows them.
+
+The pure functions take a loaded model (:func:`gridsearch.analysis.trained_models.load_model`) and uint8 images
+as the data splits hold them; they return numpy arrays, which ``plots.tiles`` and ``plots.before_after`` draw.
+A spatial transformer (a model with a ``transform`` method: stn, tps_stn) classifies the transformed digit with
+its ``classifier``: its filters and feature maps are that classifier's, on the digit as the classifier sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import cast
+
+import numpy as np
+import torch
+from torch import nn
+
+from gridsearch.analysis import plots
+from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, load_model
+from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note
+from gridsearch.spec.config import TrialConfig
+from gridsearch.training.data import Split
+from gridsearch.training.models import build_model
+
+FEATURE_LAYERS = 2
+"""Feature maps are shown after the first this many convolutions of the feature path."""
+DIGIT = 0
+"""The test image whose feature maps the report shows (the first)."""
+TRANSFORMED = 16
+"""Test digits the report shows before and after a spatial transformer."""
+Transform = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass(frozen=True)
+class FeatureMaps:
+    """One digit's activations after a convolution of the feature path, with the batch norm and ReLU that follow."""
+
+    layer: int
+    """1 for the first convolution, 2 for the second."""
+    maps: np.ndarray
+    """(channels, height, width) floats."""
+
+
+@dataclass(frozen=True)
+class Transformed:
+    """A batch of digits before and after a spatial transformer: (N, 28, 28) floats in [0, 1]."""
+
+    before: np.ndarray
+    after: np.ndarray
+
+
+def transformer(model: nn.Module) -> Transform | None:
+    """The model's spatial transformer (its ``transform`` method), or None for a network without one."""
+    transform = getattr(model, "transform", None)
+    return cast(Transform, transform) if callable(transform) else None
+
+
+def feature_path(model: nn.Module) -> nn.Sequential | None:
+    """The layer sequence holding the classifying network's first convolution (behind the transformer, if
+    any), or None for a network without convolutions."""
+    network = cast(nn.Module, model.classifier) if transformer(model) else model
+    return next(
+        (
+            m
+            for m in network.modules()
+            if isinstance(m, nn.Sequential) and any(isinstance(c, nn.Conv2d) for c in m.children())
+        ),
+        None,
+    )
+
+
+def pixels(images: torch.Tensor) -> torch.Tensor:
+    """uint8 digits (any shape of N x 784 pixels) as the float (N, 1, 28, 28) batch in [0, 1] the model trained on."""
+    return images.reshape(-1, 1, 28, 28).float().div(255)
+
+
+def first_layer_filters(model: nn.Module) -> np.ndarray | None:
+    """The first convolution's filters as (filters, height, width) weights, or None without convolutions."""
+    path = feature_path(model)
+    if path is None:
+        return None
+    conv = next(c for c in path.children() if isinstance(c, nn.Conv2d))
+    return conv.weight.detach()[:, 0].numpy().copy()
+
+
+def _layer_ends(path: nn.Sequential) -> list[int]:
+    """For each convolution that is a direct child of ``path``: the index just past it and its norm and ReLU."""
+    children, ends = list(path.children()), []
+    for index, child in enumerate(children):
+        if isinstance(child, nn.Conv2d):
+            end = index + 1
+            while end < len(children) and isinstance(children[end], (nn.BatchNorm2d, nn.ReLU)):
+                end += 1
+            ends.append(end)
+    return ends
+
+
+@torch.inference_mode()
+def feature_maps(model: nn.Module, digit: torch.Tensor, layers: int = FEATURE_LAYERS) -> list[FeatureMaps]:
+    """The feature maps of the uint8 ``digit`` (784 pixels) after each of the first ``layers`` convolutions
+    that sit directly in the feature path (a residual block's inner ones do not: fewer maps then); empty
+    without convolutions. A spatial transformer's model is run on its transformed digit."""
+    path = feature_path(model)
+    if path is None:
+        return []
+    x = pixels(digit)
+    if transform := transformer(model):
+        x = transform(x)
+    ends, children, maps = _layer_ends(path)[:layers], list(path.children()), []
+    start = 0
+    for layer, end in enumerate(ends, 1):
+        for child in children[start:end]:
+            x = child(x)
+        maps.append(FeatureMaps(layer, x[0].numpy().copy()))
+        start = end
+    return maps
+
+
+@torch.inference_mode()
+def transformed(model: nn.Module, images: torch.Tensor) -> Transformed | None:
+    """uint8 ``images`` (N x 784 pixels) before and after the model's spatial transformer; None without one."""
+    transform = transformer(model)
+    if transform is None:
+        return None
+    before = pixels(images)
+    return Transformed(before[:, 0].numpy().copy(), transform(before)[:, 0].numpy().copy())
+
+
+def learned_blocks(folder: Folder, name: str, model: nn.Module, test: Split) -> list[Block]:
+    """Filters, feature maps of test image ``DIGIT`` and the transformer's output of sweep ``name``'s ``model``."""
+    filters = first_layer_filters(model)
+    if filters is None:
+        return [Note("No convolutions in this network: no filters or feature maps to show.")]
+    digit, label = test.images[DIGIT], int(test.labels[DIGIT])
+    seen = ", transformed as the classifier sees it" if transformer(model) else ""
+    blocks: list[Block] = [
+        Figure(
+            folder.png(plots.tiles(filters, f"{name}: first-layer filters", signed=True), f"filters_{name}"),
+            f"The {len(filters)} first-layer convolution filters ({filters.shape[1]}x{filters.shape[2]} weights), "
+            "each on its own scale: red positive, blue negative, white zero.",
+        )
+    ]
+    for maps in feature_maps(model, digit):
+        title = f"{name}: feature maps after convolution {maps.layer}"
+        blocks.append(
+            Figure(
+                folder.png(plots.tiles(maps.maps, title), f"feature_maps_{name}_{maps.layer}"),
+                f"The {len(maps.maps)} feature maps after convolution {maps.layer} (with its batch norm and ReLU; "
+                f"{maps.maps.shape[1]}x{maps.maps.shape[2]} each) of test image {DIGIT} (a {label}){seen}, "
+                "each on its own scale: dark is strong.",
+            )
+        )
+    if (batch := transformed(model, test.images[:TRANSFORMED])) is not None:
+        figure = plots.before_after(batch.before, batch.after, f"{name}: what the spatial transformer does")
+        blocks.append(
+            Figure(
+                folder.png(figure, f"transformer_{name}"),
+                f"The first {len(batch.before)} test images (left) and the same images after the model's "
+                "spatial transformer (right), which the classifier then reads.",
+            )
+        )
+    return blocks
+
+
+def learned_section(folder: Folder, model: BestModel, artifacts: Path, test: Split) -> Group:
+    """What the selected trial of one sweep learned, from its best weights in ``artifacts``; a network without
+    convolutions, or without its weights, gets one line saying so."""
+    untrained = build_model(cast(TrialConfig, model.trial.config))
+    if first_layer_filters(untrained) is None:
+        return Group(model.name, learned_blocks(folder, model.name, untrained, test))
+    try:
+        network = load_model(model.trial, artifacts)
+    except WeightsUnavailable:
+        missing = Note(
+            f"No best weights for trial {model.trial.key}: its filters and feature maps are left out "
+            "(Best models says where they were looked for)."
+        )
+        return Group(model.name, [missing])
+    return Group(model.name, learned_blocks(folder, model.name, network, test))
