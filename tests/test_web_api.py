@@ -10,18 +10,24 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from filelock import FileLock
 from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 
 from gridsearch import cli
+from gridsearch.analysis import importance
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
+from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
 from gridsearch.vocabulary import STATUS_ORDER
+from gridsearch.web import recognizer
 from gridsearch.web.app import create_app
 from tests.conftest import gridsearch, rows, write_sweep
 
@@ -41,10 +47,18 @@ def web_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     """The web tests' study folder (``results.db``, ``runs/``), made once per test session by ``gridsearch
     run``: the ``digits`` sweep (one LeNet-5-3, 2,000 training digits, 2 epochs, tested on 500) and
     ``HALVED``."""
-    folder = tmp_path_factory.getbasetemp() / "web-study"
-    if (folder / "made").exists():
-        return folder
+    # Under pytest-xdist each worker has its own base folder: the study goes in their shared parent, made by
+    # whichever worker comes first while the other waits on the lock (the recipe of xdist's documentation).
+    root = tmp_path_factory.getbasetemp()
+    folder = (root.parent if os.environ.get("PYTEST_XDIST_WORKER") else root) / "web-study"
     folder.mkdir(exist_ok=True)
+    with FileLock(str(folder) + ".lock"):
+        if not (folder / "made").exists():
+            _make_web_study(folder, data_dir)
+    return folder
+
+
+def _make_web_study(folder: Path, data_dir: Path) -> None:
     digits = write_sweep(
         folder,
         "digits.yaml",
@@ -57,7 +71,6 @@ def web_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
     halved = write_sweep(folder, "halved.yaml", **HALVED)
     gridsearch("run", str(digits), str(halved), cwd=folder, data_dir=data_dir, check=True)
     (folder / "made").touch()
-    return folder
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +79,9 @@ def study(tmp_path_factory, data_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def client(study) -> FlaskClient:
+def client(study, data_dir) -> FlaskClient:
     """The app on the study's database, opened read-only as ``serve`` opens it."""
-    return create_app(Storage(str(study / "results.db"), readonly=True), study / "runs").test_client()
+    return create_app(Storage(str(study / "results.db"), readonly=True), study / "runs", data_dir).test_client()
 
 
 def answer(response) -> tuple[int, dict]:
@@ -233,6 +246,96 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(client, study):
     assert status == 405 and "Method Not Allowed" in reply["error"]
     page = client.get("/sweeps/nope", headers={"Accept": "text/html"})
     assert page.status_code == 404 and "no sweep named &#39;nope&#39;" in page.get_data(as_text=True)
+
+
+def test_sweep_analysis_says_which_param_mattered_or_why_not(client, study):
+    status, body = answer(client.get("/api/sweeps/halved/analysis"))
+    found = importance.sweep_importance(Storage(str(study / "results.db"), readonly=True), "halved")
+    assert status == 200 and found is not None and body["importance"]["params"] == ["lr", "lr_step"]
+    assert body["importance"]["exact"] is False  # halving: an incomplete grid at rung 0, a forest's estimate
+    assert [t["term"] for t in body["importance"]["shares"]] == found.shares["term"].tolist()
+    assert sum(t["share"] for t in body["importance"]["shares"]) == pytest.approx(1.0, abs=1e-6)
+    assert body["margin"] is None and "two done trials" in body["notes"]["margin"]  # its runners-up stopped
+    assert min(png_size(client.get("/sweeps/halved/importance.png"))) > 100
+    assert min(png_size(client.get("/sweeps/halved/parallel.png"))) > 100
+    status, body = answer(client.get("/api/sweeps/digits/analysis"))  # one trial: nothing, each said in one line
+    assert (
+        status == 200
+        and body["importance"] is None is body["margin"]
+        and set(body["notes"]) == {"importance", "margin"}
+    )
+
+
+def test_predict_says_draw_bigger_for_tiny_ink_and_unsure_below_half(client):
+    tiny = blank()
+    ImageDraw.Draw(tiny).ellipse([130, 130, 152, 152], fill="black")  # a tap: a 22-pixel dot
+    status, body = answer(client.post("/api/predict", json={"image": data_url(tiny)}))
+    assert status == 200 and body["ink_extent"] == pytest.approx(23 / 280, abs=0.01)
+    assert body["feedback"].startswith("Draw bigger")
+    seven = blank()
+    ImageDraw.Draw(seven).line([(70, 60), (215, 60), (125, 245)], fill="black", width=22)
+    status, body = answer(client.post("/api/predict", json={"image": data_url(seven)}))
+    assert status == 200 and body["ink_extent"] > 0.6
+    assert (body["feedback"] is None) == (max(body["probabilities"]) >= recognizer.UNSURE_BELOW)
+    assert recognizer.feedback(0.5, 0.3).startswith("That does not look like a digit")
+    assert recognizer.feedback(0.5, 0.9) is None
+
+
+def test_learned_page_and_figures_of_a_trained_trial(client, data_dir):
+    key = answer(client.get("/api/models"))[1]["default"]
+    status, body = answer(client.get(f"/api/models/{key}"))
+    assert status == 200 and body | {"trial": key, "status": "done", "architecture": "lenet53"} == body
+    page = client.get(f"/trials/{key}/learned?digit=7").get_data(as_text=True)
+    label = int(data.test_split(data_dir, 8).labels[7])
+    assert f"test image 7 (a {label})" in page and "maps.png?digit=7&amp;layer=2" in page and "transformer" not in page
+    assert min(png_size(client.get(f"/trials/{key}/filters.png"))) > 50  # one row of 6 filters
+    assert min(png_size(client.get(f"/trials/{key}/maps.png?digit=7&layer=2"))) > 50  # one row of 16 maps
+    for path, expected, message in [
+        (f"/trials/{key}/maps.png?digit=10000", 400, "from 0 to 9999"),
+        (f"/trials/{key}/maps.png?digit=-1", 400, "from 0 to 9999"),
+        (f"/trials/{key}/maps.png?layer=3", 400, "layer must be 1 or 2"),
+        (f"/trials/{key}/transformer.png", 404, "no spatial transformer"),
+        ("/trials/0123456789abcdef/filters.png", 404, "no trial 0123456789abcdef"),
+        ("/trials/nope/learned", 400, "16 hexadecimal digits"),
+        ("/api/models/0123456789abcdef", 404, "no trial"),
+    ]:
+        status, reply = answer(client.get(path))
+        assert (status, list(reply)) == (expected, ["error"]) and message in reply["error"], (path, reply)
+
+
+def test_augment_explorer_distorts_real_digits_within_the_tables_ranges(client):
+    status, body = answer(client.get("/api/augment?rotate=30&zoom=0.8,1.2&aug_p=1"))
+    assert status == 200 and body["params"] == AUGMENTATION_DEFAULTS | {
+        "rotate": 30.0,
+        "zoom": [0.8, 1.2],
+        "aug_p": 1.0,
+    }
+    snippet = yaml.safe_load(body["yaml"])["params"]
+    assert BatchAugmenter.from_params(snippet).rotate == pytest.approx(np.radians(30)) and snippet["zoom"] == [0.8, 1.2]
+    _, height = png_size(client.get("/augment.png?rotate=30&aug_p=1&rows=2&seed=5"))
+    assert (
+        client.get("/augment.png?rotate=30&aug_p=1&rows=2&seed=5").data
+        == client.get("/augment.png?rotate=30&aug_p=1&rows=2&seed=5").data
+    )  # a seeded draw is repeatable
+    assert png_size(client.get("/augment.png?rotate=30&aug_p=1&rows=4&seed=5"))[1] > height
+    assert "elastic_sigma" in client.get("/augment").get_data(as_text=True)
+    for query, message in [
+        ("rotate=181", "rotate must be in [0, 180] (degrees)"),
+        ("shift=1", "shift must be in [0, 1)"),
+        ("zoom=1.2,0.8", "zoom must be a [low, high] pair"),
+        ("elastic_sigma=0", "elastic_sigma must be in (0, 1000]"),
+        ("aug_p=nan", "aug_p must be a finite number"),
+        ("rotate=ten", "rotate must be a number"),
+        ("brightness=2", "unknown augmentation param 'brightness'"),
+        ("rotate=5&rows=9", "rows must be a whole number from 1 to 8"),
+        ("seed=-1", "seed must be a whole number"),
+    ]:
+        for path in ("/api/augment", "/augment.png"):
+            status, reply = answer(client.get(f"{path}?{query}"))
+            if path == "/api/augment" and query.startswith(("rotate=5&rows", "seed")):
+                assert status == 200  # rows and seed belong to the figure only
+                continue
+            assert (status, list(reply)) == (400, ["error"]) and message in reply["error"], (path, query, reply)
 
 
 def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path, monkeypatch, capsys):

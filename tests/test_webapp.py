@@ -56,13 +56,13 @@ class Server:
 
 
 @pytest.fixture(scope="module")
-def server(study):
-    """``python -m gridsearch serve --port 0`` on the study's database."""
+def server(study, data_dir):
+    """``python -m gridsearch serve --port 0`` on the study's database, with the test session's MNIST."""
     log = (study / "serve.log").open("w")
     process = subprocess.Popen(
         [sys.executable, "-m", "gridsearch", "serve", "--port", "0"],
         cwd=study,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), GRIDSEARCH_DATA=str(data_dir)),
         stdout=subprocess.PIPE,
         stderr=log,
         text=True,
@@ -282,7 +282,37 @@ def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(browser,
         "SELECT e.accuracy FROM evaluations e JOIN sweeps s ON s.selected_trial = e.trial_key WHERE s.name = 'live'",
     )
     assert f"Test accuracy {accuracy:.2%}" in page.inner_text("#test")
+    page.wait_for_function("""['importance', 'parallel'].every(id => {
+        const image = document.getElementById(id);
+        return !image.hidden && image.complete && image.naturalWidth > 100; })""")
+    assert page.inner_text("#margin").startswith(f"The winner {keys[0]} gets ")  # 3 done trials: a runner-up
+    assert "random-forest estimate" in page.inner_text("#importance-note")  # 3 of the 4 grid points
     page.screenshot(path=str(study / "sweep.png"), full_page=True)
+
+
+def test_learned_page_and_augmentation_explorer_show_real_digits(browser, page, server, study):
+    [(key,)] = rows(
+        study / "results.db", "SELECT s.selected_trial FROM sweeps s WHERE s.name = 'digits'"
+    )  # a LeNet-5-3: filters and two layers of feature maps
+    page.goto(f"{server.url}/trials/{key}/learned?digit=7")
+    page.wait_for_function("""['filters', 'maps-1', 'maps-2'].every(id => {
+        const image = document.getElementById(id); return image.complete && image.naturalWidth > 300; })""")
+    assert page.input_value("#digit-index") == "7" and not page.locator("#transformer").count()
+    page.screenshot(path=str(study / "learned.png"), full_page=True)
+
+    page.goto(server.url + "/augment")
+    page.wait_for_function("document.getElementById('augmented').naturalWidth > 300")
+    first = page.get_attribute("#augmented", "src")
+    assert "rotate: 7.5" in page.inner_text("#yaml")
+    page.locator('input[name="rotate"]').fill("45")  # a range input: fill sets it and fires input
+    page.wait_for_function("document.getElementById('yaml').textContent.includes('rotate: 45')")
+    page.wait_for_function(
+        "src => { const image = document.getElementById('augmented');"
+        " return image.getAttribute('src') !== src && image.complete && image.naturalWidth > 300; }",
+        arg=first,
+    )
+    assert "rotate=45" in page.get_attribute("#augmented", "src")
+    page.screenshot(path=str(study / "augment.png"), full_page=True)
 
 
 def draw(page, strokes: list[list[tuple[int, int]]]) -> str:
@@ -316,11 +346,21 @@ def test_recognizer_reads_a_drawn_seven_and_one(browser, page, server, study):
     assert min(seen) == 0 and np.mean(np.array(seen) < 128) > 0.05  # a dark digit on white, 28x28
     assert page.inner_text('.barrow.top[data-digit="7"] .value').endswith("%")
     page.check("#show-saliency")
-    assert page.is_visible("#saliency")
+    assert page.is_visible("#saliency") and "largest drop" in page.inner_text("#legend")
     alpha = page.evaluate("""Array.from(document.getElementById('saliency').getContext('2d')
         .getImageData(0, 0, 28, 28).data.filter((_, i) => i % 4 === 3))""")
     assert max(alpha) > 150 and np.mean(np.array(alpha) > 0) < 0.6  # some places, not everywhere
     page.screenshot(path=str(study / "recognizer.png"))
     page.click("#clear")
     assert page.inner_text("#digit") == "?"
+    draw(page, [[(140, 140)]])  # a tap: a visible dot, too small to read
+    dot = page.evaluate("""Array.from(document.getElementById('pad').getContext('2d')
+        .getImageData(135, 135, 10, 10).data.filter((_, i) => i % 4 === 0))""")
+    assert max(dot) < 50 and page.inner_text("#message").startswith("Draw bigger")
+    page.click("#clear")
     assert draw(page, ONE) == "1"
+
+    page.goto(server.url + "/recognizer?trial=0123456789abcdef")  # not a model here: said, not hidden
+    page.wait_for_selector("#message[data-trial-refused]")
+    assert "?trial=0123456789abcdef cannot be used (no trial 0123456789abcdef" in page.inner_text("#message")
+    assert page.input_value("#model") != "0123456789abcdef"

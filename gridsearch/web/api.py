@@ -6,16 +6,21 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Iterable
+from contextlib import suppress
 from typing import Any, TypedDict, cast
 
 import numpy as np
 from flask import Blueprint, request
 
 from gridsearch.analysis.effects import grid_effects
+from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
+from gridsearch.analysis.uncertainty import margin_text, sweep_uncertainty
 from gridsearch.store import views
 from gridsearch.vocabulary import FINISHED, STATUS_ORDER
 from gridsearch.web.catalog import Catalog, RequestError, TestedModel
+from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
+from gridsearch.web.recognizer import feedback
 
 
 class StatusCounts(TypedDict):
@@ -93,6 +98,13 @@ class ModelsAnswer(TypedDict):
     models: list[TestedModel]
 
 
+class ModelAnswer(TypedDict):
+    trial: str
+    architecture: str
+    status: str
+    val_accuracy: float | None
+
+
 class PredictAnswer(TypedDict):
     trial: str
     architecture: str
@@ -100,6 +112,38 @@ class PredictAnswer(TypedDict):
     probabilities: list[float]
     input: list[list[int]]
     saliency: list[list[float]]
+    ink_extent: float
+    feedback: str | None
+
+
+class ImportanceTerm(TypedDict):
+    term: str
+    kind: str
+    share: float | None
+
+
+class ImportanceSummary(TypedDict):
+    exact: bool
+    metric: str
+    basis: str
+    params: list[str]
+    shares: list[ImportanceTerm]
+
+
+class MarginSummary(TypedDict):
+    winner: str
+    runner_up: str
+    val_size: int
+    winner_correct: int
+    runner_up_correct: int
+    text: str
+
+
+class AnalysisAnswer(TypedDict):
+    importance: ImportanceSummary | None
+    margin: MarginSummary | None
+    notes: dict[str, str]
+    """One line for each of importance and margin that is null, saying why."""
 
 
 def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
@@ -110,8 +154,9 @@ def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
     )
 
 
-def blueprint(catalog: Catalog, inference: Inference) -> Blueprint:
-    """The JSON endpoints on ``catalog``, classifying drawings with ``inference``."""
+def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Blueprint:
+    """The JSON endpoints on ``catalog``, classifying drawings with ``inference`` (``digits``: the test labels
+    for the margin's paired test)."""
     api = Blueprint("api", __name__, url_prefix="/api")
     storage = catalog.storage
 
@@ -175,6 +220,58 @@ def blueprint(catalog: Catalog, inference: Inference) -> Blueprint:
             trials=trials,
         )
 
+    @api.get("/sweeps/<name>/analysis")
+    def sweep_analysis(name: str) -> AnalysisAnswer:
+        """Which gridded param mattered (variance decomposition) and the winner's margin over the runner-up."""
+        catalog.sweep(name)
+        notes: dict[str, str] = {}
+        found = sweep_importance(storage, name)
+        importance = None
+        if found is None:
+            notes["importance"] = (
+                f"Nothing to split: fewer than {MIN_TRIALS} scored trials, or no gridded param varies among them."
+            )
+        else:
+            importance = ImportanceSummary(
+                exact=found.exact,
+                metric=found.metric,
+                basis=found.basis,
+                params=found.params,
+                shares=[
+                    ImportanceTerm(term=str(r["term"]), kind=str(r["kind"]), share=finite(r["share"]))
+                    for r in found.shares.to_dict("records")
+                ],
+            )
+        uncertainty = sweep_uncertainty(storage, name)
+        margin = uncertainty.margin
+        if margin is not None and storage.evaluation(margin.runner_up, "test") is not None:
+            with suppress(RequestError):  # both tested: a paired test needs the labels (without MNIST: unpaired only)
+                margin = sweep_uncertainty(storage, name, digits.test().labels.numpy()).margin
+        if margin is None:
+            notes["margin"] = "No margin yet: it needs a selected trial and a runner-up, two done trials."
+        return AnalysisAnswer(
+            importance=importance,
+            margin=None
+            if margin is None
+            else MarginSummary(
+                winner=margin.winner,
+                runner_up=margin.runner_up,
+                val_size=margin.val_size,
+                winner_correct=margin.winner_correct,
+                runner_up_correct=margin.runner_up_correct,
+                text=margin_text(margin),
+            ),
+            notes=notes,
+        )
+
+    @api.get("/models/<key>")
+    def model(key: str) -> ModelAnswer:
+        """A trial the recognizer can use (done, with its weights), or a 4xx saying why it cannot."""
+        trial = catalog.model_trial(key)
+        return ModelAnswer(
+            trial=trial.key, architecture=trial.architecture, status=trial.status, val_accuracy=trial.val_accuracy
+        )
+
     @api.get("/models")
     def models() -> ModelsAnswer:
         found = catalog.tested_models()
@@ -201,9 +298,17 @@ def blueprint(catalog: Catalog, inference: Inference) -> Blueprint:
             probabilities=[round(float(p), 6) for p in result.probabilities],
             input=prediction.digit.tolist(),
             saliency=np.round(result.saliency, 3).tolist(),
+            ink_extent=round(prediction.ink_extent, 4),
+            feedback=feedback(prediction.ink_extent, float(result.probabilities.max())),
         )
 
     return api
+
+
+def finite(value: object) -> float | None:
+    """A float for JSON: None for NaN or a missing value."""
+    number = float(cast(float, value)) if value is not None else float("nan")
+    return number if np.isfinite(number) else None
 
 
 def trial_entry(record: dict[str, Any], gridded: Iterable[str], epochs: int) -> TrialEntry:

@@ -1,7 +1,8 @@
 """``serve``: a local web app on the results database, a live sweep dashboard and a draw-a-digit recognizer.
 
 The app is assembled here from its parts: the pages and their assets (``pages``), the JSON endpoints the
-pages poll every two seconds (``api``), the figures drawn on request (``figures``), the drawings
+pages poll every two seconds (``api``), the figures drawn on request (``figures``), what a trained network
+learned (``trained``), the augmentation explorer (``augment``), the drawings
 classified on a thread of their own (``inference``) and the request-size limit (``limits``). Every part
 finds sweeps and trials through one :class:`~gridsearch.web.catalog.Catalog`; every refusal is answered
 here, as one JSON line (or a page, to a browser asking for one), never a traceback.
@@ -26,8 +27,10 @@ from gridsearch.analysis.preprocessing import BadDrawing
 from gridsearch.errors import UserError
 from gridsearch.store.connection import describe
 from gridsearch.store.storage import Storage
-from gridsearch.web import api, figures, pages
+from gridsearch.training.data import default_data_dir
+from gridsearch.web import api, augment, figures, pages, trained
 from gridsearch.web.catalog import Catalog, RequestError
+from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
 from gridsearch.web.limits import BodyLimit
 
@@ -35,15 +38,20 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Largest request body accepted (a 280x280 canvas as a PNG data URL is about 10 kB)."""
 
 
-def create_app(storage: Storage, artifacts: Path) -> Flask:
-    """The web app on ``storage`` (opened read-only), loading models from the run folders in ``artifacts``."""
+def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) -> Flask:
+    """The web app on ``storage`` (opened read-only), loading models from the run folders in ``artifacts`` and
+    MNIST test digits from ``data_dir`` (default: ``$GRIDSEARCH_DATA`` or ``./data``)."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.wsgi_app = BodyLimit(app.wsgi_app, MAX_REQUEST_BYTES)  # type: ignore[method-assign]
     catalog = Catalog(storage, artifacts)
     app.register_blueprint(pages.blueprint(catalog))
-    app.register_blueprint(api.blueprint(catalog, Inference(catalog)))
+    inference = Inference(catalog)
+    digits = Digits(data_dir or default_data_dir())
+    app.register_blueprint(api.blueprint(catalog, inference, digits))
     app.register_blueprint(figures.blueprint(catalog))
+    app.register_blueprint(trained.blueprint(catalog, inference, digits))
+    app.register_blueprint(augment.blueprint(digits))
 
     def error(status: int, message: str) -> ResponseReturnValue:
         """``{"error": message}``, or the error page to a browser asking for a page."""

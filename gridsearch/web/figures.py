@@ -1,5 +1,6 @@
 """The sweep page's figures as PNGs, drawn on request by the report's own functions: the hyperparameter
-heatmap, the selected trial's test confusion matrix and the learning curves of chosen trials."""
+heatmap, the selected trial's test confusion matrix, the learning curves of chosen trials, and which gridded
+param mattered (variance decomposition bars, parallel coordinates)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from matplotlib.figure import Figure
 
 from gridsearch.analysis import plots
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
+from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.vocabulary import format_params
@@ -73,6 +75,28 @@ def blueprint(catalog: Catalog) -> Blueprint:
         return png(
             lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
         )
+
+    def importance(name: str) -> Importance:
+        catalog.sweep(name)
+        found = sweep_importance(storage, name)
+        if found is None:
+            raise RequestError(
+                404,
+                f"sweep {name}: fewer than {MIN_TRIALS} scored trials or no varying gridded param, "
+                "so no variance to split",
+            )
+        return found
+
+    @figures.get("/importance.png")
+    def importance_bars(name: str) -> Response:
+        found = importance(name)
+        how = "exact functional ANOVA" if found.exact else "random-forest estimate"
+        return png(lambda: plots.importance_bars(found.shares, f"{name}: {found.metric} ({how})"))
+
+    @figures.get("/parallel.png")
+    def parallel(name: str) -> Response:
+        found = importance(name)
+        return png(lambda: plots.parallel_coordinates(found.scores, found.params, found.metric, name))
 
     @figures.get("/confusion.png")
     def confusion(name: str) -> Response:

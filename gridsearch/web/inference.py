@@ -16,8 +16,10 @@ import binascii
 import os
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
 import torch
@@ -28,7 +30,9 @@ from gridsearch.analysis.trained_models import load_model
 from gridsearch.errors import UserError
 from gridsearch.store.models import TrialRow
 from gridsearch.web.catalog import Catalog, RequestError
-from gridsearch.web.recognizer import Recognition, recognize
+from gridsearch.web.recognizer import Recognition, ink_extent, recognize
+
+T = TypeVar("T")
 
 PNG_DATA_URL = "data:image/png;base64,"
 CACHED_MODELS = 4
@@ -39,11 +43,13 @@ THREADS = min(4, os.cpu_count() or 1)
 
 @dataclass(frozen=True)
 class Prediction:
-    """A drawing as the model saw it (uint8 ``(28, 28)``), the trial that classified it, and what it said."""
+    """A drawing as the model saw it (uint8 ``(28, 28)``), the trial that classified it, what it said, and how
+    much of the pad the ink spans (``recognizer.ink_extent``)."""
 
     trial: TrialRow
     digit: np.ndarray
     recognition: Recognition
+    ink_extent: float
 
 
 class Inference:
@@ -63,9 +69,20 @@ class Inference:
         return self._pool.submit(self._predict, image, trial).result()
 
     def _predict(self, image: object, key: object) -> Prediction:
-        digit = mnist_style(drawing(image))
+        ink = drawing(image)
+        digit = mnist_style(ink)
         trial = self.catalog.model_trial(self.catalog.default_trial() if key is None else key)
-        return Prediction(trial, digit, recognize(self._model(trial), digit))
+        return Prediction(trial, digit, recognize(self._model(trial), digit), ink_extent(ink))
+
+    def with_model(self, key: str, work: Callable[[TrialRow, nn.Module], T]) -> T:
+        """``work(trial, model)`` for the trained trial ``key``, on a pool thread once one is free (the model
+        from the cache, or loaded); raises :class:`RequestError` as :meth:`Catalog.model_trial` does."""
+
+        def run() -> T:
+            trial = self.catalog.model_trial(key)
+            return work(trial, self._model(trial))
+
+        return self._pool.submit(run).result()
 
     def _model(self, trial: TrialRow) -> nn.Module:
         """The trial's network with its best weights (in eval mode, so threads may share it): from the cache,

@@ -1,4 +1,4 @@
-"""The three pages (sweeps, one sweep, recognizer) and their assets. Flask renders each page's frame from
+"""The sweeps, sweep and recognizer pages and every page's assets. Flask renders each page's frame from
 ``templates/``; the JavaScript in ``assets/`` fills it from the JSON endpoints."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ ASSETS = {
     "sweeps.js": "text/javascript",
     "sweep.js": "text/javascript",
     "recognizer.js": "text/javascript",
+    "augment.js": "text/javascript",
 }
 STATUSES = [status.value for status in STATUS_ORDER]
 """The statuses in the order pages show them (the scripts read them from the page)."""

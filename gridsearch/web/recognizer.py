@@ -20,6 +20,36 @@ PATCH = 4
 """Side in pixels of the square erased at each position of the occlusion map."""
 STRIDE = 2
 """Pixels between neighbouring positions of the erased square."""
+MIN_INK_EXTENT = 0.15
+"""A drawing whose ink spans less than this fraction of the pad (the longer side of the ink's bounding box
+over the pad's shorter side) is too small to read well: "draw bigger"."""
+UNSURE_BELOW = 0.5
+"""The model is unsure, "that does not look like a digit", when its top probability is below this."""
+
+
+def ink_extent(ink: np.ndarray) -> float:
+    """The longer side of the bounding box of the ink (pixels above a quarter of the darkest) over the
+    drawing's shorter side; 0 without ink."""
+    rows = np.flatnonzero(ink.max(1) > ink.max() / 4) if ink.max() > 0 else np.array([])
+    columns = np.flatnonzero(ink.max(0) > ink.max() / 4) if ink.max() > 0 else np.array([])
+    if len(rows) == 0:
+        return 0.0
+    return max(rows[-1] - rows[0] + 1, columns[-1] - columns[0] + 1) / min(ink.shape)
+
+
+def feedback(extent: float, top_probability: float) -> str | None:
+    """What to tell the person drawing: draw bigger (tiny ink), or the model is unsure; None when neither."""
+    if extent < MIN_INK_EXTENT:
+        return (
+            f"Draw bigger: the ink spans {extent:.0%} of the pad (under {MIN_INK_EXTENT:.0%}), "
+            "too little to read as a digit."
+        )
+    if top_probability < UNSURE_BELOW:
+        return (
+            f"That does not look like a digit to this model: its best guess has probability {top_probability:.0%} "
+            f"(under {UNSURE_BELOW:.0%})."
+        )
+    return None
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ function message(text, isError = false) {
   const line = document.getElementById("message");
   line.textContent = text;
   line.classList.toggle("error", isError);
+  line.classList.remove("feedback");
 }
 
 function clearPad() {
@@ -48,10 +49,19 @@ function strokeTo(point) {
   inked = true;
 }
 
+/** A round dot of the stroke's width at `point`: what a tap leaves (a zero-length line draws nothing). */
+function dot(point) {
+  pen.fillStyle = "black";
+  pen.beginPath();
+  pen.arc(...point, STROKE_WIDTH / 2, 0, 2 * Math.PI);
+  pen.fill();
+  inked = true;
+}
+
 pad.addEventListener("pointerdown", (event) => {
   pad.setPointerCapture(event.pointerId);
   last = position(event);
-  strokeTo(last);  // a dot, for a tap
+  dot(last);
 });
 pad.addEventListener("pointermove", (event) => {
   if (last === null) return;
@@ -96,7 +106,8 @@ function show(result) {
   document.getElementById("bars").replaceChildren(...bars(result.probabilities));
   paint(document.getElementById("seen"), result.input, (v) => [255 - v, 255 - v, 255 - v, 255]);
   paint(saliencyCanvas, result.saliency, (s) => [230, 30, 30, Math.round(200 * s)]);
-  message("");
+  message(result.feedback || "");
+  document.getElementById("message").classList.toggle("feedback", Boolean(result.feedback));
 }
 
 async function recognize() {
@@ -127,12 +138,26 @@ async function loadModels() {
   const wanted = new URLSearchParams(location.search).get("trial");
   modelSelect.replaceChildren(...models.map((m) => element("option", { value: m.trial },
     `${m.sweep}: ${m.architecture}, test ${percent(m.test_accuracy)}${m.trial === best ? " (best)" : ""}`)));
-  modelSelect.value = models.some((m) => m.trial === wanted) ? wanted : best;
+  modelSelect.value = best;
+  if (wanted === null || models.some((m) => m.trial === wanted)) {
+    if (wanted !== null) modelSelect.value = wanted;
+    return;
+  }
+  try {  // a done trial that is not a sweep's tested one can still be used; anything else is said, not hidden
+    const m = await getJSON(`/api/models/${encodeURIComponent(wanted)}`);
+    modelSelect.append(element("option", { value: m.trial },
+      `trial ${m.trial}: ${m.architecture}, validation ${percent(m.val_accuracy)} (not tested)`));
+    modelSelect.value = m.trial;
+  } catch (error) {
+    message(`?trial=${wanted} cannot be used (${error.message}); showing the default model instead.`, true);
+    document.getElementById("message").dataset.trialRefused = "1";
+  }
 }
 
 modelSelect.addEventListener("change", recognize);
 saliencyToggle.addEventListener("change", () => {
   saliencyCanvas.hidden = !saliencyToggle.checked;
+  document.getElementById("legend").hidden = !saliencyToggle.checked;
   saliencyCaption();
 });
 document.getElementById("clear").addEventListener("click", clearPad);

@@ -8,6 +8,7 @@ let latest = null;          // the last answer of /api/sweeps/NAME/trials
 let sortColumn = null;      // null: the server's order, best first
 let ascending = true;
 let ticked = null;          // trial keys whose curves are drawn; null: the best DEFAULT_CURVES so far
+let analysed = null;        // the sweep version whose analysis is shown
 
 /** The trials table's columns: title, value of a trial, how to show it. */
 function columns(sweep) {
@@ -104,7 +105,28 @@ function renderTest() {
     element("p", { class: "test-result" }, element("strong", {}, `Test accuracy ${percent(test.accuracy)}`),
             `: ${test.errors} errors in ${test.samples.toLocaleString()} test images, ` +
             `test loss ${test.loss.toFixed(4)}.`),
-    element("p", {}, element("a", { href: `/recognizer?trial=${test.trial}` }, "Draw a digit for this model →")));
+    element("p", {}, element("a", { href: `/recognizer?trial=${test.trial}` }, "Draw a digit for this model →"), " · ",
+            element("a", { href: `/trials/${test.trial}/learned` }, "What it learned →")));
+}
+
+/** The variance decomposition and the winner's margin, fetched again only when the sweep changed. */
+async function renderAnalysis() {
+  const version = latest.sweep.version;
+  if (analysed === version) return;
+  const analysis = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/analysis`);
+  analysed = version;
+  const v = encodeURIComponent(version);
+  const margin = document.getElementById("margin");
+  margin.textContent = analysis.margin ? analysis.margin.text : analysis.notes.margin;
+  margin.classList.toggle("note", !analysis.margin);
+  const found = analysis.importance;
+  document.getElementById("importance-note").textContent = found
+    ? `${found.exact ? "Exact functional ANOVA over the complete grid" : "A random-forest estimate (the grid is incomplete)"}: ` +
+      `the share of the variance of ${found.metric} each gridded param and pair carries (${found.basis}); ` +
+      "beside it, every trial as one line through its params, coloured by the metric."
+    : analysis.notes.importance;
+  showFigure("importance", found ? `${BASE}/importance.png?v=${v}` : null);
+  showFigure("parallel", found ? `${BASE}/parallel.png?v=${v}` : null);
 }
 
 function render() {
@@ -129,4 +151,5 @@ function render() {
 poll(async () => {
   latest = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/trials`);
   render();
+  await renderAnalysis();
 });

@@ -1,0 +1,116 @@
+"""What a trained trial's network learned (``/trials/KEY/learned``): its first-layer filters, the feature maps
+of a chosen test digit, and for the spatial transformers what the transformer does to a few digits. The
+figures are drawn by the report's own functions (``analysis.learned``, ``analysis.plots``) on the inference
+pool, which keeps the models loaded."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from flask import Blueprint, Response, render_template, request
+from torch import nn
+
+from gridsearch.analysis import learned, plots
+from gridsearch.store.models import TrialRow
+from gridsearch.web.catalog import Catalog, RequestError
+from gridsearch.web.digits import Digits
+from gridsearch.web.figures import png
+from gridsearch.web.inference import Inference
+
+TRANSFORMED = 16
+"""Digits shown before and after a spatial transformer: the chosen one and the next ones."""
+
+
+@dataclass(frozen=True)
+class Network:
+    """What the learned page shows of a trained network."""
+
+    trial: TrialRow
+    filters: tuple[int, int, int] | None
+    """Count, height and width of the first-layer filters; None without convolutions."""
+    layers: list[tuple[int, int, int]]
+    """Per feature-map layer shown: its number, channels and side in pixels."""
+    transformer: bool
+
+
+def describe(trial: TrialRow, model: nn.Module, digit: torch.Tensor) -> Network:
+    filters = learned.first_layer_filters(model)
+    maps = learned.feature_maps(model, digit) if filters is not None else []
+    return Network(
+        trial,
+        None if filters is None else (len(filters), filters.shape[1], filters.shape[2]),
+        [(m.layer, m.maps.shape[0], m.maps.shape[1]) for m in maps],
+        learned.transformer(model) is not None,
+    )
+
+
+def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Blueprint:
+    """The learned page of a trained trial and its figures, on ``catalog``'s trials and ``digits``."""
+    trained = Blueprint("trained", __name__, url_prefix="/trials/<key>")
+
+    def chosen() -> int:
+        return digits.index(request.args.get("digit"))
+
+    @trained.get("/learned")
+    def page(key: str) -> str:
+        index = chosen()
+        test = digits.test()
+        network = inference.with_model(key, lambda trial, model: describe(trial, model, test.images[index]))
+        return render_template(
+            "learned.html",
+            title=f"What trial {key} learned",
+            network=network,
+            digit=index,
+            label=int(test.labels[index]),
+            digits=len(test),
+            transformed=TRANSFORMED,
+        )
+
+    def without_convolutions(trial: TrialRow) -> RequestError:
+        return RequestError(404, f"trial {trial.key} ({trial.architecture}) has no convolutions: no filters or maps")
+
+    @trained.get("/filters.png")
+    def filters(key: str) -> Response:
+        def draw(trial: TrialRow, model: nn.Module) -> Response:
+            weights = learned.first_layer_filters(model)
+            if weights is None:
+                raise without_convolutions(trial)
+            return png(lambda: plots.tiles(weights, f"{trial.key}: first-layer filters", signed=True))
+
+        return inference.with_model(key, draw)
+
+    @trained.get("/maps.png")
+    def maps(key: str) -> Response:
+        index, layer = chosen(), request.args.get("layer", "1")
+        if layer not in ("1", "2"):
+            raise RequestError(400, f"layer must be 1 or 2, got {layer[:20]!r}")
+        test = digits.test()
+
+        def draw(trial: TrialRow, model: nn.Module) -> Response:
+            found = [m for m in learned.feature_maps(model, test.images[index]) if m.layer == int(layer)]
+            if not found:
+                if learned.first_layer_filters(model) is None:
+                    raise without_convolutions(trial)
+                raise RequestError(404, f"trial {trial.key} ({trial.architecture}) has no convolution {layer} to show")
+            title = f"feature maps after convolution {layer}, test image {index} (a {int(test.labels[index])})"
+            return png(lambda: plots.tiles(found[0].maps, title))
+
+        return inference.with_model(key, draw)
+
+    @trained.get("/transformer.png")
+    def transformer(key: str) -> Response:
+        index = chosen()
+        test = digits.test()
+        batch = test.images[index : index + TRANSFORMED]
+
+        def draw(trial: TrialRow, model: nn.Module) -> Response:
+            found = learned.transformed(model, batch)
+            if found is None:
+                raise RequestError(404, f"trial {trial.key} ({trial.architecture}) has no spatial transformer")
+            title = f"{trial.key}: what the spatial transformer does (test images {index} on)"
+            return png(lambda: plots.before_after(found.before, found.after, title))
+
+        return inference.with_model(key, draw)
+
+    return trained
