@@ -72,7 +72,7 @@ def test_the_eta_counts_epochs_down_on_the_plain_and_the_live_display(capsys):
     plain.trial_started("b", "lr=2", 5)
     epoch = {"epoch": 0, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5, "lr": 1.0}
     plain.epoch("a", {**epoch, "seconds": 4.0}, 5)  # 9 epochs left at 4 s, on 2 workers
-    assert capsys.readouterr().err.rstrip().endswith("epoch 1/5 · val accuracy 50.00% · train loss 1.0000 · ETA 0m18s")
+    assert capsys.readouterr().err.rstrip().endswith("1/5 epochs · val accuracy 50.00% · train loss 1.0000 · ETA 0m18s")
     plain.trial_finished("a", "done", "stopped early")  # its 4 untrained epochs are off: 5 left, on 1 worker
     assert capsys.readouterr().err.rstrip().endswith("s: 1 done · 1 running · 0 pending · ETA 0m20s")
 

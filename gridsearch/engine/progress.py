@@ -96,12 +96,13 @@ class SweepProgress:
             self._log(f"trial {key} {label} started")
 
     def epoch(self, key: str, metrics: EpochMetrics, epochs: int) -> None:
-        """A newly trained epoch (not one replayed after a resume)."""
+        """A newly trained epoch (not one replayed after a resume), shown as a count of epochs trained: epoch
+        numbers count from 0 everywhere (the database, "best epoch", "resumed after epoch")."""
         self.epochs_to_do = max(0, self.epochs_to_do - 1)
         self.epoch_seconds.append(metrics["seconds"])
         self.reached[key] = metrics["epoch"] + 1
         text = (
-            f"epoch {metrics['epoch'] + 1}/{epochs} · val accuracy {format_percent(metrics['val_accuracy'])}"
+            f"{metrics['epoch'] + 1}/{epochs} epochs · val accuracy {format_percent(metrics['val_accuracy'])}"
             f" · train loss {metrics['train_loss']:.4f}"
         )
         if self.live and key in self.trial_tasks:
