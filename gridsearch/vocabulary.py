@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal
 
+import numpy as np
+
 
 class TrialStatus(StrEnum):
     """Where a trial stands. Stored as its value, so databases of every schema version read unchanged."""
@@ -117,3 +119,11 @@ def format_percent(fraction: float | None, decimals: int = 2) -> str:
         if fraction is None or (isinstance(fraction, float) and math.isnan(fraction))
         else f"{fraction * 100:.{decimals}f}%"
     )
+
+
+def tidy_float(value: float) -> float:
+    """A number as it was measured: a value that is exactly a float32 (accuracies and losses computed in single
+    precision) becomes the shortest decimal that reads back as that float32 (0.9869999885559082 -> 0.987);
+    other values are kept, so a CSV reads back the exact double."""
+    single = np.float32(value)
+    return float(str(single)) if math.isfinite(value) and float(single) == value else value

@@ -71,6 +71,11 @@ def test_cli_reads_the_results(finished):
     trials = json.loads(cli("trials", "small", "--format", "json", cwd=folder, check=True).stdout)
     assert [t["val_accuracy"] for t in trials] == sorted((t["val_accuracy"] for t in trials), reverse=True)
     assert len(cli("trials", "small", "--top", "2", "--format", "csv", cwd=folder).stdout.splitlines()) == 3
+    # the table reads as the sweep file was written: lr_step 3, not 3.0; accuracies as percentages
+    table = cli("trials", "small", cwd=folder, check=True).stdout.splitlines()
+    header, first = table[0].split(), table[1].split()
+    assert first[header.index("lr_step")] in ("1", "3") and first[header.index("val_accuracy")].endswith("%")
+    assert "None" not in table[1]
     best = json.loads(cli("best", "small", "--format", "json", cwd=folder, check=True).stdout)
     assert best["trial"] == trials[0]["key"] and best["test"]["samples"] == 400
     plan = cli("plan", str(folder / "sweep.yaml"), cwd=folder, check=True).stdout

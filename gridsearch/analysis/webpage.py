@@ -7,7 +7,6 @@ loads no script, font or style from the network.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,11 +17,10 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 
-from gridsearch.vocabulary import format_value
+from gridsearch.vocabulary import format_value, tidy_float
 
 Format = Callable[[Any], str]
 """How the cells of one table column are written."""
@@ -120,10 +118,12 @@ class Folder:
         return filename
 
     def csv(self, table: pd.DataFrame, name: str) -> str:
-        """Save ``table`` as ``name``.csv (raw values: fractions, seconds; see ``tidy``); returns the file name."""
+        """Save ``table`` as ``name``.csv (raw values: fractions, seconds; see ``tidy_float``); its file name."""
         filename = f"{name}.csv"
         floats = table.select_dtypes("float").columns
-        table.assign(**{column: table[column].map(tidy) for column in floats}).to_csv(self.path / filename, index=False)
+        table.assign(**{column: table[column].map(tidy_float) for column in floats}).to_csv(
+            self.path / filename, index=False
+        )
         return filename
 
     def page(self, title: str, sections: Sequence[Section], filename: str = "index.html") -> Path:
@@ -150,14 +150,6 @@ def table(frame: pd.DataFrame, csv: str | None = None, formats: Mapping[str, For
         for row in frame.itertuples(index=False)
     ]
     return Table([format_value(c).replace("_", " ") for c in frame.columns], rows, csv)
-
-
-def tidy(value: float) -> float:
-    """A number as it was measured: a value that is exactly a float32 (accuracies and losses computed in single
-    precision) becomes the shortest decimal that reads back as that float32 (0.9869999885559082 -> 0.987);
-    other values are kept, so a CSV reads back the exact double."""
-    single = np.float32(value)
-    return float(str(single)) if math.isfinite(value) and float(single) == value else value
 
 
 def seconds(value: float) -> str:

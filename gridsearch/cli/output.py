@@ -6,7 +6,7 @@ import pandas as pd
 
 from gridsearch.spec.config import config_value
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import format_params, format_percent
+from gridsearch.vocabulary import format_params, format_percent, format_value, tidy_float
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 
@@ -27,16 +27,31 @@ def selected_line(storage: Storage, sweep: str) -> str:
 
 
 def percent_columns(table: pd.DataFrame) -> pd.DataFrame:
-    """``table`` with its accuracy columns as percentages, for the terminal."""
+    """``table`` as people read it on a terminal: accuracies as percentages, losses to 4 decimals, seconds
+    to a tenth, other numbers as written in sweep files (``lr_step`` 4, not 4.0)."""
     table = table.copy()
-    for column in PERCENT_COLUMNS:
-        if column in table:
-            table[column] = table[column].map(lambda v: format_percent(v, 3) if pd.notna(v) else "")
+    for column in table.columns:
+        if column in PERCENT_COLUMNS:
+            shown = table[column].map(lambda v: format_percent(v, 3) if pd.notna(v) else "")
+        elif column.endswith("loss"):
+            shown = table[column].map(lambda v: f"{v:.4f}" if pd.notna(v) else "")
+        elif column.endswith("seconds"):
+            shown = table[column].map(lambda v: f"{v:.1f}" if pd.notna(v) else "")
+        elif pd.api.types.is_float_dtype(table[column]):
+            shown = table[column].map(lambda v: format_value(v) if pd.notna(v) else "")
+        elif table[column].dtype == object:
+            shown = table[column].map(lambda v: "" if v is None else v)
+        else:
+            continue
+        table[column] = shown
     return table
 
 
 def format_table(table: pd.DataFrame, fmt: str) -> str:
-    """``table`` as a plain-text table, CSV or JSON records."""
+    """``table`` as a plain-text table, or as CSV or JSON records with floats as measured (``tidy_float``)."""
+    if fmt in ("csv", "json"):
+        floats = table.select_dtypes("float").columns
+        table = table.assign(**{column: table[column].map(tidy_float) for column in floats})
     if fmt == "csv":
         return table.to_csv(index=False).rstrip("\n")
     if fmt == "json":
