@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.test_faults import start_run
 
 
 @pytest.fixture(scope="module")
@@ -280,28 +281,9 @@ def test_workers_end_at_once_when_the_coordinator_alone_is_killed(tmp_path, data
     forkserver and its workers end within seconds, instead of training on to the end of their epoch."""
     import psutil
 
-    sweep = write_sweep(
-        tmp_path, dataset={"train_size": 30000, "val_size": 300, "test_size": 400}, grid={"lr": [0.02, 0.08]}
-    )
+    write_sweep(tmp_path, dataset={"train_size": 30000, "val_size": 300, "test_size": 400}, grid={"lr": [0.02, 0.08]})
     db = tmp_path / "results.db"
-    coordinator = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "gridsearch",
-            "run",
-            str(sweep),
-            "--plain",
-            "--workers",
-            "2",
-            "--data-dir",
-            str(data_dir),
-        ],
-        cwd=tmp_path,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    coordinator = start_run(tmp_path, data_dir, "--workers", "2")
     _wait_for(db, "SELECT COUNT(*) = 2 FROM trials WHERE status = 'running' AND worker_pid IS NOT NULL")
     descendants = psutil.Process(coordinator.pid).children(recursive=True)  # forkserver, workers, trackers
     workers = [pid for (pid,) in rows(db, "SELECT worker_pid FROM trials")]
