@@ -93,7 +93,7 @@ def sweep_importance(storage: Storage, sweep: str) -> Importance | None:
     ``MIN_TRIALS`` trials are scored."""
     row = storage.sweep(sweep)
     effects = grid_effects(storage, row)
-    metric = row.select_metric if row.search["strategy"] == "grid" else "val_accuracy"
+    metric = "val_accuracy" if row.search["strategy"] == "halving" else row.select_metric
     scores = effects.scores.dropna(subset=[metric]) if len(effects.scores) else effects.scores
     if not effects.params or len(scores) < MIN_TRIALS:
         return None

@@ -24,10 +24,16 @@ def values_text(values: set[object]) -> str:
 def search_text(sweep: SweepRow) -> str:
     """How a sweep searched its grid, in words."""
     search = sweep.search
+    drawn = (
+        f"{search.get('sample', search['strategy'])} draws of {search.get('trials')} points (seed {search.get('seed')})"
+    )
+    if search["strategy"] in ("random", "sobol"):
+        return drawn
     if search["strategy"] != "halving":
         return "full grid"
     rungs = ", ".join(str(budget) for budget in search["rung_epochs"])
-    return f"successive halving (factor {search['factor']}; rungs of {rungs} epochs)"
+    halving = f"successive halving (factor {search['factor']}; rungs of {rungs} epochs)"
+    return f"{halving} over {drawn}" if "sample" in search else halving
 
 
 def sweep_overview(storage: Storage, models: list[BestModel]) -> pd.DataFrame:

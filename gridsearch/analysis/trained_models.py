@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from gridsearch.errors import UserError
-from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.store.models import EvaluationRow, SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.store.views import config_value
 from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
 from gridsearch.training.models import build_model, make_deterministic
 from gridsearch.vocabulary import format_params

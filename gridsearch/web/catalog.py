@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import TypedDict
 
 from gridsearch.errors import UserError
+from gridsearch.spec.config import config_value
 from gridsearch.store.connection import describe
 from gridsearch.store.models import SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.store.views import config_value
 from gridsearch.vocabulary import TrialStatus
 
 TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
