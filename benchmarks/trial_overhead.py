@@ -84,9 +84,8 @@ def fresh_process_overheads(folder: Path, data_dir: Path, repeats: int) -> list[
     for repeat in range(repeats):
         job = {
             "task": "train",
-            "key": "fresh",
-            "config": config,
-            "run_dir": str(folder / f"fresh{repeat}"),
+            "cohort": "fresh",
+            "members": [{"key": "fresh", "config": config, "run_dir": str(folder / f"fresh{repeat}")}],
             "data_dir": str(data_dir.resolve()),
             "device": "cpu",
             "parent_pid": os.getpid(),

@@ -20,7 +20,7 @@ import os
 import sys
 from collections import Counter
 from collections.abc import Generator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -29,16 +29,13 @@ import pandas as pd
 from gridsearch.errors import UserError
 from gridsearch.spec.config import config_value
 from gridsearch.store import views
-from gridsearch.store.connection import DEFAULT_DB, artifacts_dir
+from gridsearch.store.connection import artifacts_dir
 from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
 
 if TYPE_CHECKING:
+    from gridsearch.engine.options import RunOptions
     from gridsearch.engine.pool import Executor
-
-DEFAULT_MAX_TRIALS = 10_000
-DEVICES = ("auto", "cpu", "cuda")
-EXECUTORS = ("local", "dask", "inline")
 
 
 @dataclass(frozen=True)
@@ -85,112 +82,58 @@ class RunResult:
         return bool(self.sweeps) and all(s.selected and not s.interrupted for s in self.sweeps.values())
 
 
-def run(
-    sweep_files: str | Path | Sequence[str | Path],
-    *,
-    db: str | Path = DEFAULT_DB,
-    workers: int | None = None,
-    data_dir: str | Path | None = None,
-    artifacts: str | Path | None = None,
-    device: str = "auto",
-    slots_per_gpu: int = 1,
-    executor: str = "local",
-    scheduler: str | None = None,
-    retry_failed: bool = False,
-    max_trials: int = DEFAULT_MAX_TRIALS,
-    plain: bool = False,
-    tensorboard: str | Path | None = None,
-    fail_fast: bool = False,
-) -> RunResult:
+def run(sweep_files: str | Path | Sequence[str | Path], **options: Any) -> RunResult:
     """Run sweep files one after the other (again to resume them), as ``gridsearch run`` does.
 
-    ``workers``: trials in parallel (default 1 on a CPU, GPUs x ``slots_per_gpu`` on GPUs); ``data_dir``:
-    MNIST (default ``$GRIDSEARCH_DATA``, else ``./data``; downloaded and parsed if needed); ``artifacts``:
+    ``options`` are ``gridsearch run``'s, by the names of :class:`~gridsearch.engine.options.RunOptions`:
+    ``db`` (default ``results.db``); ``workers``: cohorts in parallel (default 1 on a CPU, GPUs x
+    ``slots_per_gpu`` on GPUs); ``fuse``: the most trials in one cohort (default 1); ``data_dir``: MNIST
+    (default ``$GRIDSEARCH_DATA``, else ``./data``; downloaded and parsed if needed); ``artifacts``:
     checkpoints (default ``runs/`` beside the database); ``device``: auto, cpu or cuda; ``executor``: local,
     dask (``scheduler``: its address) or inline; ``retry_failed``: run failed and timed-out trials again;
-    ``plain``: log lines instead of the live display (automatic when not on a terminal, as in a notebook);
-    ``tensorboard``: a folder for live TensorBoard logs of each trial (needs the ``tensorboard`` extra);
-    ``fail_fast``: stop at the first trial that fails for good (the others are left interrupted).
+    ``max_trials``; ``plain``: log lines instead of the live display (automatic when not on a terminal, as in
+    a notebook); ``tensorboard``: a folder for live TensorBoard logs of each trial (needs the ``tensorboard``
+    extra); ``fail_fast``: stop at the first trial that fails for good (the others are left interrupted).
     """
+    from gridsearch.engine.options import RunOptions
+
     files = [sweep_files] if isinstance(sweep_files, str | Path) else list(sweep_files)
-    results = sweep_results(
-        files,
-        db=str(db),
-        workers=workers,
-        data_dir=data_dir,
-        artifacts=artifacts,
-        device=device,
-        slots_per_gpu=slots_per_gpu,
-        executor=executor,
-        scheduler=scheduler,
-        retry_failed=retry_failed,
-        max_trials=max_trials,
-        plain=plain,
-        tensorboard=tensorboard,
-        fail_fast=fail_fast,
-        retry_command="the same gridsearch.run(...) with retry_failed=True",
-    )
-    return RunResult(str(db), {result.name: result for result in results})
+    keywords = {"retry_command": "the same gridsearch.run(...) with retry_failed=True", **options}
+    run_options = RunOptions.from_keywords(keywords)
+    results = sweep_results(files, run_options)
+    return RunResult(run_options.db, {result.name: result for result in results})
 
 
-def sweep_results(
-    sweep_files: Sequence[str | Path],
-    *,
-    db: str,
-    workers: int | None,
-    data_dir: str | Path | None,
-    artifacts: str | Path | None,
-    device: str,
-    slots_per_gpu: int,
-    executor: str,
-    scheduler: str | None,
-    retry_failed: bool,
-    max_trials: int,
-    plain: bool,
-    tensorboard: str | Path | None = None,
-    fail_fast: bool = False,
-    retry_command: str | None = None,
-) -> Generator[SweepResult, None, None]:
+def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Generator[SweepResult, None, None]:
     """``run``, one sweep at a time: each sweep's result as soon as it has ended (the command prints them)."""
-    from gridsearch.engine.coordinator import Coordinator, RunOptions
+    from gridsearch.engine.coordinator import Coordinator
     from gridsearch.engine.devices import resolve_device
     from gridsearch.spec.sweep import load_sweep
     from gridsearch.training.data import default_data_dir, prepare
 
-    _check_options(workers, device, slots_per_gpu, executor, scheduler, max_trials, sweep_files)
-    sweeps = [load_sweep(Path(path), max_trials) for path in sweep_files]  # all valid before any runs
-    if tensorboard is not None:  # run --tensorboard DIR: its package is there before anything runs
+    if not sweep_files:
+        raise UserError("run: name at least one sweep file")
+    options.check()
+    sweeps = [load_sweep(Path(path), options.max_trials) for path in sweep_files]  # all valid before any runs
+    if options.tensorboard is not None:  # run --tensorboard DIR: its package is there before anything runs
         from gridsearch.engine.tensorboard import require_tensorboard
 
         require_tensorboard()
-    storage = Storage(db, upgrade=True)
+    storage = Storage(options.db, upgrade=True)
     if storage.upgraded_from is not None:
         print(
             f"upgraded {storage.location} from schema version {storage.upgraded_from} to {SCHEMA_VERSION}",
             file=sys.stderr,
         )
-    folder = writable_folder(artifacts_dir(db, None if artifacts is None else str(artifacts)))
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    folder = writable_folder(artifacts_dir(options.db, None if options.artifacts is None else str(options.artifacts)))
+    data = options.data_dir if options.data_dir is not None else default_data_dir()
     prepare(data)
-    resolved = resolve_device(device)
-    pool, workers, gpus = _executor(
-        executor, scheduler, workers, resolved, slots_per_gpu, max(s.threads for s in sweeps)
-    )
-    options = RunOptions(
-        data_dir=data,
-        artifacts=folder,
-        workers=workers,
-        device=resolved,
-        gpus=gpus,
-        retry_failed=retry_failed,
-        live=False if plain else None,
-        tensorboard=None if tensorboard is None else Path(tensorboard),
-        fail_fast=fail_fast,
-        retry_command=retry_command,
-    )
+    device = resolve_device(options.device)
+    pool, workers, gpus = _executor(options, device, max(s.threads for s in sweeps))
+    resolved = replace(options, data_dir=data, artifacts=folder, workers=workers, device=device, gpus=gpus)
     try:
         for sweep in sweeps:
-            outcome = Coordinator(storage, sweep, options, pool).run()
+            outcome = Coordinator(storage, sweep, resolved, pool).run()
             statuses = {key: str(status) for key, status in outcome.statuses.items()}
             if outcome.interrupted or outcome.stopped:
                 result = SweepResult(
@@ -206,49 +149,25 @@ def sweep_results(
         storage.close()
 
 
-def _check_options(
-    workers: int | None,
-    device: str,
-    slots_per_gpu: int,
-    executor: str,
-    scheduler: str | None,
-    max_trials: int,
-    sweep_files: Sequence[str | Path],
-) -> None:
-    """:class:`UserError` for an option the command line's parser would refuse."""
-    if not sweep_files:
-        raise UserError("run: name at least one sweep file")
-    for name, value in (("workers", workers), ("slots_per_gpu", slots_per_gpu), ("max_trials", max_trials)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise UserError(f"{name}: expected a positive integer, got {value!r}")
-    if device not in DEVICES:
-        raise UserError(f"device: expected one of {', '.join(DEVICES)}, got {device!r}")
-    if executor not in EXECUTORS:
-        raise UserError(f"executor: expected one of {', '.join(EXECUTORS)}, got {executor!r}")
-    if scheduler and executor != "dask":
-        raise UserError("--scheduler needs --executor dask")
-
-
-def _executor(
-    kind: str, scheduler: str | None, workers: int | None, device: str, slots_per_gpu: int, threads: int
-) -> tuple[Executor, int, list[str]]:
-    """The executor, how many trials run at once, and the GPUs they are spread over."""
+def _executor(options: RunOptions, device: str, threads: int) -> tuple[Executor, int, list[str]]:
+    """The executor, how many cohorts run at once, and the GPUs they are spread over."""
     from gridsearch.engine.devices import oversubscription, visible_gpus
     from gridsearch.engine.local_executor import LocalExecutor
 
-    if kind == "dask":
+    workers = options.workers
+    if options.executor == "dask":
         from gridsearch.engine.dask_executor import DaskExecutor
 
-        dask = DaskExecutor(scheduler, workers or os.cpu_count() or 1)
+        dask = DaskExecutor(options.scheduler, workers or os.cpu_count() or 1)
         return dask, workers or dask.capacity(), []
-    if kind == "inline":
+    if options.executor == "inline":
         from gridsearch.engine.inline_executor import InlineExecutor
 
         if (workers or 1) != 1:
             raise UserError("--executor inline runs one trial at a time: leave out --workers")
         return InlineExecutor(), 1, []
     gpus = visible_gpus() if device == "cuda" else []
-    workers = workers or (len(gpus) * slots_per_gpu if gpus else 1)
+    workers = workers or (len(gpus) * options.slots_per_gpu if gpus else 1)
     if device == "cpu" and (warning := oversubscription(workers, threads, len(os.sched_getaffinity(0)))):
         print(f"warning: {warning}", file=sys.stderr)
     return LocalExecutor(), workers, gpus

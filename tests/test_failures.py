@@ -162,9 +162,8 @@ def test_cuda_out_of_memory_in_a_trial_is_an_error_event_with_a_clear_reason(
     }
     job = {
         "task": "train",
-        "key": "0" * 16,
-        "config": config,
-        "run_dir": str(tmp_path / "run"),
+        "cohort": "0" * 16,
+        "members": [{"key": "0" * 16, "config": config, "run_dir": str(tmp_path / "run")}],
         "data_dir": str(data_dir),
         "device": "cpu",
         "visible_gpu": "1",
@@ -173,9 +172,10 @@ def test_cuda_out_of_memory_in_a_trial_is_an_error_event_with_a_clear_reason(
         "coordinator_pid": os.getpid(),
     }
     events: list[dict] = []
-    assert worker.run_reporting_errors(job, events.append) == 1
+    assert worker.run_job(job, events.append) == 1
     assert events[-1] == {
         "event": "error",
+        "key": "0" * 16,
         "error": "CUDA out of memory on GPU 1 (batch_size 50): CUDA out of memory. Tried to allocate 2.00 GiB. "
         "GPU 0 has 1.2 GiB free. (lower batch_size, or run fewer trials per GPU with --slots-per-gpu)",
     }

@@ -115,8 +115,8 @@ def test_search_halving_is_parsed_and_leaves_trial_keys_alone(tmp_path):
         ({"strategy": "halving", "factor": 2.5}, "search.factor: must be int, got float 2.5"),
         ({"strategy": "halving", "min_epochs": 3}, "search.min_epochs: must be between 1 and epochs (2), got 3"),
         ({"strategy": "halving", "min_epochs": 0}, "search.min_epochs: must be between 1 and epochs (2), got 0"),
-        ({"strategy": "grid", "factor": 3}, "search.factor: only used by strategy halving"),
-        ("halving", "search: must be a mapping (strategy, factor, min_epochs)"),
+        ({"strategy": "grid", "factor": 3}, "search.factor: only used by strategies halving, hyperband"),
+        ("halving", "search: must be a mapping: strategy and its settings"),
     ],
 )
 def test_bad_search_values_are_refused_with_file_line_and_key(tmp_path, search, message):
@@ -236,7 +236,7 @@ def test_status_trials_and_plan_show_the_rungs(halved, capsys):
     assert [(t["status"], t["rung"]) for t in trials] == [("done", 1)] * 2 + [("stopped", 0)] * 2
     plan = cli_output("plan", str(halved[0] / "sweep.yaml"), "--db", db, capsys=capsys)
     assert "2 stopped, 2 done" in plan or "2 done, 2 stopped" in plan
-    assert "successive halving (factor 3):" in plan and "at most 8 epochs in all, 67% of the full grid's 12" in plan
+    assert "successive halving (factor 3; rungs of 1, 3 epochs):" in plan and "at most 8 epochs in all, 67% of the full grid's 12" in plan
 
 
 def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_path, data_dir):

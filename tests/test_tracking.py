@@ -108,30 +108,28 @@ def test_tensorboard_hparams_hold_gridded_params_and_best_epoch_metrics(tracked:
 def test_tensorboard_folder_is_rewritten_when_a_trial_resumes(tracked: Path, tmp_path: Path):
     """A trial's worker starting again (a resume, a further rung) replays its past epochs: the folder is
     written afresh, so it holds one event file and each epoch once, whatever was written or delivered twice."""
-    from gridsearch.engine.pool import Worker
     from gridsearch.engine.tensorboard import TensorBoardLog
     from gridsearch.spec.sweep import load_sweep
 
     sweep = load_sweep(tracked / "sweep.yaml", 10)
     configs = {trial.key: trial.config() for trial in sweep.trials()}
     key = next(iter(configs))
-    worker = Worker(key, {"task": "train"}, handle=None, started=0.0, epochs=3)  # type: ignore[arg-type, typeddict-item]
     log = TensorBoardLog(tmp_path, sweep, configs)
 
     def epoch(step: int, **extra: object) -> dict:
         values = {"train_loss": 1.0 + step, "train_accuracy": 0.5, "val_loss": 2.0, "val_accuracy": 0.25 * step}
         return {"event": "epoch", "epoch": step, "lr": 0.1, "seconds": 1.0, **values, **extra}
 
-    log.record(worker, {"event": "hello", "pid": 1, "device": "cpu", "torch_version": "x"})
-    log.record(worker, epoch(0))
-    log.record(worker, epoch(1))  # then the worker is killed: no 'done'
-    log.record(worker, {"event": "hello", "pid": 2, "device": "cpu", "torch_version": "x"})
+    log.record(key, {"event": "hello", "pid": 1, "device": "cpu", "torch_version": "x"})
+    log.record(key, epoch(0))
+    log.record(key, epoch(1))  # then the worker is killed: no 'done'
+    log.record(key, {"event": "hello", "pid": 2, "device": "cpu", "torch_version": "x"})
     for step in (0, 1):
-        log.record(worker, epoch(step, replayed=True))
-    log.record(worker, epoch(2))
-    log.record(worker, epoch(2, replayed=True))  # Dask delivers a task's epochs again
+        log.record(key, epoch(step, replayed=True))
+    log.record(key, epoch(2))
+    log.record(key, epoch(2, replayed=True))  # Dask delivers a task's epochs again
     summary = {"best_epoch": 2, "val_accuracy": 0.5, "val_loss": 2.0, "epochs_run": 3, "train_seconds": 3.0}
-    log.record(worker, {"event": "done", "finished": True, **summary})
+    log.record(key, {"event": "done", "finished": True, **summary})
     log.close()
     folder = log.run_folder(key)
     assert len(list(folder.glob("events.out.tfevents.*"))) == 1

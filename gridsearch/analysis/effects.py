@@ -18,6 +18,7 @@ from matplotlib.figure import Figure as PlotFigure
 from gridsearch.analysis import plots
 from gridsearch.analysis.trained_models import BestModel
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, seconds, table
+from gridsearch.spec.search import Search
 from gridsearch.store import views
 from gridsearch.store.models import SweepRow
 from gridsearch.store.storage import Storage
@@ -66,7 +67,8 @@ def hashable(value: object) -> object:
 def rung_zero(storage: Storage, sweep: SweepRow, trials: pd.DataFrame) -> pd.DataFrame:
     """The trials of a halving sweep that trained rung 0's budget (or were done sooner: early stopping),
     with ``val_accuracy`` at their best epoch within it."""
-    budget = sweep.search["rung_epochs"][0]
+    budget = Search.from_record(sweep.search).first_budget
+    assert budget is not None, "a search with rungs"
     select = metric(sweep.select_metric)
     epochs = views.epochs(storage, list(trials["key"]))
     first = epochs[epochs["epoch"] < budget]
@@ -82,9 +84,10 @@ def grid_effects(storage: Storage, sweep: SweepRow) -> GridEffects:
     if trials.empty:
         return GridEffects(trials, [], "no trials yet")
     quantity = "val accuracy"
-    if sweep.search["strategy"] == "halving":
+    search = Search.from_record(sweep.search)
+    if search.describes_rungs:
         scores = rung_zero(storage, sweep, trials)
-        budget = sweep.search["rung_epochs"][0]
+        budget = search.first_budget or 1
         first = "its first epoch" if budget == 1 else f"its first {budget} epochs"
         basis = f"every trial at its best epoch (by {sweep.select_metric}) within {first}: rung 0, which all trained"
         quantity = f"val accuracy at rung 0, {budget} epoch{'s' if budget > 1 else ''}"
@@ -113,7 +116,7 @@ def effects_section(folder: Folder, storage: Storage, model: BestModel) -> Group
     name, sweep = model.name, model.sweep
     trials = views.trials_table(storage, name)
     effects = grid_effects(storage, sweep)
-    halving = sweep.search["strategy"] == "halving"
+    halving = Search.from_record(sweep.search).describes_rungs
     if halving:
         trials[RUNG_ZERO] = trials["key"].map(effects.scores.set_index("key")["val_accuracy"])
     percent = {"val_accuracy": format_percent, RUNG_ZERO: format_percent}
@@ -148,7 +151,7 @@ def effects_section(folder: Folder, storage: Storage, model: BestModel) -> Group
 
 def rungs_table(storage: Storage, sweep: SweepRow) -> pd.DataFrame:
     """Successive halving: each rung's epoch budget, its trials, how many went on, and the epochs it trained."""
-    budgets = sweep.search["rung_epochs"]
+    budgets = Search.from_record(sweep.search).rung_epochs or []
     reached = {key: rung for key, rung in storage.rungs(sweep.name).items() if rung is not None}
     epochs = views.epochs(storage, reached)
     records = []

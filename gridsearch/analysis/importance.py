@@ -21,6 +21,7 @@ from sklearn.ensemble import RandomForestRegressor
 from gridsearch.analysis import plots
 from gridsearch.analysis.effects import grid_effects
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, table
+from gridsearch.spec.search import Search
 from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import format_percent
 
@@ -93,7 +94,7 @@ def sweep_importance(storage: Storage, sweep: str) -> Importance | None:
     ``MIN_TRIALS`` trials are scored."""
     row = storage.sweep(sweep)
     effects = grid_effects(storage, row)
-    metric = "val_accuracy" if row.search["strategy"] == "halving" else row.select_metric
+    metric = "val_accuracy" if Search.from_record(row.search).describes_rungs else row.select_metric
     scores = effects.scores.dropna(subset=[metric]) if len(effects.scores) else effects.scores
     if not effects.params or len(scores) < MIN_TRIALS:
         return None

@@ -11,6 +11,7 @@ from gridsearch import __version__
 from gridsearch.analysis.inspection import SplitSizes
 from gridsearch.analysis.trained_models import BestModel
 from gridsearch.analysis.webpage import Block, Folder, Paragraph, table
+from gridsearch.spec.search import Search
 from gridsearch.store.models import SweepRow
 from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import format_value
@@ -23,17 +24,7 @@ def values_text(values: set[object]) -> str:
 
 def search_text(sweep: SweepRow) -> str:
     """How a sweep searched its grid, in words."""
-    search = sweep.search
-    drawn = (
-        f"{search.get('sample', search['strategy'])} draws of {search.get('trials')} points (seed {search.get('seed')})"
-    )
-    if search["strategy"] in ("random", "sobol"):
-        return drawn
-    if search["strategy"] != "halving":
-        return "full grid"
-    rungs = ", ".join(str(budget) for budget in search["rung_epochs"])
-    halving = f"successive halving (factor {search['factor']}; rungs of {rungs} epochs)"
-    return f"{halving} over {drawn}" if "sample" in search else halving
+    return Search.from_record(sweep.search).label
 
 
 def sweep_overview(storage: Storage, models: list[BestModel]) -> pd.DataFrame:

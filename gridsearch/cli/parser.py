@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from gridsearch import __version__
-from gridsearch.api import DEFAULT_MAX_TRIALS
+from gridsearch.engine.options import DEFAULT_MAX_TRIALS, DEVICES, EXECUTORS
 from gridsearch.store.connection import DEFAULT_DB
 
 DESCRIPTION = "Deterministic hyperparameter grid searches over digit-recognition networks."
@@ -40,13 +40,21 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="trials run in parallel (default: 1 on CPU; GPUs x --slots-per-gpu; a Dask cluster's worker threads)",
     )
-    run.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    run.add_argument("--device", choices=DEVICES, default="auto")
     run.add_argument(
         "--slots-per-gpu", type=_positive_int, default=1, help="trials run at once on each visible GPU (default: 1)"
     )
     run.add_argument(
+        "--fuse",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="hand a worker up to K trials that can train in lockstep (same architecture, batch size, seed, "
+        "split and epochs) as one cohort, trained one after another (default: 1)",
+    )
+    run.add_argument(
         "--executor",
-        choices=("local", "dask", "inline"),
+        choices=EXECUTORS,
         default="local",
         help="local: worker processes on this machine; dask: tasks on a Dask cluster; inline: one trial at a "
         "time in this process (for debugging; no timeout)",

@@ -6,6 +6,7 @@ import argparse
 import shlex
 import sys
 from contextlib import closing
+from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,22 +26,12 @@ from gridsearch.cli.output import format_table, percent_columns, selected_line
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from gridsearch.engine.options import RunOptions
+
+    known = {option.name for option in fields(RunOptions)} - {"gpus", "retry_command"}
+    options = {name: value for name, value in vars(args).items() if name in known}
     results = sweep_results(
-        args.sweep_files,
-        db=args.db,
-        workers=args.workers,
-        data_dir=args.data_dir,
-        artifacts=args.artifacts,
-        device=args.device,
-        slots_per_gpu=args.slots_per_gpu,
-        executor=args.executor,
-        scheduler=args.scheduler,
-        retry_failed=args.retry_failed,
-        max_trials=args.max_trials,
-        plain=args.plain,
-        tensorboard=args.tensorboard,
-        fail_fast=args.fail_fast,
-        retry_command=_retry_command(args.argv),
+        args.sweep_files, RunOptions.from_keywords({**options, "retry_command": _retry_command(args.argv)})
     )
     with closing(results):  # stops the workers and closes the database, also on an early return
         for result in results:
@@ -82,7 +73,12 @@ def cmd_plan(args: argparse.Namespace) -> int:
         return key or f"<best of {name}>"
 
     sweep = resolve_warm_starts(sweep, selected_trial)
-    trials = list(sweep.trials())
+    if sweep.search.asks:  # only its first batch is known before anything trains
+        from gridsearch.engine.strategies import strategy_for
+
+        trials = strategy_for(sweep).first_batch()
+    else:
+        trials = list(sweep.trials())
     known = {t.key: row.status for t in trials if storage and (row := storage.trial(t.key))}
     records = [
         {
@@ -106,8 +102,15 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
                 "change once it has one"
             )
-        if sweep.rung_epochs:
-            print("\n" + _rung_plan(len(set(table["key"])), sweep.search.factor, sweep.rung_epochs))
+        search = sweep.search
+        if search.asks:
+            assert search.trials is not None and search.batch is not None
+            print(
+                f"\n{search.label}: the table is batch 1 of {-(-search.trials // search.batch)}; the other "
+                f"{search.trials - search.batch} points are proposed from the results of the batches before them"
+            )
+        if search.describes_rungs:
+            print("\n" + _rung_plan(sweep, len(set(table["key"]))))
         print("\n" + _cost_lines(sweep, trials, storage, args.device, args.workers))
     return 0
 
@@ -133,19 +136,30 @@ def _cost_lines(sweep: Sweep, trials: list[Trial], storage: Storage | None, devi
     return "\n".join(lines)
 
 
-def _rung_plan(trials: int, factor: int, budgets: list[int]) -> str:
-    """The successive-halving schedule: trials and epochs of each rung, and the total vs the full grid."""
-    planned = halving.planned_epochs(trials, factor, budgets)
-    rungs = pd.DataFrame(
-        {
-            "rung": range(len(budgets)),
-            "epochs": budgets,
-            "trials": halving.rung_sizes(trials, factor, len(budgets)),
-            "epochs_trained": planned,
-        }
-    )
-    full = trials * budgets[-1]
+def _rung_plan(sweep: Sweep, trials: int) -> str:
+    """The schedule of a search with rungs: each bracket's rungs (one bracket for successive halving) with
+    their trials and epochs, and the total vs the full grid."""
+    from gridsearch.engine.cost import planned_rung_epochs
+
+    search = sweep.search
+    records = []
+    for bracket in search.brackets:
+        sizes = (
+            halving.rung_sizes(trials, search.factor, len(bracket.budgets))
+            if bracket.n is None
+            else bracket.sizes(search.factor, trials)
+        )
+        records += [
+            {"bracket": bracket.s, "rung": rung, "epochs": budget, "trials": size}
+            for rung, (budget, size) in enumerate(zip(bracket.budgets, sizes))
+        ]
+    rungs = pd.DataFrame.from_records(records)
+    rungs["epochs_trained"] = planned_rung_epochs(sweep, trials)
+    if search.strategy != "hyperband":
+        rungs = rungs.drop(columns="bracket")
+    planned = int(rungs["epochs_trained"].sum())
+    full = trials * (search.epochs or 1)
     return (
-        f"successive halving (factor {factor}):\n{rungs.to_string(index=False)}\n"
-        f"at most {sum(planned):,} epochs in all, {sum(planned) / full:.0%} of the full grid's {full:,}"
+        f"{search.label}:\n{rungs.to_string(index=False)}\n"
+        f"at most {planned:,} epochs in all, {planned / full:.0%} of the full grid's {full:,}"
     )

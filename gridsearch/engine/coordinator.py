@@ -1,14 +1,16 @@
 """The coordinator: runs a sweep's trials and records what they report.
 
 It is the database's only writer during a run, and it wires four parts together, each with one job:
-the search strategy (``strategies``) decides which trials train and how far; the worker pool
-(``pool``) starts and watches their processes; the event recorder (``recorder``) maps what workers
-report to the store; selection (``selection``) picks the best trial and tests it once.
+the search strategy (``strategies``) decides which trials train and how far, batch by batch, from the
+results so far; the worker pool (``pool``) starts and watches their processes; the event recorder
+(``recorder``) maps what workers report to the store; selection (``selection``) picks the best trial
+and tests it once.
 
-The coordinator claims each trial atomically (so two ``run`` commands never train the same trial),
-starts a worker as soon as a slot frees, renews the leases of its running trials, and restarts a
-worker killed from outside from its checkpoint. Ctrl-C, SIGTERM or a crash leave trials
-'interrupted' or 'running' with a stale lease; the next ``run`` resumes them.
+Trials are handed to workers in cohorts: up to ``--fuse K`` trials that can train in lockstep (the same
+``cohort_signature``), in the strategy's order. The coordinator claims each trial atomically (so two
+``run`` commands never train the same trial), starts a cohort as soon as a slot frees, renews the leases
+of its running trials, and restarts a worker killed from outside from its members' checkpoints. Ctrl-C,
+SIGTERM or a crash leave trials 'interrupted' or 'running' with a stale lease; the next ``run`` resumes them.
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from typing import Any
 from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
 from gridsearch.engine.failures import commonest_error, exit_reason, headline
+from gridsearch.engine.jobs import cohort_signature
 from gridsearch.engine.local_executor import LocalExecutor
+from gridsearch.engine.options import RunOptions
 from gridsearch.engine.pool import POLL_SECONDS, Executor, Placement, Worker, WorkerPool
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.recorder import EventRecorder
 from gridsearch.engine.selection import select_and_test
-from gridsearch.engine.strategies import strategy_for
+from gridsearch.engine.strategies import SearchCallbacks, strategy_for
 from gridsearch.engine.tensorboard import TensorBoardLog
 from gridsearch.spec import halving
 from gridsearch.spec.config import TrialConfig, config_value
-from gridsearch.spec.sweep import Sweep, resolve_warm_starts
+from gridsearch.spec.sweep import Sweep, Trial, resolve_warm_starts
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.records import Evaluation
@@ -44,26 +48,6 @@ HEARTBEAT_SECONDS = 10.0
 MAX_RESTARTS = 2
 """How often one run restarts a trial whose worker was killed from outside, before calling it failed."""
 STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
-
-
-@dataclass
-class RunOptions:
-    """How to run a sweep: parallelism, device and where data and artifacts live."""
-
-    data_dir: Path
-    artifacts: Path
-    workers: int = 1
-    device: str = "cpu"
-    gpus: list[str] = field(default_factory=list)
-    """With ``device='cuda'``: the GPUs to use (ids for ``CUDA_VISIBLE_DEVICES``), trials spread evenly."""
-    retry_failed: bool = False
-    live: bool | None = None
-    fail_fast: bool = False
-    """Stop the sweep at the first trial that fails for good (its retries spent), interrupting the others."""
-    retry_command: str | None = None
-    """What to run to train the failed trials again, as the user would type it (None: said in words)."""
-    tensorboard: Path | None = None
-    """``run --tensorboard DIR``: write each trial's epochs and hparams as TensorBoard logs under DIR/<sweep>."""
 
 
 @dataclass
@@ -88,13 +72,15 @@ def trial_label(config: TrialConfig, gridded: list[str], show_seed: bool) -> str
     return format_params(pairs + ([("seed", config["seed"])] if show_seed else []))
 
 
-class Coordinator:
-    """Runs one sweep to completion (or interruption) and selects its best trial."""
+class Coordinator(SearchCallbacks):
+    """Runs one sweep to completion (or interruption) and selects its best trial; the strategy's callbacks."""
 
     def __init__(self, storage: Storage, sweep: Sweep, options: RunOptions, executor: Executor | None = None):
+        assert options.data_dir is not None and options.artifacts is not None, "resolved options"
         self.storage = storage
         self.sweep = resolve_warm_starts(sweep, storage.selected_trial)
         self.options = options
+        self.artifacts = options.artifacts
         self.executor: Executor = executor or LocalExecutor()
         placement = Placement(
             options.data_dir, options.artifacts, options.device, options.gpus, self.sweep.dataset.test_size
@@ -108,25 +94,28 @@ class Coordinator:
 
     def run(self) -> SweepOutcome:
         """Run the sweep's search over its unfinished trials, then select and test the best."""
-        trials = list(self.sweep.trials())
-        self.storage.save_sweep(self.sweep, trials)
-        keys = list(dict.fromkeys(trial.key for trial in trials))
+        strategy = strategy_for(self.sweep, self)
+        trials = strategy.candidates()
+        self.storage.save_sweep(self.sweep, trials, prune=not self.sweep.search.asks)
         self.configs = {trial.key: trial.config() for trial in trials}
         if self.options.retry_failed:
-            self.storage.reset_failed(keys)
+            self.storage.reset_failed([row.key for row in self.storage.trials(self.sweep.name)])
         rows = self.storage.trials(self.sweep.name)
         complete = self.storage.selected_trial(self.sweep.name) is not None
         cost = sweep_cost(self.sweep, trials, {row.key: row for row in rows}, complete)
         self.progress = SweepProgress(
-            self.sweep.name, self._statuses(), self.options.workers, self.options.live, cost.epochs_to_do
+            self.sweep.name,
+            self._statuses(),
+            self.options.workers or 1,
+            False if self.options.plain else None,
+            cost.epochs_to_do,
         )
         self.recorder = EventRecorder(self.storage, self.progress, self.version)
         if self.options.tensorboard is not None:
             self.recorder.tensorboard = TensorBoardLog(self.options.tensorboard, self.sweep, self.configs)
-        strategy = strategy_for(self.sweep, self._rung_started, self.progress.message)
         previous_handler = signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            finalists = strategy.search(keys, self._evaluate_candidates)
+            finalists = strategy.search(self._evaluate_candidates)
         except KeyboardInterrupt:
             self._stop_all("interrupted: run the same command again to resume")
             self.progress.close()
@@ -144,17 +133,33 @@ class Coordinator:
         finally:
             self.progress.close()
 
+    # -- the strategy's callbacks ---------------------------------------------------------------
+
+    def rung_started(self, rung: int, rungs: int, budget: int, keys: Sequence[str]) -> None:
+        self.storage.set_rung(self.sweep.name, keys, rung)
+        self.progress.rung_started(rung, rungs, budget, len(keys))
+
+    def message(self, text: str) -> None:
+        self.progress.message(text)
+
     # -- training: the strategies' evaluate_candidates ------------------------------------------
 
-    def _evaluate_candidates(self, keys: Sequence[str], budget: int | None) -> list[halving.Standing]:
-        """Train ``keys`` to ``budget`` epochs (None: to their end); their standings within it."""
-        self._train(list(keys), budget)
-        epochs = views.epochs(self.storage, keys)
+    def _evaluate_candidates(self, trials: Sequence[Trial], budget: int | None) -> list[halving.Standing]:
+        """Train ``trials`` to ``budget`` epochs (None: to their end); their standings within it, from one
+        read of their epochs."""
+        new = [trial for trial in trials if trial.key not in self.configs]
+        if new:  # proposed by a strategy that asks
+            self.storage.save_sweep(self.sweep, new, prune=False)
+            self.configs.update({trial.key: trial.config() for trial in new})
+            self.progress.add_trials({trial.key: TrialStatus.PENDING for trial in new})
+        keys = list(dict.fromkeys(trial.key for trial in trials))
+        self._train(keys, budget)
+        epochs = views.epochs_by_trial(self.storage, keys)
         statuses = self._statuses()
         return [
             halving.standing(
                 key,
-                epochs[epochs["trial_key"] == key].to_dict("records"),
+                epochs.get(key, []),
                 budget or self.configs[key]["params"]["epochs"],
                 self.sweep.select,
                 failed=statuses[key] in FAILURES,
@@ -163,82 +168,109 @@ class Coordinator:
         ]
 
     def _train(self, keys: list[str], budget: int | None) -> None:
-        """Train those of ``keys`` that need it, a new trial as soon as a slot frees; wait for those
+        """Train those of ``keys`` that need it, a new cohort as soon as a slot frees; wait for those
         another live coordinator is running."""
-        todo = deque(key for key in keys if needs_training(self.storage.trial(key), budget))
+        rows = self.storage.trials_by_key(keys)
+        todo = deque(key for key in keys if needs_training(rows.get(key), budget))
         elsewhere: set[str] = set()
         last_heartbeat = time.monotonic()
         while todo or self.pool.running or elsewhere:
-            while todo and len(self.pool) < self.options.workers:
-                key = todo.popleft()
-                if self.storage.claim(key, self.owner):
-                    self._start(key, budget)
-                elif needs_training(self.storage.trial(key), budget):
-                    elsewhere.add(key)  # another live coordinator runs it
+            while todo and len(self.pool) < (self.options.workers or 1):
+                cohort = self._claim_cohort(todo, budget, elsewhere)
+                if cohort:
+                    self._start(cohort, budget)
             for worker, event in self.pool.events():
                 self.recorder.record(worker, event)
             for worker in self.pool.exited():
                 self._finish(worker, todo)
             self.pool.enforce_timeout()
             if time.monotonic() - last_heartbeat > HEARTBEAT_SECONDS:
-                self.storage.heartbeat(self.pool.running, self.owner)
+                self.storage.heartbeat(self.pool.keys(), self.owner)
                 last_heartbeat = time.monotonic()
             if not todo and not self.pool.running and elsewhere:
                 time.sleep(2 * POLL_SECONDS)
-                todo.extend(
-                    sorted((k for k in elsewhere if needs_training(self.storage.trial(k), budget)), key=keys.index)
-                )
+                rows = self.storage.trials_by_key(list(elsewhere))
+                todo.extend(sorted((k for k in elsewhere if needs_training(rows.get(k), budget)), key=keys.index))
                 elsewhere.clear()
 
-    def _rung_started(self, rung: int, rungs: int, budget: int, keys: Sequence[str]) -> None:
-        self.storage.set_rung(self.sweep.name, keys, rung)
-        self.progress.rung_started(rung, rungs, budget, len(keys))
+    def _claim_cohort(self, todo: deque[str], budget: int | None, elsewhere: set[str]) -> list[str]:
+        """Take from ``todo`` the first trial and up to ``fuse - 1`` more of its cohort signature, in order,
+        claiming each; those another live coordinator runs go to ``elsewhere``."""
+        first = todo.popleft()
+        signature = cohort_signature(self.configs[first])
+        candidates = [first] + [key for key in todo if cohort_signature(self.configs[key]) == signature]
+        cohort: list[str] = []
+        for key in candidates:
+            if len(cohort) == self.options.fuse:
+                break
+            if key != first:
+                todo.remove(key)
+            if self.storage.claim(key, self.owner):
+                cohort.append(key)
+            elif needs_training(self.storage.trial(key), budget):
+                elsewhere.add(key)  # another live coordinator runs it
+        return cohort
 
-    def _start(self, key: str, budget: int | None) -> None:
-        config = self.configs[key]
-        row = self.storage.trial(key)
-        worker = self.pool.start(key, "train", config, budget)
-        label = trial_label(config, self.sweep.gridded_params, len(self.sweep.seeds) > 1)
-        self.progress.trial_started(key, label, worker.epochs, row.epochs_run if row else 0)
+    def _start(self, cohort: list[str], budget: int | None) -> None:
+        rows = self.storage.trials_by_key(cohort)
+        worker = self.pool.start("train", [(key, self.configs[key]) for key in cohort], budget)
+        for key in cohort:
+            label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
+            row = rows.get(key)
+            self.progress.trial_started(key, label, worker.members[key].epochs, row.epochs_run if row else 0)
 
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
-        """Record how a worker that has exited ended; restart it if it was killed from outside, retry it if
-        it failed and the sweep allows ``retries``, stop the sweep if it failed and the run is ``fail_fast``."""
+        """Record how each member of a worker that has exited ended: done (or stopped at its budget) if it
+        reported so, failed if it reported an error or its worker crashed while training it, timed out, or
+        interrupted. A member killed from outside is restarted from its checkpoint, a failed one retried if
+        the sweep allows ``retries``, and one that never started goes back to the queue; with ``fail_fast``
+        a member that failed for good stops the sweep."""
         code = worker.handle.poll()
-        key = worker.key
-        restart = ""
-        if worker.stopped_by_us == "timeout":
-            status, error = (
-                TrialStatus.TIMEOUT,
-                (f"exceeded the sweep's timeout of {self.sweep.timeout:g} s during epoch {worker.last_epoch + 1}"),
-            )
-        elif code == 0 and worker.summary is not None:
-            status, error = (TrialStatus.DONE if worker.finished else TrialStatus.STOPPED), None
-        elif code is not None and code < 0 and -code in STOP_SIGNALS and self.restarts.get(key, 0) < MAX_RESTARTS:
-            self.restarts[key] = self.restarts.get(key, 0) + 1
-            status = TrialStatus.INTERRUPTED
-            error = f"worker killed by {signal.Signals(-code).name} after epoch {worker.last_epoch}"
-            restart = "restarting from its checkpoint"
-        else:
-            log = self.options.artifacts / key / "worker.log"
-            status = TrialStatus.FAILED
-            error = worker.error or exit_reason(code, log, worker.log_offset, worker.reported)
-            if self.retries.get(key, 0) < self.sweep.retries:
+        killed = code is not None and code < 0 and -code in STOP_SIGNALS and worker.stopped_by_us is None
+        again: list[str] = []
+        failed_for_good = None
+        for member in worker.members.values():
+            key, restart = member.key, ""
+            if member.summary is not None:
+                status, error = (TrialStatus.DONE if member.finished else TrialStatus.STOPPED), None
+            elif worker.timed_out == key:
+                status = TrialStatus.TIMEOUT
+                error = f"exceeded the sweep's timeout of {self.sweep.timeout:g} s during epoch {member.last_epoch + 1}"
+            elif member.error is None and (killed or worker.stopped_by_us or not member.started):
+                if killed and member.started and self.restarts.get(key, 0) >= MAX_RESTARTS:
+                    status, error = TrialStatus.FAILED, exit_reason(code, self._log(key), member.log_offset, True)
+                else:
+                    status, error = TrialStatus.INTERRUPTED, None
+                    if killed and member.started:
+                        self.restarts[key] = self.restarts.get(key, 0) + 1
+                        error = f"worker killed by {signal.Signals(-(code or 0)).name} after epoch {member.last_epoch}"
+                        restart = "restarting from its checkpoint"
+                    again.append(key)
+            else:
+                status = TrialStatus.FAILED
+                error = member.error or exit_reason(code, self._log(key), member.log_offset, worker.reported)
+            if status == TrialStatus.FAILED and self.retries.get(key, 0) < self.sweep.retries:
                 self.retries[key] = self.retries.get(key, 0) + 1
                 status = TrialStatus.INTERRUPTED
                 restart = f"retry {self.retries[key]} of {self.sweep.retries}, from its checkpoint"
-        if restart:
-            todo.appendleft(key)
-        summary = worker.summary if status in SCORED else None
-        self.storage.finish(key, status, summary, error)
-        if summary is not None:
-            detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
-            if status == TrialStatus.STOPPED:
-                detail += f", stopped after epoch {summary['epochs_run'] - 1}"
-        else:
-            detail = f"{headline(error)}{f'; {restart}' if restart else ''}"
-        self.progress.trial_finished(key, status, detail)
-        if self.options.fail_fast and status in FAILURES:
+                again.append(key)
+            summary = member.summary if status in SCORED else None
+            self.storage.finish(key, status, summary, error)
+            if status == TrialStatus.INTERRUPTED and not restart:
+                self.progress.trial_finished(key, status, "back in the queue: its cohort's worker ended first")
+                continue
+            if summary is not None:
+                detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
+                if status == TrialStatus.STOPPED:
+                    detail += f", stopped after epoch {summary['epochs_run'] - 1}"
+            else:
+                detail = f"{headline(error)}{f'; {restart}' if restart else ''}"
+            self.progress.trial_finished(key, status, detail)
+            if status in FAILURES and failed_for_good is None:
+                failed_for_good = (key, status, error)
+        todo.extendleft(reversed(again))
+        if self.options.fail_fast and failed_for_good is not None:
+            key, status, error = failed_for_good
             label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
             raise FailedFast(
                 f"stopped at the first failed trial (--fail-fast): trial {key} ({label}) {status}: {headline(error)}; "
@@ -246,10 +278,15 @@ class Coordinator:
                 f"{self._retry_command()}"
             )
 
+    def _log(self, key: str) -> Path:
+        return self.artifacts / key / "worker.log"
+
     def _stop_all(self, why: str) -> None:
-        """Stop every worker and leave their trials 'interrupted'; say ``why``."""
+        """Stop every worker and leave their unfinished trials 'interrupted'; say ``why``."""
         for worker in self.pool.stop_all():
-            self.storage.finish(worker.key, TrialStatus.INTERRUPTED, error=None)
+            for member in worker.members.values():
+                if member.summary is None:
+                    self.storage.finish(member.key, TrialStatus.INTERRUPTED, error=None)
         self.progress.message(why)
 
     def _statuses(self) -> dict[str, str]:
@@ -272,7 +309,7 @@ class Coordinator:
         if selection.best is None:
             outcome.notes.append(self._nothing_finished())
         elif not selection.tested:
-            log = self.options.artifacts / selection.best / "worker.log"
+            log = self._log(selection.best)
             outcome.notes.append(
                 f"the test evaluation of trial {selection.best} failed (see {log}); run again to retry"
             )
@@ -288,7 +325,7 @@ class Coordinator:
         return (
             f"no trial finished, so none was selected: {failed} of {len(rows)} trials failed, {count} of them with: "
             f"{error}\n(`gridsearch trials {self.sweep.name}` lists every error, and each trial's worker.log is in "
-            f"{self.options.artifacts}/<key>/); once fixed, run them again: {self._retry_command()}"
+            f"{self.artifacts}/<key>/); once fixed, run them again: {self._retry_command()}"
         )
 
     def _retry_command(self) -> str:
@@ -297,7 +334,8 @@ class Coordinator:
     def _evaluate(self, key: str) -> Evaluation | None:
         """Evaluate the trial's best weights on the test set in a worker; None if the worker failed."""
         self.progress.message(f"testing trial {key} on {self.sweep.dataset.test_size} test images")
-        worker = self.pool.start(key, "evaluate", self.configs[key])
+        config = self.configs.get(key) or self.storage.trials_by_key([key])[key].config
+        worker = self.pool.start("evaluate", [(key, config)])
         try:
             while worker.events_open or worker.handle.poll() is None:
                 for each, event in self.pool.events():
@@ -307,7 +345,7 @@ class Coordinator:
             raise
         finally:
             self.pool.running.pop(key, None)
-        return worker.evaluation
+        return worker.members[key].evaluation
 
 
 def needs_training(row: TrialRow | None, budget: int | None) -> bool:

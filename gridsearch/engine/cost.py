@@ -12,6 +12,7 @@ from sqlalchemy import select
 
 from gridsearch.engine.progress import format_duration
 from gridsearch.spec import halving
+from gridsearch.spec.params import TRAINER_PARAMS
 from gridsearch.spec.sweep import Sweep, Trial
 from gridsearch.store.models import EpochRow, TrialRow
 from gridsearch.store.storage import Storage
@@ -51,19 +52,46 @@ def sweep_cost(sweep: Sweep, trials: Sequence[Trial], rows: Mapping[str, TrialRo
             return int(trial.params["epochs"])
         return max(0, int(trial.params["epochs"]) - row.epochs_run) if row.status in CLAIMABLE else 0
 
-    budgets = sweep.rung_epochs
-    if budgets is None:
+    search = sweep.search
+    if search.asks:  # its points are proposed as it goes: every one it may propose, to its end
+        epochs = int(sweep.params.get("epochs", TRAINER_PARAMS["epochs"].default))
+        trained = sum(min(row.epochs_run, epochs) for row in rows.values())
+        planned = len(sweep) * epochs
+        shares = Counter(sweep.architectures)
+        remaining = 0 if complete else max(0, planned - trained)
+        return Cost(planned, sweep.dataset.train_size, _shared(remaining, shares))
+    if not search.describes_rungs:
         to_do: Counter[str] = Counter()
         for trial in unique:
             to_do[trial.architecture] += left(trial)
         return Cost(sum(int(t.params["epochs"]) for t in unique), sweep.dataset.train_size, dict(to_do))
-    planned = sum(halving.planned_epochs(len(unique), sweep.search.factor, budgets))
+    planned = sum(planned_rung_epochs(sweep, len(unique)))
+    budgets = search.rung_epochs or []
     waiting = any(t.key not in rows or rows[t.key].status in WAITING for t in unique)
     trained = sum(min(rows[t.key].epochs_run, budgets[-1]) for t in unique if t.key in rows)
     remaining = 0 if complete and not waiting else max(0, planned - trained)
-    shares = Counter(trial.architecture for trial in unique)  # halving's epochs, shared out by trial count
-    to_do = Counter({name: round(remaining * count / len(unique)) for name, count in shares.items()})
-    return Cost(planned, sweep.dataset.train_size, dict(to_do))
+    return Cost(planned, sweep.dataset.train_size, _shared(remaining, Counter(t.architecture for t in unique)))
+
+
+def planned_rung_epochs(sweep: Sweep, trials: int) -> list[int]:
+    """Epochs each rung of a search with rungs trains at most, over ``trials`` trials: successive halving's
+    rungs, or every Hyperband bracket's rungs in turn (a trial shared by brackets counted in each)."""
+    search = sweep.search
+    if search.strategy != "hyperband":
+        return halving.planned_epochs(trials, search.factor, search.rung_epochs or [])
+    planned = []
+    for bracket in search.brackets:
+        sizes = bracket.sizes(search.factor, trials)
+        planned += [
+            size * (budget - previous) for size, budget, previous in zip(sizes, bracket.budgets, [0, *bracket.budgets])
+        ]
+    return planned
+
+
+def _shared(epochs: int, trials: Counter[str]) -> dict[str, int]:
+    """``epochs`` shared out among architectures by their trial counts."""
+    total = sum(trials.values()) or 1
+    return {name: round(epochs * count / total) for name, count in trials.items()}
 
 
 def seconds_per_epoch(storage: Storage, architecture: str, train_size: int, device: str) -> tuple[float, int] | None:

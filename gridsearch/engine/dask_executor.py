@@ -40,7 +40,7 @@ def run_worker_task(job: Job, topic: str) -> dict[str, Any]:
 
     dask_worker = get_worker()
     task_key = dask_worker.get_current_task()
-    run_dir = Path(job["run_dir"])
+    run_dir = Path(job["members"][0]["run_dir"])  # until the worker switches to each member's log
     run_dir.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(PACKAGE_ROOT), os.environ.get("PYTHONPATH")])))
     with open(run_dir / "worker.log", "ab") as log:
@@ -69,7 +69,7 @@ def run_worker_task(job: Job, topic: str) -> dict[str, Any]:
         if line is None:
             break
         events.append(json.loads(line))
-        dask_worker.log_event(topic, {"key": job["key"], "event": events[-1]})
+        dask_worker.log_event(topic, {"key": job["cohort"], "event": events[-1]})
     return {"code": process.wait(), "events": events}
 
 
@@ -125,7 +125,7 @@ class DaskExecutor:
         return sum(self.client.nthreads().values())
 
     def start(self, key: str, job: Job) -> DaskTrial:
-        """Submit ``job`` as a task; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
+        """Submit ``job`` as a task; its events go to the queue as ``(cohort, event)``, then ``(cohort, None)``."""
         future = self.client.submit(
             run_worker_task, job, self.topic, pure=False, key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}"
         )

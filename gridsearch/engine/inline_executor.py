@@ -39,7 +39,7 @@ class InlineExecutor:
 
     def start(self, key: str, job: Job) -> FinishedJob:
         """Run ``job`` now; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
-        code = worker.run_reporting_errors(job, lambda event: self.events.put((key, event)))
+        code = worker.run_job(job, lambda event: self.events.put((key, event)))
         self.events.put((key, None))
         return FinishedJob(code)
 

@@ -1,4 +1,4 @@
-"""What the coordinator asks a worker to do: one ``Job``, sent as JSON."""
+"""What the coordinator asks a worker to do: one ``Job`` for a cohort of trials, sent as JSON."""
 
 from __future__ import annotations
 
@@ -6,14 +6,26 @@ from typing import Literal, NotRequired, TypedDict
 
 from gridsearch.spec.config import TrialConfig
 
+Task = Literal["train", "evaluate"]
 
-class Job(TypedDict):
-    """Train a trial (to its end, or to ``epoch_budget`` epochs), or evaluate its best weights on the test set."""
 
-    task: Literal["train", "evaluate"]
+class Member(TypedDict):
+    """One trial of a cohort: its key, resolved config and run folder."""
+
     key: str
     config: TrialConfig
     run_dir: str
+
+
+class Job(TypedDict):
+    """Train a cohort's trials (to their end, or to ``epoch_budget`` epochs), or evaluate one trial's best
+    weights on the test set. A cohort's members share what lets them train in lockstep (``cohort_signature``);
+    here they train one after another in one worker, each reporting its own events."""
+
+    task: Task
+    cohort: str
+    """The cohort's id: its first member's key."""
+    members: list[Member]
     data_dir: str
     device: str
     """'cpu' or 'cuda'."""
@@ -25,3 +37,20 @@ class Job(TypedDict):
     """The worker ends itself as soon as this process ends (a ``kill -9`` of the coordinator alone)."""
     parent_pid: NotRequired[int]
     """A Dask worker's subprocess: the task process it must die with."""
+
+
+def cohort_signature(config: TrialConfig) -> tuple:
+    """What the trials of one cohort share: architecture, batch size, epochs, seed, data split and threads
+    (so they see the same batches in the same order and could train as one stacked model)."""
+    params = config["params"]
+    split = config["dataset"]
+    return (
+        config["architecture"],
+        params["batch_size"],
+        params["epochs"],
+        config["seed"],
+        split["name"],
+        split["train_size"],
+        split["val_size"],
+        config["threads"],
+    )

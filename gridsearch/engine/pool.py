@@ -11,13 +11,13 @@ import os
 import queue
 import signal
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from gridsearch.engine.failures import log_size
-from gridsearch.engine.jobs import Job
+from gridsearch.engine.jobs import Job, Member, Task
 from gridsearch.spec.config import TrialConfig
 from gridsearch.store.records import Evaluation, TrialSummary
 from gridsearch.training.events import Event
@@ -40,39 +40,65 @@ class WorkerHandle(Protocol):
 
 
 class Executor(Protocol):
-    """Starts worker jobs and delivers their events on ``events`` as ``(key, event)``, then ``(key, None)``."""
+    """Starts worker jobs and delivers their events on ``events`` as ``(cohort, event)``, then ``(cohort, None)``."""
 
     events: queue.Queue[tuple[str, Event | None]]
 
-    def start(self, key: str, job: Job) -> WorkerHandle: ...
+    def start(self, cohort: str, job: Job) -> WorkerHandle: ...
 
     def close(self) -> None: ...
 
 
 @dataclass
-class Worker:
-    """A running worker and what it has reported so far."""
+class MemberState:
+    """One trial of a running cohort and what it has reported so far."""
 
     key: str
-    job: Job
-    handle: WorkerHandle
-    started: float
     epochs: int
-    """The epoch this job trains to (its budget, or the trial's epochs)."""
-    gpu: str | None = None
-    events_open: bool = True
+    """The epoch this job trains it to (its budget, or the trial's epochs)."""
+    log_offset: int = 0
+    """The size of its run folder's ``worker.log`` when the job started: what the job writes comes after."""
+    started: float | None = None
+    """When its worker said ``hello`` for it (monotonic seconds); None until then."""
     summary: TrialSummary | None = None
     finished: bool = False
     """From the ``done`` event: the trial is over (not just at its budget)."""
     evaluation: Evaluation | None = None
     error: str | None = None
     last_epoch: int = -1
+
+    @property
+    def ended(self) -> bool:
+        """Whether it reported its end (a summary, an evaluation or an error)."""
+        return self.summary is not None or self.evaluation is not None or self.error is not None
+
+    @property
+    def in_progress(self) -> bool:
+        return self.started is not None and not self.ended
+
+
+@dataclass
+class Worker:
+    """A running worker (one process, or one Dask task) training or evaluating a cohort of trials."""
+
+    key: str
+    """The cohort's id (its first member's key)."""
+    job: Job
+    handle: WorkerHandle
+    members: dict[str, MemberState]
+    started: float
+    """When it was started (monotonic seconds)."""
+    gpu: str | None = None
+    events_open: bool = True
     stopped_by_us: str | None = None
     """'timeout' or 'interrupt' when the pool itself ended the process."""
-    reported: bool = False
-    """Whether it has sent an event (a worker that dies before it has says so)."""
-    log_offset: int = 0
-    """The size of the run folder's ``worker.log`` when it started: what it writes comes after."""
+    timed_out: str | None = None
+    """The member that overran the sweep's timeout."""
+
+    @property
+    def reported(self) -> bool:
+        """Whether it has sent an event (a worker that dies before it has says so)."""
+        return any(member.started is not None for member in self.members.values())
 
 
 @dataclass(frozen=True)
@@ -98,17 +124,19 @@ class WorkerPool:
     def __len__(self) -> int:
         return len(self.running)
 
-    def start(self, key: str, task: str, config: TrialConfig, budget: int | None = None) -> Worker:
-        """Start a ``train`` (to ``budget`` epochs, None: to the end) or ``evaluate`` job for trial ``key``."""
+    def start(self, task: Task, cohort: Sequence[tuple[str, TrialConfig]], budget: int | None = None) -> Worker:
+        """Start a ``train`` job (to ``budget`` epochs, None: to the end) for a cohort of ``(key, config)``
+        trials, or an ``evaluate`` job for one."""
         place = self.placement
-        run_dir = place.artifacts / key
-        run_dir.mkdir(parents=True, exist_ok=True)
+        members = [Member(key=key, config=config, run_dir=str(place.artifacts / key)) for key, config in cohort]
+        for member in members:
+            Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
         gpu = least_busy_gpu(place.gpus, [worker.gpu for worker in self.running.values()])
+        cohort_id = members[0]["key"]
         job = Job(
-            task="train" if task == "train" else "evaluate",
-            key=key,
-            config=config,
-            run_dir=str(run_dir),
+            task=task,
+            cohort=cohort_id,
+            members=members,
             data_dir=str(place.data_dir.resolve()),
             device=place.device,
             visible_gpu=gpu,
@@ -116,12 +144,22 @@ class WorkerPool:
             epoch_budget=budget,
             coordinator_pid=os.getpid(),
         )
-        log_offset = log_size(run_dir / "worker.log")
-        handle = self.executor.start(key, job)
-        worker = Worker(key, job, handle, time.monotonic(), budget or config["params"]["epochs"], gpu)
-        worker.log_offset = log_offset
-        self.running[key] = worker
+        states = {
+            member["key"]: MemberState(
+                member["key"],
+                budget or member["config"]["params"]["epochs"],
+                log_size(Path(member["run_dir"]) / "worker.log"),
+            )
+            for member in members
+        }
+        handle = self.executor.start(cohort_id, job)
+        worker = Worker(cohort_id, job, handle, states, time.monotonic(), gpu)
+        self.running[cohort_id] = worker
         return worker
+
+    def keys(self) -> list[str]:
+        """The keys of every trial in a running cohort."""
+        return [key for worker in self.running.values() for key in worker.members]
 
     def events(self) -> Iterator[tuple[Worker, Event]]:
         """The events sent since the last call (waiting up to POLL_SECONDS for the first), with their
@@ -140,7 +178,6 @@ class WorkerPool:
                 worker.events_open = False
                 worker.handle.wait(EXIT_GRACE_SECONDS)
             else:
-                worker.reported = True
                 yield worker, event
 
     def exited(self) -> list[Worker]:
@@ -149,12 +186,17 @@ class WorkerPool:
         return [self.running.pop(key) for key in done]
 
     def enforce_timeout(self) -> None:
-        """Kill workers that have run longer than the sweep's timeout (marked 'timeout')."""
+        """Kill workers whose trial in progress has trained longer than the sweep's timeout (marked 'timeout')."""
         if self.timeout is None:
             return
+        now = time.monotonic()
         for worker in self.running.values():
-            if worker.stopped_by_us is None and time.monotonic() - worker.started > self.timeout:
-                worker.stopped_by_us = "timeout"
+            current = next((m for m in worker.members.values() if m.in_progress), None)
+            if current is None and not worker.reported:  # the first member, still starting
+                current = next(iter(worker.members.values()))
+            since = worker.started if current is None or current.started is None else current.started
+            if worker.stopped_by_us is None and current is not None and now - since > self.timeout:
+                worker.stopped_by_us, worker.timed_out = "timeout", current.key
                 worker.handle.send_signal(signal.SIGKILL)
 
     def stop_all(self) -> list[Worker]:

@@ -84,6 +84,12 @@ class SweepProgress:
         if self.live:
             self.bars.update(self.overall, description=self._summary())
 
+    def add_trials(self, statuses: dict[str, str]) -> None:
+        """Trials a strategy that asks has just proposed join the count."""
+        self.statuses.update(statuses)
+        if self.live:
+            self.bars.update(self.overall, total=len(self.statuses), description=self._summary())
+
     def trial_started(self, key: str, label: str, epochs: int, trained: int = 0) -> None:
         """Trial ``key`` starts (or resumes after ``trained`` epochs) to train to ``epochs`` epochs."""
         self.statuses[key] = TrialStatus.RUNNING

@@ -6,10 +6,11 @@ writer because it is the only caller.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, cast
 
-from gridsearch.engine.pool import Worker
+from gridsearch.engine.pool import MemberState, Worker
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.tensorboard import TensorBoardLog
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
@@ -28,7 +29,7 @@ class EventRecorder:
         self.storage = storage
         self.progress = progress
         self.code_version = code_version
-        self.handlers: dict[str, Callable[[Worker, Any], None]] = {
+        self.handlers: dict[str, Callable[[Worker, MemberState, Any], None]] = {
             "hello": self.hello,
             "started": self.started,
             "epoch": self.epoch,
@@ -41,42 +42,44 @@ class EventRecorder:
         """``run --tensorboard DIR``: the live TensorBoard log every event is also handed to."""
 
     def record(self, worker: Worker, event: events.Event) -> None:
-        """Dispatch ``event`` of ``worker`` to its handler."""
-        self.handlers[event["event"]](worker, event)
-        if self.tensorboard is not None:
-            self.tensorboard.record(worker, event)
+        """Dispatch ``event`` of ``worker`` to its handler, with the cohort member it is about."""
+        member = worker.members[event.get("key", worker.key)]
+        self.handlers[event["event"]](worker, member, event)
+        if self.tensorboard is not None and worker.job["task"] == "train":
+            self.tensorboard.record(member.key, event)
 
-    def hello(self, worker: Worker, event: events.Hello) -> None:
+    def hello(self, worker: Worker, member: MemberState, event: events.Hello) -> None:
+        member.started = time.monotonic()
         if worker.job["task"] == "train":
             self.storage.update_trial(
-                worker.key,
+                member.key,
                 worker_pid=event["pid"],
                 device=event["device"],
                 torch_version=event["torch_version"],
                 code_version=self.code_version,
             )
 
-    def started(self, worker: Worker, event: events.Started) -> None:
-        self.storage.update_trial(worker.key, parameter_count=event["parameter_count"])
+    def started(self, worker: Worker, member: MemberState, event: events.Started) -> None:
+        self.storage.update_trial(member.key, parameter_count=event["parameter_count"])
         if event["resumed_from_epoch"]:
-            self.progress.message(f"trial {worker.key} resumed after epoch {event['resumed_from_epoch'] - 1}")
+            self.progress.message(f"trial {member.key} resumed after epoch {event['resumed_from_epoch'] - 1}")
 
-    def epoch(self, worker: Worker, event: events.Epoch) -> None:
+    def epoch(self, worker: Worker, member: MemberState, event: events.Epoch) -> None:
         metrics = cast(EpochMetrics, {name: event[name] for name in EPOCH_FIELDS})  # type: ignore[literal-required]
-        self.storage.record_epoch(worker.key, metrics)
-        worker.last_epoch = metrics["epoch"]
+        self.storage.record_epoch(member.key, metrics)
+        member.last_epoch = metrics["epoch"]
         if not event.get("replayed"):
-            self.progress.epoch(worker.key, metrics, worker.epochs)
+            self.progress.epoch(member.key, metrics, member.epochs)
 
-    def warning(self, worker: Worker, event: events.Warning) -> None:
-        self.progress.message(f"trial {worker.key}: warning: {event['message']}")
+    def warning(self, worker: Worker, member: MemberState, event: events.WarningEvent) -> None:
+        self.progress.message(f"trial {member.key}: warning: {event['message']}")
 
-    def done(self, worker: Worker, event: events.Done) -> None:
-        worker.summary = cast(TrialSummary, {name: event[name] for name in SUMMARY_FIELDS})  # type: ignore[literal-required]
-        worker.finished = event["finished"]
+    def done(self, worker: Worker, member: MemberState, event: events.Done) -> None:
+        member.summary = cast(TrialSummary, {name: event[name] for name in SUMMARY_FIELDS})  # type: ignore[literal-required]
+        member.finished = event["finished"]
 
-    def evaluation(self, worker: Worker, event: events.Evaluated) -> None:
-        worker.evaluation = cast(Evaluation, {name: event[name] for name in EVALUATION_FIELDS})  # type: ignore[literal-required]
+    def evaluation(self, worker: Worker, member: MemberState, event: events.Evaluated) -> None:
+        member.evaluation = cast(Evaluation, {name: event[name] for name in EVALUATION_FIELDS})  # type: ignore[literal-required]
 
-    def error(self, worker: Worker, event: events.Error) -> None:
-        worker.error = event["error"]
+    def error(self, worker: Worker, member: MemberState, event: events.Error) -> None:
+        member.error = event["error"]

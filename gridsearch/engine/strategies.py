@@ -1,78 +1,261 @@
-"""Search strategies: which trials to train next, and how far.
+"""Search strategies: which trials to train next, and how far, from the results so far (ask and tell).
 
 Modelled on scikit-learn's ``BaseSearchCV._run_search(evaluate_candidates)``: a strategy is handed a
-function that trains a list of trials (to an epoch budget, or to their end) and returns where each
-stands; it calls it as often as it likes and returns the finalists, among which the coordinator
-selects the best. Adding a strategy means writing one ``_run_search``.
+function that trains a batch of trials (to an epoch budget, or to their end) and returns where each
+stands (``evaluate_candidates``: the ask is its argument, the tell its result); it calls it as often as
+it likes, choosing each batch from the standings of the earlier ones, and returns the finalists, among
+which the coordinator selects the best. Every choice is a function of the sweep file and of recorded
+results alone, taken in a fixed order, so a resumed run (or one with more workers) makes the same ones.
 
-Random and sobol search need none of their own: the sweep file's points are drawn when it is read
-(``gridsearch.spec.sampling``), so they are the grid strategy (or halving, with ``sample``) over them.
+Adding a strategy: a class here with ``_run_search``, named in :data:`STRATEGY_CLASSES`, and its entry in
+``gridsearch.spec.search.STRATEGIES`` (the keys it takes, how it is said in words).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from gridsearch.spec import halving
-from gridsearch.spec.sweep import Sweep
+from gridsearch.spec.sampling import Distribution
+from gridsearch.spec.sweep import Sweep, Trial
+from gridsearch.vocabulary import metric
 
-EvaluateCandidates = Callable[[Sequence[str], int | None], list[halving.Standing]]
+if TYPE_CHECKING:
+    import optuna
+
+EvaluateCandidates = Callable[[Sequence[Trial], int | None], list[halving.Standing]]
 """Train these trials to this many epochs (None: to their end); their standings within that budget."""
-RungStarted = Callable[[int, int, int, Sequence[str]], None]
-"""Called with (rung, rungs, budget, trials) as a successive-halving rung starts."""
+
+
+class SearchCallbacks:
+    """What a strategy tells the run as it goes; each does nothing unless overridden (the coordinator's
+    progress display and store listen)."""
+
+    def rung_started(self, rung: int, rungs: int, budget: int, keys: Sequence[str]) -> None:
+        """A rung of successive halving (``rung`` of ``rungs``, indexing the search's ``rung_epochs``) starts
+        training ``keys`` to ``budget`` epochs."""
+
+    def message(self, text: str) -> None:
+        """One line for the user."""
 
 
 class SearchStrategy:
-    """Decides which of a sweep's trials train, to how many epochs, and which are finalists."""
+    """Decides which trials of ``sweep`` train, to how many epochs, and which are finalists."""
 
-    def search(self, keys: Sequence[str], evaluate_candidates: EvaluateCandidates) -> list[str]:
-        """Run the search over ``keys`` (grid order); the finalists."""
-        return self._run_search(list(keys), evaluate_candidates)
+    def __init__(self, sweep: Sweep, callbacks: SearchCallbacks | None = None):
+        self.sweep = sweep
+        self.callbacks = callbacks or SearchCallbacks()
 
-    def _run_search(self, keys: list[str], evaluate_candidates: EvaluateCandidates) -> list[str]:
+    def candidates(self) -> list[Trial]:
+        """The trials known before anything trains (grid order; none for a strategy that asks)."""
+        return list(self.sweep.trials())
+
+    def first_batch(self) -> list[Trial]:
+        """The trials of its first call of ``evaluate_candidates`` (what ``plan`` can show)."""
+        return self.candidates()
+
+    def search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
+        """Run the search; the keys of the finalists."""
+        return self._run_search(evaluate_candidates)
+
+    def _run_search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
         raise NotImplementedError
 
 
 class GridSearch(SearchStrategy):
     """Every trial to its end; all are finalists. Also random and sobol search, over their drawn points."""
 
-    def _run_search(self, keys: list[str], evaluate_candidates: EvaluateCandidates) -> list[str]:
-        evaluate_candidates(keys, None)
-        return keys
+    def _run_search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
+        trials = self.candidates()
+        evaluate_candidates(trials, None)
+        return unique_keys(trials)
 
 
 class HalvingSearch(SearchStrategy):
     """Successive halving over epochs: each rung trains its trials to the rung's budget, the best
     ``1 / factor`` go on (see ``gridsearch.spec.halving``); the last rung's trials are the finalists."""
 
-    def __init__(
-        self, budgets: list[int], factor: int, select: str, rung_started: RungStarted, message: Callable[[str], None]
-    ):
-        self.budgets = budgets
-        self.factor = factor
-        self.select = select
-        self.rung_started = rung_started
-        self.message = message
+    def _run_search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
+        budgets = self.sweep.rung_epochs
+        assert budgets is not None
+        return self.halve(self.candidates(), budgets, None, evaluate_candidates)
 
-    def _run_search(self, keys: list[str], evaluate_candidates: EvaluateCandidates) -> list[str]:
-        candidates = keys
-        for rung, budget in enumerate(self.budgets):
-            last = rung == len(self.budgets) - 1
-            self.rung_started(rung, len(self.budgets), budget, candidates)
+    def halve(
+        self, trials: list[Trial], budgets: list[int], sizes: list[int] | None, evaluate_candidates: EvaluateCandidates
+    ) -> list[str]:
+        """Successive halving of ``trials`` over ``budgets``: rung ``i`` keeps ``sizes[i]`` of them (None:
+        ``ceil`` of the rung before over ``factor``); the keys of the last rung's trials."""
+        search, rungs = self.sweep.search, self.sweep.rung_epochs or []
+        candidates = trials
+        for rung, budget in enumerate(budgets):
+            last = rung == len(budgets) - 1
+            keys = unique_keys(candidates)
+            self.callbacks.rung_started(rungs.index(budget), len(rungs), budget, keys)
             standings = evaluate_candidates(candidates, None if last else budget)
             if last:
-                break
-            promoted = set(halving.promote(standings, self.factor, self.select))
-            self.message(
-                f"rung {rung} done: the best {len(promoted)} of {len(candidates)} trials go on "
-                f"to {self.budgets[rung + 1]} epochs"
+                return keys
+            keep = None if sizes is None else sizes[rung + 1]
+            promoted = set(halving.promote(standings, search.factor, self.sweep.select, keep))
+            self.callbacks.message(
+                f"rung {rung} done: the best {len(promoted)} of {len(keys)} trials go on to {budgets[rung + 1]} epochs"
             )
-            candidates = [key for key in keys if key in promoted]
-        return candidates
+            candidates = [trial for trial in candidates if trial.key in promoted]
+        return unique_keys(candidates)
 
 
-def strategy_for(sweep: Sweep, rung_started: RungStarted, message: Callable[[str], None]) -> SearchStrategy:
-    """The strategy of ``sweep``'s ``search:``: halving (whatever its ``sample``), else every trial to its end."""
-    if sweep.rung_epochs is None:
-        return GridSearch()
-    return HalvingSearch(sweep.rung_epochs, sweep.search.factor, sweep.select, rung_started, message)
+class HyperbandSearch(HalvingSearch):
+    """Hyperband (Li et al. 2018): successive halving in each of its brackets in turn, the bracket with the
+    most trials first. Bracket ``s`` starts ``n`` of the sweep's points (a permutation of them seeded by
+    ``(seed, s)``, kept in grid order); a point shared by brackets is one trial, trained once: a later
+    bracket reads what an earlier one trained. The finalists are every bracket's last rung."""
+
+    def _run_search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
+        search, trials = self.sweep.search, self.candidates()
+        keys = unique_keys(trials)
+        finalists: list[str] = []
+        for bracket in search.brackets:
+            assert bracket.n is not None
+            chosen = set(np.random.default_rng([search.seed, bracket.s]).permutation(len(keys))[: bracket.n].tolist())
+            points = {key for index, key in enumerate(keys) if index in chosen}
+            sizes = bracket.sizes(search.factor, len(points))
+            self.callbacks.message(
+                f"bracket s={bracket.s}: {len(points)} trials from {bracket.budgets[0]} epochs, rungs of {sizes} trials"
+            )
+            bracket_trials = [trial for trial in trials if trial.key in points]
+            finalists += self.halve(bracket_trials, bracket.budgets, sizes, evaluate_candidates)
+        return list(dict.fromkeys(finalists))
+
+
+class OptunaSearch(SearchStrategy):
+    """A model-based search through one of Optuna's samplers, used only to propose points (ask and tell).
+
+    ``trials`` points are proposed in batches of ``batch``: batch ``b`` comes from a fresh in-memory study
+    fed every earlier point with its score (the mean of its seeds' ``select``; failed if any failed), in key
+    order, and a sampler seeded from ``(seed, b)``. So the same file proposes the same points whatever the
+    workers, the executor or an interruption. Proposed numbers are rounded as random draws are (4
+    significant digits, within the bounds); a point proposed twice is one trial. All points are finalists.
+    """
+
+    sampler_name = ""
+
+    def candidates(self) -> list[Trial]:
+        return []
+
+    def first_batch(self) -> list[Trial]:
+        assert self.sweep.search.batch is not None
+        points = self.ask(0, self.sweep.search.batch, {})
+        return [trial for point in points for trial in self.sweep.point_trials(point)]
+
+    def _run_search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
+        search = self.sweep.search
+        assert search.trials is not None and search.batch is not None
+        told: dict[str, tuple[dict[str, Any], float | None]] = {}
+        keys: list[str] = []
+        for batch, start in enumerate(range(0, search.trials, search.batch)):
+            points = self.ask(batch, min(search.batch, search.trials - start), told)
+            trials = [trial for point in points for trial in self.sweep.point_trials(point)]
+            self.callbacks.message(
+                f"{search.strategy} batch {batch + 1} of {-(-search.trials // search.batch)}: {len(points)} points"
+            )
+            standings = {standing.key: standing for standing in evaluate_candidates(trials, None)}
+            for point in points:
+                seeds = self.sweep.point_trials(point)
+                scores = [standings[trial.key].score for trial in seeds]
+                known = [score for score in scores if score is not None]
+                score = float(np.mean(known)) if len(known) == len(scores) else None
+                told[seeds[0].key] = (point, score)
+            keys += unique_keys(trials)
+        return list(dict.fromkeys(keys))
+
+    def ask(self, batch: int, count: int, told: dict[str, tuple[dict[str, Any], float | None]]) -> list[dict]:
+        """``count`` points proposed by a sampler seeded from ``(seed, batch)``, given the ``told`` points
+        (first seed's key -> point and score), fed in key order."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        distributions = {name: _distribution(dimension) for name, dimension in self.sweep.space.items()}
+        seed = int(np.random.SeedSequence([self.sweep.search.seed, batch]).generate_state(1)[0])
+        minimize = metric(self.sweep.select).direction == "min"
+        study = optuna.create_study(direction="minimize" if minimize else "maximize", sampler=self.sampler(seed))
+        for key in sorted(told):
+            point, score = told[key]
+            params = {name: _encode(self.sweep.space[name], value) for name, value in point.items()}
+            state = optuna.trial.TrialState.COMPLETE if score is not None else optuna.trial.TrialState.FAIL
+            study.add_trial(
+                optuna.trial.create_trial(params=params, distributions=distributions, value=score, state=state)
+            )
+        points = []
+        for _ in range(count):
+            asked = study.ask(distributions)
+            points.append({name: _decode(self.sweep.space[name], asked.params[name]) for name in self.sweep.space})
+        return points
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        raise NotImplementedError
+
+
+class TPESearch(OptunaSearch):
+    """Tree-structured Parzen estimators (Optuna's ``TPESampler``; its random start-up points first)."""
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed)
+
+
+class GPSearch(OptunaSearch):
+    """Bayesian optimisation with a Gaussian process (Optuna's ``GPSampler``)."""
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        with warnings.catch_warnings():  # experimental in some Optuna versions
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.GPSampler(seed=seed)
+
+
+STRATEGY_CLASSES: dict[str, type[SearchStrategy]] = {
+    "grid": GridSearch,
+    "random": GridSearch,
+    "sobol": GridSearch,
+    "halving": HalvingSearch,
+    "hyperband": HyperbandSearch,
+    "tpe": TPESearch,
+    "gp": GPSearch,
+}
+"""The engine's class of each strategy of ``gridsearch.spec.search.STRATEGIES``."""
+
+
+def strategy_for(sweep: Sweep, callbacks: SearchCallbacks | None = None) -> SearchStrategy:
+    """The strategy of ``sweep``'s ``search:``."""
+    return STRATEGY_CLASSES[sweep.search.strategy](sweep, callbacks)
+
+
+def unique_keys(trials: Sequence[Trial]) -> list[str]:
+    """The keys of ``trials`` in order, each once."""
+    return list(dict.fromkeys(trial.key for trial in trials))
+
+
+def _distribution(dimension: Distribution | list[Any]) -> optuna.distributions.BaseDistribution:
+    """Optuna's distribution for a dimension: a list of choices by index (values may be lists)."""
+    import optuna
+
+    if isinstance(dimension, list):
+        return optuna.distributions.CategoricalDistribution(list(range(len(dimension))))
+    if dimension.kind == "int":
+        return optuna.distributions.IntDistribution(int(dimension.low), int(dimension.high))
+    return optuna.distributions.FloatDistribution(dimension.low, dimension.high, log=dimension.kind == "loguniform")
+
+
+def _encode(dimension: Distribution | list[Any], value: Any) -> Any:
+    return dimension.index(value) if isinstance(dimension, list) else value
+
+
+def _decode(dimension: Distribution | list[Any], value: Any) -> Any:
+    if isinstance(dimension, list):
+        return dimension[value]
+    return dimension.rounded(value)

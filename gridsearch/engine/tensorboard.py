@@ -22,7 +22,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gridsearch.engine.pool import Worker
 from gridsearch.errors import UserError
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.store.records import EpochMetrics, TrialSummary
@@ -87,18 +86,16 @@ class TensorBoardLog:
                 domains[name] = sorted(values)
         self.domains = domains
 
-    def record(self, worker: Worker, event: events.Event) -> None:
-        """What a worker's event means for its trial's folder (the event recorder calls this for each)."""
-        if worker.job["task"] != "train":
-            return
+    def record(self, key: str, event: events.Event) -> None:
+        """What a training worker's event about trial ``key`` means for its folder (the recorder calls this)."""
         if event["event"] == "hello":
-            self.trial_started(worker.key)
+            self.trial_started(key)
         elif event["event"] == "epoch":
-            self.epoch(worker.key, event)
+            self.epoch(key, event)
         elif event["event"] == "done":
-            self.trial_done(worker.key, event)
+            self.trial_done(key, event)
         elif event["event"] == "error":
-            self.trial_ended(worker.key)
+            self.trial_ended(key)
 
     def run_folder(self, key: str) -> Path:
         """Trial ``key``'s run folder: ``<sweep>/<key>_<name>=<value>,...`` (other characters as ``_``)."""

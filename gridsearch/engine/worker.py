@@ -1,4 +1,4 @@
-"""The worker: one process per trial, training or evaluating it and reporting JSON events.
+"""The worker: one process per cohort of trials, training (or evaluating) each and reporting JSON events.
 
 Two ways in, one job: on the coordinator's machine a worker is forked from a forkserver that has
 already imported torch, the engine and every architecture (``run_forked``, started by
@@ -23,10 +23,12 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
+from typing import cast
 
-from gridsearch.engine.jobs import Job
+from gridsearch.engine.jobs import Job, Member
 from gridsearch.training.events import Emit, Event
 
 PR_SET_PDEATHSIG = 1
@@ -75,45 +77,66 @@ def _alive(pid: int) -> bool:
 
 
 def configure(job: Job) -> None:
-    """Per-trial process settings that must be in place before torch touches a device."""
-    os.environ["OMP_NUM_THREADS"] = str(job["config"]["threads"])
+    """Per-job process settings that must be in place before torch touches a device."""
+    os.environ["OMP_NUM_THREADS"] = str(job["members"][0]["config"]["threads"])  # the cohort shares it
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     if job["visible_gpu"] is not None:  # pins the worker to one GPU; it then sees it as cuda:0
         os.environ["CUDA_VISIBLE_DEVICES"] = str(job["visible_gpu"])
 
 
-def run_job(job: Job, emit: Emit) -> None:
-    """Run one ``train`` or ``evaluate`` job, reporting its events through ``emit``."""
+LogTo = Callable[[Path], None]
+"""Sends what the process prints from now on to this member's ``worker.log``."""
+
+
+def log_to(log: Path) -> None:
+    """Point this process's stdout and stderr at ``log`` (appended to)."""
+    descriptor = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(descriptor, 1)
+    os.dup2(descriptor, 2)
+    os.close(descriptor)
+
+
+def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
+    """Run a job's members one after another, each reporting its events (tagged with its ``key``) through
+    ``emit``; a member that raises reports an ``error`` and the next one goes on. The exit code: 1 if any
+    member failed. ``log``: switches the process's output to each member's ``worker.log`` as it starts."""
+    failed = False
+    for member in job["members"]:
+        run_dir = Path(member["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if log is not None:
+            log(run_dir / "worker.log")
+
+        def tagged(event: Event, key: str = member["key"]) -> None:
+            emit(cast(Event, {**event, "key": key}))
+
+        try:
+            run_member(job, member, tagged)
+        except (Exception, SystemExit) as exc:
+            traceback.print_exc()
+            tagged({"event": "error", "error": error_reason(exc, job, member)})
+            failed = True
+    return 1 if failed else 0
+
+
+def run_member(job: Job, member: Member, emit: Emit) -> None:
+    """Train or evaluate one member of ``job``, reporting its events through ``emit``."""
     import torch
 
     from gridsearch.training import loop as training
 
     device = torch.device(job["device"])
-    run_dir = Path(job["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    data_dir = Path(job["data_dir"])
+    run_dir, data_dir, config = Path(member["run_dir"]), Path(job["data_dir"]), member["config"]
     emit({"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__})
     if job["task"] == "train":
-        summary, finished = training.train_trial(job["config"], run_dir, data_dir, device, emit, job["epoch_budget"])
+        summary, finished = training.train_trial(config, run_dir, data_dir, device, emit, job["epoch_budget"])
         emit({"event": "done", **summary, "finished": finished})
     else:
-        evaluation, best_epoch = training.evaluate_trial(job["config"], run_dir, data_dir, device, job["test_size"])
+        evaluation, best_epoch = training.evaluate_trial(config, run_dir, data_dir, device, job["test_size"])
         emit({"event": "evaluation", **evaluation, "best_epoch": best_epoch})
 
 
-def run_reporting_errors(job: Job, emit: Emit) -> int:
-    """``run_job``, turning an exception (``sys.exit`` too) into a traceback in the log and an ``error``
-    event; the exit code."""
-    try:
-        run_job(job, emit)
-        return 0
-    except (Exception, SystemExit) as exc:
-        traceback.print_exc()
-        emit({"event": "error", "error": error_reason(exc, job)})
-        return 1
-
-
-def error_reason(exc: BaseException, job: Job) -> str:
+def error_reason(exc: BaseException, job: Job, member: Member) -> str:
     """What a trial's ``error`` says about ``exc``; a CUDA out-of-memory error says so and what to change."""
     import torch
 
@@ -122,7 +145,7 @@ def error_reason(exc: BaseException, job: Job) -> str:
         gpu = "" if job["visible_gpu"] is None else f" {job['visible_gpu']}"
         detail = " ".join(str(exc).split())[:300]
         return (
-            f"CUDA out of memory on GPU{gpu} (batch_size {job['config']['params']['batch_size']}): {detail} "
+            f"CUDA out of memory on GPU{gpu} (batch_size {member['config']['params']['batch_size']}): {detail} "
             "(lower batch_size, or run fewer trials per GPU with --slots-per-gpu)"
         )
     return f"{type(exc).__name__}: {exc}"
@@ -133,12 +156,10 @@ def run_forked(job: Job, events: Connection) -> None:
     os.setsid()  # its own process group: Ctrl-C reaches the coordinator only, timeouts kill it whole
     die_with_parent(os.getppid())
     die_with(job["coordinator_pid"])
-    log = os.open(Path(job["run_dir"]) / "worker.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-    os.dup2(log, 1)
-    os.dup2(log, 2)
+    log_to(Path(job["members"][0]["run_dir"]) / "worker.log")
     faulthandler.enable()  # a crash in native code (SIGSEGV, abort) leaves its Python traceback in the log
     configure(job)
-    code = run_reporting_errors(job, lambda event: events.send_bytes(json.dumps(event).encode()))
+    code = run_job(job, lambda event: events.send_bytes(json.dumps(event).encode()), log_to)
     events.close()
     sys.exit(code)
 
@@ -156,7 +177,7 @@ def main() -> None:
         protocol.write(json.dumps(event) + "\n")
         protocol.flush()
 
-    sys.exit(run_reporting_errors(job, emit))
+    sys.exit(run_job(job, emit, log_to))
 
 
 if __name__ == "__main__":

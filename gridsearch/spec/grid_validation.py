@@ -20,7 +20,8 @@ import architectures
 from gridsearch.spec.document import Document, Location, suggest
 from gridsearch.spec.params import Param, coerce_type
 from gridsearch.spec.sampling import DISTRIBUTIONS, Dimension, Distribution, draw_points
-from gridsearch.spec.sweep import NAME_PATTERN, Search, accepted_params
+from gridsearch.spec.search import Search
+from gridsearch.spec.sweep import NAME_PATTERN, accepted_params
 
 GridPart = tuple[Location, list[str], dict]
 """A grid part before its values are checked: its location, the architectures it trains, its mapping."""
@@ -106,27 +107,35 @@ class GridValidator:
             raise self.document.fail(at, "empty list of values: the grid is empty")
         return [self.value((*at, i), v, param) for i, v in enumerate(values)]
 
-    def sampled_grid(self, parts: list[GridPart], fixed: dict[str, Any], search: Search) -> list[dict[str, list[Any]]]:
-        """The points a random or sobol ``search`` draws from the one grid mapping (lists of choices and
-        distributions), each a single-point grid part of checked values, in drawing order."""
+    def space(self, parts: list[GridPart], fixed: dict[str, Any], strategy: str) -> dict[str, Dimension]:
+        """The one grid mapping of a search that draws or asks for its points, as dimensions: a checked
+        distribution or list of checked choices per gridded name."""
         if len(parts) != 1:
             raise self.document.fail(
-                ("grid",), f"{search.sample} search draws from one grid mapping, not a list of {len(parts)} parts"
+                ("grid",), f"{strategy} search draws from one grid mapping, not a list of {len(parts)} parts"
             )
         at, used, mapping = parts[0]
         space: dict[str, Dimension] = {}
-        params: dict[str, Param] = {}
         for name, values in mapping.items():
             if name == "architecture":
                 space[name] = list(values)
                 continue
-            params[name] = self.accepted((*at, name), name, used)
+            param = self.accepted((*at, name), name, used)
             if isinstance(values, dict):
                 if name in fixed:
                     raise self.document.fail((*at, name), "set both in params and in grid; keep one")
-                space[name] = self.distribution((*at, name), values, params[name])
+                space[name] = self.distribution((*at, name), values, param)
             else:
-                space[name] = self.choices((*at, name), name, values, params[name], fixed)
+                space[name] = self.choices((*at, name), name, values, param, fixed)
+        return space
+
+    def sampled_grid(
+        self, parts: list[GridPart], fixed: dict[str, Any], space: dict[str, Dimension], search: Search
+    ) -> list[dict[str, list[Any]]]:
+        """The points a random or sobol ``search`` draws from ``space`` (the one grid mapping's dimensions),
+        each a single-point grid part of checked values, in drawing order."""
+        at, used, _ = parts[0]
+        params = {name: self.accepted((*at, name), name, used) for name in space if name != "architecture"}
         assert search.trials is not None  # the validator sets it for a sampled search
         points = draw_points(space, search.sample, search.trials, search.seed)
         return [

@@ -44,7 +44,14 @@ class Distribution:
             drawn = math.exp(math.log(self.low) + u * (math.log(self.high) - math.log(self.low)))
         else:
             drawn = self.low + u * (self.high - self.low)
-        return min(max(round_significant(drawn), self.low), self.high)
+        return self.rounded(drawn)
+
+    def rounded(self, number: float) -> float | int:
+        """A value proposed for this distribution as a drawn one is stored: an integer, or the number
+        rounded to ``SIGNIFICANT_DIGITS`` significant digits, within ``[low, high]``."""
+        if self.kind == "int":
+            return int(min(max(round(number), self.low), self.high))
+        return min(max(round_significant(number), self.low), self.high)
 
 
 Dimension = Distribution | list[Any]

@@ -2,8 +2,9 @@
 
 A sweep file names an architecture, a dataset split, fixed ``params`` and a ``grid`` (a dict of
 lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes), and optionally how to
-``search`` it (every trial to the end, successive halving, or points drawn at random: random or
-sobol, see ``gridsearch.spec.sampling``). :func:`load_sweep` reads one (see
+``search`` it (every trial to the end, successive halving or Hyperband, points drawn at random: random
+or sobol, see ``gridsearch.spec.sampling``, or points proposed from the results so far: tpe, gp; see
+``gridsearch.spec.search``). :func:`load_sweep` reads one (see
 ``gridsearch.spec.validation``): every key is checked before anything runs, and problems raise
 :class:`UserError` naming the file, line and key.
 """
@@ -13,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ from sklearn.model_selection import ParameterGrid
 
 import architectures
 from gridsearch.errors import UserError
-from gridsearch.spec import halving
 from gridsearch.spec.config import DatasetPart, TrialConfig
 from gridsearch.spec.params import AUGMENTATION_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, TRANSFORMER_PARAMS, Param
+from gridsearch.spec.sampling import Dimension
+from gridsearch.spec.search import Search
 
-STRATEGIES = ("grid", "halving", "random", "sobol")
 OVER_SEEDS = ("mean",)
 """How ``select: {over_seeds: ...}`` scores a configuration from its seeds' scores."""
 DATASETS = {"mnist": 60000}
@@ -93,23 +94,6 @@ def trial_key(config: TrialConfig) -> str:
 
 
 @dataclass(frozen=True)
-class Search:
-    """How a sweep searches its grid: every trial to the end (``grid``), successive halving over
-    epochs (``halving``: all trials train ``min_epochs``, the best ``1 / factor`` go on, ...), or every
-    trial to the end over ``trials`` points drawn from ``seed`` (``random``, ``sobol``; halving too with
-    ``sample: random | sobol``). The drawn points are the sweep's grid, one single-point part each."""
-
-    strategy: str = "grid"
-    factor: int = 3
-    min_epochs: int = 1
-    sample: str = "grid"
-    """Which points: ``grid`` (every one) or drawn by ``random`` or ``sobol``."""
-    trials: int | None = None
-    """How many points are drawn (with ``sample`` random or sobol)."""
-    seed: int = 0
-
-
-@dataclass(frozen=True)
 class Sweep:
     """A validated sweep file. ``architecture`` is the default; a grid may also vary it."""
 
@@ -118,8 +102,11 @@ class Sweep:
     dataset: DatasetSplit
     params: dict[str, Any]
     grid: list[dict[str, list[Any]]]
+    """The grid's parts (a strategy that asks has none: its points are proposed from ``space``)."""
     seeds: list[int]
-    search: Search = Search()
+    search: Search = field(default_factory=Search)
+    space: dict[str, Dimension] = field(default_factory=dict)
+    """A strategy that asks: the grid mapping's dimensions (a distribution or a list of choices each)."""
     select: str = "val_accuracy"
     over_seeds: str | None = None
     """``mean``: select the configuration (grid point) by the mean of its seeds' ``select`` scores."""
@@ -134,27 +121,19 @@ class Sweep:
     def architectures(self) -> list[str]:
         """Every architecture the sweep trains, in first-seen order."""
         names = dict.fromkeys([self.architecture] if self.architecture else [])
-        for part in self.grid:
+        parts: list[Mapping[str, Any]] = [*self.grid, self.space]
+        for part in parts:
             names.update(dict.fromkeys(part.get("architecture", [self.architecture])))
         return [name for name in names if name]
 
     @property
     def rung_epochs(self) -> list[int] | None:
-        """Successive halving: the epoch budget of each rung (its trials' epochs are fixed); None for a grid."""
-        if self.search.strategy != "halving":
-            return None
-        epochs = self.params.get("epochs", TRAINER_PARAMS["epochs"].default)
-        return halving.rung_epochs(self.search.min_epochs, self.search.factor, epochs)
+        """Successive halving or Hyperband: every rung's epoch budget (its trials' epochs are fixed); else None."""
+        return self.search.rung_epochs
 
     def search_record(self) -> dict[str, Any]:
         """What the database records of the search (see ``SweepRow.search``), and ``over_seeds`` if set."""
-        record: dict[str, Any] = {"strategy": self.search.strategy}
-        if self.search.strategy == "halving":
-            record.update(factor=self.search.factor, min_epochs=self.search.min_epochs, rung_epochs=self.rung_epochs)
-        if self.search.sample != "grid":
-            if self.search.strategy == "halving":
-                record["sample"] = self.search.sample
-            record.update(trials=self.search.trials, seed=self.search.seed)
+        record = self.search.record()
         if self.over_seeds:
             record["over_seeds"] = self.over_seeds
         return record
@@ -162,27 +141,35 @@ class Sweep:
     @property
     def gridded_params(self) -> list[str]:
         """Names of the params the grid varies, in first-seen order."""
-        names: dict[str, None] = {}
+        names: dict[str, None] = dict.fromkeys(self.space)
         for part in self.grid:
             names.update(dict.fromkeys(part))
         return list(names)
 
     def __len__(self) -> int:
-        return len(ParameterGrid(self.grid)) * len(self.seeds)
+        """How many trials it has (a strategy that asks: at most)."""
+        points = (self.search.trials or 0) if self.search.asks else len(ParameterGrid(self.grid))
+        return points * len(self.seeds)
 
     def trials(self) -> Iterator[Trial]:
-        """Every trial of the sweep, in grid order, each seed in turn."""
+        """Every trial of the grid, in grid order, each seed in turn (none for a strategy that asks)."""
         for point in ParameterGrid(self.grid):
-            point = dict(point)
-            architecture = point.pop("architecture", self.architecture)
-            params = {**resolved_defaults(architecture), **self.params, **point}
-            params = {
-                name: value
-                for name, value in params.items()
-                if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default
-            }
-            for seed in self.seeds:
-                yield Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
+            yield from self.point_trials(point)
+
+    def point_trials(self, point: Mapping[str, Any]) -> list[Trial]:
+        """The trials of one point (gridded name -> value), one per seed."""
+        point = dict(point)
+        architecture = point.pop("architecture", self.architecture)
+        params = {**resolved_defaults(architecture), **self.params, **point}
+        params = {
+            name: value
+            for name, value in params.items()
+            if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default
+        }
+        return [
+            Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
+            for seed in self.seeds
+        ]
 
 
 def resolve_warm_starts(sweep: Sweep, selected_trial: Callable[[str], str | None]) -> Sweep:

@@ -13,15 +13,14 @@ from gridsearch.errors import UserError
 from gridsearch.spec.document import Document, read_document, suggest
 from gridsearch.spec.grid_validation import GridPart, GridValidator
 from gridsearch.spec.params import TRAINER_PARAMS
-from gridsearch.spec.sampling import MAX_SAMPLED_TRIALS, SAMPLERS
+from gridsearch.spec.sampling import MAX_SAMPLED_TRIALS
+from gridsearch.spec.search import SAMPLES, STRATEGIES, Search
 from gridsearch.spec.sweep import (
     DATASETS,
     NAME_PATTERN,
     OVER_SEEDS,
-    STRATEGIES,
     TEST_SET_SIZE,
     DatasetSplit,
-    Search,
     Sweep,
 )
 from gridsearch.vocabulary import METRICS
@@ -41,7 +40,7 @@ TOP_LEVEL_KEYS = (
     "retries",
 )
 DATASET_KEYS = ("name", "train_size", "val_size", "test_size")
-SEARCH_KEYS = ("strategy", "factor", "min_epochs", "sample", "trials", "seed")
+SEARCH_KEYS = ("strategy", "factor", "min_epochs", "sample", "trials", "batch", "seed")
 SELECT_KEYS = ("metric", "over_seeds")
 MAX_RETRIES = 100
 """The most ``retries`` a sweep may ask for."""
@@ -92,10 +91,13 @@ class SweepValidator:
         used = list(dict.fromkeys(a for _, archs, _ in parts for a in archs))
         params = grids.params(document.get("params"), used)
         search = self.search(document.get("search"), params, parts)
-        if search.sample == "grid":
+        space = grids.space(parts, params, search.strategy) if search.asks or search.sample != "grid" else {}
+        if search.asks:
+            grid = []
+        elif search.sample == "grid":
             grid = [grids.grid_part(part, params) for part in parts]
         else:
-            grid = grids.sampled_grid(parts, params, search)
+            grid = grids.sampled_grid(parts, params, space, search)
         for used_architecture in used:
             grids.check_builds(used_architecture, architecture, params, grid)
         select, over_seeds = self.select(document.get("select", "val_accuracy"), search)
@@ -118,6 +120,7 @@ class SweepValidator:
             grid=grid,
             seeds=self.seeds(document.get("seeds", [0])),
             search=search,
+            space=space if search.asks else {},
             select=select,
             over_seeds=over_seeds,
             threads=threads,
@@ -169,9 +172,9 @@ class SweepValidator:
             over_seeds = self.scalar(value, "over_seeds", str, None, at)
             if over_seeds is not None and over_seeds not in OVER_SEEDS:
                 raise self.fail((*at, "over_seeds"), f"unknown {over_seeds!r} (known: {', '.join(OVER_SEEDS)})")
-            if over_seeds is not None and search.strategy == "halving":
+            if over_seeds is not None and search.describes_rungs:
                 raise self.fail(
-                    (*at, "over_seeds"), "not supported with strategy halving, which promotes single trials"
+                    (*at, "over_seeds"), f"not supported with strategy {search.strategy}, which promotes single trials"
                 )
             metric, at = self.scalar(value, "metric", str, "val_accuracy", at), (*at, "metric")
         else:
@@ -181,48 +184,59 @@ class SweepValidator:
         return metric, over_seeds
 
     def search(self, mapping: Any, params: dict[str, Any], parts: list[GridPart]) -> Search:
-        """The ``search``: a plain grid, points drawn at random (random, sobol), or successive halving
-        (over the grid or drawn points) with one ``epochs`` for every trial."""
+        """The ``search``: a strategy of ``STRATEGIES`` with the keys it takes. Strategies with rungs
+        (halving, hyperband) need one ``epochs`` for every trial; drawn and asked-for points need ``trials``."""
         if mapping is None:
             return Search()
         at = ("search",)
         if not isinstance(mapping, dict):
-            raise self.fail(at, "must be a mapping (strategy, factor, min_epochs) or (strategy, trials, seed)")
+            raise self.fail(at, "must be a mapping: strategy and its settings (e.g. factor, min_epochs, trials, seed)")
         for key in mapping:
             if key not in SEARCH_KEYS:
-                raise self.fail((*at, key), "unknown key" + suggest(key, SEARCH_KEYS))
+                raise self.fail((*at, key), "unknown key" + suggest(str(key), SEARCH_KEYS))
         strategy = self.scalar(mapping, "strategy", str, "grid", at)
         if strategy not in STRATEGIES:
             raise self.fail(
                 (*at, "strategy"),
                 f"unknown strategy {strategy!r}" + suggest(strategy, STRATEGIES) + f" (known: {', '.join(STRATEGIES)})",
             )
-        if strategy != "halving":
-            for key in ("factor", "min_epochs", "sample"):
-                if key in mapping:
-                    raise self.fail((*at, key), "only used by strategy halving")
-        sample = strategy if strategy in SAMPLERS else self.scalar(mapping, "sample", str, "grid", at)
-        if sample not in ("grid", *SAMPLERS):
-            raise self.fail((*at, "sample"), f"unknown sample {sample!r} (known: grid, {', '.join(SAMPLERS)})")
-        if sample == "grid":
+        kind = STRATEGIES[strategy]
+        for key in mapping:
+            if key != "strategy" and key not in kind.keys:
+                users = [name for name, other in STRATEGIES.items() if key in other.keys]
+                raise self.fail(
+                    (*at, key), f"only used by strateg{'y' if len(users) == 1 else 'ies'} {', '.join(users)}"
+                )
+        sample = strategy if kind.draws else self.scalar(mapping, "sample", str, "grid", at)
+        if sample not in SAMPLES:
+            raise self.fail((*at, "sample"), f"unknown sample {sample!r} (known: {', '.join(SAMPLES)})")
+        if sample == "grid" and not kind.asks:
             for key in ("trials", "seed"):
-                if key in mapping:
-                    raise self.fail((*at, key), "only used by strategies random and sobol, or sample random or sobol")
+                if key in mapping and not (key == "seed" and strategy == "hyperband"):  # hyperband: which points
+                    raise self.fail((*at, key), "only used with points drawn at random (sample random or sobol)")
         elif "trials" not in mapping:
-            raise self.fail(at, f"{sample} search needs 'trials': how many points to draw")
+            what = "how many points to propose" if kind.asks else "how many points to draw"
+            raise self.fail(at, f"{strategy if kind.asks else sample} search needs 'trials': {what}")
         trials = self.scalar(mapping, "trials", int, None, at)
         if trials is not None and not 1 <= trials <= MAX_SAMPLED_TRIALS:
             raise self.fail((*at, "trials"), f"must be between 1 and {MAX_SAMPLED_TRIALS:,}, got {trials}")
         seed = self.scalar(mapping, "seed", int, 0, at)
         if not 0 <= seed < 2**32:
             raise self.fail((*at, "seed"), f"must be an integer in [0, 2**32), got {seed}")
-        if strategy != "halving":
+        batch = None
+        if kind.asks:
+            assert trials is not None
+            batch = self.scalar(mapping, "batch", int, 1, at)
+            if not 1 <= batch <= trials:
+                raise self.fail((*at, "batch"), f"must be between 1 and trials ({trials}), got {batch}")
+            return Search(strategy, sample=sample, trials=trials, seed=seed, batch=batch)
+        if not kind.rungs:
             return Search(strategy, sample=sample, trials=trials, seed=seed)
         for at_part, _, part in parts:
             if "epochs" in part:
                 raise self.fail(
                     (*at_part, "epochs"),
-                    "successive halving needs one 'epochs' for every trial: set it in params, not in the grid",
+                    f"{strategy} needs one 'epochs' for every trial: set it in params, not in the grid",
                 )
         epochs = params.get("epochs", TRAINER_PARAMS["epochs"].default)
         factor = self.scalar(mapping, "factor", int, Search.factor, at)
@@ -231,7 +245,7 @@ class SweepValidator:
         min_epochs = self.scalar(mapping, "min_epochs", int, Search.min_epochs, at)
         if not 1 <= min_epochs <= epochs:
             raise self.fail((*at, "min_epochs"), f"must be between 1 and epochs ({epochs}), got {min_epochs}")
-        return Search(strategy, factor, min_epochs, sample, trials, seed)
+        return Search(strategy, factor, min_epochs, sample, trials, seed, epochs=epochs)
 
     def seeds(self, seeds: Any) -> list[int]:
         """The ``seeds``: distinct integers in [0, 2**31)."""

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import sessionmaker
 
@@ -62,9 +62,10 @@ class Storage(Leases):
 
     # -- sweeps and trials -------------------------------------------------------------------
 
-    def save_sweep(self, sweep: Sweep, trials: list[Trial]) -> None:
+    def save_sweep(self, sweep: Sweep, trials: list[Trial], prune: bool = True) -> None:
         """Store ``sweep`` and its trials; trials already known keep their results.
-        A point the grid lists twice is one trial, at its first position."""
+        A point the grid lists twice is one trial, at its first position. ``prune=False`` (points proposed as
+        a search goes): add ``trials`` after the sweep's others, and keep those."""
         keys = list(dict.fromkeys(trial.key for trial in trials))
         with self.session.begin() as session:
             row = session.scalar(select(SweepRow).where(SweepRow.name == sweep.name))
@@ -99,11 +100,17 @@ class Storage(Leases):
                 for name, value in trial.params.items()
             )
             session.flush()
-            session.execute(delete(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id))
+            if prune:
+                session.execute(delete(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id))
+                linked: list[str] = []
+            else:
+                linked = list(session.scalars(select(SweepTrialRow.trial_key).where(SweepTrialRow.sweep_id == row.id)))
+            added = [key for key in keys if key not in set(linked)]
             session.add_all(
-                SweepTrialRow(sweep_id=row.id, trial_key=key, position=position) for position, key in enumerate(keys)
+                SweepTrialRow(sweep_id=row.id, trial_key=key, position=position)
+                for position, key in enumerate(added, start=len(linked))
             )
-            if row.selected_trial is not None and row.selected_trial not in keys:
+            if prune and row.selected_trial is not None and row.selected_trial not in keys:
                 row.selected_trial = None
 
     def sweep(self, name: str) -> SweepRow:
@@ -138,18 +145,30 @@ class Storage(Leases):
                 )
             )
 
+    def trials_by_key(self, keys: Iterable[str]) -> dict[str, TrialRow]:
+        """The stored trials among ``keys``, by key, in one query per 500 keys."""
+        keys = list(keys)
+        found: dict[str, TrialRow] = {}
+        with self.session() as session:
+            for start in range(0, len(keys), 500):
+                chunk = keys[start : start + 500]
+                found.update((row.key, row) for row in session.scalars(select(TrialRow).where(TrialRow.key.in_(chunk))))
+        return found
+
     def trial(self, key: str) -> TrialRow | None:
         """The trial ``key``, or None if there is none."""
         with self.session() as session:
             return session.get(TrialRow, key)
 
     def set_rung(self, sweep: str, keys: Iterable[str], rung: int) -> None:
-        """Record that the trials ``keys`` of ``sweep`` reached successive-halving rung ``rung``."""
+        """Record that the trials ``keys`` of ``sweep`` reached rung ``rung`` (the index of a budget in its
+        search's ``rung_epochs``); a trial keeps the highest it reached (Hyperband's brackets share trials)."""
         row = self.sweep(sweep)
         with self.session.begin() as session:
             session.execute(
                 update(SweepTrialRow)
                 .where(SweepTrialRow.sweep_id == row.id, SweepTrialRow.trial_key.in_(list(keys)))
+                .where(or_(SweepTrialRow.rung.is_(None), SweepTrialRow.rung < rung))
                 .values(rung=rung)
             )
 

@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import config_value
+from gridsearch.spec.search import Search
 from gridsearch.store.connection import NOT_READ_ONLY
 from gridsearch.store.models import EpochRow, EvaluationRow, SweepRow, SweepTrialRow, TrialRow
 from gridsearch.vocabulary import METRICS, STATUS_ORDER, TrialStatus, metric
@@ -74,7 +75,7 @@ def trials_table(storage: Storage, sweep: str) -> pd.DataFrame:
     """The trials of ``sweep`` with their gridded params as columns, best first by its select metric
     (successive halving: highest rung first, with a ``rung`` column)."""
     row = storage.sweep(sweep)
-    rungs = storage.rungs(sweep) if row.search["strategy"] == "halving" else None
+    rungs = storage.rungs(sweep) if Search.from_record(row.search).describes_rungs else None
     records = [
         {
             "key": trial.key,
@@ -101,6 +102,23 @@ def trials_table(storage: Storage, sweep: str) -> pd.DataFrame:
         na_position="last",
         kind="stable",
     ).reset_index(drop=True)
+
+
+def epochs_by_trial(storage: Storage, keys: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
+    """Per-epoch metrics of the trials ``keys`` in one pass: trial key -> its epochs in order, as mappings."""
+    columns = [column for column in EpochRow.__table__.columns if column.name != "trial_key"]
+    keys = list(keys)
+    grouped: dict[str, list[dict[str, Any]]] = {}
+    with storage.session() as session:
+        for start in range(0, len(keys), 500):
+            query = (
+                select(EpochRow.trial_key, *columns)
+                .where(EpochRow.trial_key.in_(keys[start : start + 500]))
+                .order_by(EpochRow.trial_key, EpochRow.epoch)
+            )
+            for key, *values in session.execute(query):
+                grouped.setdefault(key, []).append(dict(zip([c.name for c in columns], values, strict=True)))
+    return grouped
 
 
 def epochs(storage: Storage, keys: Iterable[str]) -> pd.DataFrame:

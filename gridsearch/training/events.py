@@ -1,8 +1,9 @@
 """What a training or evaluation job reports while it runs: JSON events, one ``TypedDict`` each.
 
-A worker sends them to the coordinator in order: ``hello``, then for training ``started``, one ``epoch``
-per epoch (past epochs again, ``replayed``, after a resume), any ``warning``, and ``done``; for an
-evaluation ``evaluation``; ``error`` instead of the last one if the job failed.
+A worker sends them to the coordinator in order, for each trial of its cohort in turn: ``hello``, then for
+training ``started``, one ``epoch`` per epoch (past epochs again, ``replayed``, after a resume), any
+``warning``, and ``done``; for an evaluation ``evaluation``; ``error`` instead of the last one if the trial
+failed. The worker tags each with the trial's ``key``.
 """
 
 from __future__ import annotations
@@ -13,46 +14,51 @@ from typing import Literal, NotRequired, TypedDict
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 
 
-class Hello(TypedDict):
+class Tagged(TypedDict):
+    key: NotRequired[str]
+    """The trial (cohort member) it is about; the worker adds it."""
+
+
+class Hello(Tagged):
     event: Literal["hello"]
     pid: int
     device: str
     torch_version: str
 
 
-class Started(TypedDict):
+class Started(Tagged):
     event: Literal["started"]
     parameter_count: int
     resumed_from_epoch: int
     """How many epochs were already trained (0 for a fresh start)."""
 
 
-class Epoch(EpochMetrics):
+class Epoch(EpochMetrics, Tagged):
     event: Literal["epoch"]
     replayed: NotRequired[bool]
     """True for an epoch trained before a resume, reported again."""
 
 
-class Warning(TypedDict):
+class WarningEvent(Tagged):
     event: Literal["warning"]
     message: str
 
 
-class Done(TrialSummary):
+class Done(TrialSummary, Tagged):
     event: Literal["done"]
     finished: bool
     """Whether the trial is over (all epochs, or stopped early); False when it stopped at a budget."""
 
 
-class Evaluated(Evaluation):
+class Evaluated(Evaluation, Tagged):
     event: Literal["evaluation"]
     best_epoch: int
 
 
-class Error(TypedDict):
+class Error(Tagged):
     event: Literal["error"]
     error: str
 
 
-Event = Hello | Started | Epoch | Warning | Done | Evaluated | Error
+Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Error
 Emit = Callable[[Event], None]
