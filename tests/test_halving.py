@@ -236,7 +236,10 @@ def test_status_trials_and_plan_show_the_rungs(halved, capsys):
     assert [(t["status"], t["rung"]) for t in trials] == [("done", 1)] * 2 + [("stopped", 0)] * 2
     plan = cli_output("plan", str(halved[0] / "sweep.yaml"), "--db", db, capsys=capsys)
     assert "2 stopped, 2 done" in plan or "2 done, 2 stopped" in plan
-    assert "successive halving (factor 3; rungs of 1, 3 epochs):" in plan and "at most 8 epochs in all, 67% of the full grid's 12" in plan
+    assert (
+        "successive halving (factor 3; rungs of 1, 3 epochs):" in plan
+        and "at most 8 epochs in all, 67% of the full grid's 12" in plan
+    )
 
 
 def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_path, data_dir):

@@ -125,8 +125,16 @@ BAD = [
     ({"lr": [0.1]}, {"strategy": "random"}, "search: random search needs 'trials'"),
     ({"lr": [0.1]}, {"strategy": "random", "trials": 0}, "search.trials: must be between 1 and 100,000, got 0"),
     ({"lr": [0.1]}, {"strategy": "sobol", "trials": 2, "seed": -1}, "search.seed: must be an integer in [0, 2**32)"),
-    ({"lr": [0.1]}, {"strategy": "grid", "trials": 2}, "search.trials: only used by strategies random, sobol, halving, hyperband, tpe, gp"),
-    ({"lr": [0.1]}, {"strategy": "sobol", "trials": 2, "factor": 3}, "search.factor: only used by strategies halving, hyperband"),
+    (
+        {"lr": [0.1]},
+        {"strategy": "grid", "trials": 2},
+        "search.trials: only used by strategies random, sobol, halving, hyperband, tpe, gp",
+    ),
+    (
+        {"lr": [0.1]},
+        {"strategy": "sobol", "trials": 2, "factor": 3},
+        "search.factor: only used by strategies halving, hyperband",
+    ),
     (
         {"lr": [0.1]},
         {"strategy": "sobol", "trials": 2, "sample": "grid"},

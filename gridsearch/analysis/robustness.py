@@ -42,8 +42,6 @@ from gridsearch.vocabulary import format_percent
 
 SUITE_SEED = 20240
 """Base seed of the random conditions; each condition adds the CRC-32 of its name."""
-USPS_DEFAULT = Path(__file__).resolve().parents[3] / "shared" / "datasets" / "usps"
-"""Where USPS is looked for unless ``$GRIDSEARCH_USPS`` or ``--usps`` says otherwise."""
 USPS_NAME = "usps"
 DIGITS_NAME = "sklearn_digits"
 PREFIX = "robustness/"
@@ -186,8 +184,9 @@ def mnist_style(images: np.ndarray) -> torch.Tensor:
 
 
 def usps_folder(explicit: Path | None = None) -> Path:
-    """``explicit``, else ``$GRIDSEARCH_USPS``, else ``shared/datasets/usps`` beside the repository."""
-    return Path(explicit or os.environ.get("GRIDSEARCH_USPS") or USPS_DEFAULT)
+    """``explicit``, else ``$GRIDSEARCH_USPS``, else ``usps/`` in the data folder (``$GRIDSEARCH_DATA``, else
+    ``./data``): never a path that depends on where the package is installed."""
+    return Path(explicit or os.environ.get("GRIDSEARCH_USPS") or data.default_data_dir() / "usps")
 
 
 def load_usps(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:

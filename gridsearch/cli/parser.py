@@ -99,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plan.add_argument(
         "--device",
-        choices=("auto", "cpu", "cuda"),
+        choices=DEVICES,
         default="auto",
         help="the device whose recorded epochs the estimate goes by (default: %(default)s, as run)",
     )
@@ -155,7 +155,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--usps",
         type=Path,
         default=None,
-        help="folder with usps.h5 (default: $GRIDSEARCH_USPS, else ../shared/datasets/usps)",
+        help="folder with usps.h5 (default: $GRIDSEARCH_USPS, else usps/ in $GRIDSEARCH_DATA or ./data)",
     )
     _model_options(evaluate)
 

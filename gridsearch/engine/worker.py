@@ -101,11 +101,19 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
     ``emit``; a member that raises reports an ``error`` and the next one goes on. The exit code: 1 if any
     member failed. ``log``: switches the process's output to each member's ``worker.log`` as it starts."""
     failed = False
-    for member in job["members"]:
+    members = job["members"]
+    for index, member in enumerate(members):
         run_dir = Path(member["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         if log is not None:
             log(run_dir / "worker.log")
+        if len(members) > 1:
+            print(
+                f"cohort {job['cohort']}: trial {member['key']} is member {index + 1} of {len(members)}, "
+                f"trained in turn by process {os.getpid()}",
+                file=sys.stderr,
+                flush=True,
+            )
 
         def tagged(event: Event, key: str = member["key"]) -> None:
             emit(cast(Event, {**event, "key": key}))

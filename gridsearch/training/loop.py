@@ -20,6 +20,7 @@ from torch import nn
 
 import architectures
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.halving import best_epoch
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 from gridsearch.training import data
 from gridsearch.training.checkpoints import load_verified, resume_state, save_atomically
@@ -36,7 +37,7 @@ from gridsearch.training.models import (
     uses_bf16,
     warm_start,
 )
-from gridsearch.vocabulary import Metric, metric
+from gridsearch.vocabulary import metric
 
 EVAL_BATCH_SIZE = 1000
 
@@ -148,7 +149,7 @@ def train_trial(
         }
     )
 
-    best = _best(history, select)
+    best = best_epoch(history, select.name)
     end = params["epochs"] if budget is None else min(budget, params["epochs"])
     for epoch in range(len(history), end):
         if _out_of_patience(epoch, best, params["patience"]):
@@ -202,15 +203,6 @@ def train_trial(
 def _out_of_patience(epoch: int, best: EpochMetrics | None, patience: int) -> bool:
     """Early stopping: whether epoch ``epoch`` comes more than ``patience`` epochs after the best."""
     return best is not None and epoch - best["epoch"] > patience
-
-
-def _best(history: list[EpochMetrics], select: Metric) -> EpochMetrics | None:
-    """The best epoch of ``history`` by ``select`` (the first of equals)."""
-    best = None
-    for metrics in history:
-        if select.better(metrics[select.name], best[select.name] if best else None):  # type: ignore[literal-required]
-            best = metrics
-    return best
 
 
 def evaluate_trial(

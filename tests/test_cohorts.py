@@ -1,0 +1,101 @@
+"""Cohorts: up to ``--fuse K`` trials that can train in lockstep, handed to one worker and trained one after
+another in it; the same numbers as one trial per worker, every member resumed after a kill -9, and a member
+that fails alone."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from gridsearch.engine.jobs import cohort_signature
+from gridsearch.spec.sweep import load_sweep
+from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.test_faults import kill_9, start_run, wait_for
+
+GRID = {
+    "name": "cohorts",
+    "architecture": "mlp",
+    "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
+    "params": {"epochs": 2, "batch_size": 50},
+    "grid": {"lr": [0.02, 0.05, 0.08], "momentum": [0.5, 0.9]},
+    "seeds": [0],
+}
+MEMBER = re.compile(r"cohort (\w+): trial (\w+) is member (\d) of (\d), trained in turn by process (\d+)")
+
+
+@pytest.fixture(scope="module")
+def one_per_worker(tmp_path_factory, data_dir) -> Path:
+    """The grid trained with --fuse 1 (one trial per worker), inline."""
+    folder = tmp_path_factory.mktemp("fuse1")
+    cli("run", str(write_sweep(folder, **GRID)), cwd=folder, data_dir=data_dir, check=True)
+    return folder / "results.db"
+
+
+def cohorts(folder: Path) -> dict[str, list[tuple[str, int, int, int]]]:
+    """What each trial's worker.log says of its cohort: cohort id -> (trial, member, of, pid)."""
+    found: dict[str, list[tuple[str, int, int, int]]] = {}
+    for log in sorted((folder / "runs").glob("*/worker.log")):
+        for cohort, key, member, size, pid in MEMBER.findall(log.read_text()):
+            found.setdefault(cohort, []).append((key, int(member), int(size), int(pid)))
+    return found
+
+
+def test_cohort_signature_groups_trials_that_can_train_in_lockstep(tmp_path):
+    sweep = load_sweep(write_sweep(tmp_path, **{**GRID, "grid": {"lr": [0.02, 0.08], "batch_size": [50, 100]}}))
+    signatures = [cohort_signature(trial.config()) for trial in sweep.trials()]
+    assert len(set(signatures)) == 2  # the batch size splits them; the learning rate does not
+
+
+def test_cohorts_of_3_trained_in_turn_give_the_numbers_of_one_trial_per_worker(one_per_worker, tmp_path, data_dir):
+    write_sweep(tmp_path, **GRID)
+    gridsearch("run", str(tmp_path / "sweep.yaml"), "--fuse", "3", cwd=tmp_path, data_dir=data_dir, check=True)
+    db = tmp_path / "results.db"
+    assert epoch_metrics(db) == epoch_metrics(one_per_worker) and len(epoch_metrics(db)) == 12
+    assert rows(db, "SELECT key, status, best_epoch FROM trials ORDER BY key") == rows(
+        one_per_worker, "SELECT key, status, best_epoch FROM trials ORDER BY key"
+    )
+    found = cohorts(tmp_path)
+    assert sorted(len(members) for members in found.values()) == [3, 3]  # 6 trials, 2 cohorts of 3
+    for cohort, members in found.items():
+        assert sorted(member for _, member, _, _ in members) == [1, 2, 3]
+        assert len({pid for *_, pid in members}) == 1 and cohort in {key for key, *_ in members}
+
+
+def test_kill_9_mid_cohort_resumes_every_member(one_per_worker, tmp_path, data_dir):
+    write_sweep(tmp_path, **GRID)
+    db = tmp_path / "results.db"
+    coordinator = start_run(tmp_path, data_dir, "--fuse", "3")
+    # the second member of the first cohort is training: the first is done, the third has not started
+    wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1", coordinator)
+    kill_9(coordinator)
+    statuses = dict(rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status"))
+    assert statuses.get("running", 0) >= 1
+    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--fuse", "3", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert "resumed after epoch" in result.stderr
+    assert epoch_metrics(db) == epoch_metrics(one_per_worker)
+    assert rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [("done", 6)]
+    assert rows(db, "SELECT selected_trial FROM sweeps") == rows(one_per_worker, "SELECT selected_trial FROM sweeps")
+
+
+def test_a_member_that_fails_does_not_fail_its_cohort_mates(one_per_worker, tmp_path, data_dir):
+    """The middle member diverges (a learning rate of 1e9: NaN loss): it fails alone; the members before
+    and after it train to the numbers they have on their own."""
+    grid = {**GRID, "grid": {"lr": [0.02, 1e9, 0.08], "momentum": [0.5]}}
+    write_sweep(tmp_path, **grid)
+    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--fuse", "3", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "results.db"
+    statuses = rows(
+        db, "SELECT t.status, t.error FROM sweep_trials m JOIN trials t ON t.key = m.trial_key ORDER BY m.position"
+    )
+    assert [status for status, _ in statuses] == ["done", "failed", "done"]
+    assert statuses[1][1].startswith("Diverged: training loss is")
+    (members,) = cohorts(tmp_path).values()
+    assert [member for _, member, _, _ in members] == [1, 2, 3] and len({pid for *_, pid in members}) == 1
+    reference = epoch_metrics(one_per_worker)
+    for key, epoch in epoch_metrics(db).keys() & reference.keys():
+        assert epoch_metrics(db)[key, epoch] == reference[key, epoch]
+    assert len(epoch_metrics(db).keys() & reference.keys()) == 4  # lr 0.02 and 0.08 at momentum 0.5
