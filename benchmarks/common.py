@@ -71,3 +71,8 @@ def samples_per_second(loops: dict[str, Callable[[], int]], repeats: int) -> dic
             rates[name].append(samples / (time.perf_counter() - started))
             print(json.dumps({"loop": name, "samples_per_s": round(rates[name][-1], 1)}), flush=True)
     return {name: statistics.median(values) for name, values in rates.items()}
+
+
+def summary(values: list[float]) -> dict[str, float]:
+    """Mean and sample standard deviation (0 for one value)."""
+    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}

@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -29,6 +28,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import summary  # noqa: E402
 
 from gridsearch.training import data  # noqa: E402
 
@@ -75,10 +76,6 @@ def selected(db: Path, sweep: str) -> tuple[float, float]:
             "JOIN evaluations e ON e.trial_key = t.key AND e.name = 'test' WHERE s.name = ?",
             (sweep,),
         ).fetchone()
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def main() -> None:

@@ -21,7 +21,6 @@ import argparse
 import json
 import os
 import sqlite3
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from common import summary  # noqa: E402
 
 from gridsearch.training import data  # noqa: E402
 
@@ -134,10 +135,6 @@ def optuna_points(args: argparse.Namespace, folder: Path) -> list[tuple]:
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     study.optimize(objective, n_trials=TRIALS, n_jobs=2)
     return sorted(tuple(sorted(trial.params.items())) for trial in study.trials)
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    return {"mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def main() -> None:

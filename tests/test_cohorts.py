@@ -43,7 +43,8 @@ def cohorts(folder: Path) -> dict[str, list[tuple[str, int, int, int]]]:
 
 
 def test_cohort_signature_groups_trials_that_can_train_in_lockstep(tmp_path):
-    sweep = load_sweep(write_sweep(tmp_path, **{**GRID, "grid": {"lr": [0.02, 0.08], "batch_size": [50, 100]}}))
+    grid = {**GRID, "params": {"epochs": 2}, "grid": {"lr": [0.02, 0.08], "batch_size": [50, 100]}}
+    sweep = load_sweep(write_sweep(tmp_path, **grid))
     signatures = [cohort_signature(trial.config()) for trial in sweep.trials()]
     assert len(set(signatures)) == 2  # the batch size splits them; the learning rate does not
 

@@ -44,10 +44,11 @@ def epoch(number: int, accuracy: float, loss: float) -> dict:
 
 def test_best_epoch_looks_only_below_the_budget_and_keeps_the_first_of_equals():
     epochs = [epoch(2, 0.9, 0.1), epoch(0, 0.5, 1.0), epoch(1, 0.5, 0.8)]
-    assert halving.best_epoch(epochs, 2, "val_accuracy")["epoch"] == 0  # the first of equal accuracies
-    assert halving.best_epoch(epochs, 3, "val_accuracy")["epoch"] == 2
-    assert halving.best_epoch(epochs, 2, "val_loss")["epoch"] == 1
-    assert halving.best_epoch(epochs[:1], 2, "val_accuracy") is None
+    assert halving.best_epoch(epochs, "val_accuracy", 2)["epoch"] == 0  # the first of equal accuracies
+    assert halving.best_epoch(epochs, "val_accuracy", 3)["epoch"] == 2
+    assert halving.best_epoch(epochs, "val_accuracy")["epoch"] == 2  # no budget: every epoch
+    assert halving.best_epoch(epochs, "val_loss", 2)["epoch"] == 1
+    assert halving.best_epoch(epochs[:1], "val_accuracy", 2) is None
     assert halving.standing("k", epochs, 2, "val_accuracy") == halving.Standing("k", 0.5, 1.0)
     assert halving.standing("k", epochs, 2, "val_accuracy", failed=True) == halving.Standing("k", None, None)
 

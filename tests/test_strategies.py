@@ -68,9 +68,8 @@ def test_hyperband_over_a_small_grid_trains_each_shared_trial_once(tmp_path, dat
     monkeypatch.setattr(loop, "train_epoch", counted)
     sweep = write_sweep(
         tmp_path,
-        **MLP,
+        **{**MLP, "params": {"epochs": 4, "batch_size": 50}},
         name="hb",
-        params={"epochs": 4, "batch_size": 50},
         grid={"lr": [0.02, 0.08], "momentum": [0.5, 0.9]},
         search={"strategy": "hyperband", "factor": 2, "min_epochs": 1, "seed": 0},
     )

@@ -27,6 +27,8 @@ from gridsearch.vocabulary import metric
 if TYPE_CHECKING:
     import optuna
 
+STARTUP_TRIALS = 10
+"""Optuna's default number of random points before TPE or GP model the results."""
 EvaluateCandidates = Callable[[Sequence[Trial], int | None], list[halving.Standing]]
 """Train these trials to this many epochs (None: to their end); their standings within that budget."""
 
@@ -140,7 +142,12 @@ class OptunaSearch(SearchStrategy):
     significant digits, within the bounds); a point proposed twice is one trial. All points are finalists.
     """
 
-    sampler_name = ""
+    @property
+    def startup(self) -> int:
+        """Random points before the sampler models anything: Optuna's default of 10, but at most a quarter of
+        ``trials`` (at least 2), so a small budget is not all random."""
+        assert self.sweep.search.trials is not None
+        return max(2, min(STARTUP_TRIALS, self.sweep.search.trials // 4))
 
     def candidates(self) -> list[Trial]:
         return []
@@ -204,18 +211,18 @@ class TPESearch(OptunaSearch):
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         import optuna
 
-        return optuna.samplers.TPESampler(seed=seed)
+        return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup)
 
 
 class GPSearch(OptunaSearch):
-    """Bayesian optimisation with a Gaussian process (Optuna's ``GPSampler``)."""
+    """Bayesian optimisation with a Gaussian process (Optuna's ``GPSampler``; its random start-up points first)."""
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         import optuna
 
         with warnings.catch_warnings():  # experimental in some Optuna versions
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.samplers.GPSampler(seed=seed)
+            return optuna.samplers.GPSampler(seed=seed, n_startup_trials=self.startup)
 
 
 STRATEGY_CLASSES: dict[str, type[SearchStrategy]] = {

@@ -236,7 +236,8 @@ class SweepValidator:
             if "epochs" in part:
                 raise self.fail(
                     (*at_part, "epochs"),
-                    f"{strategy} needs one 'epochs' for every trial: set it in params, not in the grid",
+                    f"{'successive halving' if strategy == 'halving' else strategy} needs one 'epochs' for every "
+                    "trial: set it in params, not in the grid",
                 )
         epochs = params.get("epochs", TRAINER_PARAMS["epochs"].default)
         factor = self.scalar(mapping, "factor", int, Search.factor, at)
