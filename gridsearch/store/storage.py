@@ -8,12 +8,12 @@ binds its values; nothing is formatted into SQL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gridsearch.errors import UserError
 from gridsearch.store import connection
@@ -28,6 +28,9 @@ if TYPE_CHECKING:
     from gridsearch.spec.sweep import Sweep, Trial
 
 __all__ = ["Owner", "Storage"]  # Owner: for the engine, which names owners
+
+CHUNK = 10_000
+"""Keys per ``IN`` list of a bulk read."""
 
 
 class Storage(Leases):
@@ -64,8 +67,13 @@ class Storage(Leases):
 
     def save_sweep(self, sweep: Sweep, trials: list[Trial]) -> None:
         """Store ``sweep`` and its trials; trials already known keep their results.
-        A point the grid lists twice is one trial, at its first position."""
-        keys = list(dict.fromkeys(trial.key for trial in trials))
+        A point the grid lists twice is one trial, at its first position. New trials and their params go
+        in as bulk inserts; the sweep's links to its trials are upserted (only new, moved or dropped ones
+        are written), so storing a sweep again writes next to nothing."""
+        unique: dict[str, Trial] = {}
+        for trial in trials:  # the first of each key, in grid order (a key is a hash: computed once)
+            unique.setdefault(trial.key, trial)
+        keys = list(unique)
         with self.session.begin() as session:
             row = session.scalar(select(SweepRow).where(SweepRow.name == sweep.name))
             if row is None:
@@ -79,32 +87,76 @@ class Storage(Leases):
             row.search = sweep.search_record()
             row.updated_at = utcnow()
             session.flush()
-            known = set(session.scalars(select(TrialRow.key).where(TrialRow.key.in_(keys))))
-            new = list({trial.key: trial for trial in trials if trial.key not in known}.values())
-            session.add_all(
-                TrialRow(
-                    key=trial.key,
-                    architecture=trial.architecture,
-                    config=trial.config(),
-                    seed=trial.seed,
-                    threads=trial.threads,
-                    status=TrialStatus.PENDING,
+            known = {
+                key
+                for part in _chunks(keys)
+                for key in session.scalars(select(TrialRow.key).where(TrialRow.key.in_(part)))
+            }
+            new = {key: trial for key, trial in unique.items() if key not in known}
+            if new:  # Core executemany: the ORM's bulk insert runs one statement per row with JSON columns
+                connection = session.connection()
+                connection.execute(
+                    insert(TrialRow.__table__),
+                    [
+                        {
+                            "key": key,
+                            "architecture": trial.architecture,
+                            "config": trial.config(),
+                            "seed": trial.seed,
+                            "threads": trial.threads,
+                            "status": TrialStatus.PENDING,
+                        }
+                        for key, trial in new.items()
+                    ],
                 )
-                for trial in new
-            )
-            session.flush()  # trials before the rows that refer to them
-            session.add_all(
-                TrialParamRow(trial_key=trial.key, name=name, value=value, number=_number(value))
-                for trial in new
-                for name, value in trial.params.items()
-            )
-            session.flush()
-            session.execute(delete(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id))
-            session.add_all(
-                SweepTrialRow(sweep_id=row.id, trial_key=key, position=position) for position, key in enumerate(keys)
-            )
-            if row.selected_trial is not None and row.selected_trial not in keys:
+                connection.execute(  # trials before the rows that refer to them
+                    insert(TrialParamRow.__table__),
+                    [
+                        {"trial_key": key, "name": name, "value": value, "number": _number(value)}
+                        for key, trial in new.items()
+                        for name, value in trial.params.items()
+                    ],
+                )
+            self._link(session, row.id, keys, halving=row.search.get("strategy") == "halving")
+            if row.selected_trial is not None and row.selected_trial not in unique:
                 row.selected_trial = None
+
+    @staticmethod
+    def _link(session: Session, sweep_id: int, keys: list[str], halving: bool) -> None:
+        """Make the sweep's links its trials ``keys`` at their positions: insert the new ones, move the
+        ones whose position changed, delete the ones no longer in it. A rung reached in an earlier run is
+        kept for a halving sweep (its strategy sets each rung again as it runs) and cleared otherwise."""
+        linked = dict(
+            session.execute(
+                select(SweepTrialRow.trial_key, SweepTrialRow.position).where(SweepTrialRow.sweep_id == sweep_id)
+            ).all()
+        )
+        wanted = {key: position for position, key in enumerate(keys)}
+        gone = [key for key in linked if key not in wanted]
+        for part in _chunks(gone):
+            session.execute(
+                delete(SweepTrialRow).where(SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.trial_key.in_(part))
+            )
+        moved = [
+            {"sweep_id": sweep_id, "trial_key": key, "position": position}
+            for key, position in wanted.items()
+            if key in linked and linked[key] != position
+        ]
+        if moved:
+            session.execute(update(SweepTrialRow), moved)
+        added = [
+            {"sweep_id": sweep_id, "trial_key": key, "position": position}
+            for key, position in wanted.items()
+            if key not in linked
+        ]
+        if added:
+            session.connection().execute(insert(SweepTrialRow.__table__), added)
+        if not halving:
+            session.execute(
+                update(SweepTrialRow)
+                .where(SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.rung.is_not(None))
+                .values(rung=None)
+            )
 
     def sweep(self, name: str) -> SweepRow:
         """The sweep called ``name``; :class:`UserError` if there is none."""
@@ -142,6 +194,18 @@ class Storage(Leases):
         """The trial ``key``, or None if there is none."""
         with self.session() as session:
             return session.get(TrialRow, key)
+
+    def trial_rows(self, keys: Iterable[str]) -> dict[str, TrialRow]:
+        """The stored trials among ``keys``, by key in the order given, read in bulk (one query per
+        ``CHUNK`` keys) rather than one query each; keys with no trial are left out."""
+        wanted = list(dict.fromkeys(keys))
+        with self.session() as session:
+            found = {
+                row.key: row
+                for part in _chunks(wanted)
+                for row in session.scalars(select(TrialRow).where(TrialRow.key.in_(part)))
+            }
+        return {key: found[key] for key in wanted if key in found}
 
     def set_rung(self, sweep: str, keys: Iterable[str], rung: int) -> None:
         """Record that the trials ``keys`` of ``sweep`` reached successive-halving rung ``rung``."""
@@ -220,6 +284,13 @@ class Storage(Leases):
             return session.scalar(
                 select(EvaluationRow).where(EvaluationRow.trial_key == key, EvaluationRow.name == name)
             )
+
+
+def _chunks(keys: list[str]) -> Iterator[list[str]]:
+    """``keys`` in parts of at most ``CHUNK``: an ``IN`` list of each part stays under every database's limit
+    on bound parameters (SQLite's is 32,766)."""
+    for start in range(0, len(keys), CHUNK):
+        yield keys[start : start + CHUNK]
 
 
 def _number(value: Any) -> float | None:
