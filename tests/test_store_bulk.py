@@ -1,6 +1,7 @@
 """The store at scale, on real SQLite files: trials read in bulk, a sweep stored again writing only what
-changed (its links to its trials upserted, not deleted and re-inserted), and ``plan`` reading a sweep's
-trials in a fixed number of queries whatever its size."""
+changed (its links to its trials upserted, not deleted and re-inserted), ``plan`` reading a sweep's
+trials in a fixed number of queries whatever its size, and ``gridsearch.epochs`` reading some trials, some
+columns, or the whole sweep a few trials at a time."""
 
 from __future__ import annotations
 
@@ -8,10 +9,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import pandas as pd
+import pytest
 from sqlalchemy import Engine, event
 
+import gridsearch
+import gridsearch.api
+from gridsearch.errors import UserError
 from gridsearch.spec.sweep import load_sweep
+from gridsearch.store.records import EpochMetrics, TrialSummary
 from gridsearch.store.storage import Storage
+from gridsearch.vocabulary import TrialStatus
 from tests.conftest import cli, rows, write_sweep
 
 TINY = {"architecture": "mlp", "params": {"epochs": 2}}
@@ -92,3 +100,74 @@ def test_plan_reads_the_trials_of_a_sweep_in_the_same_number_of_queries_whatever
         return len(seen)
 
     assert queries("few", 2) == queries("many", 30)
+
+
+def recorded(folder: Path, lrs: list[float], epochs: int) -> tuple[Path, list[str]]:
+    """A database whose sweep ``api`` over ``lrs`` has ``epochs`` epochs recorded per trial (through
+    ``Storage``, as the coordinator records them); its keys, best first (val accuracy grows with lr)."""
+    storage = stored(folder, "api", lrs)
+    keys = [row.key for row in storage.trials("api")]
+    for number, key in enumerate(keys):
+        for epoch in range(epochs):
+            score = 0.5 + 0.01 * number + 0.001 * epoch
+            storage.record_epoch(
+                key,
+                EpochMetrics(
+                    epoch=epoch,
+                    train_loss=1.0 / (epoch + 1),
+                    train_accuracy=score,
+                    val_loss=2.0 / (epoch + 1),
+                    val_accuracy=score,
+                    lr=lrs[number],
+                    seconds=0.25,
+                ),
+            )
+        best = 0.5 + 0.01 * number + 0.001 * (epochs - 1)
+        summary = TrialSummary(
+            best_epoch=epochs - 1, val_accuracy=best, val_loss=2.0 / epochs, epochs_run=epochs, train_seconds=1.0
+        )
+        storage.finish(key, TrialStatus.DONE, summary)
+    storage.close()
+    return folder / "results.db", keys[::-1]
+
+
+def test_epochs_reads_only_the_trials_and_columns_asked_for(tmp_path):
+    db, best_first = recorded(tmp_path, [0.01, 0.02, 0.03, 0.04], epochs=3)
+    whole = gridsearch.epochs(db, "api")
+    assert list(whole.columns) == ["key", "lr", "seed", *gridsearch.api.EPOCH_COLUMNS]
+    assert whole["key"].drop_duplicates().tolist() == best_first and len(whole) == 12
+
+    some = gridsearch.epochs(db, "api", trials=[best_first[3], best_first[1]], columns=["val_accuracy"])
+    assert list(some.columns) == ["key", "lr", "seed", "epoch", "val_accuracy"]
+    assert some["key"].tolist() == [best_first[1]] * 3 + [best_first[3]] * 3  # best first, by epoch
+    expected = whole[whole["key"].isin(best_first[1::2])][list(some.columns)].reset_index(drop=True)
+    pd.testing.assert_frame_equal(some, expected)
+
+    with statements() as seen:
+        gridsearch.epochs(db, "api", trials=[best_first[0]], columns=["seconds"])
+    [epoch_query] = [s for s in seen if "FROM epochs" in s]
+    assert "val_accuracy" not in epoch_query.split("FROM")[0]  # only the columns asked for are read
+
+
+def test_epochs_in_chunks_of_whole_trials_add_up_to_the_whole_table(tmp_path):
+    db, best_first = recorded(tmp_path, [0.01 * i for i in range(1, 8)], epochs=4)
+    chunks = gridsearch.epochs(db, "api", chunksize=10)
+    assert not isinstance(chunks, pd.DataFrame)
+    frames = list(chunks)
+    assert [len(frame) for frame in frames] == [12, 12, 4]  # whole trials of 4 epochs, about 10 rows each
+    pd.testing.assert_frame_equal(pd.concat(frames, ignore_index=True), gridsearch.epochs(db, "api"))
+    assert [len(f) for f in gridsearch.epochs(db, "api", trials=best_first[:2], chunksize=1)] == [4, 4]
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"columns": ["val_acc"]}, r"epochs: unknown columns 'val_acc' \(known: epoch, train_loss"),
+        ({"trials": ["0123456789abcdef"]}, "epochs: sweep 'api' has no trial '0123456789abcdef'"),
+        ({"chunksize": 0}, "chunksize: expected a positive integer, got 0"),
+    ],
+)
+def test_epochs_refuses_unknown_columns_trials_and_chunk_sizes_at_once(tmp_path, options, message):
+    db, _ = recorded(tmp_path, [0.01, 0.02], epochs=1)
+    with pytest.raises(UserError, match=message):
+        gridsearch.epochs(db, "api", **options)

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Table, delete, insert, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -19,7 +19,16 @@ from gridsearch.errors import UserError
 from gridsearch.store import connection
 from gridsearch.store.connection import DEFAULT_DB, database_url, location
 from gridsearch.store.leases import Leases, Owner
-from gridsearch.store.models import EpochRow, EvaluationRow, SweepRow, SweepTrialRow, TrialParamRow, TrialRow, utcnow
+from gridsearch.store.models import (
+    Base,
+    EpochRow,
+    EvaluationRow,
+    SweepRow,
+    SweepTrialRow,
+    TrialParamRow,
+    TrialRow,
+    utcnow,
+)
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary, TrialUpdate
 from gridsearch.store.schema import open_schema
 from gridsearch.vocabulary import FAILURES, TrialStatus
@@ -89,14 +98,14 @@ class Storage(Leases):
             session.flush()
             known = {
                 key
-                for part in _chunks(keys)
+                for part in chunks(keys)
                 for key in session.scalars(select(TrialRow.key).where(TrialRow.key.in_(part)))
             }
             new = {key: trial for key, trial in unique.items() if key not in known}
-            if new:  # Core executemany: the ORM's bulk insert runs one statement per row with JSON columns
+            if new:
                 connection = session.connection()
                 connection.execute(
-                    insert(TrialRow.__table__),
+                    insert(_table(TrialRow)),
                     [
                         {
                             "key": key,
@@ -110,7 +119,7 @@ class Storage(Leases):
                     ],
                 )
                 connection.execute(  # trials before the rows that refer to them
-                    insert(TrialParamRow.__table__),
+                    insert(_table(TrialParamRow)),
                     [
                         {"trial_key": key, "name": name, "value": value, "number": _number(value)}
                         for key, trial in new.items()
@@ -133,7 +142,7 @@ class Storage(Leases):
         )
         wanted = {key: position for position, key in enumerate(keys)}
         gone = [key for key in linked if key not in wanted]
-        for part in _chunks(gone):
+        for part in chunks(gone):
             session.execute(
                 delete(SweepTrialRow).where(SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.trial_key.in_(part))
             )
@@ -150,7 +159,7 @@ class Storage(Leases):
             if key not in linked
         ]
         if added:
-            session.connection().execute(insert(SweepTrialRow.__table__), added)
+            session.connection().execute(insert(_table(SweepTrialRow)), added)
         if not halving:
             session.execute(
                 update(SweepTrialRow)
@@ -177,18 +186,24 @@ class Storage(Leases):
         with self.session() as session:
             return list(session.scalars(select(SweepRow.name).order_by(SweepRow.id)))
 
-    def trials(self, sweep: str) -> list[TrialRow]:
-        """The trials of ``sweep``, in grid order."""
+    def trials(self, sweep: str, keys: Iterable[str] | None = None) -> list[TrialRow]:
+        """The trials of ``sweep`` (those of them among ``keys``, if given), in grid order."""
         row = self.sweep(sweep)
+        query = (
+            select(SweepTrialRow.position, TrialRow)
+            .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+            .where(SweepTrialRow.sweep_id == row.id)
+            .order_by(SweepTrialRow.position)
+        )
         with self.session() as session:
-            return list(
-                session.scalars(
-                    select(TrialRow)
-                    .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
-                    .where(SweepTrialRow.sweep_id == row.id)
-                    .order_by(SweepTrialRow.position)
-                )
-            )
+            if keys is None:
+                return [trial for _, trial in session.execute(query)]
+            found = [
+                found
+                for part in chunks(list(dict.fromkeys(keys)))
+                for found in session.execute(query.where(TrialRow.key.in_(part))).all()
+            ]
+        return [trial for _, trial in sorted(found, key=lambda pair: pair[0])]
 
     def trial(self, key: str) -> TrialRow | None:
         """The trial ``key``, or None if there is none."""
@@ -202,7 +217,7 @@ class Storage(Leases):
         with self.session() as session:
             found = {
                 row.key: row
-                for part in _chunks(wanted)
+                for part in chunks(wanted)
                 for row in session.scalars(select(TrialRow).where(TrialRow.key.in_(part)))
             }
         return {key: found[key] for key in wanted if key in found}
@@ -286,7 +301,13 @@ class Storage(Leases):
             )
 
 
-def _chunks(keys: list[str]) -> Iterator[list[str]]:
+def _table(model: type[Base]) -> Table:
+    """The Core table of ``model``, for executemany inserts (the ORM's bulk insert runs a statement per row
+    once a JSON column is in it)."""
+    return model.metadata.tables[model.__tablename__]
+
+
+def chunks(keys: list[str]) -> Iterator[list[str]]:
     """``keys`` in parts of at most ``CHUNK``: an ``IN`` list of each part stays under every database's limit
     on bound parameters (SQLite's is 32,766)."""
     for start in range(0, len(keys), CHUNK):
