@@ -163,6 +163,8 @@ def sweep_results(
         from gridsearch.engine.tensorboard import require_tensorboard
 
         require_tensorboard()
+    data = Path(data_dir) if data_dir is not None else default_data_dir()
+    prepare(data)  # before the database: a run refused for want of MNIST leaves no file behind
     storage = Storage(db, upgrade=True)
     if storage.upgraded_from is not None:
         print(
@@ -170,8 +172,6 @@ def sweep_results(
             file=sys.stderr,
         )
     folder = writable_folder(artifacts_dir(db, None if artifacts is None else str(artifacts)))
-    data = Path(data_dir) if data_dir is not None else default_data_dir()
-    prepare(data)
     resolved = resolve_device(device)
     pool, workers, gpus = _executor(
         executor, scheduler, workers, resolved, slots_per_gpu, max(s.threads for s in sweeps)
