@@ -30,7 +30,7 @@ from gridsearch.store.models import (
     utcnow,
 )
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary, TrialUpdate
-from gridsearch.store.schema import open_schema
+from gridsearch.store.schema import database_id, open_schema
 from gridsearch.vocabulary import FAILURES, TrialStatus
 
 if TYPE_CHECKING:
@@ -60,6 +60,8 @@ class Storage(Leases):
             self.upgraded_from = open_schema(
                 self.engine, where, create=create and not readonly, upgrade=upgrade and not readonly
             )
+            self.database_id = database_id(self.engine)
+            """Given at creation (None: a database made before ids); each run folder records it."""
         except ImportError as exc:
             raise UserError(
                 f"--db {where}: its database driver is not installed ({exc}); install it with pip"
