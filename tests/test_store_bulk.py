@@ -21,6 +21,8 @@ from gridsearch.store.records import EpochMetrics, TrialSummary
 from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import TrialStatus
 from tests.conftest import cli, rows, write_sweep
+from tests.test_distributed import postgres_url  # noqa: F401  (a fixture: a throw-away server)
+from tests.test_store_postgres import new_database
 
 TINY = {"architecture": "mlp", "params": {"epochs": 2}}
 
@@ -40,10 +42,10 @@ def statements() -> Iterator[list[str]]:
         event.remove(Engine, "before_cursor_execute", record)
 
 
-def stored(folder: Path, name: str, lrs: list[float], **changes) -> Storage:
-    """A database in ``folder`` holding the sweep ``name`` over ``lrs``."""
+def stored(folder: Path, name: str, lrs: list[float], db: str | None = None, **changes) -> Storage:
+    """A database (``results.db`` in ``folder``, or ``db``) holding the sweep ``name`` over ``lrs``."""
     sweep = load_sweep(write_sweep(folder, f"{name}.yaml", name=name, grid={"lr": lrs}, **{**TINY, **changes}))
-    storage = Storage(str(folder / "results.db"))
+    storage = Storage(db or str(folder / "results.db"))
     storage.save_sweep(sweep, list(sweep.trials()))
     return storage
 
@@ -171,3 +173,21 @@ def test_epochs_refuses_unknown_columns_trials_and_chunk_sizes_at_once(tmp_path,
     db, _ = recorded(tmp_path, [0.01, 0.02], epochs=1)
     with pytest.raises(UserError, match=message):
         gridsearch.epochs(db, "api", **options)
+
+
+def test_bulk_writes_and_reads_on_postgresql(postgres_url, tmp_path):  # noqa: F811
+    url = new_database(postgres_url)
+    storage = stored(tmp_path, "pg", [0.01, 0.02, 0.03], db=url)
+    keys = [row.key for row in storage.trials("pg")]
+    assert list(storage.trial_rows(reversed(keys))) == keys[::-1]
+    edited = load_sweep(write_sweep(tmp_path, "pg.yaml", name="pg", grid={"lr": [0.04, 0.03, 0.02]}, **TINY))
+    storage.save_sweep(edited, list(edited.trials()))
+    assert [row.key for row in storage.trials("pg")] == [trial.key for trial in edited.trials()]
+    assert storage.trial_rows([keys[2]])[keys[2]].config["params"]["lr"] == 0.03
+    storage.record_epoch(
+        keys[2],
+        EpochMetrics(epoch=0, train_loss=1.0, train_accuracy=0.5, val_loss=1.0, val_accuracy=0.5, lr=0.03, seconds=1.0),
+    )
+    storage.close()
+    read = gridsearch.epochs(url, "pg", trials=[keys[2]], columns=["val_accuracy"])
+    assert read[["key", "lr", "epoch", "val_accuracy"]].values.tolist() == [[keys[2], 0.03, 0, 0.5]]
