@@ -19,10 +19,10 @@ from __future__ import annotations
 import os
 import sys
 from collections import Counter
-from collections.abc import Generator, Sequence
+from collections.abc import Generator, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, overload
 
 import pandas as pd
 
@@ -119,6 +119,8 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
         from gridsearch.engine.tensorboard import require_tensorboard
 
         require_tensorboard()
+    data = options.data_dir if options.data_dir is not None else default_data_dir()
+    prepare(data)  # before the database: a run refused for want of MNIST leaves no file behind
     storage = Storage(options.db, upgrade=True)
     if storage.upgraded_from is not None:
         print(
@@ -126,8 +128,6 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
             file=sys.stderr,
         )
     folder = writable_folder(artifacts_dir(options.db, None if options.artifacts is None else str(options.artifacts)))
-    data = options.data_dir if options.data_dir is not None else default_data_dir()
-    prepare(data)
     device = resolve_device(options.device)
     pool, workers, gpus = _executor(options, device, max(s.threads for s in sweeps))
     resolved = replace(options, data_dir=data, artifacts=folder, workers=workers, device=device, gpus=gpus)
@@ -220,20 +220,93 @@ def trials(db: str | Path, sweep: str) -> pd.DataFrame:
         storage.close()
 
 
-def epochs(db: str | Path, sweep: str) -> pd.DataFrame:
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "epoch_lr", "seconds")
+"""The per-epoch columns ``epochs`` can return (``columns=``)."""
+
+
+@overload
+def epochs(
+    db: str | Path,
+    sweep: str,
+    trials: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+    chunksize: None = None,
+) -> pd.DataFrame: ...
+
+
+@overload
+def epochs(
+    db: str | Path,
+    sweep: str,
+    trials: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+    *,
+    chunksize: int,
+) -> Iterator[pd.DataFrame]: ...
+
+
+def epochs(
+    db: str | Path,
+    sweep: str,
+    trials: Iterable[str] | None = None,
+    columns: Sequence[str] | None = None,
+    chunksize: int | None = None,
+) -> pd.DataFrame | Iterator[pd.DataFrame]:
     """One row per trial of ``sweep`` and epoch (from 0): ``key``, the gridded params, ``seed``, then
     ``epoch``, train and val loss and accuracy, ``epoch_lr`` (the schedule's learning rate in that epoch; a
-    gridded ``lr`` is the trial's base rate) and ``seconds``; by trial (best first) and epoch."""
+    gridded ``lr`` is the trial's base rate) and ``seconds``; by trial (best first) and epoch.
+
+    ``trials``: only these trial keys (each must be in the sweep); ``columns``: only these of
+    ``EPOCH_COLUMNS`` (``key``, the gridded params, ``seed`` and ``epoch`` always come). ``chunksize``: an
+    iterator of DataFrames instead, each a few whole trials of about ``chunksize`` rows, read from the
+    database one at a time, so memory stays bounded whatever the sweep's size."""
+    wanted = list(EPOCH_COLUMNS if columns is None else columns)
+    unknown = [name for name in wanted if name not in EPOCH_COLUMNS]
+    if unknown:
+        raise UserError(f"epochs: unknown columns {', '.join(map(repr, unknown))} (known: {', '.join(EPOCH_COLUMNS)})")
+    if chunksize is not None and (isinstance(chunksize, bool) or not isinstance(chunksize, int) or chunksize < 1):
+        raise UserError(f"chunksize: expected a positive integer, got {chunksize!r}")
+    stored = [{"epoch_lr": "lr"}.get(name, name) for name in wanted]
     storage = Storage(str(db), readonly=True)
     try:
-        table = views.trials_table(storage, sweep)
-        if table.empty:
-            return table
+        keys = None if trials is None else list(dict.fromkeys([trials] if isinstance(trials, str) else trials))
+        table = views.trials_table(storage, sweep, keys)
+        if keys is not None and len(table) < len(keys):
+            missing = [key for key in keys if key not in set(table["key"] if not table.empty else ())]
+            raise UserError(f"epochs: sweep {sweep!r} has no trial {', '.join(map(repr, missing))}")
         gridded = [*storage.sweep(sweep).gridded_params, "seed"]
-        rows = views.epochs(storage, table["key"]).rename(columns={"trial_key": "key", "lr": "epoch_lr"})
-        return table[["key", *gridded]].merge(rows, on="key", how="inner")
+    except BaseException:
+        storage.close()
+        raise
+    if chunksize is None:
+        try:
+            return _with_params(table, gridded, views.epochs(storage, list(table.get("key", [])), stored))
+        finally:
+            storage.close()
+    return _epoch_chunks(storage, table, gridded, chunksize, stored)
+
+
+def _epoch_chunks(
+    storage: Storage, table: pd.DataFrame, gridded: list[str], chunksize: int, columns: list[str]
+) -> Iterator[pd.DataFrame]:
+    """``epochs`` as a few whole trials at a time; closes ``storage`` once read (or dropped)."""
+    try:
+        if table.empty:
+            return
+        trials = list(zip(table["key"], table["epochs_run"].fillna(0).astype(int), strict=True))
+        for rows in views.epoch_chunks(storage, trials, chunksize, columns):
+            yield _with_params(table, gridded, rows)
     finally:
         storage.close()
+
+
+def _with_params(table: pd.DataFrame, gridded: list[str], rows: pd.DataFrame) -> pd.DataFrame:
+    """The epochs ``rows`` of some trials of ``table`` with each trial's key, gridded params and seed before
+    them, by trial (in ``table``'s order, best first) and epoch."""
+    if table.empty:
+        return table
+    rows = rows.rename(columns={"trial_key": "key", "lr": "epoch_lr"})
+    return table[["key", *gridded]].merge(rows, on="key", how="inner")
 
 
 def evaluations(db: str | Path, sweep: str) -> pd.DataFrame:

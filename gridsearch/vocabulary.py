@@ -93,14 +93,24 @@ def metric(name: str) -> Metric:
     return METRICS[name]
 
 
+def as_written(value: Any) -> Any:
+    """A param value as a sweep file writes it: a whole float as an int (``lr_step`` 4.0 -> 4, as a float
+    param stores it), lists item by item, anything else as it is. Every reader of params shows this: the
+    CLI's tables, CSV and JSON, the Python API, the web app, TensorBoard and MLflow."""
+    if isinstance(value, float) and math.isfinite(value) and value == int(value) and abs(value) < 1e15:
+        return int(value)
+    if isinstance(value, list):
+        return [as_written(item) for item in value]
+    return value
+
+
 def format_value(value: Any) -> str:
     """A param value as people write it: whole floats without '.0' (``lr_step=4``), others in the
     shortest form that reads back the same (``0.0005``), lists as ``[0.95, 1.05]``."""
+    value = as_written(value)
     if isinstance(value, bool) or value is None:
         return str(value).lower() if isinstance(value, bool) else ""
     if isinstance(value, float):
-        if math.isfinite(value) and value == int(value) and abs(value) < 1e15:
-            return str(int(value))
         return repr(value)
     if isinstance(value, (list, tuple)):
         return "[" + ", ".join(format_value(item) for item in value) + "]"

@@ -204,8 +204,9 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
 # -- checkpoints -------------------------------------------------------------------------------------
 
 
-def train(run_dir: Path, data_dir: Path, epochs: int) -> tuple[list[dict], list[str]]:
-    """Train a tiny trial in ``run_dir``; its epoch metrics (seconds left out) and warnings."""
+def train(run_dir: Path, data_dir: Path, epochs: int, budget: int | None = None) -> tuple[list[dict], list[str]]:
+    """Train a tiny trial of ``epochs`` epochs in ``run_dir`` (to ``budget`` of them, if given); its epoch
+    metrics (seconds left out) and warnings."""
     config = {
         "architecture": "lenet53",
         "seed": 0,
@@ -216,7 +217,7 @@ def train(run_dir: Path, data_dir: Path, epochs: int) -> tuple[list[dict], list[
     }
     events: list[dict] = []
     run_dir.mkdir(exist_ok=True)
-    training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append)
+    training.train_trial(config, run_dir, data_dir, torch.device("cpu"), events.append, budget)
     epochs_ = [
         {k: v for k, v in e.items() if k not in ("seconds", "replayed", "event")}
         for e in events
@@ -242,8 +243,13 @@ def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_p
             data[len(data) // 2] ^= 0xFF
             (run_dir / name).write_bytes(data)
 
+    def halfway(name: str) -> None:  # 2 of its 3 epochs: both resume checkpoints there
+        nonlocal run_dir
+        run_dir = tmp_path / name
+        train(run_dir, data_dir, epochs=3, budget=2)
+
     # last.pt truncated: resumes from the checkpoint before it
-    train(run_dir, data_dir, epochs=2)
+    halfway("truncated")
     assert {p.name for p in run_dir.iterdir()} == {
         "best.pt",
         "best.pt.sha256",
@@ -258,10 +264,12 @@ def test_damaged_checkpoints_are_detected_and_the_trial_resumes_or_restarts(in_p
     assert history == expected  # epoch 0 replayed from last.prev.pt, epochs 1 and 2 trained again
     # both resume checkpoints damaged, or best.pt damaged: restarts from scratch, same numbers
     for names in (("last.pt", "last.prev.pt"), ("best.pt",)):
+        halfway("_".join(names))
         damage(*names)
         history, warnings = train(run_dir, data_dir, epochs=3)
         assert history == expected and warnings[-1].endswith("restarting the trial from scratch")
     # a checksum file lost: treated as damaged
+    halfway("checksum")
     (run_dir / "last.pt.sha256").unlink()
     assert train(run_dir, data_dir, epochs=3)[1][0].startswith("last.pt.sha256 is missing")
     with pytest.raises(checkpoints.CorruptCheckpoint, match=r"best\.pt is damaged"):

@@ -150,7 +150,8 @@ def test_a_new_sqlite_database_has_the_tables_of_version_2_and_stores_json_as_th
         storage.save_sweep(sweep, list(sweep.trials()))
     schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
     assert rows(db, schema) == rows(v2, schema)  # on SQLite version 3 changes nothing: JSON columns are TEXT
-    assert rows(db, "SELECT value FROM meta") == [(str(SCHEMA_VERSION),)]
+    assert rows(db, "SELECT key FROM meta ORDER BY key") == [("database_id",), ("schema_version",)]
+    assert rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     same = "SELECT trial_key, name, value, typeof(value) FROM trial_params ORDER BY 1, 2"
     assert rows(db, same) == rows(v2, same)  # e.g. lr_step 5.0 stays the text '5.0', not the integer 5
     same = "SELECT key, config, status FROM trials ORDER BY key"

@@ -82,6 +82,29 @@ def test_tensorboard_writes_each_trials_epochs_as_scalars(tracked: Path):
             assert [event.value for event in events] == pytest.approx(expected, rel=1e-6)
 
 
+def test_tensorboard_after_the_trials_are_trained_says_so_and_export_writes_them_from_the_database(tracked: Path):
+    """The README's example right after the set-up sweep: ``run --tensorboard`` over trained trials trains
+    nothing, so it says in one line why nothing was written and how to write them; that command writes the
+    same folders and scalars as a live run, from the database alone."""
+    again = cli("run", "sweep.yaml", "--db", "results.db", "--tensorboard", "later", cwd=tracked, check=True)
+    [line] = [line for line in again.stderr.splitlines() if line.startswith("tensorboard:")]
+    command = f"gridsearch export {SWEEP} --to tensorboard --logdir later"
+    assert line == (
+        f"tensorboard: 2 of 2 trials of {SWEEP} did not train in this run, so nothing was written for them; "
+        f"write the logs of every trained trial from the database with: {command}"
+    )
+    assert not (tracked / "later" / SWEEP).exists() or not any((tracked / "later" / SWEEP).iterdir())
+    exported = cli(*command.split()[1:], "--db", "results.db", cwd=tracked, check=True)
+    assert exported.stdout.strip() == f"sweep {SWEEP} -> TensorBoard logs of 2 trials under later/{SWEEP}"
+    live, written = tracked / "tb" / SWEEP, tracked / "later" / SWEEP
+    assert sorted(p.name for p in written.iterdir()) == sorted(p.name for p in live.iterdir())
+    for folder in live.iterdir():
+        before, after = _accumulator(folder), _accumulator(written / folder.name)
+        for tag in [*EPOCH_TAGS, "hparams/val_accuracy", "hparams/val_loss"]:
+            assert [(e.step, e.value) for e in after.Scalars(tag)] == [(e.step, e.value) for e in before.Scalars(tag)]
+        assert set(after.PluginTagToContent("hparams")) == set(before.PluginTagToContent("hparams"))
+
+
 def test_tensorboard_hparams_hold_gridded_params_and_best_epoch_metrics(tracked: Path):
     """The HParams plugin data of each trial: the experiment lists the gridded param with its grid values and
     the metrics; the session's hparams are the trial's; the metric scalars are its scores at its best epoch."""

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import config_value
+from gridsearch.spec.params import applicable
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.storage import Storage
@@ -207,11 +208,12 @@ def trial_runs(storage: Storage, sweep: str) -> Iterator[TrialRun]:
 
 
 def _params(trial: TrialRow) -> dict[str, str]:
-    """The trial's resolved config as MLflow params (strings): architecture, params, seed, threads, split."""
+    """The trial's resolved config as MLflow params (strings): architecture, params (those its optimizer
+    uses), seed, threads, split."""
     config = trial.config
     values: dict[str, Any] = {
         "architecture": config["architecture"],
-        **config["params"],
+        **applicable(config["params"]),
         "seed": config["seed"],
         "threads": config["threads"],
         **{f"dataset.{name}": value for name, value in config["dataset"].items()},

@@ -9,6 +9,8 @@ from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import format_params, format_percent, format_value, tidy_float
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
+SECONDS_DECIMALS = 3
+"""Durations in CSV and JSON: to the millisecond (a sum of epoch times is 38.32, not 38.319873280000024)."""
 
 
 def selected_line(storage: Storage, sweep: str) -> str:
@@ -48,10 +50,18 @@ def percent_columns(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def format_table(table: pd.DataFrame, fmt: str) -> str:
-    """``table`` as a plain-text table, or as CSV or JSON records with floats as measured (``tidy_float``)."""
+    """``table`` as a plain-text table, or as CSV or JSON records with floats as measured (``tidy_float``) and
+    durations (``*seconds``) to the millisecond."""
     if fmt in ("csv", "json"):
         floats = table.select_dtypes("float").columns
-        table = table.assign(**{column: table[column].map(tidy_float) for column in floats})
+        table = table.assign(
+            **{
+                column: table[column].round(SECONDS_DECIMALS)
+                if column.endswith("seconds")
+                else table[column].map(tidy_float)
+                for column in floats
+            }
+        )
     if fmt == "csv":
         return table.to_csv(index=False).rstrip("\n")
     if fmt == "json":

@@ -171,9 +171,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
     )
 
-    export = command("export", "log every trial of a sweep to MLflow, reading the database only")
+    export = command("export", "log every trial of a sweep to MLflow or TensorBoard, reading the database only")
     export.add_argument("sweep")
-    export.add_argument("--to", choices=("mlflow",), required=True, help="where to (pip extra: mlflow)")
+    export.add_argument(
+        "--to", choices=("mlflow", "tensorboard"), required=True, help="where to (pip extra: mlflow, tensorboard)"
+    )
+    export.add_argument(
+        "--logdir", type=Path, default=Path("tb"), metavar="DIR", help="TensorBoard: logs under DIR/<sweep> (tb)"
+    )
     export.add_argument(
         "--tracking-uri", default=None, metavar="URI", help="MLflow tracking URI (default: MLflow's own default)"
     )

@@ -8,10 +8,11 @@ import json
 import pandas as pd
 
 from gridsearch.cli.output import format_table, percent_columns, selected_line
+from gridsearch.spec.params import applicable
 from gridsearch.store import views
 from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import FINISHED
+from gridsearch.vocabulary import FINISHED, format_value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -41,7 +42,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(f"sweep {args.sweep} has no selected trial yet ({finished} of {len(statuses)} trials finished)")
         return 1
     test = storage.evaluation(trial.key, "test")
-    params = trial.config["params"]
+    params = applicable(trial.config["params"])  # as written, and only those its optimizer uses
     if args.format == "json":
         tested = test and {
             "accuracy": test.accuracy,
@@ -71,7 +72,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         print(_over_seeds_line(row.select_metric, _over_seeds(storage, args.sweep, trial.key)))
     print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
     for name, value in params.items():
-        print(f"  {name}: {value}")
+        print(f"  {name}: {format_value(value)}")
     if test is not None:
         confusion = pd.DataFrame(test.confusion)
         confusion.index.name = "true\\pred"

@@ -20,7 +20,10 @@ from gridsearch.store.connection import database_url, sqlite_path
 from gridsearch.store.storage import Storage
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from gridsearch.spec.sweep import Sweep, Trial
+    from gridsearch.store.models import TrialRow
 
 from gridsearch.cli.output import format_table, percent_columns, selected_line
 
@@ -79,13 +82,13 @@ def cmd_plan(args: argparse.Namespace) -> int:
         trials = strategy_for(sweep).first_batch()
     else:
         trials = list(sweep.trials())
-    known = {t.key: row.status for t in trials if storage and (row := storage.trial(t.key))}
+    stored = storage.trial_rows(t.key for t in trials) if storage else {}  # one bulk read, not a query per trial
     records = [
         {
             "key": t.key,
             **{name: config_value(t.config(), name) for name in sweep.gridded_params},
             "seed": t.seed,
-            "status": known.get(t.key, "new"),
+            "status": stored[t.key].status if t.key in stored else "new",
         }
         for t in trials
     ]
@@ -111,19 +114,25 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
         if search.describes_rungs:
             print("\n" + _rung_plan(sweep, len(set(table["key"]))))
-        print("\n" + _cost_lines(sweep, trials, storage, args.device, args.workers))
+        print("\n" + _cost_lines(sweep, trials, storage, stored, args.device, args.workers))
     return 0
 
 
-def _cost_lines(sweep: Sweep, trials: list[Trial], storage: Storage | None, device: str, workers: int | None) -> str:
-    """What ``sweep`` costs: epochs and training samples in all and still to do, and an estimate of the
-    wall time from the epochs ``storage`` has recorded on ``device``."""
+def _cost_lines(
+    sweep: Sweep,
+    trials: list[Trial],
+    storage: Storage | None,
+    stored: Mapping[str, TrialRow],
+    device: str,
+    workers: int | None,
+) -> str:
+    """What ``sweep`` costs (its ``stored`` trials read already): epochs and training samples in all and still
+    to do, and an estimate of the wall time from the epochs ``storage`` has recorded on ``device``."""
     from gridsearch.engine.cost import estimate, sweep_cost
     from gridsearch.engine.devices import resolve_device
 
-    rows = {t.key: row for t in trials if storage and (row := storage.trial(t.key))}
     complete = storage is not None and storage.selected_trial(sweep.name) is not None
-    cost = sweep_cost(sweep, trials, rows, complete)
+    cost = sweep_cost(sweep, trials, stored, complete)
     at_most = "at most " if sweep.rung_epochs else ""
     lines = [
         f"cost: {at_most}{cost.epochs:,} epochs, {cost.samples:,} training samples ({cost.train_size:,} per epoch); "

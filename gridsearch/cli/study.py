@@ -108,6 +108,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from gridsearch.analysis.mlflow_export import export_to_mlflow
 
+    if args.to == "tensorboard":
+        from gridsearch.engine.tensorboard import export_trained
+
+        written = export_trained(Storage(args.db, readonly=True), args.sweep, args.logdir)
+        print(f"sweep {args.sweep} -> TensorBoard logs of {written} trials under {args.logdir / args.sweep}")
+        return 0
+
     done = export_to_mlflow(Storage(args.db, readonly=True), args.sweep, args.tracking_uri, args.experiment)
     print(
         f"sweep {args.sweep} -> MLflow experiment {done.experiment!r} (id {done.experiment_id}) at "

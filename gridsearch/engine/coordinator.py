@@ -170,7 +170,7 @@ class Coordinator(SearchCallbacks):
     def _train(self, keys: list[str], budget: int | None) -> None:
         """Train those of ``keys`` that need it, a new cohort as soon as a slot frees; wait for those
         another live coordinator is running."""
-        rows = self.storage.trials_by_key(keys)
+        rows = self.storage.trial_rows(keys)
         todo = deque(key for key in keys if needs_training(rows.get(key), budget))
         elsewhere: set[str] = set()
         last_heartbeat = time.monotonic()
@@ -189,7 +189,7 @@ class Coordinator(SearchCallbacks):
                 last_heartbeat = time.monotonic()
             if not todo and not self.pool.running and elsewhere:
                 time.sleep(2 * POLL_SECONDS)
-                rows = self.storage.trials_by_key(list(elsewhere))
+                rows = self.storage.trial_rows(list(elsewhere))
                 todo.extend(sorted((k for k in elsewhere if needs_training(rows.get(k), budget)), key=keys.index))
                 elsewhere.clear()
 
@@ -212,7 +212,7 @@ class Coordinator(SearchCallbacks):
         return cohort
 
     def _start(self, cohort: list[str], budget: int | None) -> None:
-        rows = self.storage.trials_by_key(cohort)
+        rows = self.storage.trial_rows(cohort)
         worker = self.pool.start("train", [(key, self.configs[key]) for key in cohort], budget)
         for key in cohort:
             label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
@@ -334,7 +334,7 @@ class Coordinator(SearchCallbacks):
     def _evaluate(self, key: str) -> Evaluation | None:
         """Evaluate the trial's best weights on the test set in a worker; None if the worker failed."""
         self.progress.message(f"testing trial {key} on {self.sweep.dataset.test_size} test images")
-        config = self.configs.get(key) or self.storage.trials_by_key([key])[key].config
+        config = self.configs.get(key) or self.storage.trial_rows([key])[key].config
         worker = self.pool.start("evaluate", [(key, config)])
         try:
             while worker.events_open or worker.handle.poll() is None:

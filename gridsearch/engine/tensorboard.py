@@ -10,7 +10,9 @@ through the HParams plugin, so ``tensorboard --logdir DIR/<sweep>`` shows the sw
 
 Every time a trial's worker starts (a resume, a further rung of successive halving) its folder is written
 afresh: the old event files are removed and the worker's replay of the trial's past epochs writes them
-again, so a folder always holds each epoch once. The ``tensorboard`` package is an optional extra,
+again, so a folder always holds each epoch once. Trials a run does not train (trained by an earlier run) get
+nothing from it, and it says so in one line; ``export SWEEP --to tensorboard`` (``export_trained``) writes
+every trained trial's folder from the database alone. The ``tensorboard`` package is an optional extra,
 imported only when a log is opened.
 """
 
@@ -18,6 +20,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,12 +29,14 @@ from gridsearch.errors import UserError
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.store.records import EpochMetrics, TrialSummary
 from gridsearch.training import events
-from gridsearch.vocabulary import format_value
+from gridsearch.vocabulary import SCORED, format_value
 
 if TYPE_CHECKING:
     from torch.utils.tensorboard import SummaryWriter
 
     from gridsearch.spec.sweep import Sweep
+    from gridsearch.store.models import TrialRow
+    from gridsearch.store.storage import Storage
 
 MISSING_PACKAGE = "--tensorboard needs the tensorboard package: pip install 'gridsearch[tensorboard]'"
 SCALARS = {
@@ -73,10 +78,26 @@ class TensorBoardLog:
     """The TensorBoard run folders of one sweep's trials, written while the sweep runs."""
 
     def __init__(self, folder: Path, sweep: Sweep, configs: Mapping[str, TrialConfig]):
+        self._open(folder, sweep.name, list(sweep.gridded_params), len(sweep.seeds) > 1, configs)
+
+    @classmethod
+    def of_stored(cls, folder: Path, storage: Storage, sweep: str, trials: list[TrialRow]) -> TensorBoardLog:
+        """The log of the stored ``sweep`` (its ``trials`` as read from ``storage``), for ``export_trained``."""
+        log = cls.__new__(cls)
+        configs = {trial.key: trial.config for trial in trials}
+        several_seeds = len({trial.seed for trial in trials}) > 1
+        log._open(folder, sweep, list(storage.sweep(sweep).gridded_params), several_seeds, configs)
+        return log
+
+    def _open(
+        self, folder: Path, sweep: str, gridded: list[str], several_seeds: bool, configs: Mapping[str, TrialConfig]
+    ) -> None:
         require_tensorboard()
-        self.root = Path(folder) / sweep.name
+        self.sweep = sweep
+        self.folder = Path(folder)
+        self.root = self.folder / sweep
         self.configs = configs
-        self.names = list(sweep.gridded_params) + (["seed"] if len(sweep.seeds) > 1 else [])
+        self.names = gridded + (["seed"] if several_seeds else [])
         self.writers: dict[str, SummaryWriter] = {}
         self.written: dict[str, set[int]] = {}
         domains: dict[str, list[bool | float | str]] = {}
@@ -147,10 +168,46 @@ class TensorBoardLog:
             writer.close()
 
     def close(self) -> None:
-        """Close every writer still open (trials interrupted or timed out)."""
+        """Close every writer still open (trials interrupted or timed out), and say in one line which trials
+        this run wrote nothing for (trained by an earlier run) and how to write them from the database."""
         for key in list(self.writers):
             self.trial_ended(key)
+        if unwritten := len(set(self.configs) - set(self.written)):
+            print(
+                f"tensorboard: {unwritten} of {len(self.configs)} trials of {self.sweep} did not train in this run, "
+                f"so nothing was written for them; write the logs of every trained trial from the database with: "
+                f"gridsearch export {self.sweep} --to tensorboard --logdir {self.folder}",
+                file=sys.stderr,
+            )
 
     @staticmethod
     def _value(config: TrialConfig, name: str) -> Any:
         return config["seed"] if name == "seed" else config_value(config, name)
+
+
+def export_trained(storage: Storage, sweep: str, folder: Path) -> int:
+    """Write the TensorBoard logs of every trial of ``sweep`` with recorded epochs from the database alone (as
+    ``run --tensorboard`` would have while training them): ``export SWEEP --to tensorboard``. Each trial's
+    folder is written afresh, so exporting again rewrites it; returns how many trials were written."""
+    from gridsearch.store import views
+
+    trials = [trial for trial in storage.trials(sweep) if trial.epochs_run]
+    log = TensorBoardLog.of_stored(folder, storage, sweep, trials)
+    epochs = views.epochs(storage, [trial.key for trial in trials])
+    by_trial = dict(tuple(epochs.groupby("trial_key"))) if not epochs.empty else {}
+    for trial in trials:
+        log.trial_started(trial.key)
+        rows = by_trial.get(trial.key)
+        for metrics in [] if rows is None else rows.drop(columns="trial_key").to_dict("records"):
+            log.epoch(trial.key, metrics)
+        if trial.status in SCORED and trial.best_epoch is not None:
+            summary = TrialSummary(
+                best_epoch=trial.best_epoch,
+                val_accuracy=trial.val_accuracy or 0.0,
+                val_loss=trial.val_loss or 0.0,
+                epochs_run=trial.epochs_run,
+                train_seconds=trial.train_seconds or 0.0,
+            )
+            log.trial_done(trial.key, summary)
+        log.trial_ended(trial.key)
+    return len(trials)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any, TypedDict
 
+from gridsearch.vocabulary import as_written
+
 
 class DatasetPart(TypedDict):
     """The part of the data split that shapes training: the first ``train_size`` images train, the
@@ -27,5 +29,6 @@ class TrialConfig(TypedDict):
 
 
 def config_value(config: TrialConfig, name: str) -> Any:
-    """The value of gridded param ``name`` (or the architecture) in a resolved trial config."""
-    return config["architecture"] if name == "architecture" else config["params"].get(name)
+    """The value of gridded param ``name`` (or the architecture) in a resolved trial config, as a sweep file
+    writes it (``lr_step`` 4, not the 4.0 a float param stores; ``vocabulary.as_written``)."""
+    return config["architecture"] if name == "architecture" else as_written(config["params"].get(name))

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gridsearch.vocabulary import format_value
+from gridsearch.vocabulary import as_written, format_value
 
 
 class FloatRange:
@@ -129,6 +129,22 @@ TRAINER_PARAMS: dict[str, Param] = {
 ``init_from`` warm-starts a trial: a checkpoint path, or ``best:<sweep>`` for the selected trial
 of another sweep in the same database; empty for a fresh start.
 """
+
+OPTIMIZER_ONLY: dict[str, str] = {"momentum": "sgd", "nesterov": "sgd"}
+"""Trainer params that one optimizer alone uses (Adam has neither momentum nor a Nesterov switch): a trial of
+another optimizer still has them in its config (and its key), but they are not shown."""
+
+
+def applicable(params: Mapping[str, Any]) -> dict[str, Any]:
+    """``params`` of a resolved trial as people read them: those its optimizer uses (an Adam trial lists no
+    ``momentum`` nor ``nesterov``), each as written (``vocabulary.as_written``)."""
+    optimizer = params.get("optimizer")
+    return {
+        name: as_written(value)
+        for name, value in params.items()
+        if name not in OPTIMIZER_ONLY or optimizer is None or OPTIMIZER_ONLY[name] == optimizer
+    }
+
 
 AUGMENTATION_PARAMS: dict[str, Param] = {
     "aug_p": Param(float, 0.5, low=0, high=1, units="probability per sample"),

@@ -17,7 +17,7 @@ from urllib.parse import quote
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, SQLAlchemyError
 
 from gridsearch.errors import UserError
 
@@ -110,11 +110,44 @@ def sqlite_path(url: str) -> Path | None:
 
 
 def artifacts_dir(db: str, artifacts: str | None = None) -> Path:
-    """Where run folders go: ``artifacts`` if given, else ``runs/`` beside an SQLite file or here."""
+    """Where run folders go: ``artifacts`` if given, else ``runs/`` beside an SQLite file (here for a URL),
+    and within it a folder named after any database but the default ``results.db``: ``runs/scale/`` for
+    ``scale.db``, ``runs/<database>/`` for a URL. Two databases never share checkpoints unless told to
+    (``--artifacts``). A database made before databases had ids (its ``meta`` has none) keeps ``runs/``,
+    where its run folders are."""
     if artifacts:
         return Path(artifacts).expanduser().resolve()
-    path = sqlite_path(database_url(db))
-    return (path.parent if path else Path.cwd()) / "runs"
+    url = database_url(db)
+    path = sqlite_path(url)
+    runs = (path.parent if path else Path.cwd()) / "runs"
+    if (path is not None and path.name == DEFAULT_DB) or _made_before_ids(url, path):
+        return runs
+    name = path.stem if path else (_url_database(url) or "database")
+    return runs / re.sub(r"[^A-Za-z0-9._-]+", "_", name)
+
+
+def _url_database(url: str) -> str | None:
+    try:
+        return make_url(url).database
+    except (ArgumentError, ValueError):
+        return None
+
+
+def _made_before_ids(url: str, path: Path | None) -> bool:
+    """Whether the database at ``url`` exists, has tables and has no id in ``meta`` (read only; a database
+    that cannot be read counts as new)."""
+    try:
+        engine = _engine(url, readonly=True) if path is None or path.exists() else None
+        if engine is None:
+            return False
+        try:
+            with engine.connect() as connection:
+                rows = connection.exec_driver_sql("SELECT key FROM meta").scalars().all()
+        finally:
+            engine.dispose()
+    except (SQLAlchemyError, ImportError, OSError, sqlite3.Error):  # no meta table, driver or server: a new one
+        return False
+    return bool(rows) and "database_id" not in rows
 
 
 def connect(url: str, where: str, *, readonly: bool, create: bool) -> Engine:

@@ -7,6 +7,7 @@ read as it is. Hand-written rather than with Alembic: each upgrade is a few ALTE
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass
 
 from sqlalchemy import Connection, Engine, insert, inspect, select, update
@@ -14,6 +15,9 @@ from sqlalchemy.exc import DBAPIError
 
 from gridsearch.errors import UserError
 from gridsearch.store.models import SCHEMA_VERSION, Base, Meta
+
+DATABASE_ID = "database_id"
+"""The ``meta`` key of the database's id: a random hex string given once, when its tables are created."""
 
 _JSON_COLUMNS = {
     "sweeps": ("gridded_params", "search"),
@@ -71,6 +75,7 @@ def open_schema(engine: Engine, where: str, *, create: bool, upgrade: bool) -> i
             Base.metadata.create_all(connection)  # concurrent opener sees both or neither
             if _version(connection) is None:
                 connection.execute(insert(Meta).values(key="schema_version", value=str(SCHEMA_VERSION)))
+                connection.execute(insert(Meta).values(key=DATABASE_ID, value=uuid.uuid4().hex))
         return None
     if "meta" not in tables:
         raise UserError(f"--db {where}: not a gridsearch database (it has no meta table)")
@@ -120,3 +125,10 @@ def _pending(version: int, dialect: str) -> list[str]:
 
 def _version(connection: Connection) -> str | None:
     return connection.scalar(select(Meta.value).where(Meta.key == "schema_version"))
+
+
+def database_id(engine: Engine) -> str | None:
+    """The id the database was given when it was created (``meta``), or None for one created before ids were
+    (its run folders are the shared ``runs/`` of old; see ``connection.artifacts_dir``)."""
+    with engine.connect() as connection:
+        return connection.scalar(select(Meta.value).where(Meta.key == DATABASE_ID))

@@ -8,26 +8,38 @@ binds its values; nothing is formatted into SQL.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Unpack
 
-from sqlalchemy import delete, or_, select, update
+from sqlalchemy import Table, delete, insert, or_, select, update
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
-from sqlalchemy.orm import sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from gridsearch.errors import UserError
 from gridsearch.store import connection
 from gridsearch.store.connection import DEFAULT_DB, database_url, location
 from gridsearch.store.leases import Leases, Owner
-from gridsearch.store.models import EpochRow, EvaluationRow, SweepRow, SweepTrialRow, TrialParamRow, TrialRow, utcnow
+from gridsearch.store.models import (
+    Base,
+    EpochRow,
+    EvaluationRow,
+    SweepRow,
+    SweepTrialRow,
+    TrialParamRow,
+    TrialRow,
+    utcnow,
+)
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary, TrialUpdate
-from gridsearch.store.schema import open_schema
+from gridsearch.store.schema import database_id, open_schema
 from gridsearch.vocabulary import FAILURES, TrialStatus
 
 if TYPE_CHECKING:
     from gridsearch.spec.sweep import Sweep, Trial
 
 __all__ = ["Owner", "Storage"]  # Owner: for the engine, which names owners
+
+CHUNK = 10_000
+"""Keys per ``IN`` list of a bulk read."""
 
 
 class Storage(Leases):
@@ -48,6 +60,8 @@ class Storage(Leases):
             self.upgraded_from = open_schema(
                 self.engine, where, create=create and not readonly, upgrade=upgrade and not readonly
             )
+            self.database_id = database_id(self.engine)
+            """Given at creation (None: a database made before ids); each run folder records it."""
         except ImportError as exc:
             raise UserError(
                 f"--db {where}: its database driver is not installed ({exc}); install it with pip"
@@ -64,9 +78,14 @@ class Storage(Leases):
 
     def save_sweep(self, sweep: Sweep, trials: list[Trial], prune: bool = True) -> None:
         """Store ``sweep`` and its trials; trials already known keep their results.
-        A point the grid lists twice is one trial, at its first position. ``prune=False`` (points proposed as
-        a search goes): add ``trials`` after the sweep's others, and keep those."""
-        keys = list(dict.fromkeys(trial.key for trial in trials))
+        A point the grid lists twice is one trial, at its first position. New trials and their params go
+        in as bulk inserts; the sweep's links to its trials are upserted (only new, moved or dropped ones
+        are written), so storing a sweep again writes next to nothing. ``prune=False`` (points a strategy
+        proposes as it goes): ``trials`` join the sweep's others, after them, and those stay."""
+        unique: dict[str, Trial] = {}
+        for trial in trials:  # the first of each key, in grid order (a key is a hash: computed once)
+            unique.setdefault(trial.key, trial)
+        keys = list(unique)
         with self.session.begin() as session:
             row = session.scalar(select(SweepRow).where(SweepRow.name == sweep.name))
             if row is None:
@@ -80,38 +99,85 @@ class Storage(Leases):
             row.search = sweep.search_record()
             row.updated_at = utcnow()
             session.flush()
-            known = set(session.scalars(select(TrialRow.key).where(TrialRow.key.in_(keys))))
-            new = list({trial.key: trial for trial in trials if trial.key not in known}.values())
-            session.add_all(
-                TrialRow(
-                    key=trial.key,
-                    architecture=trial.architecture,
-                    config=trial.config(),
-                    seed=trial.seed,
-                    threads=trial.threads,
-                    status=TrialStatus.PENDING,
+            known = {
+                key
+                for part in chunks(keys)
+                for key in session.scalars(select(TrialRow.key).where(TrialRow.key.in_(part)))
+            }
+            new = {key: trial for key, trial in unique.items() if key not in known}
+            if new:
+                connection = session.connection()
+                connection.execute(
+                    insert(_table(TrialRow)),
+                    [
+                        {
+                            "key": key,
+                            "architecture": trial.architecture,
+                            "config": trial.config(),
+                            "seed": trial.seed,
+                            "threads": trial.threads,
+                            "status": TrialStatus.PENDING,
+                        }
+                        for key, trial in new.items()
+                    ],
                 )
-                for trial in new
-            )
-            session.flush()  # trials before the rows that refer to them
-            session.add_all(
-                TrialParamRow(trial_key=trial.key, name=name, value=value, number=_number(value))
-                for trial in new
-                for name, value in trial.params.items()
-            )
-            session.flush()
-            if prune:
-                session.execute(delete(SweepTrialRow).where(SweepTrialRow.sweep_id == row.id))
-                linked: list[str] = []
-            else:
-                linked = list(session.scalars(select(SweepTrialRow.trial_key).where(SweepTrialRow.sweep_id == row.id)))
-            added = [key for key in keys if key not in set(linked)]
-            session.add_all(
-                SweepTrialRow(sweep_id=row.id, trial_key=key, position=position)
-                for position, key in enumerate(added, start=len(linked))
-            )
-            if prune and row.selected_trial is not None and row.selected_trial not in keys:
+                connection.execute(  # trials before the rows that refer to them
+                    insert(_table(TrialParamRow)),
+                    [
+                        {"trial_key": key, "name": name, "value": value, "number": _number(value)}
+                        for key, trial in new.items()
+                        for name, value in trial.params.items()
+                    ],
+                )
+            if not prune:
+                linked = list(
+                    session.scalars(
+                        select(SweepTrialRow.trial_key)
+                        .where(SweepTrialRow.sweep_id == row.id)
+                        .order_by(SweepTrialRow.position)
+                    )
+                )
+                keys = linked + [key for key in keys if key not in set(linked)]
+            self._link(session, row.id, keys, rungs=sweep.search.describes_rungs)
+            if prune and row.selected_trial is not None and row.selected_trial not in unique:
                 row.selected_trial = None
+
+    @staticmethod
+    def _link(session: Session, sweep_id: int, keys: list[str], rungs: bool) -> None:
+        """Make the sweep's links its trials ``keys`` at their positions: insert the new ones, move the
+        ones whose position changed, delete the ones no longer in it. A rung reached in an earlier run is
+        kept for a search with rungs (its strategy sets each rung again as it runs) and cleared otherwise."""
+        linked = dict(
+            session.execute(
+                select(SweepTrialRow.trial_key, SweepTrialRow.position).where(SweepTrialRow.sweep_id == sweep_id)
+            ).all()
+        )
+        wanted = {key: position for position, key in enumerate(keys)}
+        gone = [key for key in linked if key not in wanted]
+        for part in chunks(gone):
+            session.execute(
+                delete(SweepTrialRow).where(SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.trial_key.in_(part))
+            )
+        moved = [
+            {"sweep_id": sweep_id, "trial_key": key, "position": position}
+            for key, position in wanted.items()
+            if key in linked and linked[key] != position
+        ]
+        if moved:
+            session.execute(update(SweepTrialRow), moved)
+        added = [
+            {"sweep_id": sweep_id, "trial_key": key, "position": position}
+            for key, position in wanted.items()
+            if key not in linked
+        ]
+        if added:
+            session.connection().execute(insert(_table(SweepTrialRow)), added)
+        if not rungs:
+            session.execute(
+                update(SweepTrialRow)
+                .where(SweepTrialRow.sweep_id == sweep_id, SweepTrialRow.rung.is_not(None))
+                .values(rung=None)
+            )
 
     def sweep(self, name: str) -> SweepRow:
         """The sweep called ``name``; :class:`UserError` if there is none."""
@@ -132,33 +198,41 @@ class Storage(Leases):
         with self.session() as session:
             return list(session.scalars(select(SweepRow.name).order_by(SweepRow.id)))
 
-    def trials(self, sweep: str) -> list[TrialRow]:
-        """The trials of ``sweep``, in grid order."""
+    def trials(self, sweep: str, keys: Iterable[str] | None = None) -> list[TrialRow]:
+        """The trials of ``sweep`` (those of them among ``keys``, if given), in grid order."""
         row = self.sweep(sweep)
+        query = (
+            select(SweepTrialRow.position, TrialRow)
+            .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+            .where(SweepTrialRow.sweep_id == row.id)
+            .order_by(SweepTrialRow.position)
+        )
         with self.session() as session:
-            return list(
-                session.scalars(
-                    select(TrialRow)
-                    .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
-                    .where(SweepTrialRow.sweep_id == row.id)
-                    .order_by(SweepTrialRow.position)
-                )
-            )
-
-    def trials_by_key(self, keys: Iterable[str]) -> dict[str, TrialRow]:
-        """The stored trials among ``keys``, by key, in one query per 500 keys."""
-        keys = list(keys)
-        found: dict[str, TrialRow] = {}
-        with self.session() as session:
-            for start in range(0, len(keys), 500):
-                chunk = keys[start : start + 500]
-                found.update((row.key, row) for row in session.scalars(select(TrialRow).where(TrialRow.key.in_(chunk))))
-        return found
+            if keys is None:
+                return [trial for _, trial in session.execute(query)]
+            found = [
+                found
+                for part in chunks(list(dict.fromkeys(keys)))
+                for found in session.execute(query.where(TrialRow.key.in_(part))).all()
+            ]
+        return [trial for _, trial in sorted(found, key=lambda pair: pair[0])]
 
     def trial(self, key: str) -> TrialRow | None:
         """The trial ``key``, or None if there is none."""
         with self.session() as session:
             return session.get(TrialRow, key)
+
+    def trial_rows(self, keys: Iterable[str]) -> dict[str, TrialRow]:
+        """The stored trials among ``keys``, by key in the order given, read in bulk (one query per
+        ``CHUNK`` keys) rather than one query each; keys with no trial are left out."""
+        wanted = list(dict.fromkeys(keys))
+        with self.session() as session:
+            found = {
+                row.key: row
+                for part in chunks(wanted)
+                for row in session.scalars(select(TrialRow).where(TrialRow.key.in_(part)))
+            }
+        return {key: found[key] for key in wanted if key in found}
 
     def set_rung(self, sweep: str, keys: Iterable[str], rung: int) -> None:
         """Record that the trials ``keys`` of ``sweep`` reached rung ``rung`` (the index of a budget in its
@@ -239,6 +313,19 @@ class Storage(Leases):
             return session.scalar(
                 select(EvaluationRow).where(EvaluationRow.trial_key == key, EvaluationRow.name == name)
             )
+
+
+def _table(model: type[Base]) -> Table:
+    """The Core table of ``model``, for executemany inserts (the ORM's bulk insert runs a statement per row
+    once a JSON column is in it)."""
+    return model.metadata.tables[model.__tablename__]
+
+
+def chunks(keys: list[str]) -> Iterator[list[str]]:
+    """``keys`` in parts of at most ``CHUNK``: an ``IN`` list of each part stays under every database's limit
+    on bound parameters (SQLite's is 32,766)."""
+    for start in range(0, len(keys), CHUNK):
+        yield keys[start : start + CHUNK]
 
 
 def _number(value: Any) -> float | None:

@@ -3,9 +3,9 @@ the sweeps with their trial counts, a sweep's trials best first, epochs, evaluat
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import closing
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any, NamedTuple
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -15,10 +15,8 @@ from gridsearch.spec.config import config_value
 from gridsearch.spec.search import Search
 from gridsearch.store.connection import NOT_READ_ONLY
 from gridsearch.store.models import EpochRow, EvaluationRow, SweepRow, SweepTrialRow, TrialRow
+from gridsearch.store.storage import Storage, chunks
 from gridsearch.vocabulary import METRICS, STATUS_ORDER, TrialStatus, metric
-
-if TYPE_CHECKING:
-    from gridsearch.store.storage import Storage
 
 
 class BestScore(NamedTuple):
@@ -71,9 +69,9 @@ def best_scores(storage: Storage) -> dict[str, BestScore]:
     return {name: BestScore(select_metric, scores.get(name, {}).get(select_metric)) for name, select_metric in sweeps}
 
 
-def trials_table(storage: Storage, sweep: str) -> pd.DataFrame:
-    """The trials of ``sweep`` with their gridded params as columns, best first by its select metric
-    (successive halving: highest rung first, with a ``rung`` column)."""
+def trials_table(storage: Storage, sweep: str, keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """The trials of ``sweep`` (those of them among ``keys``, if given) with their gridded params as columns,
+    best first by its select metric (successive halving: highest rung first, with a ``rung`` column)."""
     row = storage.sweep(sweep)
     rungs = storage.rungs(sweep) if Search.from_record(row.search).describes_rungs else None
     records = [
@@ -90,7 +88,7 @@ def trials_table(storage: Storage, sweep: str) -> pd.DataFrame:
             "train_seconds": trial.train_seconds,
             "error": trial.error,
         }
-        for trial in storage.trials(sweep)
+        for trial in storage.trials(sweep, keys)
     ]
     table = pd.DataFrame.from_records(records)
     if table.empty:
@@ -104,28 +102,64 @@ def trials_table(storage: Storage, sweep: str) -> pd.DataFrame:
     ).reset_index(drop=True)
 
 
+EPOCH_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "seconds")
+"""The metrics of an epoch, as stored (table ``epochs``)."""
+
+
 def epochs_by_trial(storage: Storage, keys: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    """Per-epoch metrics of the trials ``keys`` in one pass: trial key -> its epochs in order, as mappings."""
-    columns = [column for column in EpochRow.__table__.columns if column.name != "trial_key"]
-    keys = list(keys)
+    """Per-epoch metrics of the trials ``keys`` in one pass: trial key -> its epochs in order, as mappings
+    (what a strategy's standings are computed from), one query per ``CHUNK`` keys."""
+    columns = [getattr(EpochRow, name) for name in EPOCH_COLUMNS]
     grouped: dict[str, list[dict[str, Any]]] = {}
     with storage.session() as session:
-        for start in range(0, len(keys), 500):
+        for part in chunks(list(keys)):
             query = (
                 select(EpochRow.trial_key, *columns)
-                .where(EpochRow.trial_key.in_(keys[start : start + 500]))
+                .where(EpochRow.trial_key.in_(part))
                 .order_by(EpochRow.trial_key, EpochRow.epoch)
             )
             for key, *values in session.execute(query):
-                grouped.setdefault(key, []).append(dict(zip([c.name for c in columns], values, strict=True)))
+                grouped.setdefault(key, []).append(dict(zip(EPOCH_COLUMNS, values, strict=True)))
     return grouped
 
 
-def epochs(storage: Storage, keys: Iterable[str]) -> pd.DataFrame:
-    """Per-epoch metrics of the trials ``keys``, by trial and epoch."""
-    query = select(EpochRow).where(EpochRow.trial_key.in_(list(keys))).order_by(EpochRow.trial_key, EpochRow.epoch)
+def epochs(storage: Storage, keys: Iterable[str], columns: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per-epoch metrics of the trials ``keys`` (``trial_key``, ``epoch`` and ``columns`` of
+    ``EPOCH_COLUMNS``: default all), by trial and epoch. Read by the epochs table's primary key
+    (trial, epoch), one query per ``CHUNK`` keys; only the columns asked for leave the database."""
+    names = [
+        "trial_key",
+        "epoch",
+        *(name for name in (EPOCH_COLUMNS if columns is None else columns) if name != "epoch"),
+    ]
+    chosen = [getattr(EpochRow, name) for name in names]
     with storage.session() as session:
-        return pd.read_sql(query, session.connection())
+        frames = [
+            pd.read_sql(
+                select(*chosen).where(EpochRow.trial_key.in_(part)).order_by(EpochRow.trial_key, EpochRow.epoch),
+                session.connection(),
+            )
+            for part in chunks(list(dict.fromkeys(keys)))
+        ]
+    return pd.concat(frames, ignore_index=True) if len(frames) > 1 else (frames or [pd.DataFrame(columns=names)])[0]
+
+
+def epoch_chunks(
+    storage: Storage, trials: Sequence[tuple[str, int]], rows: int, columns: Sequence[str] | None = None
+) -> Iterator[pd.DataFrame]:
+    """``epochs`` of ``trials`` (pairs of a key and how many epochs it has recorded), a few whole trials at a
+    time: each frame holds about ``rows`` rows (one trial at least), so reading a sweep of any size holds one
+    frame at a time."""
+    group: list[str] = []
+    size = 0
+    for key, count in trials:
+        group.append(key)
+        size += count
+        if size >= rows:
+            yield epochs(storage, group, columns)
+            group, size = [], 0
+    if group:
+        yield epochs(storage, group, columns)
 
 
 def evaluations(storage: Storage, keys: Iterable[str]) -> pd.DataFrame:

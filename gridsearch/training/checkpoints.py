@@ -15,6 +15,9 @@ from typing import Any
 
 import torch
 
+FINISHED = "finished"
+"""The key that marks a resume checkpoint holding a finished trial's history alone."""
+
 
 class CorruptCheckpoint(RuntimeError):
     """A checkpoint file that is missing, or whose bytes do not match the SHA-256 saved beside it."""
@@ -65,6 +68,22 @@ def load_verified(path: Path, device: torch.device | str) -> dict[str, Any]:
     if hashlib.sha256(data).hexdigest() != expected:
         raise CorruptCheckpoint(f"{path.name} is damaged (its SHA-256 does not match {checksum_path(path).name})")
     return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
+
+
+def keep_history_only(run_dir: Path, history: list[Any]) -> None:
+    """A finished trial (trained to its end, or stopped early) drops its resume checkpoints: ``last.pt``
+    becomes its epoch history alone (a few KB, no weights nor optimizer state) and ``last.prev.pt`` goes.
+    ``best.pt`` stays for evaluation, warm starts, committees and the web app. The history lets a worker
+    that finished just before its coordinator died replay the trial instead of training it again."""
+    last = run_dir / "last.pt"
+    save_atomically({"history": history, FINISHED: True}, last)
+    for path in (previous_path(last), checksum_path(previous_path(last))):
+        path.unlink(missing_ok=True)
+
+
+def is_history_only(state: dict[str, Any]) -> bool:
+    """Whether ``state`` is a finished trial's history alone (see ``keep_history_only``): nothing to train on from."""
+    return bool(state.get(FINISHED))
 
 
 def resume_state(run_dir: Path, device: torch.device, warn: Callable[[str], None]) -> dict[str, Any] | None:

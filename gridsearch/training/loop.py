@@ -13,6 +13,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -23,7 +24,13 @@ from gridsearch.spec.config import TrialConfig
 from gridsearch.spec.halving import best_epoch
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 from gridsearch.training import data
-from gridsearch.training.checkpoints import load_verified, resume_state, save_atomically
+from gridsearch.training.checkpoints import (
+    is_history_only,
+    keep_history_only,
+    load_verified,
+    resume_state,
+    save_atomically,
+)
 from gridsearch.training.data import Split
 from gridsearch.training.events import Emit
 from gridsearch.training.models import (
@@ -37,7 +44,7 @@ from gridsearch.training.models import (
     uses_bf16,
     warm_start,
 )
-from gridsearch.vocabulary import metric
+from gridsearch.vocabulary import Metric, metric
 
 EVAL_BATCH_SIZE = 1000
 
@@ -127,7 +134,17 @@ def train_trial(
         emit({"event": "warning", "message": message})
 
     state = resume_state(run_dir, device, warn)
-    if state is not None:
+    if state is not None and is_history_only(state) and not _over(state["history"], params, select):
+        warn(
+            "last.pt holds only the history of a trial that finished before this one's end; "
+            "restarting the trial from scratch"
+        )
+        state = None
+    if state is not None and is_history_only(state):
+        history = state["history"]
+        for metrics in history:
+            emit({"event": "epoch", "replayed": True, **metrics})
+    elif state is not None:
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -188,8 +205,10 @@ def train_trial(
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
         save_atomically(state, run_dir / "last.pt", keep_previous=True)
         emit({"event": "epoch", **metrics})
-    finished = len(history) >= params["epochs"] or _out_of_patience(len(history), best, params["patience"])
+    finished = _over(history, params, select)
     assert best is not None, "a trial trains at least one epoch"
+    if finished:
+        keep_history_only(run_dir, history)
     summary = TrialSummary(
         best_epoch=best["epoch"],
         val_accuracy=best["val_accuracy"],
@@ -198,6 +217,13 @@ def train_trial(
         train_seconds=sum(m["seconds"] for m in history),
     )
     return summary, finished
+
+
+def _over(history: list[EpochMetrics], params: dict[str, Any], select: Metric) -> bool:
+    """Whether a trial with ``history`` is finished: all its epochs trained, or out of patience."""
+    return len(history) >= params["epochs"] or _out_of_patience(
+        len(history), best_epoch(history, select.name), params["patience"]
+    )
 
 
 def _out_of_patience(epoch: int, best: EpochMetrics | None, patience: int) -> bool:
