@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -177,29 +178,40 @@ def build(folder: Path, trials: int, shape: str, epochs: int, data_dir: Path) ->
     return built
 
 
+LAUNCHER = """
+import os, sys
+pid = os.fork()
+if pid == 0:
+    os.execvp(sys.argv[1], sys.argv[1:])
+_, status, usage = os.wait4(pid, 0)
+sys.stderr.write(f"\\nmaxrss_kb={usage.ru_maxrss}\\n")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+"""Runs a command and writes its peak RSS last on stderr. Linux keeps a process's peak RSS across exec, so the
+command is forked from this small process, not from the benchmark, whose memory it would otherwise inherit."""
+
+
 def measure(command: list[str], timeout: float, env: dict[str, str]) -> dict:
     """Wall seconds and peak RSS (MB) of ``command`` in a fresh process; its last stdout line if JSON."""
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        process = subprocess.Popen(command, stdout=out, stderr=err, cwd=ROOT, env=env)
-        deadline = started + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.perf_counter() > deadline:
-                process.kill()
-                os.wait4(process.pid, 0)
-                return {"seconds": None, "peak_rss_mb": None, "timeout": timeout}
-            time.sleep(0.05)
-        process.returncode = os.waitstatus_to_exitcode(status)
+        process = subprocess.Popen(
+            [sys.executable, "-c", LAUNCHER, *command], stdout=out, stderr=err, cwd=ROOT, env=env, start_new_session=True
+        )
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return {"seconds": None, "peak_rss_mb": None, "timeout": timeout}
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
         lines = out.read().decode(errors="replace").strip().splitlines()
-        result: dict = {"seconds": round(seconds, 2), "peak_rss_mb": round(usage.ru_maxrss / 1024, 1)}
+        *errors, peak = err.read().decode(errors="replace").strip().splitlines()
+        result: dict = {"seconds": round(seconds, 2), "peak_rss_mb": round(int(peak.split("=")[1]) / 1024, 1)}
         if process.returncode != 0:
-            result["error"] = (err.read().decode(errors="replace").strip().splitlines() or ["?"])[-1][:300]
+            result["error"] = (errors or ["?"])[-1][:300]
         elif lines and lines[-1].startswith("{"):
             result["detail"] = json.loads(lines[-1])
         return result

@@ -54,7 +54,6 @@ def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
     records = []
     for model in models:
         trials = storage.trials(model.name)
-        epochs = views.epochs(storage, [t.key for t in trials])
         records.append(
             {
                 "sweep": model.name,
@@ -67,7 +66,7 @@ def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
                 "test_errors": model.test.errors,
                 "test_samples": model.test.samples,
                 "trials_run": sum(t.status in FINISHED for t in trials),
-                "compute_seconds": float(epochs["seconds"].sum()),
+                "compute_seconds": views.epoch_seconds(storage, model.name),
             }
         )
     return pd.DataFrame.from_records(records)

@@ -3,10 +3,9 @@ models and a drawing classified. The pages poll them; their shapes are in README
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
 import numpy as np
@@ -20,6 +19,7 @@ from gridsearch.vocabulary import FINISHED, STATUS_ORDER
 from gridsearch.web.catalog import Catalog, RequestError, TestedModel
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
+from gridsearch.web.live import LiveSweeps
 from gridsearch.web.recognizer import feedback
 
 
@@ -53,9 +53,13 @@ class SweepsAnswer(TypedDict):
 
 class TrialEntry(TypedDict):
     key: str
+    position: int
+    """Its place in the grid: the order among equals."""
     params: dict[str, object]
     seed: int
     status: str
+    rung: int | None
+    """Successive halving: the highest rung it reached (None in other sweeps)."""
     epochs_run: int
     epochs: int
     best_epoch: int | None
@@ -75,7 +79,10 @@ class SweepDetail(StatusCounts):
     heatmap: list[str] | None
     selected_trial: str | None
     version: str
-    """Changes whenever anything the page shows does: the figures' URLs carry it, so they reload only then."""
+    """Changes whenever anything the trials table shows does; ``?since=`` it gets only what changed after it."""
+    results_version: str
+    """Changes only when what the analysis is computed from does (a trial finished, promoted or tested, the
+    selection): the analysis and the figures but the curves carry it, so they are fetched again only then."""
 
 
 class TestResult(TypedDict):
@@ -90,7 +97,11 @@ class TestResult(TypedDict):
 class TrialsAnswer(TypedDict):
     sweep: SweepDetail
     test: TestResult | None
+    since: str | None
+    """The version ``trials`` and ``removed`` are changes since; None: ``trials`` is every trial, best first."""
     trials: list[TrialEntry]
+    removed: list[str]
+    """Keys of the trials the sweep no longer has since ``since``."""
 
 
 class ModelsAnswer(TypedDict):
@@ -144,6 +155,10 @@ class AnalysisAnswer(TypedDict):
     margin: MarginSummary | None
     notes: dict[str, str]
     """One line for each of importance and margin that is null, saying why."""
+    results_version: str
+    """The sweep's ``results_version`` it was computed for: it is computed once per such version."""
+    computed_at: str
+    """When it was computed (UTC, ISO 8601)."""
 
 
 def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
@@ -154,9 +169,9 @@ def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
     )
 
 
-def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Blueprint:
-    """The JSON endpoints on ``catalog``, classifying drawings with ``inference`` (``digits``: the test labels
-    for the margin's paired test)."""
+def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: Digits) -> Blueprint:
+    """The JSON endpoints on ``catalog`` (the sweeps' trials as ``live`` reads them), classifying drawings with
+    ``inference`` (``digits``: the test labels for the margin's paired test)."""
     api = Blueprint("api", __name__, url_prefix="/api")
     storage = catalog.storage
 
@@ -185,15 +200,17 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
 
     @api.get("/sweeps/<name>/trials")
     def sweep_trials(name: str) -> TrialsAnswer:
+        """The sweep and its trials; with ``?since=VERSION``, only the trials that changed after that version."""
         row = catalog.sweep(name)
-        table = views.trials_table(storage, name)
-        planned = {trial.key: trial.config["params"]["epochs"] for trial in storage.trials(name)}
-        records = json.loads(table.to_json(orient="records"))  # NaN -> null
-        trials = [trial_entry(record, row.gridded_params, planned[record["key"]]) for record in records]
-        counts, finished = tally(Counter(trial["status"] for trial in trials))
-        varying = grid_effects(storage, row).params
+        state = live.state(row)
+        since = request.args.get("since")
+        delta = live.changed(name, state, since) if since else None
+        changed, removed = delta if delta is not None else (list(state.entries.values()), [])
+        counts, finished = tally(Counter(entry["status"] for entry in state.entries.values()))
+        varying = live.computed.get_or_make(
+            (name, "varying", state.results_version), lambda: grid_effects(storage, row).params
+        )
         test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
-        epochs = sum(trial["epochs_run"] for trial in trials)
         return TrialsAnswer(
             sweep=SweepDetail(
                 name=row.name,
@@ -201,11 +218,12 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                 select=row.select_metric,
                 gridded=row.gridded_params,
                 **counts,
-                trials=len(trials),
+                trials=len(state.entries),
                 finished=finished,
                 heatmap=varying[:2] if len(varying) >= 2 else None,
                 selected_trial=row.selected_trial,
-                version=f"{finished}.{epochs}.{row.selected_trial or ''}",
+                version=state.version,
+                results_version=state.results_version,
             ),
             test=None
             if test is None
@@ -217,13 +235,20 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                 samples=test.samples,
                 confusion=test.confusion,
             ),
-            trials=trials,
+            since=since if delta is not None else None,
+            trials=cast(list[TrialEntry], [clean(entry) for entry in changed]),
+            removed=removed,
         )
 
     @api.get("/sweeps/<name>/analysis")
     def sweep_analysis(name: str) -> AnalysisAnswer:
-        """Which gridded param mattered (variance decomposition) and the winner's margin over the runner-up."""
-        catalog.sweep(name)
+        """Which gridded param mattered (variance decomposition) and the winner's margin over the runner-up;
+        computed once per ``results_version`` of the sweep."""
+        row = catalog.sweep(name)
+        version = live.state(row).results_version
+        return live.computed.get_or_make((name, "analysis", version), lambda: analysis(name, version))
+
+    def analysis(name: str, version: str) -> AnalysisAnswer:
         notes: dict[str, str] = {}
         found = sweep_importance(storage, name)
         importance = None
@@ -262,6 +287,8 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                 text=margin_text(margin),
             ),
             notes=notes,
+            results_version=version,
+            computed_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
 
     @api.get("/models/<key>")
@@ -311,18 +338,6 @@ def finite(value: object) -> float | None:
     return number if np.isfinite(number) else None
 
 
-def trial_entry(record: dict[str, Any], gridded: Iterable[str], epochs: int) -> TrialEntry:
-    """One row of a sweep's trials table (read back from JSON) as the trials endpoint lists it."""
-    return TrialEntry(
-        key=record["key"],
-        params={param: record[param] for param in gridded},
-        seed=record["seed"],
-        status=record["status"],
-        epochs_run=record["epochs_run"],
-        epochs=epochs,
-        best_epoch=record["best_epoch"],
-        val_accuracy=record["val_accuracy"],
-        val_loss=record["val_loss"],
-        train_seconds=record["train_seconds"],
-        error=record["error"],
-    )
+def clean(entry: dict[str, Any]) -> dict[str, Any]:
+    """A trial entry for JSON: NaN scores (a diverged trial) as null."""
+    return {name: finite(value) if isinstance(value, float) else value for name, value in entry.items()}
