@@ -196,7 +196,12 @@ def measure(command: list[str], timeout: float, env: dict[str, str]) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER, *command], stdout=out, stderr=err, cwd=ROOT, env=env, start_new_session=True
+            [sys.executable, "-c", LAUNCHER, *command],
+            stdout=out,
+            stderr=err,
+            cwd=ROOT,
+            env=env,
+            start_new_session=True,
         )
         try:
             process.wait(timeout)
@@ -332,7 +337,9 @@ def main() -> None:
     unknown = sorted(set(only) - set(STEPS))
     if unknown:
         parser.error(f"--only: unknown step {unknown[0]!r}; expected some of {', '.join(STEPS)}")
-    built = build(args.cache / f"{args.trials}-{args.shape}-{args.epochs}", args.trials, args.shape, args.epochs, data_dir)
+    built = build(
+        args.cache / f"{args.trials}-{args.shape}-{args.epochs}", args.trials, args.shape, args.epochs, data_dir
+    )
     print(json.dumps({"built": built}), flush=True)
     scratch = Path(tempfile.mkdtemp(prefix="scale-"))
     try:

@@ -14,7 +14,6 @@ from matplotlib.collections import LineCollection
 
 from gridsearch.vocabulary import format_percent, format_value
 
-
 MAX_TICK_LABELS = 20
 """Most value labels along one axis: with more values, every k-th is labelled."""
 MAX_FIGURE_INCHES = (12.0, 9.0)
@@ -384,7 +383,8 @@ def parallel_coordinates(
     shown = (
         f"every trial, coloured by {metric}"
         if not len(rest)
-        else f"the best {len(best)} of {len(values):,} trials, coloured by {metric}; the other {len(rest):,} as grey density"
+        else f"the best {len(best)} of {len(values):,} trials, coloured by {metric}; "
+        f"the other {len(rest):,} as grey density"
     )
     axes.set_title(f"{title}: {shown}")
     figure.tight_layout()

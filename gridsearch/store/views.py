@@ -193,7 +193,9 @@ def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
             .where(SweepRow.name == sweep)
             .order_by(SweepTrialRow.position)
         ).all()
-    return [TrialState(key, position, rung, seed, status.value, *rest) for key, position, rung, seed, status, *rest in rows]
+    return [
+        TrialState(key, position, rung, seed, status.value, *rest) for key, position, rung, seed, status, *rest in rows
+    ]
 
 
 def trial_configs(storage: Storage, keys: Iterable[str]) -> dict[str, Any]:
