@@ -11,7 +11,8 @@ about equal length (``--shape deep``; 10 x 10 x 10 x 10 at 10,000 trials) or two
 Each step is a fresh process (its peak RSS from ``os.wait4``): the no-op ``run`` (every trial done,
 ``--executor inline``), ``plan``, ``status``, ``trials``, ``report``, the API readers
 ``gridsearch.trials`` / ``epochs`` / ``evaluations``, and the web app, whose endpoints are each requested
-twice through Flask's test client (seconds of the slower, bytes), the server's peak RSS for all of them.
+twice through Flask's test client (seconds of the first request and of the second, which may be answered from
+a cache; bytes), the server's peak RSS for all of them.
 
     python benchmarks/scale.py [--trials 10000] [--shape deep|square] [--only run,plan,report,api,web]
                                [--timeout 180] [--cache /tmp/gridsearch-scale]
@@ -208,7 +209,8 @@ def measure(command: list[str], timeout: float, env: dict[str, str]) -> dict:
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait()
-            return {"seconds": None, "peak_rss_mb": None, "timeout": timeout}
+            out.seek(0)
+            return {"seconds": None, "peak_rss_mb": None, "timeout": timeout, **partial(out.read().decode())}
         seconds = time.perf_counter() - started
         out.seek(0)
         err.seek(0)
@@ -220,6 +222,12 @@ def measure(command: list[str], timeout: float, env: dict[str, str]) -> dict:
         elif lines and lines[-1].startswith("{"):
             result["detail"] = json.loads(lines[-1])
         return result
+
+
+def partial(printed: str) -> dict:
+    """The endpoints a web probe stopped by its timeout had measured (it prints each as it goes)."""
+    found = [json.loads(line) for line in printed.splitlines() if line.startswith('{"endpoint"')]
+    return {"detail": {"endpoints": {e.pop("endpoint"): e for e in found}}} if found else {}
 
 
 def probe_api(db: str, reader: str) -> dict:
@@ -262,11 +270,15 @@ def probe_web(db: str, data_dir: str) -> dict:
             started = time.perf_counter()
             response = client.get(path)
             times.append(time.perf_counter() - started)
-        endpoints[path.split("?trials=")[0].replace(f"/{SWEEP}", "/NAME")] = {
-            "seconds": round(max(times), 3),
+        name = path.split("?trials=")[0].split("?since=")[0].replace(f"/{SWEEP}", "/NAME")
+        name += "?since" if "?since=" in path else ""
+        endpoints[name] = {
+            "seconds": round(times[0], 3),
+            "again_seconds": round(times[1], 3),
             "bytes": len(response.data),
             "status": response.status_code,
         }
+        print(json.dumps({"endpoint": name, **endpoints[name]}), flush=True)
     return {"endpoints": endpoints}
 
 
@@ -309,6 +321,7 @@ def verdicts(results: dict) -> dict:
     endpoints = results.get("web", {}).get("detail", {}).get("endpoints")
     if endpoints:
         met["web"] = all(e["seconds"] <= TARGETS["web"] for e in endpoints.values())
+        met["web_again"] = all(e["again_seconds"] <= TARGETS["web"] for e in endpoints.values())
         poll = endpoints.get("/api/sweeps/NAME/trials?since", endpoints["/api/sweeps/NAME/trials"])
         met["web_poll_bytes"] = poll["bytes"] <= WEB_POLL_BYTES
     return met
