@@ -198,10 +198,18 @@ def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
     ]
 
 
-def trial_configs(storage: Storage, keys: Iterable[str]) -> dict[str, Any]:
-    """The resolved config of each trial of ``keys`` (a trial's config never changes: its key is its hash)."""
+def trial_configs(storage: Storage, keys: Iterable[str], sweep: str | None = None) -> dict[str, Any]:
+    """The resolved config of each trial of ``keys`` (a trial's config never changes: its key is its hash); with
+    ``sweep``, of those of them that belong to it."""
+    query = select(TrialRow.key, TrialRow.config).where(TrialRow.key.in_(list(keys)))
+    if sweep is not None:
+        query = (
+            query.join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+            .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+            .where(SweepRow.name == sweep)
+        )
     with storage.session() as session:
-        return dict(session.execute(select(TrialRow.key, TrialRow.config).where(TrialRow.key.in_(list(keys)))).all())
+        return dict(session.execute(query).all())
 
 
 def last_evaluation(storage: Storage, sweep: str) -> int:

@@ -205,8 +205,8 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         state = live.state(row)
         since = request.args.get("since")
         delta = live.changed(name, state, since) if since else None
-        changed, removed = delta if delta is not None else (list(state.entries.values()), [])
-        counts, finished = tally(Counter(entry["status"] for entry in state.entries.values()))
+        changed, removed = delta if delta is not None else (live.best_first(row, state), [])
+        counts, finished = tally(Counter(trial.status for trial in state.states))
         varying = live.computed.get_or_make(
             (name, "varying", state.results_version), lambda: grid_effects(storage, row).params
         )
@@ -218,7 +218,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
                 select=row.select_metric,
                 gridded=row.gridded_params,
                 **counts,
-                trials=len(state.entries),
+                trials=len(state.states),
                 finished=finished,
                 heatmap=varying[:2] if len(varying) >= 2 else None,
                 selected_trial=row.selected_trial,

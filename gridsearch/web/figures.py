@@ -16,8 +16,8 @@ from matplotlib.figure import Figure
 from gridsearch.analysis import plots
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
+from gridsearch.spec.config import TrialConfig
 from gridsearch.store import views
-from gridsearch.store.models import TrialRow
 from gridsearch.vocabulary import format_params
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.live import LiveSweeps
@@ -77,15 +77,15 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
         keys = [key for key in request.args.get("trials", "").split(",") if key]
         if not keys or len(keys) > MAX_CURVES:
             raise RequestError(400, f"trials must list 1 to {MAX_CURVES} trial keys, separated by commas")
-        members = {trial.key: trial for trial in storage.trials(name)}
+        members = views.trial_configs(storage, keys, sweep=name)
         for key in keys:
             if key not in members:
                 raise RequestError(404, f"sweep {name} has no trial {key[:40]!r}")
         epochs = views.epochs(storage, keys)
 
-        def label(trial: TrialRow) -> str:
-            values = [(param, views.config_value(trial.config, param)) for param in row.gridded_params]
-            return format_params([*values, ("seed", trial.seed)])
+        def label(config: TrialConfig) -> str:
+            values = [(param, views.config_value(config, param)) for param in row.gridded_params]
+            return format_params([*values, ("seed", config["seed"])])
 
         return png(
             lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})

@@ -12,7 +12,6 @@ knows.
 
 from __future__ import annotations
 
-import hashlib
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
@@ -63,93 +62,100 @@ class Cache(Generic[Value]):
 
 @dataclass(frozen=True)
 class SweepState:
-    """A sweep's trials as they stand: entries by key, best first, and the two versions."""
+    """A sweep's trials as they stand, in grid order, with the two versions; entries are made on demand."""
 
-    entries: dict[str, dict[str, Any]]
-    """The trials endpoint's entry of each trial, in its order (best first)."""
+    states: list[views.TrialState]
+    fixed: dict[str, tuple[dict[str, Any], int]]
+    """Each trial's gridded params and planned epochs: they never change."""
     version: str
     results_version: str
     fingerprints: dict[str, int]
-    """A hash of each entry: what changed since a version is what hashes differently."""
+    """A hash of each trial's state: what changed since a version is what hashes differently."""
+
+    def entry(self, state: views.TrialState) -> dict[str, Any]:
+        """The trials endpoint's entry of one trial."""
+        params, epochs = self.fixed[state.key]
+        return {
+            "key": state.key,
+            "position": state.position,
+            "params": params,
+            "seed": state.seed,
+            "status": state.status,
+            "rung": state.rung,
+            "epochs_run": state.epochs_run,
+            "epochs": epochs,
+            "best_epoch": state.best_epoch,
+            "val_accuracy": state.val_accuracy,
+            "val_loss": state.val_loss,
+            "train_seconds": state.train_seconds,
+            "error": state.error,
+        }
 
 
-def digest(parts: object) -> str:
-    """A 16-hex-digit digest of the text of ``parts``."""
-    return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
+def digest(parts: Hashable) -> str:
+    """16 hex digits that change when ``parts`` do (Python's hash: the same only within one server process, which
+    is all a version needs: a server started again answers every page in full)."""
+    return f"{hash(parts) & 0xFFFF_FFFF_FFFF_FFFF:016x}"
 
 
 class LiveSweeps:
-    """The live state of the sweeps of ``storage``, with the configs (which never change) read once per trial."""
+    """The live state of the sweeps of ``storage``, each trial's config (which never changes) read once."""
 
     def __init__(self, storage: Storage):
         self.storage = storage
         self.snapshots: Cache[dict[str, int]] = Cache(SNAPSHOTS)
         self.computed: Cache[Any] = Cache(CACHED)
         """What is computed from a sweep's results version (analyses, figures), by (sweep, what, version)."""
-        self._configs: dict[str, Any] = {}
+        self._fixed: dict[tuple[str, tuple[str, ...]], tuple[dict[str, Any], int]] = {}
         self._lock = threading.Lock()
 
-    def configs(self, keys: list[str]) -> dict[str, Any]:
-        """The config of each trial of ``keys``, read from the database only the first time."""
+    def fixed(self, row: SweepRow, keys: list[str]) -> dict[str, tuple[dict[str, Any], int]]:
+        """The gridded params and planned epochs of each trial of ``keys``, read from its config the first time."""
+        gridded = tuple(row.gridded_params)
         with self._lock:
-            missing = [key for key in keys if key not in self._configs]
+            missing = [key for key in keys if (key, gridded) not in self._fixed]
         if missing:
-            found = views.trial_configs(self.storage, missing)
+            configs = views.trial_configs(self.storage, missing)
+            found = {
+                (key, gridded): ({name: config_value(config, name) for name in gridded}, config["params"]["epochs"])
+                for key, config in configs.items()
+            }
             with self._lock:
-                self._configs.update(found)
+                self._fixed.update(found)
         with self._lock:
-            return {key: self._configs[key] for key in keys}
+            return {key: self._fixed[(key, gridded)] for key in keys}
 
     def state(self, row: SweepRow) -> SweepState:
-        """The sweep ``row`` as it stands now (its trials best first, as ``trials_table`` orders them)."""
+        """The sweep ``row`` as it stands now."""
         states = views.trial_states(self.storage, row.name)
-        configs = self.configs([state.key for state in states])
+        fixed = self.fixed(row, [state.key for state in states])
+        halving = row.search.get("strategy") == "halving"
+        budget = row.search["rung_epochs"][0] if halving else 0
+        results: list[tuple[object, ...]] = [
+            (s.key, s.status, s.val_accuracy, s.val_loss, s.rung) if s.status in FINISHED else (s.key, s.rung)
+            for s in states
+        ]
+        if halving:  # a trial is placed on the map once it trained rung 0's budget
+            results.append(tuple(min(s.epochs_run, budget) for s in states))
+        evaluation = views.last_evaluation(self.storage, row.name)
+        fingerprints = {state.key: hash(state) for state in states}
+        version = digest((tuple(states), row.selected_trial, evaluation))
+        results_version = digest((tuple(results), tuple(row.gridded_params), row.selected_trial, evaluation))
+        self.snapshots.put((row.name, version), fingerprints)
+        return SweepState(states, fixed, version, results_version, fingerprints)
+
+    def best_first(self, row: SweepRow, state: SweepState) -> list[dict[str, Any]]:
+        """Every entry of ``state``, as ``trials_table`` orders them: (a halving sweep's last rung first,) best
+        score first, unscored last, equals in grid order."""
         halving = row.search.get("strategy") == "halving"
         select = metric(row.select_metric)
 
-        def best_first(state: views.TrialState) -> tuple[object, ...]:
-            """As ``trials_table`` sorts: (a halving sweep's last rung first,) best score first, unscored last."""
-            value = getattr(state, select.name)
-            rung = (state.rung is None, -(state.rung or 0)) if halving else ()
+        def rank(trial: views.TrialState) -> tuple[object, ...]:
+            value = getattr(trial, select.name)
+            rung = (trial.rung is None, -(trial.rung or 0)) if halving else ()
             return (*rung, value is None, 0.0 if value is None else select.rank(value))
 
-        ordered = sorted(states, key=best_first)  # stable: equals stay in grid order
-        entries = {}
-        for state in ordered:
-            config = configs[state.key]
-            entries[state.key] = {
-                "key": state.key,
-                "position": state.position,
-                "params": {name: config_value(config, name) for name in row.gridded_params},
-                "seed": state.seed,
-                "status": state.status,
-                "rung": state.rung,
-                "epochs_run": state.epochs_run,
-                "epochs": config["params"]["epochs"],
-                "best_epoch": state.best_epoch,
-                "val_accuracy": state.val_accuracy,
-                "val_loss": state.val_loss,
-                "train_seconds": state.train_seconds,
-                "error": state.error,
-            }
-        fingerprints = {key: hash(repr(entry)) for key, entry in entries.items()}
-        budget = row.search["rung_epochs"][0] if halving else 0
-        results = [
-            (
-                state.key,
-                state.status if state.status in FINISHED else "open",
-                state.val_accuracy if state.status in FINISHED else None,
-                state.val_loss if state.status in FINISHED else None,
-                state.rung,
-                min(state.epochs_run, budget),
-            )
-            for state in states
-        ]
-        evaluation = views.last_evaluation(self.storage, row.name)
-        version = digest((sorted(fingerprints.items()), row.selected_trial, evaluation))
-        results_version = digest((results, row.gridded_params, row.selected_trial, evaluation))
-        self.snapshots.put((row.name, version), fingerprints)
-        return SweepState(entries, version, results_version, fingerprints)
+        return [state.entry(trial) for trial in sorted(state.states, key=rank)]
 
     def changed(self, sweep: str, state: SweepState, since: str) -> tuple[list[dict[str, Any]], list[str]] | None:
         """The entries of ``state`` that differ from version ``since`` of ``sweep``, and the keys it no longer has;
@@ -157,5 +163,6 @@ class LiveSweeps:
         before = self.snapshots.get((sweep, since))
         if before is None:
             return None
-        changed = [entry for key, entry in state.entries.items() if before.get(key) != state.fingerprints[key]]
-        return changed, [key for key in before if key not in state.entries]
+        fingerprints = state.fingerprints
+        changed = [state.entry(trial) for trial in state.states if before.get(trial.key) != fingerprints[trial.key]]
+        return changed, [key for key in before if key not in state.fingerprints]
