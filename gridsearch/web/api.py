@@ -13,6 +13,7 @@ from flask import Blueprint, request
 
 from gridsearch.analysis.effects import grid_effects
 from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
+from gridsearch.analysis.report import ReadOnce
 from gridsearch.analysis.uncertainty import margin_text, sweep_uncertainty
 from gridsearch.store import views
 from gridsearch.vocabulary import FINISHED, STATUS_ORDER
@@ -207,9 +208,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         delta = live.changed(name, state, since) if since else None
         changed, removed = delta if delta is not None else (live.best_first(row, state), [])
         counts, finished = tally(Counter(trial.status for trial in state.states))
-        varying = live.computed.get_or_make(
-            (name, "varying", state.results_version), lambda: grid_effects(storage, row).params
-        )
+        varying = live.varying(row, state, lambda: grid_effects(storage, row).params)
         test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
         return TrialsAnswer(
             sweep=SweepDetail(
@@ -249,8 +248,9 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         return live.computed.get_or_make((name, "analysis", version), lambda: analysis(name, version))
 
     def analysis(name: str, version: str) -> AnalysisAnswer:
+        reading = ReadOnce(storage)  # the sweep's trials read once for all that follows
         notes: dict[str, str] = {}
-        found = sweep_importance(storage, name)
+        found = sweep_importance(reading, name)
         importance = None
         if found is None:
             notes["importance"] = (
@@ -267,11 +267,11 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
                     for r in found.shares.to_dict("records")
                 ],
             )
-        uncertainty = sweep_uncertainty(storage, name)
+        uncertainty = sweep_uncertainty(reading, name)
         margin = uncertainty.margin
         if margin is not None and storage.evaluation(margin.runner_up, "test") is not None:
             with suppress(RequestError):  # both tested: a paired test needs the labels (without MNIST: unpaired only)
-                margin = sweep_uncertainty(storage, name, digits.test().labels.numpy()).margin
+                margin = sweep_uncertainty(reading, name, digits.test().labels.numpy()).margin
         if margin is None:
             notes["margin"] = "No margin yet: it needs a selected trial and a runner-up, two done trials."
         return AnalysisAnswer(

@@ -18,11 +18,12 @@ from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from gridsearch.analysis.effects import hashable
 from gridsearch.spec.config import config_value
 from gridsearch.store import views
 from gridsearch.store.models import SweepRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import FINISHED, metric
+from gridsearch.vocabulary import FINISHED, TrialStatus, metric
 
 SNAPSHOTS = 16
 """Versions remembered (all sweeps together) to answer ``since`` with the trials that changed."""
@@ -156,6 +157,15 @@ class LiveSweeps:
             return (*rung, value is None, 0.0 if value is None else select.rank(value))
 
         return [state.entry(trial) for trial in sorted(state.states, key=rank)]
+
+    def varying(self, row: SweepRow, state: SweepState, effects: Callable[[], list[str]]) -> list[str]:
+        """The gridded params that take several values among the trials the heatmap compares: for a grid sweep,
+        its done trials, read from ``state`` (as ``grid_effects`` finds them, without reading the trials again);
+        a halving sweep's rung-0 placement is ``effects()``, made once per results version."""
+        if row.search.get("strategy") == "halving":
+            return self.computed.get_or_make((row.name, "varying", state.results_version), effects)
+        done = [state.fixed[trial.key][0] for trial in state.states if trial.status == TrialStatus.DONE]
+        return [name for name in row.gridded_params if len({hashable(params[name]) for params in done}) > 1]
 
     def changed(self, sweep: str, state: SweepState, since: str) -> tuple[list[dict[str, Any]], list[str]] | None:
         """The entries of ``state`` that differ from version ``since`` of ``sweep``, and the keys it no longer has;
