@@ -94,7 +94,8 @@ def test_the_bar_chart_and_parallel_coordinates_draw_every_term_and_trial():
     assert [t.get_text() for t in bars.axes[0].get_yticklabels()] == list(frame["term"])
     scores = cells.reset_index(name="val_accuracy")
     figure = plots.parallel_coordinates(scores, ["lr", "zoom"], "val_accuracy", "t")
-    trials = [line for line in figure.axes[0].get_lines() if len(line.get_xdata()) == 3]  # lr, zoom, metric
-    assert len(trials) == 4
+    [lines] = figure.axes[0].collections  # 4 trials: each drawn in colour, none as the density beneath
+    assert [len(segment) for segment in lines.get_segments()] == [3] * 4  # lr, zoom, metric
+    assert len(figure.axes[0].images) == 0 and figure.axes[0].get_title() == "t: every trial, coloured by val_accuracy"
     marks = {text.get_text() for text in figure.axes[0].texts}
     assert marks == {"0.01", "0.1", "[0.9, 1.1]", "[1, 1]", "1.00%", "110.00%"}  # values as written, no np.float64

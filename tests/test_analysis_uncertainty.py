@@ -17,6 +17,7 @@ from gridsearch.analysis.uncertainty import (
     trial_intervals,
     val_margin,
     wilson_interval,
+    wilson_intervals,
 )
 
 
@@ -44,6 +45,13 @@ def fisher_by_enumeration(a: int, b: int, n: int) -> float:
 @pytest.mark.parametrize(("k", "n"), [(1974, 2000), (296, 300), (0, 50), (50, 50), (7, 13)])
 def test_the_wilson_interval_is_the_closed_form(k, n):
     assert wilson_interval(k, n) == pytest.approx(wilson_closed_form(k, n), abs=1e-12)
+
+
+def test_the_wilson_intervals_of_many_trials_at_once_are_each_ones_interval():
+    cases = [(1974, 2000), (296, 300), (0, 50), (50, 50), (7, 13)]
+    low, high = wilson_intervals(np.array([k for k, _ in cases]), np.array([n for _, n in cases]))
+    expected = np.array([wilson_interval(k, n) for k, n in cases])
+    assert np.column_stack([low, high]).ravel() == pytest.approx(expected.ravel(), abs=1e-12)
 
 
 def test_the_winners_margin_in_images_points_and_fishers_exact_p():

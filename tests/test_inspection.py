@@ -6,6 +6,7 @@ from matplotlib import image as mpimg
 
 from gridsearch.cli import main
 from gridsearch.training import data
+from tests.conftest import cli, write_sweep
 
 
 def test_inspect_writes_figures_and_tables_that_match_the_data(tmp_path, data_dir, capsys, monkeypatch):
@@ -35,3 +36,25 @@ def test_inspect_writes_figures_and_tables_that_match_the_data(tmp_path, data_di
     statistics = pd.read_csv(folder / "inspect_pixel_statistics.csv").set_index("split")
     assert statistics.loc["test", "mean"] == np.float64(test.images.numpy().mean())
     assert statistics.loc["val", "images"] == 10000
+
+
+def test_report_on_a_100_image_split_says_in_one_line_which_digits_are_too_few(tmp_path, data_dir, in_process_training):
+    """A sweep trained on 100 images (some digit has fewer than 10 of them): the report is written all the same,
+    its data section saying why it has no sample images."""
+    sweep = write_sweep(
+        tmp_path,
+        name="tiny",
+        architecture="mlp",
+        dataset={"train_size": 100, "val_size": 100, "test_size": 100},
+        params={"epochs": 1, "batch_size": 50},
+        grid={"lr": [0.05, 0.1]},
+    )
+    cli("run", str(sweep), cwd=tmp_path, data_dir=data_dir, check=True)
+    counts = np.bincount(data.training_splits(data_dir, 100, 100)[0].labels.numpy(), minlength=10)
+    short = [str(digit) for digit in range(10) if counts[digit] < 10]
+    assert short  # what the test is about: the split has fewer than 10 images of some digit
+
+    cli("report", "--out", "report", "--data-dir", str(data_dir), cwd=tmp_path, check=True)
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert f"fewer than 10 images of digit {', '.join(short)} (100 images in all)" in page
+    assert not (tmp_path / "report" / "inspect_samples.png").exists()

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import sqlite3
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,7 @@ from gridsearch.analysis import importance
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
-from gridsearch.vocabulary import STATUS_ORDER
+from gridsearch.vocabulary import STATUS_ORDER, TrialStatus
 from gridsearch.web import recognizer
 from gridsearch.web.app import create_app
 from tests.conftest import gridsearch, rows, write_sweep
@@ -353,3 +354,84 @@ def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path, monke
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there (")
     assert err.count("\n") == 1
+
+
+# -- the live page at scale: changes since a version, the analysis once per results version ----------------
+
+
+@pytest.fixture
+def writable(study, tmp_path, data_dir) -> tuple[Storage, FlaskClient]:
+    """A copy of the study's database, a writer on it (as a run's coordinator) and the app reading it."""
+    copy = tmp_path / "results.db"
+    with sqlite3.connect(study / "results.db") as source, sqlite3.connect(copy) as target:
+        source.backup(target)
+    writer = Storage(str(copy))
+    yield writer, create_app(Storage(str(copy), readonly=True), study / "runs", data_dir).test_client()
+    writer.close()
+
+
+def one_more_epoch(storage: Storage, key: str) -> None:
+    """Record an epoch after the last of trial ``key``, as a resumed run would."""
+    trial = storage.trial(key)
+    assert trial is not None
+    storage.record_epoch(
+        key,
+        {
+            "epoch": trial.epochs_run,
+            "train_loss": 0.5,
+            "train_accuracy": 0.8,
+            "val_loss": 0.6,
+            "val_accuracy": 0.75,
+            "lr": 0.01,
+            "seconds": 1.0,
+        },
+    )
+
+
+def test_the_trials_endpoint_sends_only_the_trials_changed_since_a_version(writable):
+    storage, client = writable
+    status, full = answer(client.get("/api/sweeps/halved/trials"))
+    version = full["sweep"]["version"]
+    assert status == 200 and full["since"] is None and len(full["trials"]) == 3 and full["removed"] == []
+
+    status, same = answer(client.get(f"/api/sweeps/halved/trials?since={version}"))  # nothing changed: no trial
+    assert status == 200 and same["since"] == version and same["trials"] == [] and same["sweep"] == full["sweep"]
+
+    key = full["trials"][-1]["key"]
+    one_more_epoch(storage, key)
+    status, delta = answer(client.get(f"/api/sweeps/halved/trials?since={version}"))
+    assert delta["since"] == version and [t["key"] for t in delta["trials"]] == [key]
+    before = next(t for t in full["trials"] if t["key"] == key)
+    assert delta["trials"][0] == before | {"epochs_run": before["epochs_run"] + 1}
+    assert delta["sweep"]["version"] != version
+    assert delta["sweep"]["results_version"] == full["sweep"]["results_version"]  # an epoch: no new results
+
+    status, again = answer(client.get("/api/sweeps/halved/trials?since=0123456789abcdef"))  # a version it never gave
+    assert again["since"] is None and len(again["trials"]) == 3  # every trial, best first as before
+    assert [t["key"] for t in again["trials"]] == [t["key"] for t in full["trials"]]
+
+
+def test_the_analysis_is_computed_once_per_results_version_not_per_epoch(writable):
+    storage, client = writable
+    status, first = answer(client.get("/api/sweeps/halved/analysis"))
+    assert status == 200 and first["importance"] is not None
+    _, trials = answer(client.get("/api/sweeps/halved/trials"))
+    assert first["results_version"] == trials["sweep"]["results_version"]
+    stopped = next(t for t in trials["trials"] if t["status"] == "stopped")
+
+    one_more_epoch(storage, stopped["key"])  # a recorded epoch: the same analysis, not computed again
+    _, cached = answer(client.get("/api/sweeps/halved/analysis"))
+    assert cached == first
+
+    summary = {
+        "best_epoch": stopped["best_epoch"],
+        "val_accuracy": 0.999,
+        "val_loss": 0.01,
+        "epochs_run": stopped["epochs_run"] + 1,
+        "train_seconds": 9.0,
+    }
+    storage.finish(stopped["key"], TrialStatus.DONE, summary)  # a trial done: new results, a new analysis
+    _, trials = answer(client.get("/api/sweeps/halved/trials"))
+    _, fresh = answer(client.get("/api/sweeps/halved/analysis"))
+    assert fresh["results_version"] == trials["sweep"]["results_version"] != first["results_version"]
+    assert fresh["computed_at"] > first["computed_at"]

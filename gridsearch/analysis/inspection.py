@@ -99,17 +99,7 @@ def inspection_section(
     text) into ``folder``; returns their blocks."""
     parts = splits(data_dir, sizes)
     train = parts["train"]
-    picks = class_samples(train)
-    samples = folder.png(
-        plots.image_grid(
-            train.images.numpy()[picks, 0],
-            [f"#{i}" for i in picks],
-            [False] * len(picks),
-            f"{SAMPLES_PER_CLASS} random training images of each digit (rows 0-9, seed {SAMPLE_SEED}; caption: index)",
-            columns=SAMPLES_PER_CLASS,
-        ),
-        "inspect_samples",
-    )
+    per_digit = np.bincount(train.labels.numpy(), minlength=10)
     labels = label_distribution(parts)
     labels_csv = folder.csv(labels, "inspect_label_distribution")
     shares = labels.set_index("digit")[[f"{name}_fraction" for name in parts]]
@@ -117,7 +107,6 @@ def inspection_section(
     distribution = folder.png(
         plots.bars(shares, "Label distribution per split", "share of the split"), "inspect_label_distribution"
     )
-    means = folder.png(plots.digit_row(mean_images(train), "Mean training image of each digit"), "inspect_mean_images")
     counts = pixel_counts(parts)
     statistics = pixel_statistics(parts, counts)
     statistics_csv = folder.csv(statistics, "inspect_pixel_statistics")
@@ -136,13 +125,41 @@ def inspection_section(
             f"{dataset.upper()} as {whose} split it: train = the first {sizes.train:,} official training "
             f"images, val = the last {sizes.val:,}, test = the first {sizes.test:,} official test images."
         ),
-        Figure(samples, "Random training images, one row per digit."),
+        samples_figure(folder, train, per_digit),
         table(labels, labels_csv, {f"{name}_fraction": format_percent for name in parts}),
         Figure(distribution, "Share of each digit in train, val and test."),
-        Figure(means, "Mean image of each digit over the training split."),
+        means_figure(folder, train, per_digit),
         table(statistics, statistics_csv, ratios),
         Figure(histogram, "Pixel intensity distribution per split (log scale: most pixels are black)."),
     ]
+
+
+def samples_figure(folder: Folder, train: data.Split, per_digit: np.ndarray) -> Block:
+    """``SAMPLES_PER_CLASS`` random training images of each digit, or one line saying why there are none."""
+    short = [str(digit) for digit in range(10) if per_digit[digit] < SAMPLES_PER_CLASS]
+    if short:
+        return Note(
+            f"No sample images: the training split has fewer than {SAMPLES_PER_CLASS} images of digit "
+            f"{', '.join(short)} ({len(train):,} images in all)."
+        )
+    picks = class_samples(train)
+    figure = plots.image_grid(
+        train.images.numpy()[picks, 0],
+        [f"#{i}" for i in picks],
+        [False] * len(picks),
+        f"{SAMPLES_PER_CLASS} random training images of each digit (rows 0-9, seed {SAMPLE_SEED}; caption: index)",
+        columns=SAMPLES_PER_CLASS,
+    )
+    return Figure(folder.png(figure, "inspect_samples"), "Random training images, one row per digit.")
+
+
+def means_figure(folder: Folder, train: data.Split, per_digit: np.ndarray) -> Block:
+    """The mean training image of each digit, or one line saying which digit has no image to average."""
+    missing = [str(digit) for digit in range(10) if per_digit[digit] == 0]
+    if missing:
+        return Note(f"No mean images: the training split has no image of digit {', '.join(missing)}.")
+    figure = plots.digit_row(mean_images(train), "Mean training image of each digit")
+    return Figure(folder.png(figure, "inspect_mean_images"), "Mean image of each digit over the training split.")
 
 
 def write_inspection(out: Path, data_dir: Path, dataset: str = "mnist") -> Path:

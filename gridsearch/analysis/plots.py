@@ -10,46 +10,80 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.collections import LineCollection
 
 from gridsearch.vocabulary import format_percent, format_value
 
+MAX_TICK_LABELS = 20
+"""Most value labels along one axis: with more values, every k-th is labelled."""
+MAX_FIGURE_INCHES = (12.0, 9.0)
+"""Width and height a heatmap grows to, however many values its params take."""
+LABELLED_CELL_INCHES = (0.5, 0.22)
+"""A heatmap cell gets its value written in it only when it is at least this wide and high."""
+TOP_TRIALS = 50
+"""Parallel coordinates colour the best this many trials; the others are drawn in grey beneath."""
+
+
+def sparse_ticks(count: int, most: int = MAX_TICK_LABELS) -> list[int]:
+    """Positions of the labelled ticks among ``count`` values: all, or every k-th with the last."""
+    step = max(1, -(-count // most))
+    return sorted({*range(0, count, step), count - 1}) if count else []
+
 
 def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
-    """A 2-D table of accuracies (rows: one param's values, columns: another's) as an annotated heatmap."""
-    figure, axes = plt.subplots(figsize=(1.1 * grid.shape[1] + 2.5, 0.6 * grid.shape[0] + 1.8))
-    image = axes.imshow(grid.to_numpy(dtype=float), cmap="viridis", aspect="auto")
-    axes.set_xticks(range(grid.shape[1]), [format_value(v) for v in grid.columns])
-    axes.set_yticks(range(grid.shape[0]), [format_value(v) for v in grid.index])
+    """A 2-D table of accuracies (rows: one param's values, columns: another's) as a heatmap, its size capped:
+    cells are annotated only when they are large enough to read, axes label at most ``MAX_TICK_LABELS``
+    values, and the title says so when either is left out."""
+    rows, columns = grid.shape
+    width = min(1.1 * columns + 2.5, MAX_FIGURE_INCHES[0])
+    height = min(0.6 * rows + 1.8, MAX_FIGURE_INCHES[1])
+    figure, axes = plt.subplots(figsize=(width, height))
+    values = grid.to_numpy(dtype=float)
+    image = axes.imshow(values, cmap="viridis", aspect="auto", interpolation="nearest")
+    xs, ys = sparse_ticks(columns), sparse_ticks(rows)
+    x_values, y_values = grid.columns.tolist(), grid.index.tolist()  # Python scalars, as format_value takes them
+    axes.set_xticks(xs, [format_value(x_values[i]) for i in xs], rotation=90 if columns > 12 else 0)
+    axes.set_yticks(ys, [format_value(y_values[i]) for i in ys])
     axes.set_xlabel(str(grid.columns.name))
     axes.set_ylabel(str(grid.index.name))
-    values = grid.to_numpy(dtype=float)
-    middle = np.nanmean(values)
-    for (row, column), value in np.ndenumerate(values):
-        if np.isfinite(value):
-            axes.text(
-                column,
-                row,
-                format_percent(value),
-                ha="center",
-                va="center",
-                fontsize=8,
-                color="black" if value > middle else "white",
-            )
+    readable = (width - 2.5) / columns >= LABELLED_CELL_INCHES[0] and (height - 1.8) / rows >= LABELLED_CELL_INCHES[1]
+    if readable:
+        middle = np.nanmean(values)
+        for (row, column), value in np.ndenumerate(values):
+            if np.isfinite(value):
+                axes.text(
+                    column,
+                    row,
+                    format_percent(value),
+                    ha="center",
+                    va="center",
+                    fontsize=8,
+                    color="black" if value > middle else "white",
+                )
     figure.colorbar(image, ax=axes, label=label, format=matplotlib.ticker.PercentFormatter(1.0, decimals=1))
-    axes.set_title(title)
+    shown = [f"{rows} x {columns} cells"]
+    if not readable:
+        shown.append("too many to write each value: see the table")
+    if len(xs) < columns or len(ys) < rows:
+        shown.append("some values unlabelled on the axes")
+    axes.set_title(title if len(shown) == 1 else f"{title}\n{'; '.join(shown)}")
     return figure
 
 
 def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: str) -> plt.Figure:
-    """For each param, the mean and the max of ``metric`` over all other params, against its values."""
+    """For each param, the mean and the max of ``metric`` over all other params, against its values (at most
+    ``MAX_TICK_LABELS`` of them labelled; no markers beyond that many)."""
     figure, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.0), squeeze=False)
     for axis, param in zip(axes[0], params):
         grouped = table.groupby(param)[metric].agg(["mean", "max"]).sort_index()
         positions = range(len(grouped))
-        axis.plot(positions, grouped["max"], "o-", label="max")
-        axis.plot(positions, grouped["mean"], "s--", label="mean")
-        axis.set_xticks(list(positions), [format_value(v) for v in grouped.index])
-        axis.set_xlabel(param)
+        many = len(grouped) > MAX_TICK_LABELS
+        axis.plot(positions, grouped["max"], "-" if many else "o-", label="max")
+        axis.plot(positions, grouped["mean"], "--" if many else "s--", label="mean")
+        ticks = sparse_ticks(len(grouped), 6 if many else MAX_TICK_LABELS)
+        levels = grouped.index.tolist()
+        axis.set_xticks(ticks, [format_value(levels[i]) for i in ticks])
+        axis.set_xlabel(f"{param} ({len(grouped)} values)" if many else param)
         axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
@@ -278,9 +312,24 @@ def importance_bars(shares: pd.DataFrame, title: str) -> plt.Figure:
     return figure
 
 
-def parallel_coordinates(scores: pd.DataFrame, params: Sequence[str], metric: str, title: str) -> plt.Figure:
-    """One line per trial through an axis per param (its values evenly spaced, in order) and a last axis for
-    ``metric``; lines coloured by ``metric``, the best drawn on top."""
+def line_density(lines: np.ndarray, steps: int = 40, height: int = 160) -> np.ndarray:
+    """How many of ``lines`` (one row each, y in [0, 1] at x = 0, 1, 2, ...) pass through each cell of a
+    (``steps`` per unit of x) x ``height`` raster: parallel coordinates of thousands of trials as one image."""
+    gaps = lines.shape[1] - 1
+    t = np.linspace(0, 1, steps, endpoint=False)
+    y = lines[:, :-1, None] * (1 - t) + lines[:, 1:, None] * t
+    x = np.broadcast_to(np.arange(gaps)[:, None] + t, y.shape)
+    density, _, _ = np.histogram2d(x.ravel(), y.ravel(), bins=(gaps * steps, height), range=((0, gaps), (0, 1)))
+    return density
+
+
+def parallel_coordinates(
+    scores: pd.DataFrame, params: Sequence[str], metric: str, title: str, top: int = TOP_TRIALS
+) -> plt.Figure:
+    """One line per trial through an axis per param (its values evenly spaced, in order; at most
+    ``MAX_TICK_LABELS`` labelled) and a last axis for ``metric``: the best ``top`` coloured by ``metric``, the
+    best on top; with more trials, the rest beneath as a grey density (darker where more pass), and the title
+    says how many of how many are coloured."""
     values = scores[metric].to_numpy(dtype=float)
     low, high = float(np.nanmin(values)), float(np.nanmax(values))
     scaled = (values - low) / (high - low) if high > low else np.full(len(values), 0.5)
@@ -290,16 +339,36 @@ def parallel_coordinates(scores: pd.DataFrame, params: Sequence[str], metric: st
         levels = sorted(scores[name].drop_duplicates().tolist(), key=None if numeric else str)
         where = {level: i / max(len(levels) - 1, 1) for i, level in enumerate(levels)}
         columns.append(scores[name].map(where).to_numpy(dtype=float))
-        ticks.append([(where[level], format_value(level)) for level in levels])
+        ticks.append([(where[levels[i]], format_value(levels[i])) for i in sparse_ticks(len(levels))])
     columns.append(scaled)
     write = format_percent if metric == "val_accuracy" else "{:.4f}".format
     ticks.append([(0.0, write(low)), (1.0, write(high))])
     lines = np.column_stack(columns)
+    x = np.arange(len(columns), dtype=float)
     figure, axes = plt.subplots(figsize=(1.8 * len(columns) + 2, 4))
+    ranked = np.argsort(-scaled if metric != "val_loss" else scaled, kind="stable")  # best first
+    best, rest = ranked[:top], ranked[top:]
+    if len(rest):
+        density = line_density(lines[rest])
+        axes.imshow(
+            np.ma.masked_equal(density.T, 0),
+            extent=(0, len(columns) - 1, 0, 1),
+            origin="lower",
+            aspect="auto",
+            cmap="Greys",
+            norm=matplotlib.colors.PowerNorm(0.5, vmin=0, vmax=density.max() * 1.5),
+            interpolation="bilinear",
+        )
     colour = matplotlib.colormaps["viridis"]
-    best_last = np.argsort(scaled if metric != "val_loss" else -scaled, kind="stable")
-    for index in best_last:
-        axes.plot(range(len(columns)), lines[index], color=colour(scaled[index]), alpha=0.8, linewidth=1.5)
+    best_last = best[::-1]
+    axes.add_collection(
+        LineCollection(
+            [np.column_stack([x, lines[i]]) for i in best_last],
+            colors=[colour(scaled[i]) for i in best_last],
+            alpha=0.8,
+            linewidths=1.5,
+        )
+    )
     for position, marks in enumerate(ticks):
         axes.axvline(position, color="grey", linewidth=0.8)
         for height, text in marks:
@@ -307,10 +376,17 @@ def parallel_coordinates(scores: pd.DataFrame, params: Sequence[str], metric: st
     axes.set_xticks(range(len(columns)), [*params, metric])
     axes.set_yticks([])
     axes.set_xlim(-0.2, len(columns) - 0.6)
+    axes.set_ylim(-0.05, 1.05)
     mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low, high), "viridis")
     percent = matplotlib.ticker.PercentFormatter(1.0, decimals=1) if metric == "val_accuracy" else None
     figure.colorbar(mappable, ax=axes, label=metric, format=percent)
-    axes.set_title(f"{title}: every trial, coloured by {metric}")
+    shown = (
+        f"every trial, coloured by {metric}"
+        if not len(rest)
+        else f"the best {len(best)} of {len(values):,} trials, coloured by {metric}; "
+        f"the other {len(rest):,} as grey density"
+    )
+    axes.set_title(f"{title}: {shown}")
     figure.tight_layout()
     return figure
 

@@ -7,7 +7,7 @@ Without a trial's run folder those are left out, and the rest of the report is w
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +29,7 @@ from gridsearch.analysis.uncertainty import uncertainty_section
 from gridsearch.analysis.webpage import Block, Download, Figure, Folder, Format, Note, Section, seconds, table
 from gridsearch.errors import UserError
 from gridsearch.store import views
+from gridsearch.store.models import TrialRow
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.vocabulary import FINISHED, format_percent
@@ -39,6 +40,23 @@ RESULT_FORMATS: dict[str, Format] = {
     "compute_seconds": seconds,
     "parameter_count": "{:,}".format,
 }
+
+
+class ReadOnce(Storage):
+    """``storage`` as a report reads it: each sweep's trials read from the database once, however many sections
+    ask (at ten thousand trials each reading costs seconds); the rest as ``storage`` reads it."""
+
+    def __init__(self, storage: Storage):  # not super().__init__(), which would open the database again
+        self.__dict__.update(storage.__dict__)
+        self._trials: dict[str, list[TrialRow]] = {}
+
+    def trials(self, sweep: str, keys: Iterable[str] | None = None) -> list[TrialRow]:
+        if sweep not in self._trials:
+            self._trials[sweep] = super().trials(sweep)
+        if keys is None:
+            return self._trials[sweep]
+        wanted = set(keys)
+        return [trial for trial in self._trials[sweep] if trial.key in wanted]
 
 
 @dataclass(frozen=True)
@@ -54,7 +72,6 @@ def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
     records = []
     for model in models:
         trials = storage.trials(model.name)
-        epochs = views.epochs(storage, [t.key for t in trials])
         records.append(
             {
                 "sweep": model.name,
@@ -67,7 +84,7 @@ def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
                 "test_errors": model.test.errors,
                 "test_samples": model.test.samples,
                 "trials_run": sum(t.status in FINISHED for t in trials),
-                "compute_seconds": float(epochs["seconds"].sum()),
+                "compute_seconds": views.epoch_seconds(storage, model.name),
             }
         )
     return pd.DataFrame.from_records(records)
@@ -128,6 +145,7 @@ def data_section(folder: Folder, storage: Storage, models: list[BestModel], data
 def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path, data_dir: Path) -> Report:
     """Write the report on ``sweeps`` (all when empty) into ``out``, the best weights read from the run
     folders in ``artifacts``; a best model whose weights are not there is reported without them."""
+    storage = ReadOnce(storage)
     names = sweeps or storage.sweep_names()
     if not names:
         raise UserError("the database has no sweeps yet: nothing to report")

@@ -22,6 +22,8 @@ from matplotlib.figure import Figure as PlotFigure
 
 from gridsearch.vocabulary import format_value, tidy_float
 
+MAX_TABLE_ROWS = 100
+"""Rows a table with a CSV shows on the page; the CSV has them all."""
 Format = Callable[[Any], str]
 """How the cells of one table column are written."""
 TEMPLATES = jinja2.Environment(
@@ -79,6 +81,8 @@ class Table:
     columns: list[str]
     rows: list[list[Cell]]
     csv: str | None
+    total: int
+    """Rows of the whole table: more than ``rows`` when only the first are shown."""
     kind: ClassVar[str] = "table"
 
 
@@ -136,7 +140,8 @@ class Folder:
 
 def table(frame: pd.DataFrame, csv: str | None = None, formats: Mapping[str, Format] | None = None) -> Table:
     """``frame`` as shown: cells written by ``formats`` per column (else as params are written; missing values empty),
-    numbers right-aligned, headers with spaces for underscores; ``csv`` is the file of its raw values."""
+    numbers right-aligned, headers with spaces for underscores; ``csv`` is the file of its raw values, and with
+    one the page shows only the first ``MAX_TABLE_ROWS`` rows."""
     formats = formats or {}
     numeric = [
         pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c]) for c in frame.columns
@@ -147,9 +152,9 @@ def table(frame: pd.DataFrame, csv: str | None = None, formats: Mapping[str, For
             Cell("" if pd.api.types.is_scalar(value) and pd.isna(value) else write(value), number)
             for value, write, number in zip(row, writers, numeric)
         ]
-        for row in frame.itertuples(index=False)
+        for row in (frame.head(MAX_TABLE_ROWS) if csv else frame).itertuples(index=False)
     ]
-    return Table([format_value(c).replace("_", " ") for c in frame.columns], rows, csv)
+    return Table([format_value(c).replace("_", " ") for c in frame.columns], rows, csv, len(frame))
 
 
 def seconds(value: float) -> str:

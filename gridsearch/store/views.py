@@ -193,3 +193,84 @@ def query(storage: Storage, sql: str) -> pd.DataFrame:
         if reason in NOT_READ_ONLY:
             reason = "the statement does more than read: writing, ATTACH, VACUUM and setting a PRAGMA are refused"
         raise UserError(f"query: {reason}") from None
+
+
+def epoch_seconds(storage: Storage, sweep: str) -> float:
+    """Seconds of every training epoch of every trial of ``sweep``, summed in the database."""
+    with storage.session() as session:
+        total = session.scalar(
+            select(func.sum(EpochRow.seconds))
+            .join(SweepTrialRow, SweepTrialRow.trial_key == EpochRow.trial_key)
+            .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+            .where(SweepRow.name == sweep)
+        )
+    return float(total or 0.0)
+
+
+class TrialState(NamedTuple):
+    """What the live sweep page shows of one trial, apart from its params (see :func:`trial_states`)."""
+
+    key: str
+    position: int
+    rung: int | None
+    seed: int
+    status: str
+    epochs_run: int
+    best_epoch: int | None
+    val_accuracy: float | None
+    val_loss: float | None
+    train_seconds: float | None
+    error: str | None
+
+
+def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
+    """Every trial of ``sweep`` as it stands, in grid order: one query of plain columns (no config, no ORM rows)."""
+    with storage.session() as session:
+        rows = session.execute(
+            select(
+                TrialRow.key,
+                SweepTrialRow.position,
+                SweepTrialRow.rung,
+                TrialRow.seed,
+                TrialRow.status,
+                TrialRow.epochs_run,
+                TrialRow.best_epoch,
+                TrialRow.val_accuracy,
+                TrialRow.val_loss,
+                TrialRow.train_seconds,
+                TrialRow.error,
+            )
+            .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+            .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+            .where(SweepRow.name == sweep)
+            .order_by(SweepTrialRow.position)
+        ).all()
+    return [
+        TrialState(key, position, rung, seed, status.value, *rest) for key, position, rung, seed, status, *rest in rows
+    ]
+
+
+def trial_configs(storage: Storage, keys: Iterable[str], sweep: str | None = None) -> dict[str, Any]:
+    """The resolved config of each trial of ``keys`` (a trial's config never changes: its key is its hash); with
+    ``sweep``, of those of them that belong to it."""
+    query = select(TrialRow.key, TrialRow.config).where(TrialRow.key.in_(list(keys)))
+    if sweep is not None:
+        query = (
+            query.join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+            .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+            .where(SweepRow.name == sweep)
+        )
+    with storage.session() as session:
+        return dict(session.execute(query).all())
+
+
+def last_evaluation(storage: Storage, sweep: str) -> int:
+    """The id of the latest evaluation of any trial of ``sweep`` (0: none): it changes when one is stored."""
+    with storage.session() as session:
+        found = session.scalar(
+            select(func.max(EvaluationRow.id))
+            .join(SweepTrialRow, SweepTrialRow.trial_key == EvaluationRow.trial_key)
+            .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+            .where(SweepRow.name == sweep)
+        )
+    return int(found or 0)

@@ -3,10 +3,9 @@ models and a drawing classified. The pages poll them; their shapes are in README
 
 from __future__ import annotations
 
-import json
 from collections import Counter
-from collections.abc import Iterable
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
 import numpy as np
@@ -14,12 +13,14 @@ from flask import Blueprint, request
 
 from gridsearch.analysis.effects import grid_effects
 from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
+from gridsearch.analysis.report import ReadOnce
 from gridsearch.analysis.uncertainty import margin_text, sweep_uncertainty
 from gridsearch.store import views
 from gridsearch.vocabulary import FINISHED, STATUS_ORDER
 from gridsearch.web.catalog import Catalog, RequestError, TestedModel
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
+from gridsearch.web.live import LiveSweeps
 from gridsearch.web.recognizer import feedback
 
 
@@ -53,9 +54,13 @@ class SweepsAnswer(TypedDict):
 
 class TrialEntry(TypedDict):
     key: str
+    position: int
+    """Its place in the grid: the order among equals."""
     params: dict[str, object]
     seed: int
     status: str
+    rung: int | None
+    """Successive halving: the highest rung it reached (None in other sweeps)."""
     epochs_run: int
     epochs: int
     best_epoch: int | None
@@ -75,7 +80,10 @@ class SweepDetail(StatusCounts):
     heatmap: list[str] | None
     selected_trial: str | None
     version: str
-    """Changes whenever anything the page shows does: the figures' URLs carry it, so they reload only then."""
+    """Changes whenever anything the trials table shows does; ``?since=`` it gets only what changed after it."""
+    results_version: str
+    """Changes only when what the analysis is computed from does (a trial finished, promoted or tested, the
+    selection): the analysis and the figures but the curves carry it, so they are fetched again only then."""
 
 
 class TestResult(TypedDict):
@@ -90,7 +98,11 @@ class TestResult(TypedDict):
 class TrialsAnswer(TypedDict):
     sweep: SweepDetail
     test: TestResult | None
+    since: str | None
+    """The version ``trials`` and ``removed`` are changes since; None: ``trials`` is every trial, best first."""
     trials: list[TrialEntry]
+    removed: list[str]
+    """Keys of the trials the sweep no longer has since ``since``."""
 
 
 class ModelsAnswer(TypedDict):
@@ -144,6 +156,10 @@ class AnalysisAnswer(TypedDict):
     margin: MarginSummary | None
     notes: dict[str, str]
     """One line for each of importance and margin that is null, saying why."""
+    results_version: str
+    """The sweep's ``results_version`` it was computed for: it is computed once per such version."""
+    computed_at: str
+    """When it was computed (UTC, ISO 8601)."""
 
 
 def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
@@ -154,9 +170,9 @@ def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
     )
 
 
-def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Blueprint:
-    """The JSON endpoints on ``catalog``, classifying drawings with ``inference`` (``digits``: the test labels
-    for the margin's paired test)."""
+def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: Digits) -> Blueprint:
+    """The JSON endpoints on ``catalog`` (the sweeps' trials as ``live`` reads them), classifying drawings with
+    ``inference`` (``digits``: the test labels for the margin's paired test)."""
     api = Blueprint("api", __name__, url_prefix="/api")
     storage = catalog.storage
 
@@ -185,15 +201,15 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
 
     @api.get("/sweeps/<name>/trials")
     def sweep_trials(name: str) -> TrialsAnswer:
+        """The sweep and its trials; with ``?since=VERSION``, only the trials that changed after that version."""
         row = catalog.sweep(name)
-        table = views.trials_table(storage, name)
-        planned = {trial.key: trial.config["params"]["epochs"] for trial in storage.trials(name)}
-        records = json.loads(table.to_json(orient="records"))  # NaN -> null
-        trials = [trial_entry(record, row.gridded_params, planned[record["key"]]) for record in records]
-        counts, finished = tally(Counter(trial["status"] for trial in trials))
-        varying = grid_effects(storage, row).params
+        state = live.state(row)
+        since = request.args.get("since")
+        delta = live.changed(name, state, since) if since else None
+        changed, removed = delta if delta is not None else (live.best_first(row, state), [])
+        counts, finished = tally(Counter(trial.status for trial in state.states))
+        varying = live.varying(row, state, lambda: grid_effects(storage, row).params)
         test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
-        epochs = sum(trial["epochs_run"] for trial in trials)
         return TrialsAnswer(
             sweep=SweepDetail(
                 name=row.name,
@@ -201,11 +217,12 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                 select=row.select_metric,
                 gridded=row.gridded_params,
                 **counts,
-                trials=len(trials),
+                trials=len(state.states),
                 finished=finished,
                 heatmap=varying[:2] if len(varying) >= 2 else None,
                 selected_trial=row.selected_trial,
-                version=f"{finished}.{epochs}.{row.selected_trial or ''}",
+                version=state.version,
+                results_version=state.results_version,
             ),
             test=None
             if test is None
@@ -217,15 +234,23 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                 samples=test.samples,
                 confusion=test.confusion,
             ),
-            trials=trials,
+            since=since if delta is not None else None,
+            trials=cast(list[TrialEntry], [clean(entry) for entry in changed]),
+            removed=removed,
         )
 
     @api.get("/sweeps/<name>/analysis")
     def sweep_analysis(name: str) -> AnalysisAnswer:
-        """Which gridded param mattered (variance decomposition) and the winner's margin over the runner-up."""
-        catalog.sweep(name)
+        """Which gridded param mattered (variance decomposition) and the winner's margin over the runner-up;
+        computed once per ``results_version`` of the sweep."""
+        row = catalog.sweep(name)
+        version = live.state(row).results_version
+        return live.computed.get_or_make((name, "analysis", version), lambda: analysis(name, version))
+
+    def analysis(name: str, version: str) -> AnalysisAnswer:
+        reading = ReadOnce(storage)  # the sweep's trials read once for all that follows
         notes: dict[str, str] = {}
-        found = sweep_importance(storage, name)
+        found = sweep_importance(reading, name)
         importance = None
         if found is None:
             notes["importance"] = (
@@ -242,11 +267,11 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                     for r in found.shares.to_dict("records")
                 ],
             )
-        uncertainty = sweep_uncertainty(storage, name)
+        uncertainty = sweep_uncertainty(reading, name)
         margin = uncertainty.margin
         if margin is not None and storage.evaluation(margin.runner_up, "test") is not None:
             with suppress(RequestError):  # both tested: a paired test needs the labels (without MNIST: unpaired only)
-                margin = sweep_uncertainty(storage, name, digits.test().labels.numpy()).margin
+                margin = sweep_uncertainty(reading, name, digits.test().labels.numpy()).margin
         if margin is None:
             notes["margin"] = "No margin yet: it needs a selected trial and a runner-up, two done trials."
         return AnalysisAnswer(
@@ -262,6 +287,8 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
                 text=margin_text(margin),
             ),
             notes=notes,
+            results_version=version,
+            computed_at=datetime.now(UTC).isoformat(timespec="milliseconds"),
         )
 
     @api.get("/models/<key>")
@@ -311,18 +338,6 @@ def finite(value: object) -> float | None:
     return number if np.isfinite(number) else None
 
 
-def trial_entry(record: dict[str, Any], gridded: Iterable[str], epochs: int) -> TrialEntry:
-    """One row of a sweep's trials table (read back from JSON) as the trials endpoint lists it."""
-    return TrialEntry(
-        key=record["key"],
-        params={param: record[param] for param in gridded},
-        seed=record["seed"],
-        status=record["status"],
-        epochs_run=record["epochs_run"],
-        epochs=epochs,
-        best_epoch=record["best_epoch"],
-        val_accuracy=record["val_accuracy"],
-        val_loss=record["val_loss"],
-        train_seconds=record["train_seconds"],
-        error=record["error"],
-    )
+def clean(entry: dict[str, Any]) -> dict[str, Any]:
+    """A trial entry for JSON: NaN scores (a diverged trial) as null."""
+    return {name: finite(value) if isinstance(value, float) else value for name, value in entry.items()}

@@ -33,6 +33,7 @@ from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
 from gridsearch.web.limits import BodyLimit
+from gridsearch.web.live import LiveSweeps
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
 """Largest request body accepted (a 280x280 canvas as a PNG data URL is about 10 kB)."""
@@ -48,8 +49,9 @@ def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) 
     app.register_blueprint(pages.blueprint(catalog))
     inference = Inference(catalog)
     digits = Digits(data_dir or default_data_dir())
-    app.register_blueprint(api.blueprint(catalog, inference, digits))
-    app.register_blueprint(figures.blueprint(catalog))
+    live = LiveSweeps(storage)
+    app.register_blueprint(api.blueprint(catalog, live, inference, digits))
+    app.register_blueprint(figures.blueprint(catalog, live))
     app.register_blueprint(trained.blueprint(catalog, inference, digits))
     app.register_blueprint(augment.blueprint(digits))
 

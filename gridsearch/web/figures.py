@@ -16,10 +16,11 @@ from matplotlib.figure import Figure
 from gridsearch.analysis import plots
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
+from gridsearch.spec.config import TrialConfig
 from gridsearch.store import views
-from gridsearch.store.models import TrialRow
 from gridsearch.vocabulary import format_params
 from gridsearch.web.catalog import Catalog, RequestError
+from gridsearch.web.live import LiveSweeps
 
 MAX_CURVES = 10
 """Most trials drawn in one learning-curves figure."""
@@ -28,8 +29,8 @@ _pyplot = threading.Lock()
 """pyplot's figure registry is not thread-safe, and requests are served in threads."""
 
 
-def png(make_figure: Callable[[], Figure]) -> Response:
-    """The figure ``make_figure`` draws, as a PNG response."""
+def drawn(make_figure: Callable[[], Figure]) -> bytes:
+    """The figure ``make_figure`` draws, as PNG bytes."""
     buffer = io.BytesIO()
     with _pyplot:
         figure = make_figure()
@@ -37,24 +38,38 @@ def png(make_figure: Callable[[], Figure]) -> Response:
             figure.savefig(buffer, format="png", dpi=FIGURE_DPI, bbox_inches="tight")
         finally:
             plt.close(figure)
-    return Response(buffer.getvalue(), mimetype="image/png")
+    return buffer.getvalue()
 
 
-def blueprint(catalog: Catalog) -> Blueprint:
-    """The figure endpoints ``/sweeps/NAME/*.png`` on ``catalog``."""
+def png(make_figure: Callable[[], Figure]) -> Response:
+    """The figure ``make_figure`` draws, as a PNG response."""
+    return Response(drawn(make_figure), mimetype="image/png")
+
+
+def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
+    """The figure endpoints ``/sweeps/NAME/*.png`` on ``catalog``; those drawn from the sweep's results (all but
+    the curves) are drawn once per results version (``live``)."""
     figures = Blueprint("figures", __name__, url_prefix="/sweeps/<name>")
     storage = catalog.storage
 
+    def once(name: str, figure: str, make_png: Callable[[], bytes]) -> Response:
+        """The PNG ``make_png`` makes, made once per results version of sweep ``name``."""
+        version = live.state(catalog.sweep(name)).results_version
+        return Response(live.computed.get_or_make((name, figure, version), make_png), mimetype="image/png")
+
     @figures.get("/heatmap.png")
     def heatmap(name: str) -> Response:
-        effects = grid_effects(storage, catalog.sweep(name))
-        if len(effects.params) < 2:
-            raise RequestError(
-                404,
-                f"sweep {name}: fewer than two gridded params vary among the trials it compares ({effects.basis}), "
-                "so there is no heatmap",
-            )
-        return png(lambda: grid_heatmap(effects, name))
+        def make() -> bytes:
+            effects = grid_effects(storage, catalog.sweep(name))
+            if len(effects.params) < 2:
+                raise RequestError(
+                    404,
+                    f"sweep {name}: fewer than two gridded params vary among the trials it compares "
+                    f"({effects.basis}), so there is no heatmap",
+                )
+            return drawn(lambda: grid_heatmap(effects, name))
+
+        return once(name, "heatmap", make)
 
     @figures.get("/curves.png")
     def curves(name: str) -> Response:
@@ -62,15 +77,15 @@ def blueprint(catalog: Catalog) -> Blueprint:
         keys = [key for key in request.args.get("trials", "").split(",") if key]
         if not keys or len(keys) > MAX_CURVES:
             raise RequestError(400, f"trials must list 1 to {MAX_CURVES} trial keys, separated by commas")
-        members = {trial.key: trial for trial in storage.trials(name)}
+        members = views.trial_configs(storage, keys, sweep=name)
         for key in keys:
             if key not in members:
                 raise RequestError(404, f"sweep {name} has no trial {key[:40]!r}")
         epochs = views.epochs(storage, keys)
 
-        def label(trial: TrialRow) -> str:
-            values = [(param, views.config_value(trial.config, param)) for param in row.gridded_params]
-            return format_params([*values, ("seed", trial.seed)])
+        def label(config: TrialConfig) -> str:
+            values = [(param, views.config_value(config, param)) for param in row.gridded_params]
+            return format_params([*values, ("seed", config["seed"])])
 
         return png(
             lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
@@ -89,21 +104,30 @@ def blueprint(catalog: Catalog) -> Blueprint:
 
     @figures.get("/importance.png")
     def importance_bars(name: str) -> Response:
-        found = importance(name)
-        how = "exact functional ANOVA" if found.exact else "random-forest estimate"
-        return png(lambda: plots.importance_bars(found.shares, f"{name}: {found.metric} ({how})"))
+        def make() -> bytes:
+            found = importance(name)
+            how = "exact functional ANOVA" if found.exact else "random-forest estimate"
+            return drawn(lambda: plots.importance_bars(found.shares, f"{name}: {found.metric} ({how})"))
+
+        return once(name, "importance", make)
 
     @figures.get("/parallel.png")
     def parallel(name: str) -> Response:
-        found = importance(name)
-        return png(lambda: plots.parallel_coordinates(found.scores, found.params, found.metric, name))
+        def make() -> bytes:
+            found = importance(name)
+            return drawn(lambda: plots.parallel_coordinates(found.scores, found.params, found.metric, name))
+
+        return once(name, "parallel", make)
 
     @figures.get("/confusion.png")
     def confusion(name: str) -> Response:
-        row = catalog.sweep(name)
-        test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
-        if test is None:
-            raise RequestError(404, f"sweep {name} has no tested trial yet")
-        return png(lambda: plots.confusion_matrix(np.array(test.confusion), f"{name}: test confusion matrix"))
+        def make() -> bytes:
+            row = catalog.sweep(name)
+            test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
+            if test is None:
+                raise RequestError(404, f"sweep {name} has no tested trial yet")
+            return drawn(lambda: plots.confusion_matrix(np.array(test.confusion), f"{name}: test confusion matrix"))
+
+        return once(name, "confusion", make)
 
     return figures

@@ -4,11 +4,13 @@
 const SWEEP = document.querySelector("main").dataset.sweep;
 const BASE = `/sweeps/${encodeURIComponent(SWEEP)}`;
 const DEFAULT_CURVES = 3;
-let latest = null;          // the last answer of /api/sweeps/NAME/trials
+const MAX_ROWS = 200;       // rows of the trials table shown, after sorting
+let latest = null;          // {sweep, test, trials}: the sweep as last polled, its trials merged and best first
+let known = new Map();      // trial key -> entry, merged from /api/sweeps/NAME/trials?since=VERSION answers
 let sortColumn = null;      // null: the server's order, best first
 let ascending = true;
 let ticked = null;          // trial keys whose curves are drawn; null: the best DEFAULT_CURVES so far
-let analysed = null;        // the sweep version whose analysis is shown
+let analysed = null;        // the results version whose analysis is shown
 
 /** The trials table's columns: title, value of a trial, how to show it. */
 function columns(sweep) {
@@ -51,6 +53,18 @@ function curveKeys() {
   return latest.trials.filter((t) => t.epochs_run > 0).slice(0, DEFAULT_CURVES).map((t) => t.key);
 }
 
+/** The server's order: (a halving sweep's last rung first,) best score first, unscored last, then grid order. */
+function bestFirst(sweep) {
+  const lower = sweep.select === "val_loss";
+  return (a, b) => {
+    if (a.rung !== b.rung) return a.rung == null ? 1 : b.rung == null ? -1 : b.rung - a.rung;
+    const x = a[sweep.select], y = b[sweep.select];
+    if ((x == null) !== (y == null)) return x == null ? 1 : -1;
+    if (x != null && x !== y) return lower ? x - y : y - x;
+    return a.position - b.position;
+  };
+}
+
 function compare(a, b) {
   if (a == null || b == null) return (a == null) - (b == null);  // missing values last, either way
   const order = typeof a === "number" && typeof b === "number" ? a - b : String(a).localeCompare(String(b));
@@ -75,7 +89,10 @@ function renderTable() {
     const value = cols[sortColumn].value;
     trials = [...trials].sort((a, b) => compare(value(a), value(b)));
   }
-  const rows = trials.map((trial) => element("tr", {
+  const shown = document.getElementById("trials-shown");
+  shown.hidden = trials.length <= MAX_ROWS;
+  shown.textContent = `The first ${MAX_ROWS} of ${trials.length.toLocaleString()} trials; sort by a column to see others.`;
+  const rows = trials.slice(0, MAX_ROWS).map((trial) => element("tr", {
     "data-key": trial.key, class: trial.key === sweep.selected_trial ? "selected" : "" },
     ...cols.map((column) => {
       const value = column.value(trial);
@@ -109,9 +126,9 @@ function renderTest() {
             element("a", { href: `/trials/${test.trial}/learned` }, "What it learned →")));
 }
 
-/** The variance decomposition and the winner's margin, fetched again only when the sweep changed. */
+/** The variance decomposition and the winner's margin, fetched again only when the sweep's results changed. */
 async function renderAnalysis() {
-  const version = latest.sweep.version;
+  const version = latest.sweep.results_version;
   if (analysed === version) return;
   const analysis = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/analysis`);
   analysed = version;
@@ -132,6 +149,7 @@ async function renderAnalysis() {
 function render() {
   const { sweep } = latest;
   const v = encodeURIComponent(sweep.version);
+  const r = encodeURIComponent(sweep.results_version);
   document.getElementById("summary").textContent =
     `${sweep.architecture} · ${sweep.trials} ${sweep.trials === 1 ? "trial" : "trials"} ` +
     `over ${sweep.gridded.join(", ") || "no gridded param"} · ` +
@@ -140,16 +158,27 @@ function render() {
   renderTable();
   const keys = curveKeys();
   showFigure("curves", keys.length ? `${BASE}/curves.png?trials=${keys.join(",")}&v=${v}` : null, "no-curves");
-  showFigure("heatmap", sweep.heatmap ? `${BASE}/heatmap.png?v=${v}` : null, "no-heatmap");
+  showFigure("heatmap", sweep.heatmap ? `${BASE}/heatmap.png?v=${r}` : null, "no-heatmap");
   document.getElementById("no-heatmap").textContent = sweep.gridded.length < 2
     ? `This sweep grids ${sweep.gridded.length ? "only " + sweep.gridded[0] : "no param"}: a heatmap needs two.`
     : "The heatmap appears once the trials trained so far cover two values of two gridded params.";
-  showFigure("confusion", latest.test ? `${BASE}/confusion.png?v=${v}` : null);
+  showFigure("confusion", latest.test ? `${BASE}/confusion.png?v=${r}` : null);
   renderTest();
 }
 
+/** Merge an answer of the trials endpoint (every trial, or those changed since our version) into `known`. */
+function merge(answer) {
+  if (answer.since === null) known = new Map();
+  for (const key of answer.removed) known.delete(key);
+  for (const trial of answer.trials) known.set(trial.key, trial);
+  return { sweep: answer.sweep, test: answer.test, trials: [...known.values()].sort(bestFirst(answer.sweep)) };
+}
+
 poll(async () => {
-  latest = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/trials`);
-  render();
+  const since = latest ? `?since=${encodeURIComponent(latest.sweep.version)}` : "";
+  const answer = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/trials${since}`);
+  const changed = !latest || answer.sweep.version !== latest.sweep.version;
+  latest = merge(answer);
+  if (changed) render();
   await renderAnalysis();
 });
