@@ -145,8 +145,8 @@ class Coordinator(SearchCallbacks):
     # -- training: the strategies' evaluate_candidates ------------------------------------------
 
     def _evaluate_candidates(self, trials: Sequence[Trial], budget: int | None) -> list[halving.Standing]:
-        """Train ``trials`` to ``budget`` epochs (None: to their end); their standings within it, from one
-        read of their epochs."""
+        """Train ``trials`` to ``budget`` epochs (None: to their end); their standings within it: to their
+        end, each trial's recorded best epoch; within a budget, from one read of their epochs."""
         new = [trial for trial in trials if trial.key not in self.configs]
         if new:  # proposed by a strategy that asks
             self.storage.save_sweep(self.sweep, new, prune=False)
@@ -154,16 +154,12 @@ class Coordinator(SearchCallbacks):
             self.progress.add_trials({trial.key: TrialStatus.PENDING for trial in new})
         keys = list(dict.fromkeys(trial.key for trial in trials))
         self._train(keys, budget)
+        rows = self.storage.trial_rows(keys)
+        if budget is None:
+            return [_final_standing(key, rows.get(key), self.sweep.select) for key in keys]
         epochs = views.epochs_by_trial(self.storage, keys)
-        statuses = self._statuses()
         return [
-            halving.standing(
-                key,
-                epochs.get(key, []),
-                budget or self.configs[key]["params"]["epochs"],
-                self.sweep.select,
-                failed=statuses[key] in FAILURES,
-            )
+            halving.standing(key, epochs.get(key, []), budget, self.sweep.select, failed=rows[key].status in FAILURES)
             for key in keys
         ]
 
@@ -355,6 +351,13 @@ def needs_training(row: TrialRow | None, budget: int | None) -> bool:
     if row is None or row.status not in CLAIMABLE:
         return False
     return row.status != TrialStatus.STOPPED or budget is None or row.epochs_run < budget
+
+
+def _final_standing(key: str, row: TrialRow | None, select: str) -> halving.Standing:
+    """Where a trial trained to its end stands: its recorded best epoch (none if it failed or is unscored)."""
+    if row is None or row.status in FAILURES or getattr(row, select) is None:
+        return halving.Standing(key, None, None)
+    return halving.Standing(key, getattr(row, select), row.val_loss)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:
