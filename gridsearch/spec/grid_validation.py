@@ -166,24 +166,25 @@ class GridValidator:
 
     def check_builds(self, architecture: str, default: str | None, params: dict[str, Any], grid: list[dict]) -> None:
         """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,
-        to catch bad values."""
+        to catch bad values. Only its own gridded params are combined, so the grid is never expanded."""
         entry = architectures.get(architecture)
-        own = set(entry.params())
+        own, defaults = set(entry.params()), entry.defaults()
         tried: set[str] = set()
-        for point in ParameterGrid(grid):
-            if point.get("architecture", default) != architecture:
+        for part in grid:
+            if architecture not in part.get("architecture", [default]):
                 continue
-            values = {k: v for k, v in {**entry.defaults(), **params, **point}.items() if k in own}
-            signature = json.dumps(values, sort_keys=True)
-            if signature in tried:
-                continue
-            tried.add(signature)
-            try:
-                with torch.device("meta"):  # shapes only: no memory, however large the values
-                    entry.build(**values)
-            except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
-                where = ("grid",) if any(k in point for k in values) else ("params",)
-                raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
+            for point in ParameterGrid({name: values for name, values in part.items() if name in own}):
+                values = {k: v for k, v in {**defaults, **params, **point}.items() if k in own}
+                signature = json.dumps(values, sort_keys=True)
+                if signature in tried:
+                    continue
+                tried.add(signature)
+                try:
+                    with torch.device("meta"):  # shapes only: no memory, however large the values
+                        entry.build(**values)
+                except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+                    where = ("grid",) if point else ("params",)
+                    raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
 
     def accepted(self, at: Location, name: Any, used: list[str]) -> Param:
         """The definition of param ``name``, which every one of the ``used`` architectures must accept."""
