@@ -82,6 +82,16 @@ def write_sweep(folder: Path, filename: str = "sweep.yaml", **changes: Any) -> P
     return path
 
 
+def checkpoint_file(path: Path, architecture: str = "lenet53", seed: int = 0, **params: Any) -> Path:
+    """A real checkpoint at ``path``: the weights of ``architecture`` built with ``params``, initialised from
+    ``seed``."""
+    import architectures
+
+    torch.manual_seed(seed)
+    torch.save(architectures.get(architecture).build(**params).state_dict(), path)
+    return path
+
+
 def gridsearch(
     *args: str, cwd: Path, data_dir: Path | None = None, check: bool = False, timeout: float = 300
 ) -> subprocess.CompletedProcess:

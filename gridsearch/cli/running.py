@@ -68,6 +68,7 @@ def _retry_command(argv: list[str]) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from gridsearch.spec.sweep import load_sweep, resolve_warm_starts
+    from gridsearch.spec.warm_start import fit_lines
 
     sweep = load_sweep(args.sweep_file, args.max_trials)
     path = sqlite_path(database_url(args.db))
@@ -101,6 +102,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"\n{sweep.name}: {len(table)} trials of {', '.join(sweep.architectures)}: "
             + ", ".join(f"{n} {status}" for status, n in counts.items())
         )
+        for line in fit_lines(trials):
+            print(line)
         for name in dict.fromkeys(unselected):
             print(
                 f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
