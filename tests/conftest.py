@@ -8,7 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import closing, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -150,7 +150,7 @@ def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False
 
 def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
     """Rows of a plain SQL query on an SQLite results file."""
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db)) as connection, connection:  # committed, then closed
         return connection.execute(sql, params).fetchall()
 
 

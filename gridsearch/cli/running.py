@@ -54,6 +54,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for note in result.notes:
                 print(note)
             if result.selected is None:
+                storage.close()
                 return 1
             print(selected_line(storage, result.name))
             storage.close()
@@ -112,6 +113,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if sweep.rung_epochs:
             print("\n" + _rung_plan(len(set(table["key"])), sweep.search.factor, sweep.rung_epochs))
         print("\n" + _cost_lines(sweep, trials, storage, args.device, args.workers))
+    if storage is not None:
+        storage.close()  # the last reader to close removes SQLite's -wal and -shm files
     return 0
 
 

@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeGuard
 
 import architectures
 
@@ -57,7 +57,7 @@ def split_reference(value: str) -> tuple[Path, str | None]:
     return Path(value), None
 
 
-def is_file_reference(value: Any) -> bool:
+def is_file_reference(value: Any) -> TypeGuard[str]:
     """Whether ``init_from`` value ``value`` names a checkpoint file (not a trial, a sweep, or nothing)."""
     return isinstance(value, str) and bool(value) and not value.startswith(("trial:", "best:"))
 
