@@ -8,7 +8,7 @@ import os
 import sqlite3
 import subprocess
 import sys
-from contextlib import redirect_stderr, redirect_stdout
+from contextlib import closing, redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,6 +82,16 @@ def write_sweep(folder: Path, filename: str = "sweep.yaml", **changes: Any) -> P
     return path
 
 
+def checkpoint_file(path: Path, architecture: str = "lenet53", seed: int = 0, **params: Any) -> Path:
+    """A real checkpoint at ``path``: the weights of ``architecture`` built with ``params``, initialised from
+    ``seed``."""
+    import architectures
+
+    torch.manual_seed(seed)
+    torch.save(architectures.get(architecture).build(**params).state_dict(), path)
+    return path
+
+
 def gridsearch(
     *args: str, cwd: Path, data_dir: Path | None = None, check: bool = False, timeout: float = 300
 ) -> subprocess.CompletedProcess:
@@ -140,7 +150,7 @@ def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False
 
 def rows(db: Path, sql: str, *params: Any) -> list[tuple]:
     """Rows of a plain SQL query on an SQLite results file."""
-    with sqlite3.connect(db) as connection:
+    with closing(sqlite3.connect(db)) as connection, connection:  # committed, then closed
         return connection.execute(sql, params).fetchall()
 
 

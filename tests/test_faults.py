@@ -5,6 +5,7 @@ Every fault ends with every trial recorded once and the same numbers and selecti
 run (``reference``). Real processes, real files, tiny sweeps (two trials of a narrow LeNet-5-3).
 """
 
+import hashlib
 import json
 import os
 import random
@@ -21,7 +22,7 @@ import torch
 from gridsearch import cli as gridsearch_cli
 from gridsearch.training import checkpoints
 from gridsearch.training import loop as training
-from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import ROOT, checkpoint_file, cli, epoch_metrics, gridsearch, rows, write_sweep
 
 TINY = {
     "name": "tiny",
@@ -165,9 +166,9 @@ def test_two_runs_at_once_share_the_work_and_readers_never_block(reference, tmp_
 
 
 def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
-    # a corrupt init_from checkpoint whose name is hostile SQL: the trial fails, the database stays whole
-    hostile = tmp_path / "o'brien\"; DROP TABLE trials; --.pt"
-    hostile.write_bytes(b"not a checkpoint " * 10)
+    # a diverging trial warm-started from a checkpoint whose name is hostile SQL: the trial fails, the
+    # database stays whole
+    hostile = checkpoint_file(tmp_path / "o'brien\"; DROP TABLE trials; --.pt", hidden=8)
     write_sweep(
         tmp_path,
         **{
@@ -175,7 +176,7 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
             "params": {**TINY["params"], "epochs": 1},
             "timeout": 12,
             "description": "'); DELETE FROM sweeps; --",
-            "grid": [{"lr": [0.1, 0.05]}, {"lr": [0.05], "init_from": [hostile.name]}],
+            "grid": [{"lr": [0.1, 0.05]}, {"lr": [1e9], "init_from": [hostile.name]}],
         },
     )
     db = tmp_path / "results.db"
@@ -192,10 +193,11 @@ def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, d
     )
     assert [t[2] for t in trials] == ["done", "failed", "timeout"]
     assert trials[0][0] == 0.05 and trials[0][1] == ""
-    assert trials[1][1] == str(hostile) and trials[1][3].startswith("UnpicklingError")
+    reference = f"{hostile}#sha256={hashlib.sha256(hostile.read_bytes()).hexdigest()[:16]}"
+    assert trials[1][1] == reference and trials[1][3].startswith("Diverged")
     assert trials[2][0] == 0.1 and trials[2][3].startswith("exceeded the sweep's timeout of 12 s during epoch")
     assert rows(db, "SELECT value FROM trial_params WHERE name = 'init_from' AND value != '\"\"'") == [
-        (json.dumps(str(hostile)),)
+        (json.dumps(reference),)
     ]
     assert rows(db, "SELECT source FROM sweeps") == [((tmp_path / "sweep.yaml").read_text(),)]
     assert rows(db, "SELECT COUNT(*) FROM sweeps") == [(1,)]
@@ -336,9 +338,8 @@ def test_a_full_disk_fails_the_trial_with_a_clear_error_and_marks_nothing_done(f
 def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsys):
     folder = tmp_path / "sweeps"
     folder.mkdir()
-    outside = tmp_path / "outside.pt"
-    outside.write_bytes(b"x")
-    (folder / "inside.pt").write_bytes(b"x")
+    outside = checkpoint_file(tmp_path / "outside.pt", hidden=8)
+    checkpoint_file(folder / "inside.pt", hidden=8)
     (folder / "link.pt").symlink_to(outside)
     cases = {
         "../outside.pt": "leaves the sweep file's folder",
@@ -359,13 +360,76 @@ def test_init_from_cannot_leave_the_sweep_folder_unless_absolute(tmp_path, capsy
     assert not (tmp_path / "none.db").exists()
 
 
+def test_init_from_must_be_a_checkpoint_that_fits(tmp_path):
+    """A file that is not a checkpoint of weights, or fits none of the network's tensors, is refused when the
+    sweep is read (one line, exit 2, nothing stored changed); one that fits says how much of it does."""
+    from gridsearch.spec.sweep import load_sweep
+    from gridsearch.store.storage import Storage
+
+    db = tmp_path / "results.db"
+    good = load_sweep(write_sweep(tmp_path, "good.yaml", **TINY))
+    Storage(str(db)).save_sweep(good, list(good.trials()))
+    before = db.read_bytes()
+    checkpoint_file(tmp_path / "mlp.pt", "mlp")
+    (tmp_path / "text.pt").write_bytes(b"not a checkpoint " * 10)
+    torch.save({"epoch": 3, "note": "no weights"}, tmp_path / "no_tensors.pt")
+    cases = {
+        "text.pt": "not a PyTorch checkpoint of weights (torch.load with weights_only=True raises UnpicklingError)",
+        "no_tensors.pt": "a PyTorch file, but it holds no named tensors",
+        "mlp.pt": "fits none of the 32 tensors of lenet53 (by name and shape)",
+    }
+    for name, message in cases.items():
+        sweep = write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "init_from": name}})
+        line = sweep.read_text().splitlines().index(f"  init_from: {name}") + 1
+        for command in ("plan", "run"):
+            result = cli(command, str(sweep), "--db", str(db), cwd=tmp_path)
+            assert result.returncode == 2 and result.stdout == "", result.stderr
+            assert result.stderr.startswith(f"error: {sweep}:{line}: params.init_from: {tmp_path / name}")
+            assert message in result.stderr and result.stderr.count("\n") == 1, result.stderr
+    assert db.read_bytes() == before
+    checkpoint_file(tmp_path / "lenet.pt", hidden=8)
+    sweep = write_sweep(
+        tmp_path, **{**TINY, "architecture": "stn", "params": {**TINY["params"], "init_from": "lenet.pt"}}
+    )
+    result = cli("plan", str(sweep), "--db", str(db), cwd=tmp_path, check=True)
+    assert (
+        f"init_from {tmp_path / 'lenet.pt'}: 32 of the 52 tensors of stn match by name and shape; "
+        "the other 20 start fresh" in result.stdout.splitlines()
+    )
+
+
+def test_a_replaced_init_from_file_is_a_new_trial(tmp_path):
+    """Trial keys hash the checkpoint's content, not only its path; a worker refuses a file replaced after the
+    sweep was read, and loads the one its key names."""
+    from gridsearch.spec.sweep import load_sweep
+    from gridsearch.training.models import CheckpointChanged, build_model, warm_start
+
+    path = checkpoint_file(tmp_path / "start.pt", seed=0, hidden=8)
+    sweep = write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "init_from": "start.pt"}})
+    first = [trial.key for trial in load_sweep(sweep).trials()]
+    assert [trial.key for trial in load_sweep(sweep).trials()] == first  # the same file: the same trials
+    checkpoint_file(path, seed=1, hidden=8)  # other weights at the same path
+    trials = list(load_sweep(sweep).trials())
+    assert len(trials) == len(first) and not {trial.key for trial in trials} & set(first)
+    named = path.read_bytes()
+    checkpoint_file(path, seed=2, hidden=8)  # replaced once more, after the sweep was read
+    model = build_model(trials[0].config())
+    run_dir = tmp_path / "runs" / trials[0].key
+    with pytest.raises(CheckpointChanged, match=f"init_from {path} changed after the sweep was read"):
+        warm_start(model, trials[0].params["init_from"], run_dir)
+    path.write_bytes(named)
+    assert warm_start(model, trials[0].params["init_from"], run_dir) == (32, 0)
+    weights = torch.load(path, weights_only=True)
+    assert all(torch.equal(tensor, weights[name]) for name, tensor in model.state_dict().items())
+
+
 def test_hostile_values_are_bound_not_formatted(tmp_path):
     from gridsearch.spec.sweep import load_sweep
     from gridsearch.store.storage import Storage
 
     names = ["x'); DROP TABLE trials; --", 'a"b\\c', "%s %(x)s {0} ?", "😀 ' OR '1'='1"]
     for name in names:
-        (tmp_path / name).write_bytes(b"x")
+        checkpoint_file(tmp_path / name, hidden=8)
     sweep = load_sweep(
         write_sweep(tmp_path, **{**TINY, "description": "'; DELETE FROM sweeps; --", "grid": {"init_from": names}})
     )
@@ -373,6 +437,6 @@ def test_hostile_values_are_bound_not_formatted(tmp_path):
     storage.save_sweep(sweep, list(sweep.trials()))
     db = tmp_path / "results.db"
     stored = [json.loads(v) for (v,) in rows(db, "SELECT value FROM trial_params WHERE name = 'init_from'")]
-    assert sorted(stored) == sorted(str(tmp_path / name) for name in names)
+    assert sorted(value.partition("#sha256=")[0] for value in stored) == sorted(str(tmp_path / name) for name in names)
     assert rows(db, "SELECT name, source FROM sweeps") == [("tiny", sweep.source)]
     assert {t.key: t.status for t in storage.trials("tiny")} == {t.key: "pending" for t in sweep.trials()}

@@ -10,10 +10,12 @@ import math
 import tempfile
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gridsearch.errors import UserError
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.store.storage import Storage
 from tests.conftest import cli, gridsearch
@@ -31,7 +33,24 @@ BOMB = (
     "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
     "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nname: x\ngrid: {lr: *e}\n"
 )
+HEAD = "name: fuzz\narchitecture: lenet53\n"
+TEN_BY_FIFTY = "".join(
+    f"  {name}: {[round(0.01 * i, 2) for i in range(1, 51)]}\n"
+    for name in ("lr", "momentum", "weight_decay", "lr_gamma", "lr_min", "dropout")
+) + "".join(f"  {name}: {list(range(1, 51))}\n" for name in ("lr_step", "patience", "hidden", "batch_size"))
+HOSTILE_TEXTS = {
+    "lists nested 800 deep": HEAD + "grid: {lr: [0.1]}\ndescription: " + "[" * 800 + "]" * 800 + "\n",
+    "mappings nested 1000 deep": HEAD + "grid: {lr: [0.1]}\nparams: " + "{a: " * 1000 + "1" + "}" * 1000 + "\n",
+    "a 5,000-digit integer": HEAD + "grid: {lr: [0.1]}\nparams: {epochs: " + "9" * 5000 + "}\n",
+    "a list as a key": HEAD + "grid: {lr: [0.1]}\nparams: {[1, 2]: 3}\n",
+    "a mapping as a key": HEAD + "grid: {lr: [0.1]}\n? {a: 1}\n: 3\n",
+    "10 params x 50 values": HEAD + "grid:\n" + TEN_BY_FIFTY,
+    "a 99,990-point list": HEAD + "grid:\n  lr: [" + ", ".join(f"{0.00001 * i:.5f}" for i in range(1, 99991)) + "]\n",
+    "a month 13": HEAD + "grid: {lr: [0.1]}\ndescription: 2026-13-01\n",
+}
+"""Files that once got a traceback, or hung ``plan`` and ``run``: each must be refused in one line, at once."""
 SPECIAL_TEXTS = [
+    *HOSTILE_TEXTS.values(),
     BOMB,
     yaml.safe_dump({**BASE, "grid": {"lr": [0.001 * i for i in range(1, 101)], "lr_step": list(range(1, 101))}}),
     "name: fuzz\nname: again\narchitecture: lenet53\ngrid: {lr: [0.1]}\n",
@@ -170,6 +189,29 @@ def test_special_inputs_are_refused_in_one_line(tmp_path):
     assert check_accepted_or_refused("name: café\n".encode("latin-1"), tmp_path) is False
 
 
+@pytest.mark.timeout(120)  # the 10 x 50 grid hung plan for hours, walking all of its points
+@pytest.mark.parametrize("kind", HOSTILE_TEXTS)
+def test_hostile_files_are_refused_in_one_line_before_anything_is_expanded(tmp_path, kind):
+    text = HOSTILE_TEXTS[kind]
+    assert check_accepted_or_refused(text.encode(), tmp_path) is False
+    path = tmp_path / "sweep.yaml"
+    with pytest.raises(UserError):  # the Python API: UserError, never TypeError, ValueError or RecursionError
+        load_sweep(path, 10_000)
+
+
+def test_max_trials_is_checked_from_the_lengths_of_the_lists(tmp_path):
+    """The limit counts trials from the grid's list lengths and seeds: a grid just within it is accepted,
+    one trial more is refused, and a list longer than the limit is refused before it is read."""
+    path = tmp_path / "sweep.yaml"
+    grid = [{"lr": [0.01 * i for i in range(1, 11)], "lr_step": [1, 2, 3]}, {"lr": [0.5], "dropout": [0.1, 0.2]}]
+    path.write_text(yaml.safe_dump({**BASE, "grid": grid, "seeds": [0, 1]}))  # (30 + 2) x 2 = 64 trials
+    assert len(load_sweep(path, 64)) == 64
+    with pytest.raises(UserError, match="expands to 64 trials, more than --max-trials 63"):
+        load_sweep(path, 63)
+    with pytest.raises(UserError, match=r"sweep.yaml:\d+: a list of more than 9 values"):
+        load_sweep(path, 9)
+
+
 def stored_sweep(folder: Path) -> tuple[Path, Path]:
     """A good sweep file, and a database holding it (closed, so its file holds everything)."""
     db, good = folder / "results.db", folder / "good.yaml"
@@ -194,7 +236,11 @@ def test_run_refuses_bad_files_before_touching_the_database(tmp_path):
     for index, text in enumerate(bad):
         files.append(tmp_path / f"bad{index}.yaml")
         files[-1].write_bytes(text if isinstance(text, bytes) else text.encode())
-    for args in ([files[0]], [good, files[3], files[1]], [good, files[2]]):  # nothing runs unless all are valid
+    for text in HOSTILE_TEXTS.values():
+        files.append(tmp_path / f"bad{len(files)}.yaml")
+        files[-1].write_text(text)
+    runs = [[files[0]], [good, files[3], files[1]], [good, files[2]], *([good, file] for file in files[len(bad) :])]
+    for args in runs:  # nothing runs unless all are valid
         result = cli("run", *map(str, args), "--db", str(db), cwd=tmp_path)
         bad_file = next(path for path in args if path != good)
         assert result.returncode == 2 and result.stderr.startswith(f"error: {bad_file}"), result.stderr

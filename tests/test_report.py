@@ -504,15 +504,40 @@ def test_a_database_without_its_run_folders_still_gets_every_database_section(
     assert "--artifacts" not in (tmp_path / "full" / "index.html").read_text()
 
 
-def test_report_refuses_unknown_sweeps_and_sweeps_without_a_selected_trial(study, tmp_path, capsys, monkeypatch):
+def test_report_refuses_unknown_sweeps_and_named_sweeps_without_a_selected_trial(study, tmp_path, capsys, monkeypatch):
     code, _, err = cli("report", "nosuch", cwd=study.folder, capsys=capsys, monkeypatch=monkeypatch)
     assert code == 2 and err.startswith("error: no sweep named 'nosuch'") and len(err.splitlines()) == 1
     shutil.copy(study.folder / "results.db", tmp_path / "results.db")
-    with sqlite3.connect(tmp_path / "results.db") as connection:
-        connection.execute("UPDATE sweeps SET selected_trial = NULL WHERE name = 'mlp'")
+    with contextlib.closing(sqlite3.connect(tmp_path / "results.db")) as connection, connection:
+        connection.execute("UPDATE sweeps SET selected_trial = NULL")
+    code, _, err = cli("report", "lenet", "mlp", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 2 and err == "error: sweep 'lenet' has no selected trial yet (run it to the end first)\n"
     code, _, err = cli("report", cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
-    assert code == 2 and err == "error: sweep 'mlp' has no selected trial yet (run it to the end first)\n"
+    assert code == 2 and err.startswith("error: no sweep can be reported: sweep 'lenet' has no selected trial yet")
+    assert "sweep 'halved' has no selected" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "reports").exists()  # refused before anything is written
+
+
+def test_report_of_every_sweep_leaves_out_those_without_a_result_in_one_line(
+    study, data_dir, tmp_path, capsys, monkeypatch, in_process_training
+):
+    """A sweep whose every trial failed is named in one warning; the others are reported; the database file
+    is left byte for byte as it was, with no -wal or -shm file beside it."""
+    db = tmp_path / "results.db"
+    shutil.copy(study.folder / "results.db", db)
+    broken = write_sweep(  # lr 1e9 diverges in the first epoch
+        tmp_path, "broken.yaml", name="broken", grid={"lr": [1e9]}, params={"epochs": 1, "batch_size": 50, "hidden": 8}
+    )
+    assert conftest_cli("run", str(broken), cwd=tmp_path, data_dir=data_dir).returncode == 1  # nothing finished
+    assert sorted(p.name for p in tmp_path.glob("results.db*")) == ["results.db"]  # run folded its log in
+    before = db.read_bytes()
+    runs = str(study.folder / "runs")
+    args = ("report", "--data-dir", str(data_dir), "--artifacts", runs)
+    code, out, err = cli(*args, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
+    assert code == 0 and out == "report written to reports/all/index.html\n"
+    assert err == "warning: not in the report: sweep 'broken' has no selected trial yet (run it to the end first)\n"
+    assert list(csv(tmp_path / "reports" / "all", "results")["sweep"]) == ["lenet", "mlp", "halved"]
+    assert db.read_bytes() == before and sorted(p.name for p in tmp_path.glob("results.db*")) == ["results.db"]
 
 
 def committee_probabilities(db, runs, keys, split):

@@ -26,7 +26,7 @@ def test_geometric_transforms_move_the_ink_as_described():
     shifted = robustness.transformed("shift+3+3", images)
     assert torch.equal(shifted[0, 0, 9:25, 15:18], images[0, 0, 6:22, 12:15])
     rotated = robustness.transformed("rotate45", images).float()
-    assert rotated.sum() == pytest.approx(images.float().sum(), rel=0.1)  # ink kept, moved
+    assert rotated.sum().item() == pytest.approx(images.float().sum().item(), rel=0.1)  # ink kept, moved
     bar = robustness.transformed("rotate45", images)[0, 0].float()
     rows_, cols = torch.nonzero(bar > 128, as_tuple=True)
     assert abs(np.corrcoef(rows_.numpy(), cols.numpy())[0, 1]) > 0.9  # the vertical bar is now diagonal
@@ -57,8 +57,8 @@ def test_mnist_style_fits_a_20_pixel_box_centred_by_mass():
     assert ys.max() - ys.min() + 1 == 20 and 6 <= xs.max() - xs.min() + 1 <= 8  # aspect kept
     mass = image[0].float()
     centre = [
-        (torch.arange(28).float()[:, None] * mass).sum() / mass.sum(),
-        (torch.arange(28).float()[None, :] * mass).sum() / mass.sum(),
+        ((torch.arange(28).float()[:, None] * mass).sum() / mass.sum()).item(),
+        ((torch.arange(28).float()[None, :] * mass).sum() / mass.sum()).item(),
     ]
     assert centre == [pytest.approx(14.0, abs=0.5), pytest.approx(14.0, abs=0.5)]  # where MNIST's are
 

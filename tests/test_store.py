@@ -40,16 +40,14 @@ def digest(path: Path) -> str:
 
 
 def untouched(db: Path, before: str) -> bool:
-    """Whether the file ``db`` is byte for byte as it was (``before``: its digest), and no write-ahead log
-    holds anything for it. A read-only connection to a WAL-mode file leaves an empty -wal file and its -shm
-    index behind, as any SQLite reader does; they change nothing."""
-    wal = db.with_name(db.name + "-wal")
-    return digest(db) == before and (not wal.exists() or wal.stat().st_size == 0)
+    """Whether the file ``db`` is byte for byte as it was (``before``: its digest), with no -wal or -shm file
+    left beside it."""
+    return digest(db) == before and not [p for p in db.parent.iterdir() if p.name.endswith(("-wal", "-shm"))]
 
 
 def files(folder: Path) -> list[str]:
-    """The files in ``folder``, but for SQLite's -wal and -shm files (see ``untouched``)."""
-    return sorted(path.name for path in folder.iterdir() if not path.name.endswith(("-wal", "-shm")))
+    """The files in ``folder``."""
+    return sorted(path.name for path in folder.iterdir())
 
 
 def dump(db: Path) -> dict[str, list[tuple]]:
@@ -113,10 +111,11 @@ def test_a_version_2_database_reads_unchanged_by_every_read_only_command_and_is_
     # the web app reads it too
     from gridsearch.web.app import create_app
 
-    client = create_app(Storage(str(v2), readonly=True), v2.parent / "runs").test_client()
-    sweeps = client.get("/api/sweeps").get_json()["sweeps"]
-    assert {s["name"]: s["selected_trial"] for s in sweeps} == selected
-    assert client.get("/api/sweeps/oldhalving/trials").get_json()["trials"][0]["key"] == best["trial"]
+    with Storage(str(v2), readonly=True) as storage:
+        client = create_app(storage, v2.parent / "runs").test_client()
+        sweeps = client.get("/api/sweeps").get_json()["sweeps"]
+        assert {s["name"]: s["selected_trial"] for s in sweeps} == selected
+        assert client.get("/api/sweeps/oldhalving/trials").get_json()["trials"][0]["key"] == best["trial"]
     assert untouched(v2, before) and dump(v2) == content
     assert rows(v2, "SELECT value FROM meta") == [("2",)]
 

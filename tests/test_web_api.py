@@ -208,6 +208,8 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(client, study):
     posts = [
         (b"{not json", 400, "must be a JSON object"),
         (b"[1, 2]", 400, "must be a JSON object"),
+        (b"[" * 1000 + b"]" * 1000, 400, "nested too deeply"),
+        (b'{"image": ' + b'{"a": ' * 1000 + b"1" + b"}" * 1001, 400, "nested too deeply"),
         (json.dumps({"image": good, "model": "x"}).encode(), 400, "unknown field 'model'"),
         (json.dumps({}).encode(), 400, "PNG data URL"),
         (json.dumps({"image": "data:image/jpeg;base64,AAAA"}).encode(), 400, "PNG data URL"),

@@ -14,6 +14,7 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 import pytest
 
 from benchmarks.web_predict_memory import burst, rss_mb, seven
+from gridsearch.web.limits import IDLE_SECONDS
 from tests.conftest import ROOT, rows, write_sweep
 from tests.test_web_api import web_study
 
@@ -218,6 +220,42 @@ def test_a_body_over_the_limit_gets_413_and_the_connection_closes(server, framin
     request = seven()  # a chunked body within the limit is read whole, and the server still answers
     status, reply = status_and_json(exchange(server, post_head(None), chunked(request, 1000))[0])
     assert status == 200 and reply["digit"] == 7
+
+
+def test_what_the_server_refuses_itself_is_answered_in_json_and_the_connection_closed(server):
+    """Requests refused before the app sees them: a URI or header over 64 kB, too many headers, a request line
+    that does not parse, a body length declared twice (a request smuggling vector)."""
+    get = b"GET /api/sweeps HTTP/1.1\r\nHost: x\r\n"
+    cases = [
+        (b"GET /" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", 414, "URI is too long"),
+        (get + b"X-Long: " + b"a" * 70_000 + b"\r\n\r\n", 431, "Line too long"),
+        (get + b"".join(b"X-%d: 1\r\n" % i for i in range(200)) + b"\r\n", 431, "Too many headers"),
+        (b"\x00\xff\xfe garbage \x01\r\n\r\n", 400, "Bad request syntax"),
+        (post_head(2).replace(b"\r\n\r\n", b"\r\nContent-Length: 2\r\n\r\n") + b"{}", 400, "declared twice"),
+        (post_head(None).replace(b"\r\n\r\n", b"\r\nContent-Length: 5\r\n\r\n") + b"0\r\n\r\n", 400, "declared twice"),
+        (post_head(2).replace(b"Content-Length: 2", b"Content-Length: 2x") + b"{}", 400, "not a number of bytes"),
+    ]
+    for head, expected, message in cases:
+        received, closed = exchange(server, head, [])
+        status, reply = status_and_json(received)
+        assert (status, list(reply)) == (expected, ["error"]) and message in reply["error"], (head[:60], reply)
+        assert closed, f"the server held the connection open after its {status}"
+
+
+def test_a_connection_that_stops_sending_is_closed(server):
+    """Garbage without a line end, or a body shorter than its Content-Length: the server stops waiting after
+    ``IDLE_SECONDS`` and closes the connection (the body's with a JSON 400)."""
+    stalled = [
+        (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03" * 4, []),  # a TLS hello, sent to plain HTTP
+        (post_head(100), [b'{"ima']),
+    ]
+    with ThreadPoolExecutor(len(stalled)) as pool:  # both wait out the idle limit at once
+        (garbage, garbage_closed), (short, short_closed) = pool.map(
+            lambda case: exchange(server, *case, wait=IDLE_SECONDS * 6), stalled
+        )
+    assert garbage_closed and garbage == b""
+    status, reply = status_and_json(short)
+    assert status == 400 and "ended before its Content-Length" in reply["error"] and short_closed
 
 
 def test_concurrent_predictions_leave_the_server_memory_where_it_was(server):

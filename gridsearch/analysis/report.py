@@ -8,7 +8,7 @@ Without a trial's run folder those are left out, and the rest of the report is w
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -61,10 +61,12 @@ class ReadOnce(Storage):
 
 @dataclass(frozen=True)
 class Report:
-    """A written report: its page, and one line for each best model whose weights it went without."""
+    """A written report: its page, one line for each best model whose weights it went without, and one for
+    each sweep it could not report (with no sweep named: those without a tested selected trial)."""
 
     index: Path
     left_out: list[str]
+    unreported: list[str] = field(default_factory=list)
 
 
 def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
@@ -149,7 +151,7 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     names = sweeps or storage.sweep_names()
     if not names:
         raise UserError("the database has no sweeps yet: nothing to report")
-    models = [best_model(storage, name) for name in dict.fromkeys(names)]
+    models, unreported = reportable(storage, list(dict.fromkeys(names)), every=not sweeps)
     data.prepare(data_dir)
     folder = Folder(out)
     results = results_table(storage, models)
@@ -179,4 +181,21 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
         Section(anchor, f"{number}. {title}", blocks) for number, (anchor, title, blocks) in enumerate(parts, 1)
     ]
     index = folder.page(f"gridsearch report: {', '.join(m.name for m in models)}", sections)
-    return Report(index, [str(r) for r in reruns.values() if isinstance(r, WeightsUnavailable)])
+    return Report(index, [str(r) for r in reruns.values() if isinstance(r, WeightsUnavailable)], unreported)
+
+
+def reportable(storage: Storage, names: list[str], every: bool) -> tuple[list[BestModel], list[str]]:
+    """The best models of the sweeps ``names``, and why each sweep without one (no selected trial, or no test
+    of it) cannot be reported. Named sweeps (``every`` False) must all be reportable, and so must one of
+    ``every`` sweep; else :class:`UserError`."""
+    models, unreported = [], []
+    for name in names:
+        try:
+            models.append(best_model(storage, name))
+        except UserError as exc:
+            if not every:
+                raise
+            unreported.append(str(exc))
+    if not models:
+        raise UserError(f"no sweep can be reported: {'; '.join(unreported)}")
+    return models, unreported

@@ -16,7 +16,8 @@ from gridsearch.vocabulary import FINISHED, format_value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    table = views.status_table(Storage(args.db, readonly=True))
+    with Storage(args.db, readonly=True) as storage:
+        table = views.status_table(storage)
     if table.empty:
         print("no sweeps yet")
         return 0
@@ -25,7 +26,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_trials(args: argparse.Namespace) -> int:
-    table = views.trials_table(Storage(args.db, readonly=True), args.sweep)
+    with Storage(args.db, readonly=True) as storage:
+        table = views.trials_table(storage, args.sweep)
     if args.top:
         table = table.head(args.top)
     print(format_table(percent_columns(table) if args.format == "table" else table, args.format))
@@ -33,52 +35,52 @@ def cmd_trials(args: argparse.Namespace) -> int:
 
 
 def cmd_best(args: argparse.Namespace) -> int:
-    storage = Storage(args.db, readonly=True)
-    row = storage.sweep(args.sweep)
-    trial = storage.trial(row.selected_trial) if row.selected_trial else None
-    if trial is None:
-        statuses = [t.status for t in storage.trials(args.sweep)]
-        finished = sum(status in FINISHED for status in statuses)
-        print(f"sweep {args.sweep} has no selected trial yet ({finished} of {len(statuses)} trials finished)")
-        return 1
-    test = storage.evaluation(trial.key, "test")
-    params = applicable(trial.config["params"])  # as written, and only those its optimizer uses
-    if args.format == "json":
-        tested = test and {
-            "accuracy": test.accuracy,
-            "loss": test.loss,
-            "errors": test.errors,
-            "samples": test.samples,
-            "confusion": test.confusion,
-        }
-        report = {
-            "sweep": row.name,
-            "trial": trial.key,
-            "architecture": trial.architecture,
-            "select": row.select_metric,
-            "best_epoch": trial.best_epoch,
-            "val_accuracy": trial.val_accuracy,
-            "val_loss": trial.val_loss,
-            "params": params,
-            "seed": trial.seed,
-            "test": tested,
-        }
+    with Storage(args.db, readonly=True) as storage:
+        row = storage.sweep(args.sweep)
+        trial = storage.trial(row.selected_trial) if row.selected_trial else None
+        if trial is None:
+            statuses = [t.status for t in storage.trials(args.sweep)]
+            finished = sum(status in FINISHED for status in statuses)
+            print(f"sweep {args.sweep} has no selected trial yet ({finished} of {len(statuses)} trials finished)")
+            return 1
+        test = storage.evaluation(trial.key, "test")
+        params = applicable(trial.config["params"])  # as written, and only those its optimizer uses
+        if args.format == "json":
+            tested = test and {
+                "accuracy": test.accuracy,
+                "loss": test.loss,
+                "errors": test.errors,
+                "samples": test.samples,
+                "confusion": test.confusion,
+            }
+            report = {
+                "sweep": row.name,
+                "trial": trial.key,
+                "architecture": trial.architecture,
+                "select": row.select_metric,
+                "best_epoch": trial.best_epoch,
+                "val_accuracy": trial.val_accuracy,
+                "val_loss": trial.val_loss,
+                "params": params,
+                "seed": trial.seed,
+                "test": tested,
+            }
+            if row.search.get("over_seeds"):
+                report["over_seeds"] = _over_seeds(storage, args.sweep, trial.key)
+            print(json.dumps(report, indent=2))
+            return 0
+        print(selected_line(storage, args.sweep))
         if row.search.get("over_seeds"):
-            report["over_seeds"] = _over_seeds(storage, args.sweep, trial.key)
-        print(json.dumps(report, indent=2))
+            print(_over_seeds_line(row.select_metric, _over_seeds(storage, args.sweep, trial.key)))
+        print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
+        for name, value in params.items():
+            print(f"  {name}: {format_value(value)}")
+        if test is not None:
+            confusion = pd.DataFrame(test.confusion)
+            confusion.index.name = "true\\pred"
+            print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
+            print(confusion.to_string())
         return 0
-    print(selected_line(storage, args.sweep))
-    if row.search.get("over_seeds"):
-        print(_over_seeds_line(row.select_metric, _over_seeds(storage, args.sweep, trial.key)))
-    print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
-    for name, value in params.items():
-        print(f"  {name}: {format_value(value)}")
-    if test is not None:
-        confusion = pd.DataFrame(test.confusion)
-        confusion.index.name = "true\\pred"
-        print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
-        print(confusion.to_string())
-    return 0
 
 
 def _over_seeds(storage: Storage, sweep: str, key: str) -> dict:
@@ -123,7 +125,9 @@ def _over_seeds_line(select: str, chosen: dict) -> str:
 
 
 def cmd_query(args: argparse.Namespace) -> int:
-    print(format_table(views.query(Storage(args.db, readonly=True), args.sql), args.format))
+    with Storage(args.db, readonly=True) as storage:
+        table = views.query(storage, args.sql)
+    print(format_table(table, args.format))
     return 0
 
 

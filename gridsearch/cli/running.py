@@ -48,6 +48,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             for note in result.notes:
                 print(note)
             if result.selected is None:
+                storage.close()
                 return 1
             print(selected_line(storage, result.name))
             storage.close()
@@ -62,6 +63,7 @@ def _retry_command(argv: list[str]) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from gridsearch.spec.sweep import load_sweep, resolve_warm_starts
+    from gridsearch.spec.warm_start import fit_lines
 
     sweep = load_sweep(args.sweep_file, args.max_trials)
     path = sqlite_path(database_url(args.db))
@@ -100,6 +102,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             f"\n{sweep.name}: {len(table)} trials of {', '.join(sweep.architectures)}: "
             + ", ".join(f"{n} {status}" for status, n in counts.items())
         )
+        for line in fit_lines(trials):
+            print(line)
         for name in dict.fromkeys(unselected):
             print(
                 f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
@@ -115,6 +119,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
         if search.describes_rungs:
             print("\n" + _rung_plan(sweep, len(set(table["key"]))))
         print("\n" + _cost_lines(sweep, trials, storage, stored, args.device, args.workers))
+    if storage is not None:
+        storage.close()  # the last reader to close removes SQLite's -wal and -shm files
     return 0
 
 

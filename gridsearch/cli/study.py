@@ -18,15 +18,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from gridsearch.analysis.report import build_report
     from gridsearch.training.data import default_data_dir
 
-    storage = Storage(args.db, readonly=True)
     out = args.out or Path("reports") / ("_".join(args.sweeps) if args.sweeps else "all")
-    report = build_report(
-        storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
-    )
+    with Storage(args.db, readonly=True) as storage:
+        report = build_report(
+            storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
+        )
     print(f"report written to {report.index}")
     if report.left_out:
         missing = "; ".join(report.left_out)
         print(f"warning: ROC AUC and confidences left out of the report: {missing}", file=sys.stderr)
+    if report.unreported:
+        print(f"warning: not in the report: {'; '.join(report.unreported)}", file=sys.stderr)
     return 0
 
 
@@ -108,14 +110,14 @@ def cmd_inspect(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from gridsearch.analysis.mlflow_export import export_to_mlflow
 
-    if args.to == "tensorboard":
-        from gridsearch.engine.tensorboard import export_trained
+    with Storage(args.db, readonly=True) as storage:
+        if args.to == "tensorboard":
+            from gridsearch.engine.tensorboard import export_trained
 
-        written = export_trained(Storage(args.db, readonly=True), args.sweep, args.logdir)
-        print(f"sweep {args.sweep} -> TensorBoard logs of {written} trials under {args.logdir / args.sweep}")
-        return 0
-
-    done = export_to_mlflow(Storage(args.db, readonly=True), args.sweep, args.tracking_uri, args.experiment)
+            written = export_trained(storage, args.sweep, args.logdir)
+            print(f"sweep {args.sweep} -> TensorBoard logs of {written} trials under {args.logdir / args.sweep}")
+            return 0
+        done = export_to_mlflow(storage, args.sweep, args.tracking_uri, args.experiment)
     print(
         f"sweep {args.sweep} -> MLflow experiment {done.experiment!r} (id {done.experiment_id}) at "
         f"{done.tracking_uri}: {len(done.logged)} runs logged, {len(done.replaced)} replaced, "
@@ -127,9 +129,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     from gridsearch.web.app import serve
 
-    storage = Storage(args.db, readonly=True)
-    try:
-        serve(storage, artifacts_dir(args.db, args.artifacts), args.host, args.port)
-    except KeyboardInterrupt:
-        print("stopped", file=sys.stderr)
+    with Storage(args.db, readonly=True) as storage:
+        try:
+            serve(storage, artifacts_dir(args.db, args.artifacts), args.host, args.port)
+        except KeyboardInterrupt:
+            print("stopped", file=sys.stderr)
     return 0

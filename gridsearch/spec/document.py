@@ -1,8 +1,10 @@
 """A sweep file read as a YAML document that knows the line of every key, for errors that point at it.
 
 Reading refuses what is not a sweep file before any validation: missing or unreadable files, files
-over ``MAX_FILE_BYTES``, text that is not UTF-8, malformed YAML, duplicate keys, and documents that
-expand to more than ``MAX_YAML_NODES`` values (alias bombs).
+over ``MAX_FILE_BYTES``, text that is not UTF-8, malformed YAML, values nested deeper than ``MAX_DEPTH``,
+numbers longer than ``MAX_NUMBER_CHARS``, lists or mappings used as keys, duplicate keys, and documents
+that expand to more than ``MAX_YAML_NODES`` values (alias bombs). Depth and numbers are checked on the
+parser's event stream, before anything is built from it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,28 @@ from gridsearch.spec.params import coerce_type
 MAX_FILE_BYTES = 1_000_000
 MAX_YAML_NODES = 100_000
 """Guards against huge files and alias bombs (a few anchors expanding to billions of values)."""
+MAX_DEPTH = 20
+"""The deepest nesting of lists and mappings a sweep file may have (its own need at most 6)."""
+MAX_NUMBER_CHARS = 100
+"""The longest number a sweep file may write (Python refuses to read integers of over 4,300 digits)."""
+NUMBER_TAGS = frozenset({"tag:yaml.org,2002:int", "tag:yaml.org,2002:float"})
+_Parser = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+"""libyaml's parser where PyYAML has it (a 1 MB file in well under a second), else PyYAML's own."""
+
+
+class _Loader(_Parser):  # type: ignore[misc, valid-type]
+    """YAML's safe loader; a value its constructors cannot make (``!!int zz``, a date in month 13) is a YAML
+    error at its line, not a Python exception."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep=deep)
+        except (ValueError, TypeError, AttributeError, OverflowError) as exc:
+            kind = node.tag.rsplit(":", 1)[-1]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this {kind}: {exc}", node.start_mark
+            ) from None
+
 
 Location = tuple[str | int, ...]
 """Where a value is in the document: its keys and list indices from the top, e.g. ("grid", 0, "lr")."""
@@ -50,8 +74,9 @@ class Document:
             raise self.fail((*at, key), str(exc)) from None
 
 
-def read_document(path: Path) -> Document:
-    """The sweep file at ``path``, parsed; :class:`UserError` if it cannot be read as one."""
+def read_document(path: Path, max_items: int | None = None) -> Document:
+    """The sweep file at ``path``, parsed; :class:`UserError` if it cannot be read as one, or if it has a list
+    of more than ``max_items`` values (a grid that long has more trials than ``--max-trials``)."""
     try:
         raw = path.read_bytes()
     except FileNotFoundError:
@@ -64,17 +89,53 @@ def read_document(path: Path) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise UserError(f"{path}: not UTF-8 text (byte {exc.start})") from None
+    lines: dict[Location, int] = {}
     try:
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        lines: dict[Location, int] = {}
-        _index_lines(node, (), lines, path, [0])
-        data = yaml.safe_load(text)
+        _check_events(text, path, max_items)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            _index_lines(node, (), lines, path, [0])
+            data = None if node is None else loader.construct_document(node)
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
         where = f"{path}:{mark.line + 1}" if mark else str(path)
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"{where}: malformed YAML: {problem}") from None
     return Document(path, data, text, lines)
+
+
+def _check_events(text: str, path: Path, max_items: int | None) -> None:
+    """Refuse values nested deeper than ``MAX_DEPTH``, numbers longer than ``MAX_NUMBER_CHARS`` and lists
+    of more than ``max_items`` values, reading the parser's events only: nothing is built from them yet
+    (building a deep document would exhaust Python's stack, a long one take seconds)."""
+    resolver = yaml.resolver.Resolver()
+    items: list[int | None] = []  # per open collection: a list's values so far (None: a mapping)
+    for event in yaml.parse(text, Loader=_Parser):
+        line = event.start_mark.line + 1
+        if isinstance(event, yaml.NodeEvent) and items and items[-1] is not None:
+            items[-1] += 1
+            if max_items is not None and items[-1] > max_items:
+                raise UserError(
+                    f"{path}:{line}: a list of more than {max_items:,} values, more than --max-trials "
+                    f"{max_items:,} allows; raise --max-trials if you mean it"
+                )
+        if isinstance(event, yaml.CollectionStartEvent):
+            items.append(0 if isinstance(event, yaml.SequenceStartEvent) else None)
+            if len(items) > MAX_DEPTH:
+                raise UserError(f"{path}:{line}: lists and mappings nested more than {MAX_DEPTH} deep")
+        elif isinstance(event, yaml.CollectionEndEvent):
+            items.pop()
+        elif isinstance(event, yaml.ScalarEvent) and len(event.value) > MAX_NUMBER_CHARS:
+            tag = event.tag
+            if tag in (None, "!"):
+                tag = resolver.resolve(yaml.ScalarNode, event.value, event.implicit)
+            if tag in NUMBER_TAGS:
+                raise UserError(
+                    f"{path}:{line}: a number of {len(event.value):,} characters (at most {MAX_NUMBER_CHARS})"
+                )
 
 
 def _index_lines(node: yaml.Node | None, at: Location, lines: dict, path: Path, count: list[int]) -> None:
@@ -90,6 +151,11 @@ def _index_lines(node: yaml.Node | None, at: Location, lines: dict, path: Path, 
     if isinstance(node, yaml.MappingNode):
         seen: set = set()
         for key_node, value_node in node.value:
+            if not isinstance(key_node, yaml.ScalarNode):
+                raise UserError(
+                    f"{path}:{key_node.start_mark.line + 1}: {dotted(at)}: a key must be a name, "
+                    "not a list or a mapping"
+                )
             key = key_node.value
             if key in seen:
                 raise UserError(f"{path}:{key_node.start_mark.line + 1}: {dotted((*at, key))}: duplicate key")

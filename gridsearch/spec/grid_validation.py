@@ -22,6 +22,13 @@ from gridsearch.spec.params import Param, coerce_type
 from gridsearch.spec.sampling import DISTRIBUTIONS, Dimension, Distribution, draw_points
 from gridsearch.spec.search import Search
 from gridsearch.spec.sweep import NAME_PATTERN, accepted_params
+from gridsearch.spec.warm_start import (
+    CheckpointFile,
+    is_file_reference,
+    matching_tensors,
+    read_checkpoint,
+    split_reference,
+)
 
 GridPart = tuple[Location, list[str], dict]
 """A grid part before its values are checked: its location, the architectures it trains, its mapping."""
@@ -32,6 +39,8 @@ class GridValidator:
 
     def __init__(self, document: Document):
         self.document = document
+        self.checkpoints: dict[Path, CheckpointFile] = {}
+        """Every ``init_from`` file read, by path."""
 
     def architecture(self, at: Location, name: Any) -> str:
         """``name``, which must be a registered architecture."""
@@ -175,24 +184,40 @@ class GridValidator:
 
     def check_builds(self, architecture: str, default: str | None, params: dict[str, Any], grid: list[dict]) -> None:
         """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,
-        to catch bad values."""
+        to catch bad values, and check that each ``init_from`` checkpoint fits it. Only its own gridded params
+        (and ``init_from``) are combined, so the grid is never expanded."""
         entry = architectures.get(architecture)
-        own = set(entry.params())
+        own, defaults = set(entry.params()), entry.defaults()
         tried: set[str] = set()
-        for point in ParameterGrid(grid):
-            if point.get("architecture", default) != architecture:
+        for part in grid:
+            if architecture not in part.get("architecture", [default]):
                 continue
-            values = {k: v for k, v in {**entry.defaults(), **params, **point}.items() if k in own}
-            signature = json.dumps(values, sort_keys=True)
-            if signature in tried:
-                continue
-            tried.add(signature)
-            try:
-                with torch.device("meta"):  # shapes only: no memory, however large the values
-                    entry.build(**values)
-            except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
-                where = ("grid",) if any(k in point for k in values) else ("params",)
-                raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
+            for point in ParameterGrid({k: v for k, v in part.items() if k in own or k == "init_from"}):
+                values = {k: v for k, v in {**defaults, **params, **point}.items() if k in own}
+                init_from = point.get("init_from", params.get("init_from"))
+                signature = json.dumps([values, init_from], sort_keys=True)
+                if signature in tried:
+                    continue
+                tried.add(signature)
+                try:
+                    with torch.device("meta"):  # shapes only: no memory, however large the values
+                        model = entry.build(**values)
+                except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
+                    where = ("grid",) if set(point) - {"init_from"} else ("params",)
+                    raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
+                if is_file_reference(init_from):
+                    self.check_fit(architecture, model, init_from, "init_from" in point)
+
+    def check_fit(self, architecture: str, model: torch.nn.Module, init_from: str, gridded: bool) -> None:
+        """Refuse an ``init_from`` checkpoint that fills none of ``model``'s tensors."""
+        checkpoint = self.checkpoints[split_reference(init_from)[0]]
+        target = {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+        if not matching_tensors(target, checkpoint.shapes):
+            raise self.document.fail(
+                ("grid",) if gridded else ("params", "init_from"),
+                f"{checkpoint.path} fits none of the {len(target)} tensors of {architecture} (by name and shape): "
+                "a checkpoint of another architecture?",
+            )
 
     def accepted(self, at: Location, name: Any, used: list[str]) -> Param:
         """The definition of param ``name``, which every one of the ``used`` architectures must accept."""
@@ -213,9 +238,11 @@ class GridValidator:
         return self.init_from(at, value) if "init_from" in at else value
 
     def init_from(self, at: Location, value: str) -> str:
-        """``best:<sweep>``, ``trial:<key>``, or a checkpoint path made absolute.
+        """``best:<sweep>``, ``trial:<key>``, or a checkpoint file's reference: its path made absolute, and
+        its content's digest (``gridsearch.spec.warm_start``).
 
-        A relative path is read from the sweep file's folder and may not leave it.
+        A relative path is read from the sweep file's folder and may not leave it; the file must be a
+        PyTorch checkpoint of weights.
         """
         if not value:
             return value
@@ -239,4 +266,9 @@ class GridValidator:
                 )
         if not path.is_file():
             raise self.document.fail(at, f"no checkpoint file at {path}")
-        return str(path)
+        if path not in self.checkpoints:
+            try:
+                self.checkpoints[path] = read_checkpoint(path)
+            except ValueError as exc:
+                raise self.document.fail(at, f"{path}: {exc}") from None
+        return self.checkpoints[path].reference

@@ -6,6 +6,7 @@ params and grid by ``gridsearch.spec.grid_validation``. Use it through ``gridsea
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -49,20 +50,29 @@ MAX_RETRIES = 100
 def read_sweep(path: Path, max_trials: int | None = None) -> Sweep:
     """The validated sweep file at ``path``; :class:`UserError` on any problem, including a grid of more
     than ``max_trials`` trials."""
-    sweep = SweepValidator(read_document(path)).validate()
-    if max_trials is not None and len(sweep) > max_trials:
-        raise UserError(
-            f"{path}: the grid expands to {len(sweep):,} trials, more than --max-trials "
-            f"{max_trials:,}; raise --max-trials if you mean it"
-        )
-    return sweep
+    return SweepValidator(read_document(path, max_trials), max_trials).validate()
+
+
+def grid_size(parts: list[GridPart], search: Search, seeds: int) -> int:
+    """How many trials the sweep has, counted from the lengths of its lists (nothing is expanded): the
+    product of each grid part's list lengths, summed over the parts (or the points a random or sobol search
+    draws, or a tpe or gp search proposes), times the seeds."""
+    if search.sample != "grid" or search.asks:
+        assert search.trials is not None  # the validator sets it for a sampled or asking search
+        return search.trials * seeds
+    return seeds * sum(
+        math.prod(len(values) if isinstance(values, list) else 1 for values in mapping.values())
+        for _, _, mapping in parts
+    )
 
 
 class SweepValidator:
-    """Checks a parsed sweep file key by key, raising errors that point at the line."""
+    """Checks a parsed sweep file key by key, raising errors that point at the line; a sweep of more than
+    ``max_trials`` trials is refused before its grid is expanded."""
 
-    def __init__(self, document: Document):
+    def __init__(self, document: Document, max_trials: int | None = None):
         self.document = document
+        self.max_trials = max_trials
         self.fail = document.fail
         self.scalar = document.scalar
 
@@ -91,6 +101,13 @@ class SweepValidator:
         used = list(dict.fromkeys(a for _, archs, _ in parts for a in archs))
         params = grids.params(document.get("params"), used)
         search = self.search(document.get("search"), params, parts)
+        seeds = self.seeds(document.get("seeds", [0]))
+        size = grid_size(parts, search, len(seeds))
+        if self.max_trials is not None and size > self.max_trials:
+            raise UserError(
+                f"{self.document.path}: the grid expands to {size:,} trials, more than --max-trials "
+                f"{self.max_trials:,}; raise --max-trials if you mean it"
+            )
         space = grids.space(parts, params, search.strategy) if search.asks or search.sample != "grid" else {}
         if search.asks:
             grid = []
@@ -118,7 +135,7 @@ class SweepValidator:
             dataset=self.dataset(document.get("dataset")),
             params=params,
             grid=grid,
-            seeds=self.seeds(document.get("seeds", [0])),
+            seeds=seeds,
             search=search,
             space=space if search.asks else {},
             select=select,

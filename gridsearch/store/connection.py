@@ -2,13 +2,14 @@
 
 Any SQLAlchemy URL works (PostgreSQL for several machines); a plain path means an SQLite file, opened in
 WAL mode so that readers (``status``, reports) never block the coordinator that writes. A read-only
-SQLite connection is opened with ``mode=ro`` and an authorizer that lets it only read: no statement
-on it can write, attach a file or ``VACUUM INTO`` a new one.
+SQLite connection has an authorizer that lets it only read: no statement on it can write, attach a file or
+``VACUUM INTO`` a new one; it leaves no -wal or -shm file behind.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 import sqlite3
 from pathlib import Path
@@ -190,9 +191,21 @@ def canonical_json(value: Any) -> str:
 
 
 def _open_readonly(path: Path) -> sqlite3.Connection:
-    """A connection that cannot change ``path``, nor create or attach any other file."""
+    """A connection that cannot change ``path``, nor create or attach any other file: only reading is
+    authorized on it (``_sqlite_pragmas``).
+
+    A WAL-mode file's readers create its -wal and -shm files, and only a connection that may write removes
+    them, as the last one to close. So the connection is opened read-write where the file and its folder are
+    writable and there is no -wal file yet, and leaves the folder as it found it. Beside a -wal file (a
+    writer at work, or one that died) it is opened ``mode=ro``: closing it then never folds another's log
+    into the file."""
+    wal = path.with_name(path.name + "-wal")
+    writable = os.access(path, os.W_OK) and os.access(path.parent, os.W_OK) and not wal.exists()
     connection = sqlite3.connect(
-        f"file:{quote(str(path))}?mode=ro", uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False
+        f"file:{quote(str(path))}?mode={'rw' if writable else 'ro'}",
+        uri=True,
+        timeout=BUSY_TIMEOUT_SECONDS,
+        check_same_thread=False,
     )
     connection.setlimit(sqlite3.SQLITE_LIMIT_ATTACHED, 0)
     return connection

@@ -57,9 +57,13 @@ class Storage(Leases):
         try:
             self.engine = connection.connect(self.url, where, readonly=readonly, create=create and not readonly)
             self.session = sessionmaker(self.engine, expire_on_commit=False)
-            self.upgraded_from = open_schema(
-                self.engine, where, create=create and not readonly, upgrade=upgrade and not readonly
-            )
+            try:
+                self.upgraded_from = open_schema(
+                    self.engine, where, create=create and not readonly, upgrade=upgrade and not readonly
+                )
+            except BaseException:  # refused (another version, not a gridsearch database): let go of the file
+                self.engine.dispose()
+                raise
             self.database_id = database_id(self.engine)
             """Given at creation (None: a database made before ids); each run folder records it."""
         except ImportError as exc:
@@ -71,8 +75,15 @@ class Storage(Leases):
             raise UserError(f"--db {where}: cannot open the database ({reason})") from None
 
     def close(self) -> None:
-        """Close every connection (an SQLite writer's last one folds its write-ahead log into the file)."""
+        """Close every connection (an SQLite writer's last one folds its write-ahead log into the file, and
+        the last one of any kind removes the -wal and -shm files)."""
         self.engine.dispose()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     # -- sweeps and trials -------------------------------------------------------------------
 

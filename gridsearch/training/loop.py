@@ -36,7 +36,6 @@ from gridsearch.training.events import Emit
 from gridsearch.training.models import (
     Augment,
     build_model,
-    checkpoint_path,
     make_augmenter,
     make_deterministic,
     make_optimizer,
@@ -156,7 +155,7 @@ def train_trial(
         for metrics in history:
             emit({"event": "epoch", "replayed": True, **metrics})
     elif params["init_from"]:
-        loaded, fresh = warm_start(model, checkpoint_path(params["init_from"], run_dir), device)
+        loaded, fresh = warm_start(model, params["init_from"], run_dir)
         print(f"warm start from {params['init_from']}: {loaded} tensors loaded, {fresh} fresh", file=sys.stderr)
     emit(
         {

@@ -15,6 +15,7 @@ from torch import nn
 
 import architectures
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.warm_start import content_digest, load_tensors, matching_tensors, split_reference
 from gridsearch.training.augmentation import BatchAugmenter
 
 Augment = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
@@ -76,26 +77,31 @@ def make_augmenter(config: TrialConfig) -> Augment | None:
     return BatchAugmenter.from_params(config["params"])
 
 
-def warm_start(model: nn.Module, checkpoint: Path, device: torch.device) -> tuple[int, int]:
-    """Load the tensors of ``checkpoint`` whose name (or dotted suffix) and shape match; returns
-    (loaded, left fresh). A LeNet-5-3 checkpoint thus fills the classifier inside an STN."""
-    state = torch.load(checkpoint, map_location=device, weights_only=True)
-    source = state.get("model", state)
-    target = model.state_dict()
-    loaded = {}
-    for name, tensor in target.items():
-        candidates = [k for k in source if (k == name or name.endswith("." + k)) and source[k].shape == tensor.shape]
-        if candidates:
-            loaded[name] = source[max(candidates, key=len)]
-    model.load_state_dict(loaded, strict=False)
-    return len(loaded), len(target) - len(loaded)
+class CheckpointChanged(Exception):
+    """An ``init_from`` file whose content is no longer the one the trial's key names."""
 
 
-def checkpoint_path(init_from: str, run_dir: Path) -> Path:
-    """The file an ``init_from`` value names: ``trial:<key>`` is that trial's best weights."""
+def warm_start(model: nn.Module, init_from: str, run_dir: Path) -> tuple[int, int]:
+    """Load the tensors of the checkpoint ``init_from`` names whose name (or dotted suffix) and shape match
+    (``gridsearch.spec.warm_start``); returns (loaded, left fresh). ``trial:<key>`` is that trial's best
+    weights (beside ``run_dir``); a file must still have the content its reference's digest names."""
     if init_from.startswith("trial:"):
-        return run_dir.parent / init_from.removeprefix("trial:") / "best.pt"
-    return Path(init_from)
+        path, digest = run_dir.parent / init_from.removeprefix("trial:") / "best.pt", None
+    else:
+        path, digest = split_reference(init_from)
+    data = path.read_bytes()
+    if digest is not None and content_digest(data) != digest:
+        raise CheckpointChanged(
+            f"init_from {path} changed after the sweep was read (its SHA-256 begins {content_digest(data)}, "
+            f"not {digest}); run the sweep again to train new trials from the new file"
+        )
+    source = load_tensors(data)
+    target = model.state_dict()
+    matches = matching_tensors(
+        {name: tuple(t.shape) for name, t in target.items()}, {n: tuple(t.shape) for n, t in source.items()}
+    )
+    model.load_state_dict({name: source[match] for name, match in matches.items()}, strict=False)
+    return len(matches), len(target) - len(matches)
 
 
 def make_schedule(optimizer: torch.optim.Optimizer, params: dict[str, Any]) -> torch.optim.lr_scheduler.LambdaLR:

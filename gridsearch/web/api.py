@@ -306,7 +306,10 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
 
     @api.post("/predict")
     def predict() -> PredictAnswer:
-        body = request.get_json(force=True, silent=True)
+        try:
+            body = request.get_json(force=True, silent=True)
+        except RecursionError:  # silent covers malformed JSON only, not JSON nested past Python's stack
+            raise RequestError(400, "the body is JSON nested too deeply; expected a flat object") from None
         if not isinstance(body, dict):
             raise RequestError(
                 400,

@@ -20,7 +20,7 @@ from pathlib import Path
 from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.exceptions import HTTPException
+from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.serving import make_server, select_address_family
 
 from gridsearch.analysis.preprocessing import BadDrawing
@@ -32,7 +32,7 @@ from gridsearch.web import api, augment, figures, pages, trained
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
-from gridsearch.web.limits import BodyLimit
+from gridsearch.web.limits import IDLE_SECONDS, BodyLimit, RequestHandler
 from gridsearch.web.live import LiveSweeps
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -77,6 +77,10 @@ def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) 
     def http_error(exc: HTTPException) -> ResponseReturnValue:
         if exc.code == 413:
             return error(413, f"the request body is larger than {MAX_REQUEST_BYTES // 1024} kB")
+        if isinstance(exc, ClientDisconnected):
+            return error(
+                400, f"the request body ended before its Content-Length, or stopped arriving for {IDLE_SECONDS:g} s"
+            )
         return error(exc.code or 500, f"{exc.name}: {exc.description}")
 
     @app.errorhandler(SQLAlchemyError)
@@ -104,7 +108,7 @@ def serve(storage: Storage, artifacts: Path, host: str, port: int) -> None:
             listener.listen()
         except OSError as exc:
             raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
-        server = make_server(host, port, app, threaded=True, fd=listener.fileno())
+        server = make_server(host, port, app, threaded=True, request_handler=RequestHandler, fd=listener.fileno())
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request: the pages poll
     print(f"serving {describe(storage.url)} at http://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
     server.serve_forever()

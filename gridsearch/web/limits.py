@@ -7,16 +7,24 @@ an answer that leaves part of the body unread, werkzeug's server reads on until 
 client waiting for the end of the answer waits forever. :class:`BodyLimit` reads a chunked body itself,
 up to one byte over the limit, so that Flask refuses it like any other; after a 413 it ends the answer
 and drops what the client still sends, for a moment at most, before letting go of the connection.
+
+:class:`RequestHandler` is the server's side of each connection: what is refused before the app sees a
+request (a request line or header over 64 kB, a malformed request line, a body length declared twice) is
+answered as the app answers, ``{"error": ...}`` with a 4xx, and a connection that sends nothing for
+``IDLE_SECONDS`` (garbage without a line end, a body shorter than it said) is closed.
 """
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import socket
 import time
 from collections.abc import Iterable, Iterator
 from typing import IO, TYPE_CHECKING
+
+from werkzeug.serving import WSGIRequestHandler
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
@@ -24,6 +32,8 @@ if TYPE_CHECKING:
 LINGER_SECONDS = 2.0
 """After a 413, how long the rest of the body is read and dropped before the connection is cut."""
 READ_SIZE = 64 * 1024
+IDLE_SECONDS = 10.0
+"""How long a connection may send nothing, mid-request or between requests, before it is closed."""
 
 
 class BodyLimit:
@@ -94,3 +104,40 @@ def linger(connection: socket.socket) -> None:
         pass
     with contextlib.suppress(OSError):
         connection.shutdown(socket.SHUT_RD)  # werkzeug's own draining then ends at once
+
+
+class RequestHandler(WSGIRequestHandler):
+    """werkzeug's handler of one connection, with JSON errors, one declared body length and an idle limit."""
+
+    timeout = IDLE_SECONDS  # socketserver sets it on the connection: a read that waits longer ends it
+
+    def parse_request(self) -> bool:
+        """The request line and headers; a body length declared twice (two ``Content-Length`` headers, or
+        one beside ``Transfer-Encoding``) is refused, as two parsers could read different bodies."""
+        if not super().parse_request():
+            return False
+        lengths = self.headers.get_all("Content-Length") or []
+        if len(lengths) > 1 or (lengths and "Transfer-Encoding" in self.headers):
+            self.send_error(400, "Bad Request", "the body's length is declared twice; send one Content-Length")
+            return False
+        if lengths and not (lengths[0].strip().isascii() and lengths[0].strip().isdigit()):
+            self.send_error(400, "Bad Request", f"Content-Length is not a number of bytes: {lengths[0][:40]!r}")
+            return False
+        return True
+
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """The error answer of the server itself, as ``{"error": "one line"}``; the connection then closes."""
+        if self.request_version == "HTTP/0.9":  # a request line that did not parse: answer with a status line
+            self.request_version = self.protocol_version
+        short, long = self.responses.get(code, ("Error", ""))
+        text = f"{message or short}: {explain or long}".rstrip(": ")
+        body = json.dumps({"error": " ".join(text.split())}).encode()
+        self.log_error("code %d, message %s", code, message or short)
+        self.send_response(code)  # the standard reason phrase: never the client's bytes
+        self.send_header("Connection", "close")
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+        self.close_connection = True
