@@ -50,6 +50,8 @@ STATUS_ORDER: tuple[TrialStatus, ...] = (
     TrialStatus.PENDING,
 )
 """The order statuses are shown in (tables, progress lines, the dashboard)."""
+
+
 class Execution(StrEnum):
     """How a trial was trained (``run --fuse K``); its ``started`` event and resume checkpoint say which."""
 

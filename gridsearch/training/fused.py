@@ -33,16 +33,16 @@ from __future__ import annotations
 
 import copy
 import math
-import re
 import os
+import re
 import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache, partial
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -52,7 +52,7 @@ from torch.func import functional_call, vmap
 import architectures
 from gridsearch.spec.config import TrialConfig
 from gridsearch.spec.halving import best_epoch
-from gridsearch.spec.params import AUGMENTATION_PARAMS, TRAINER_PARAMS, TRANSFORMER_PARAMS
+from gridsearch.spec.params import AUGMENTATION_PARAMS, TRANSFORMER_PARAMS
 from gridsearch.store.records import EpochMetrics, TrialSummary
 from gridsearch.training import data
 from gridsearch.training.checkpoints import (
@@ -94,7 +94,7 @@ def stack_signature(config: TrialConfig) -> tuple:
     return (config["architecture"], tuple(shared), params.get("elastic_alpha", 0) > 0)
 
 
-@lru_cache(maxsize=None)
+@cache
 def stacked_form(architecture: str) -> str | None:
     """None if ``architecture`` trains stacked (a two-member stack of its default model runs forward and
     backward under ``vmap``), else why not, in a few words."""
@@ -127,6 +127,8 @@ def stacks(configs: Sequence[TrialConfig]) -> tuple[list[list[int]], dict[int, s
 
 class Noise(nn.Module):
     """Dropout with its mask given: the trainer puts each member's scaled mask in the buffer ``noise``."""
+
+    noise: torch.Tensor
 
     def __init__(self) -> None:
         super().__init__()
@@ -235,7 +237,7 @@ class Stack:
         """Every member's dropout masks for a batch of ``n``, each drawn from its own stream as its per-trial run
         draws them (``streams[m]``: the state of the device's default generator; replaced by the state after).
         Inactive members draw nothing (their masks are ones)."""
-        generator = _default_generator(self.device)
+        generator = dropout_generator(self.device)
         out = {}
         for layer, name in enumerate(self.dropouts):
             ones = self._ones.get((name, n))
@@ -271,7 +273,7 @@ class Stack:
         return vmap(one, in_dims=(0, 0, None if shared else 0))(params, buffers, x)
 
 
-def _default_generator(device: torch.device) -> torch.Generator:
+def dropout_generator(device: torch.device) -> torch.Generator:
     """The generator ``F.dropout`` draws from on ``device``."""
     if device.type == "cuda":
         return torch.cuda.default_generators[device.index if device.index is not None else torch.cuda.current_device()]
@@ -438,7 +440,7 @@ def _prepare(member: StackMember, device: torch.device) -> Trial:
         model,
         optimizer,
         make_schedule(optimizer, params),
-        stream=_default_generator(device).get_state(),
+        stream=dropout_generator(device).get_state(),
         cpu_rng=torch.get_rng_state(),
     )
     member.emit({"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__})
@@ -581,7 +583,7 @@ def _train_group(
     if trials[0].generator is not None:
         generator.set_state(trials[0].generator)
     augmenters = [make_augmenter(t.member.config) for t in trials]
-    shared = all(a is None for a in augmenters) or all(vars(a) == vars(augmenters[0]) for a in augmenters)  # type: ignore[arg-type]
+    shared = all(a is None for a in augmenters) or all(vars(a) == vars(augmenters[0]) for a in augmenters)
     streams = [t.stream for t in trials]
     bf16 = uses_bf16(config)
     epoch = len(trials[0].history)
@@ -596,7 +598,7 @@ def _train_group(
         started = time.perf_counter()
         lrs = [t.optimizer.param_groups[0]["lr"] for t in trials]
         optimizer.set_hyper(_hyper(trials, group_ids))
-        train_loss, train_accuracy = _train_epoch(
+        train_loss, train_accuracy = stack_epoch(
             stack,
             optimizer,
             train,
@@ -658,7 +660,7 @@ def _train_group(
             trial.end()
 
 
-def _train_epoch(
+def stack_epoch(
     stack: Stack,
     optimizer: FusedOptimizer,
     train: Split,
@@ -723,7 +725,7 @@ def _evaluate(stack: Stack, split: Split, bf16: bool) -> tuple[list[float], list
         labels = split.labels[start : start + EVAL_BATCH_SIZE]
         with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
             output = stack.forward(params, stack.buffers, images)
-        total_loss += vmap(lambda out: F.cross_entropy(out.float(), labels, reduction="sum"))(output)
+        total_loss += vmap(partial(F.cross_entropy, reduction="sum"), in_dims=(0, None))(output.float(), labels)
         predictions.append(output.argmax(-1))
     accuracy = (torch.cat(predictions, dim=1) == split.labels).float().mean(1)
     return [loss / len(split) for loss in total_loss.tolist()], accuracy.tolist()
