@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.func import vmap
 
+from architectures.sampling import affine_grid
 from gridsearch.engine import worker
 from gridsearch.spec.sweep import resolved_defaults
 from gridsearch.training import data
@@ -274,3 +277,15 @@ def test_the_fused_cohorts_benchmark_runs_at_its_tiniest_size(data_dir):
     assert set(figures["member_samples_per_s"]) == {"per-trial", "fused-2"}
     assert all(rate > 0 for rate in figures["member_samples_per_s"].values())
     assert figures["projected_grid_hours"]["per-trial"] > 0 and summary["device"] == "cpu"
+
+
+def test_the_stns_affine_grid_is_torchs_bit_for_bit_and_vmap_traces_it():
+    torch.manual_seed(0)
+    theta = torch.randn(86, 2, 3, requires_grad=True)
+    ours, torchs = affine_grid(theta, [86, 1, 28, 28]), F.affine_grid(theta, [86, 1, 28, 28], align_corners=False)
+    assert torch.equal(ours, torchs)
+    upstream = torch.randn_like(ours)
+    assert torch.equal(*(torch.autograd.grad((grid * upstream).sum(), theta)[0] for grid in (ours, torchs)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "performance drop" fallback warning
+        assert vmap(lambda t: affine_grid(t, [86, 1, 28, 28]))(torch.randn(3, 86, 2, 3)).shape == (3, 86, 28, 28, 2)
