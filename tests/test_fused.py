@@ -54,7 +54,9 @@ def config(architecture: str, train_size: int, epochs: int = 1, threads: int = 1
     }
 
 
-def run(folder: Path, data_dir: Path, configs: list[dict], fused: bool) -> tuple[int, dict[str, list[dict]]]:
+def run(
+    folder: Path, data_dir: Path, configs: list[dict], fused: bool, budget: int | None = None
+) -> tuple[int, dict[str, list[dict]]]:
     """Train ``configs`` as one cohort (members m0, m1, ... under ``folder``); the exit code, each member's events."""
     members = [{"key": f"m{i}", "config": c, "run_dir": str(folder / f"m{i}")} for i, c in enumerate(configs)]
     job = {
@@ -65,7 +67,7 @@ def run(folder: Path, data_dir: Path, configs: list[dict], fused: bool) -> tuple
         "device": "cpu",
         "visible_gpu": None,
         "test_size": 100,
-        "epoch_budget": None,
+        "epoch_budget": budget,
         "coordinator_pid": os.getpid(),
         "fused": fused,
     }
@@ -289,3 +291,18 @@ def test_the_stns_affine_grid_is_torchs_bit_for_bit_and_vmap_traces_it():
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # no "performance drop" fallback warning
         assert vmap(lambda t: affine_grid(t, [86, 1, 28, 28]))(torch.randn(3, 86, 2, 3)).shape == (3, 86, 28, 28, 2)
+
+
+def test_a_resume_that_changes_the_way_says_so_and_goes_on_from_the_checkpoint(in_process_training, tmp_path, data_dir):
+    configs = [config("lenet53", 150, epochs=2, **variant) for variant in VARIANTS[:2]]
+    _, first = run(tmp_path, data_dir, configs, fused=False, budget=1)  # epoch 0 per-trial, in turn
+    assert [e["event"] for e in first["m0"]] == ["hello", "started", "epoch", "done"]
+    _, then = run(tmp_path, data_dir, configs, fused=True)  # epoch 1 fused
+    for key in then:
+        warning = next(e for e in then[key] if e["event"] == "warning")
+        assert warning["message"] == "epochs 0-0 were trained per-trial; the rest is trained fused"
+        assert [e["epoch"] for e in rows(then[key])] == [0, 1] and rows(then[key])[0]["replayed"]
+    _, back = run(tmp_path, data_dir, configs, fused=False)  # nothing left: replayed per-trial, says so
+    assert [e["message"] for e in back["m0"] if e["event"] == "warning"] == [
+        "epochs 0-1 were trained fused; the rest is trained per-trial"
+    ]
