@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import statistics
 import time
 from pathlib import Path
@@ -110,6 +111,7 @@ def utilisation(device: torch.device) -> int | None:
 
 def main() -> None:
     args = arguments()
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, as in a worker
     device = torch.device(args.device)
     make_deterministic(args.threads)
     data.prepare(args.data_dir)
