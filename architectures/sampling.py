@@ -44,3 +44,19 @@ def bilinear_sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     values = torch.gather(images.detach().reshape(n, c, h * w), 2, index).view(n, c, 4, ho * wo)
     weight = torch.stack(weights, dim=1).view(n, 1, 4, ho * wo)
     return (values * weight).sum(dim=2).view(n, c, ho, wo)
+
+
+def affine_grid(theta: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """``F.affine_grid(theta, size, align_corners=False)`` for ``theta`` (N, 2, 3) and ``size`` (N, C, H, W),
+    bit for bit (ATen's own steps: a base grid of normalised pixel centres times ``theta``), but traceable by
+    ``torch.vmap``, which has no batching rule for ``affine_grid_generator`` and would loop over a stack."""
+    n, _, h, w = size
+
+    def centres(steps: int) -> torch.Tensor:
+        return torch.linspace(-1, 1, steps, dtype=theta.dtype, device=theta.device) * (steps - 1) / steps
+
+    base = torch.empty(n, h, w, 3, dtype=theta.dtype, device=theta.device)
+    base[..., 0] = centres(w)
+    base[..., 1] = centres(h).unsqueeze(-1)
+    base[..., 2] = 1
+    return base.view(n, h * w, 3).bmm(theta.transpose(1, 2)).view(n, h, w, 2)

@@ -4,13 +4,12 @@ from collections.abc import Iterator
 from itertools import chain
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from architectures import AUGMENTATION, TRANSFORMER, register
 from architectures._init import study_init
 from architectures.lenet53 import LeNet53
-from architectures.sampling import bilinear_sample
+from architectures.sampling import affine_grid, bilinear_sample
 
 
 def localisation_net(channels: int) -> nn.Sequential:
@@ -52,7 +51,7 @@ class STN(nn.Module):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (N, 1, 28, 28) resampled by its regressed affine transform."""
         theta = self.theta(self.localisation(x)).view(-1, 2, 3)
-        return bilinear_sample(x, F.affine_grid(theta, list(x.shape), align_corners=False))
+        return bilinear_sample(x, affine_grid(theta, list(x.shape)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(x))

@@ -50,6 +50,17 @@ STATUS_ORDER: tuple[TrialStatus, ...] = (
     TrialStatus.PENDING,
 )
 """The order statuses are shown in (tables, progress lines, the dashboard)."""
+
+
+class Execution(StrEnum):
+    """How a trial was trained (``run --fuse K``); its ``started`` event and resume checkpoint say which."""
+
+    PER_TRIAL = "per-trial"
+    """As its own model: alone in its worker, or one after another with its cohort-mates."""
+    FUSED = "fused"
+    """As one slice of a stacked model: its cohort-mates trained at the same time, in one loop."""
+
+
 FINISHED = frozenset({TrialStatus.DONE, TrialStatus.STOPPED, TrialStatus.FAILED, TrialStatus.TIMEOUT})
 """Nothing more happens to these in the sweep as it stands: a completed successive-halving sweep has only
 finished trials, its stopped ones included (a later rung or another sweep may still resume those)."""

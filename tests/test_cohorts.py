@@ -51,7 +51,9 @@ def test_cohort_signature_groups_trials_that_can_train_in_lockstep(tmp_path):
 
 def test_cohorts_of_3_trained_in_turn_give_the_numbers_of_one_trial_per_worker(one_per_worker, tmp_path, data_dir):
     write_sweep(tmp_path, **GRID)
-    gridsearch("run", str(tmp_path / "sweep.yaml"), "--fuse", "3", cwd=tmp_path, data_dir=data_dir, check=True)
+    gridsearch(
+        "run", str(tmp_path / "sweep.yaml"), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir, check=True
+    )
     db = tmp_path / "results.db"
     assert epoch_metrics(db) == epoch_metrics(one_per_worker) and len(epoch_metrics(db)) == 12
     assert rows(db, "SELECT key, status, best_epoch FROM trials ORDER BY key") == rows(
@@ -67,13 +69,15 @@ def test_cohorts_of_3_trained_in_turn_give_the_numbers_of_one_trial_per_worker(o
 def test_kill_9_mid_cohort_resumes_every_member(one_per_worker, tmp_path, data_dir):
     write_sweep(tmp_path, **GRID)
     db = tmp_path / "results.db"
-    coordinator = start_run(tmp_path, data_dir, "--fuse", "3")
+    coordinator = start_run(tmp_path, data_dir, "--fuse", "3", "--in-turn")
     # the second member of the first cohort is training: the first is done, the third has not started
     wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1", coordinator)
     kill_9(coordinator)
     statuses = dict(rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status"))
     assert statuses.get("running", 0) >= 1
-    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--fuse", "3", cwd=tmp_path, data_dir=data_dir)
+    result = gridsearch(
+        "run", str(tmp_path / "sweep.yaml"), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir
+    )
     assert result.returncode == 0, result.stderr
     assert "resumed after epoch" in result.stderr
     assert epoch_metrics(db) == epoch_metrics(one_per_worker)
@@ -86,7 +90,9 @@ def test_a_member_that_fails_does_not_fail_its_cohort_mates(one_per_worker, tmp_
     and after it train to the numbers they have on their own."""
     grid = {**GRID, "grid": {"lr": [0.02, 1e9, 0.08], "momentum": [0.5]}}
     write_sweep(tmp_path, **grid)
-    result = gridsearch("run", str(tmp_path / "sweep.yaml"), "--fuse", "3", cwd=tmp_path, data_dir=data_dir)
+    result = gridsearch(
+        "run", str(tmp_path / "sweep.yaml"), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir
+    )
     assert result.returncode == 0, result.stderr
     db = tmp_path / "results.db"
     statuses = rows(
@@ -100,3 +106,31 @@ def test_a_member_that_fails_does_not_fail_its_cohort_mates(one_per_worker, tmp_
     for key, epoch in epoch_metrics(db).keys() & reference.keys():
         assert epoch_metrics(db)[key, epoch] == reference[key, epoch]
     assert len(epoch_metrics(db).keys() & reference.keys()) == 4  # lr 0.02 and 0.08 at momentum 0.5
+
+
+def test_a_fused_sweep_is_selected_evaluated_reported_and_served(tmp_path, data_dir):
+    """``--fuse 3`` (one stacked model): every member is an ordinary trial afterwards — the selected one is
+    tested, ``evaluate --ensemble`` and the report load the members' ``best.pt``, and the web app serves them."""
+    from gridsearch.store.storage import Storage
+    from gridsearch.web.app import create_app
+
+    write_sweep(tmp_path, **{**GRID, "architecture": "lenet53", "params": {"epochs": 1, "batch_size": 50}})
+    sweep = str(tmp_path / "sweep.yaml")
+    result = gridsearch("run", sweep, "--fuse", "3", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    db = tmp_path / "results.db"
+    assert rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [("done", 6)]
+    logs = [log.read_text() for log in (tmp_path / "runs").glob("*/worker.log")]
+    assert len(logs) == 6 and all("fused" in log for log in logs)  # each member's log says how it trained
+    ((selected,),) = rows(db, "SELECT selected_trial FROM sweeps")
+    assert rows(db, "SELECT COUNT(*) FROM evaluations WHERE trial_key = ? AND name = 'test'", selected) == [(1,)]
+    cli("evaluate", "cohorts", "--ensemble", "3", "--data-dir", str(data_dir), cwd=tmp_path, check=True)
+    assert rows(db, "SELECT COUNT(*) FROM evaluations WHERE name = 'ensemble/top3'") == [(1,)]
+    cli("report", "--out", str(tmp_path / "report"), cwd=tmp_path, check=True)
+    assert (tmp_path / "report" / "index.html").exists()
+    client = create_app(Storage(str(db), readonly=True), tmp_path / "runs", data_dir).test_client()
+    models = client.get("/api/models").get_json()
+    assert models["default"] == selected
+    for key in {key for (key,) in rows(db, "SELECT key FROM trials")}:
+        answer = client.get(f"/api/models/{key}")
+        assert answer.status_code == 200 and answer.get_json()["trial"] == key

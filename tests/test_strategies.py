@@ -224,6 +224,6 @@ def test_sweeps_made_by_the_pre_change_code_keep_their_keys_and_train_to_identic
     assert rows(old, links + " ORDER BY s.name, m.position") == before
     assert rows(old, "SELECT name, selected_trial FROM sweeps ORDER BY name") == selected
     fresh = tmp_path / "fresh.db"
-    cli("run", *files, "--db", str(fresh), "--fuse", "3", cwd=tmp_path, data_dir=data_dir, check=True)
+    cli("run", *files, "--db", str(fresh), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir, check=True)
     assert epoch_metrics(fresh) == epoch_metrics(PRECHANGE / "results.sqlite3")
     assert rows(fresh, "SELECT name, selected_trial FROM sweeps ORDER BY name") == selected

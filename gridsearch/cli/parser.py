@@ -50,7 +50,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="K",
         help="hand a worker up to K trials that can train in lockstep (same architecture, batch size, seed, "
-        "split and epochs) as one cohort, trained one after another (default: 1)",
+        "split and epochs) as one cohort, trained as one stacked model (default: 1)",
+    )
+    run.add_argument(
+        "--in-turn",
+        action="store_true",
+        help="with --fuse K: train a cohort's members one after another in its worker, not as one stacked model",
     )
     run.add_argument(
         "--executor",

@@ -83,7 +83,12 @@ class Coordinator(SearchCallbacks):
         self.artifacts = options.artifacts
         self.executor: Executor = executor or LocalExecutor()
         placement = Placement(
-            options.data_dir, options.artifacts, options.device, options.gpus, self.sweep.dataset.test_size
+            options.data_dir,
+            options.artifacts,
+            options.device,
+            options.gpus,
+            self.sweep.dataset.test_size,
+            fused=not options.in_turn,
         )
         self.pool = WorkerPool(self.executor, placement, self.sweep.timeout)
         self.owner = Owner.this_process()

@@ -35,6 +35,8 @@ class Job(TypedDict):
     epoch_budget: int | None
     coordinator_pid: int
     """The worker ends itself as soon as this process ends (a ``kill -9`` of the coordinator alone)."""
+    fused: NotRequired[bool]
+    """Train the members that can stack as one stacked model (``gridsearch.training.fused``) rather than in turn."""
     parent_pid: NotRequired[int]
     """A Dask worker's subprocess: the task process it must die with."""
 

@@ -32,6 +32,8 @@ class RunOptions:
     slots_per_gpu: int = 1
     fuse: int = 1
     """The most trials in one cohort: trials that can train in lockstep, given to one worker."""
+    in_turn: bool = False
+    """Train a cohort's members one after another instead of as one stacked model (``fuse`` > 1)."""
     executor: str = "local"
     scheduler: str | None = None
     """With ``executor='dask'``: the scheduler's address (default: a local cluster of ``workers`` processes)."""

@@ -110,6 +110,8 @@ class Placement:
     device: str = "cpu"
     gpus: list[str] = field(default_factory=list)
     test_size: int = 10000
+    fused: bool = False
+    """Train a cohort of several trials as one stacked model (else its members one after another)."""
 
 
 class WorkerPool:
@@ -143,6 +145,7 @@ class WorkerPool:
             test_size=place.test_size,
             epoch_budget=budget,
             coordinator_pid=os.getpid(),
+            fused=place.fused and task == "train" and len(members) > 1,
         )
         states = {
             member["key"]: MemberState(

@@ -30,9 +30,10 @@ from typing import cast
 
 from gridsearch.engine.jobs import Job, Member
 from gridsearch.training.events import Emit, Event
+from gridsearch.vocabulary import Execution
 
 PR_SET_PDEATHSIG = 1
-PRELOAD = ["gridsearch.training.loop", "torch._inductor"]
+PRELOAD = ["gridsearch.training.loop", "gridsearch.training.fused", "torch._inductor"]
 """What the forkserver imports once, before it forks workers: the engine (with torch and every
 architecture) and ``torch._inductor``, which ``torch.use_deterministic_algorithms`` imports lazily
 (1.8 s of the 2 s a trial paid without it)."""
@@ -97,25 +98,39 @@ def log_to(log: Path) -> None:
 
 
 def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
-    """Run a job's members one after another, each reporting its events (tagged with its ``key``) through
-    ``emit``; a member that raises reports an ``error`` and the next one goes on. The exit code: 1 if any
-    member failed. ``log``: switches the process's output to each member's ``worker.log`` as it starts."""
+    """Run a job's members, each reporting its events (tagged with its ``key``) through ``emit``: with
+    ``fused``, those that can stack as one model first (``run_stack``), then the others one after another; a
+    member that raises reports an ``error`` and the next one goes on. The exit code: 1 if any member failed.
+    ``log``: switches the process's output to each member's ``worker.log`` as it starts."""
     failed = False
     members = job["members"]
+    stacked: list[list[int]] = []
+    alone: dict[int, str] = {}
+    if job.get("fused") and job["task"] == "train":
+        from gridsearch.training.fused import stacks
+
+        stacked, alone = stacks([member["config"] for member in members])
+    for stack in stacked:
+        failed |= run_stack(job, [members[index] for index in stack], emit, log)
     for index, member in enumerate(members):
+        if any(index in stack for stack in stacked):
+            continue
         run_dir = Path(member["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         if log is not None:
             log(run_dir / "worker.log")
         if len(members) > 1:
+            why = f" ({Execution.PER_TRIAL}: {alone[index]})" if index in alone else ""
             print(
                 f"cohort {job['cohort']}: trial {member['key']} is member {index + 1} of {len(members)}, "
-                f"trained in turn by process {os.getpid()}",
+                f"trained in turn by process {os.getpid()}{why}",
                 file=sys.stderr,
                 flush=True,
             )
 
         def tagged(event: Event, key: str = member["key"]) -> None:
+            if event["event"] == "started":
+                event = {**event, "execution": Execution.PER_TRIAL, "cohort": job["cohort"], "cohort_size": 1}
             emit(cast(Event, {**event, "key": key}))
 
         try:
@@ -125,6 +140,43 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
             tagged({"event": "error", "error": error_reason(exc, job, member)})
             failed = True
     return 1 if failed else 0
+
+
+def run_stack(job: Job, members: list[Member], emit: Emit, log: LogTo | None = None) -> bool:
+    """Train ``members`` as one stacked model (``gridsearch.training.fused``), the process's output in the first
+    one's ``worker.log`` and a line in each member's saying so; whether any of them failed."""
+    import torch
+
+    from gridsearch.training.fused import StackMember, train_stack
+
+    ended: dict[str, str] = {}
+
+    def tagged(key: str) -> Emit:
+        def send(event: Event) -> None:
+            if event["event"] in ("done", "error"):
+                ended[key] = event["event"]
+            emit(cast(Event, {**event, "key": key}))
+
+        return send
+
+    for index, member in enumerate(members):
+        Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
+        if log is not None and index == 0:
+            log(Path(member["run_dir"]) / "worker.log")
+        with open(Path(member["run_dir"]) / "worker.log", "a") as file:
+            file.write(
+                f"cohort {job['cohort']}: trial {member['key']} is member {index + 1} of {len(members)}, trained "
+                f"{Execution.FUSED} as one stacked model by process {os.getpid()}\n"
+            )
+    stack = [StackMember(m["key"], m["config"], Path(m["run_dir"]), tagged(m["key"])) for m in members]
+    try:
+        train_stack(stack, Path(job["data_dir"]), torch.device(job["device"]), job["epoch_budget"], job["cohort"])
+    except (Exception, SystemExit) as exc:
+        traceback.print_exc()
+        for member, entry in zip(members, stack):
+            if member["key"] not in ended:
+                entry.emit({"event": "error", "error": error_reason(exc, job, member)})
+    return "error" in ended.values()
 
 
 def run_member(job: Job, member: Member, emit: Emit) -> None:

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Literal, NotRequired, TypedDict
 
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
+from gridsearch.vocabulary import Execution
 
 
 class Tagged(TypedDict):
@@ -31,6 +32,12 @@ class Started(Tagged):
     parameter_count: int
     resumed_from_epoch: int
     """How many epochs were already trained (0 for a fresh start)."""
+    execution: NotRequired[Execution]
+    """How it is trained now: its own model, or one slice of its cohort's stacked model."""
+    cohort: NotRequired[str]
+    """The id of the cohort it came in (its first member's key)."""
+    cohort_size: NotRequired[int]
+    """How many members train with it at once: the stack's size, 1 per-trial."""
 
 
 class Epoch(EpochMetrics, Tagged):

@@ -43,7 +43,7 @@ from gridsearch.training.models import (
     uses_bf16,
     warm_start,
 )
-from gridsearch.vocabulary import Metric, metric
+from gridsearch.vocabulary import Execution, Metric, metric
 
 EVAL_BATCH_SIZE = 1000
 
@@ -152,6 +152,8 @@ def train_trial(
         if device.type == "cuda":
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         history = state["history"]
+        if history and state.get("execution", Execution.PER_TRIAL) != Execution.PER_TRIAL:
+            warn(f"epochs 0-{len(history) - 1} were trained {state['execution']}; the rest is trained per-trial")
         for metrics in history:
             emit({"event": "epoch", "replayed": True, **metrics})
     elif params["init_from"]:
@@ -199,6 +201,7 @@ def train_trial(
             "cpu_rng": torch.get_rng_state(),
             "generator": generator.get_state(),
             "history": history,
+            "execution": Execution.PER_TRIAL.value,
         }
         if device.type == "cuda":
             state["cuda_rng"] = torch.cuda.get_rng_state(device)
