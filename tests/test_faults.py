@@ -368,7 +368,9 @@ def test_init_from_must_be_a_checkpoint_that_fits(tmp_path):
 
     db = tmp_path / "results.db"
     good = load_sweep(write_sweep(tmp_path, "good.yaml", **TINY))
-    Storage(str(db)).save_sweep(good, list(good.trials()))
+    storage = Storage(str(db))
+    storage.save_sweep(good, list(good.trials()))
+    storage.close()  # its write-ahead log folded into the file
     before = db.read_bytes()
     checkpoint_file(tmp_path / "mlp.pt", "mlp")
     (tmp_path / "text.pt").write_bytes(b"not a checkpoint " * 10)

@@ -137,7 +137,7 @@ def test_query_runs_one_statement_that_cannot_write(
         assert cli.main(["query", sql, "--db", url]) == 2
         err = capsys.readouterr().err
         assert err.startswith("error: query: ") and err.count("\n") == 1, err
-    assert fetch(url, "SELECT key FROM meta") == [("schema_version",)]
+    assert fetch(url, "SELECT key FROM meta ORDER BY key") == [("database_id",), ("schema_version",)]  # nothing added
     assert fetch(url, "SELECT count(*) FROM pg_tables WHERE tablename = 'epochs'") == [(1,)]
     assert cli.main(["query", "SELECT '100%' AS p, 'at :00' AS c", "--format", "json", "--db", url]) == 0
     assert json.loads(capsys.readouterr().out) == [{"p": "100%", "c": "at :00"}]
