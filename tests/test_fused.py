@@ -87,7 +87,10 @@ def epochs(events: list[dict]) -> list[tuple]:
 
 
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
-    return load_verified(run_dir / "last.pt", "cpu")["model"]
+    """A member's weights: its resume checkpoint's, or once it is finished (the resume checkpoint then keeps only
+    its history) its best epoch's, ``best.pt`` (after one epoch, the same weights)."""
+    last = load_verified(run_dir / "last.pt", "cpu")
+    return last["model"] if "model" in last else load_verified(run_dir / "best.pt", "cpu")["model"]
 
 
 def relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
