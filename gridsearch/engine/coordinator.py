@@ -15,10 +15,11 @@ SIGTERM or a crash leave trials 'interrupted' or 'running' with a stale lease; t
 
 from __future__ import annotations
 
+import itertools
 import signal
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,9 +200,11 @@ class Coordinator(SearchCallbacks):
         claiming each; those another live coordinator runs go to ``elsewhere``."""
         first = todo.popleft()
         signature = cohort_signature(self.configs[first])
-        candidates = [first] + [key for key in todo if cohort_signature(self.configs[key]) == signature]
+        mates: Iterable[str] = ()
+        if self.options.fuse > 1:  # a copy: members leave ``todo`` as they are found
+            mates = (key for key in list(todo) if cohort_signature(self.configs[key]) == signature)
         cohort: list[str] = []
-        for key in candidates:
+        for key in itertools.chain([first], mates):
             if len(cohort) == self.options.fuse:
                 break
             if key != first:

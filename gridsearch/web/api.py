@@ -162,6 +162,10 @@ class AnalysisAnswer(TypedDict):
     """When it was computed (UTC, ISO 8601)."""
 
 
+MAX_JSON_NESTING = 8
+"""The deepest lists and objects a request body may nest (a prediction's is one object of strings)."""
+
+
 def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
     """The counts of every status (0 where none), and how many of them are finished."""
     return (
@@ -309,7 +313,12 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         try:
             body = request.get_json(force=True, silent=True)
         except RecursionError:  # silent covers malformed JSON only, not JSON nested past Python's stack
-            raise RequestError(400, "the body is JSON nested too deeply; expected a flat object") from None
+            body = None
+            too_deep = True
+        else:  # whether it parses depends on the recursion limit; the depth itself does not
+            too_deep = nesting(body) > MAX_JSON_NESTING
+        if too_deep:
+            raise RequestError(400, "the body is JSON nested too deeply; expected a flat object")
         if not isinstance(body, dict):
             raise RequestError(
                 400,
@@ -333,6 +342,17 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         )
 
     return api
+
+
+def nesting(value: object) -> int:
+    """How deeply JSON ``value`` nests lists and objects (a scalar: 0), counted without recursion."""
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list):
+            deepest = max(deepest, depth)
+            stack.extend((child, depth + 1) for child in (item.values() if isinstance(item, dict) else item))
+    return deepest
 
 
 def finite(value: object) -> float | None:
