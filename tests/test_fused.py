@@ -54,12 +54,10 @@ def config(architecture: str, train_size: int, epochs: int = 1, threads: int = 1
     }
 
 
-def run(
-    folder: Path, data_dir: Path, configs: list[dict], fused: bool, budget: int | None = None
-) -> tuple[int, dict[str, list[dict]]]:
-    """Train ``configs`` as one cohort (members m0, m1, ... under ``folder``); the exit code, each member's events."""
+def cohort_job(folder: Path, data_dir: Path, configs: list[dict], fused: bool, budget: int | None = None) -> dict:
+    """The Job of ``configs`` as one cohort: members m0, m1, ... under ``folder``."""
     members = [{"key": f"m{i}", "config": c, "run_dir": str(folder / f"m{i}")} for i, c in enumerate(configs)]
-    job = {
+    return {
         "task": "train",
         "cohort": "m0",
         "members": members,
@@ -71,6 +69,14 @@ def run(
         "coordinator_pid": os.getpid(),
         "fused": fused,
     }
+
+
+def run(
+    folder: Path, data_dir: Path, configs: list[dict], fused: bool, budget: int | None = None
+) -> tuple[int, dict[str, list[dict]]]:
+    """Train ``configs`` as one cohort (members m0, m1, ... under ``folder``); the exit code, each member's events."""
+    job = cohort_job(folder, data_dir, configs, fused, budget)
+    members = job["members"]
     events: list[dict] = []
     code = worker.run_job(job, events.append)  # type: ignore[arg-type]
     return code, {m["key"]: [e for e in events if e["key"] == m["key"]] for m in members}
@@ -237,20 +243,7 @@ def test_kill_9_mid_cohort_then_rerun_gives_the_numbers_of_an_undisturbed_fused_
     configs = [config("lenet53", 150, epochs=3, **variant) for variant in VARIANTS]
     _, undisturbed = run(tmp_path / "undisturbed", data_dir, configs, fused=True)
     folder = tmp_path / "killed"
-    members = [{"key": f"m{i}", "config": c, "run_dir": str(folder / f"m{i}")} for i, c in enumerate(configs)]
-    job = {
-        "task": "train",
-        "cohort": "m0",
-        "members": members,
-        "data_dir": str(data_dir),
-        "device": "cpu",
-        "visible_gpu": None,
-        "test_size": 100,
-        "epoch_budget": None,
-        "coordinator_pid": os.getpid(),
-        "parent_pid": os.getpid(),
-        "fused": True,
-    }
+    job = {**cohort_job(folder, data_dir, configs, fused=True), "parent_pid": os.getpid()}
     process = subprocess.Popen(
         [sys.executable, "-m", "gridsearch.engine.worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
     )
