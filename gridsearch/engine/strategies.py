@@ -13,6 +13,7 @@ Adding a strategy: a class here with ``_run_search``, named in :data:`STRATEGY_C
 
 from __future__ import annotations
 
+import itertools
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -93,19 +94,18 @@ class HalvingSearch(SearchStrategy):
         ``ceil`` of the rung before over ``factor``); the keys of the last rung's trials."""
         search, rungs = self.sweep.search, self.sweep.rung_epochs or []
         candidates = trials
-        for rung, budget in enumerate(budgets):
-            last = rung == len(budgets) - 1
+        for rung, (budget, following) in enumerate(itertools.pairwise(budgets)):
             keys = unique_keys(candidates)
             self.callbacks.rung_started(rungs.index(budget), len(rungs), budget, keys)
-            standings = evaluate_candidates(candidates, None if last else budget)
-            if last:
-                return keys
+            standings = evaluate_candidates(candidates, budget)
             keep = None if sizes is None else sizes[rung + 1]
             promoted = set(halving.promote(standings, search.factor, self.sweep.select, keep))
             self.callbacks.message(
-                f"rung {rung} done: the best {len(promoted)} of {len(keys)} trials go on to {budgets[rung + 1]} epochs"
+                f"rung {rung} done: the best {len(promoted)} of {len(keys)} trials go on to {following} epochs"
             )
             candidates = [trial for trial in candidates if trial.key in promoted]
+        self.callbacks.rung_started(rungs.index(budgets[-1]), len(rungs), budgets[-1], unique_keys(candidates))
+        evaluate_candidates(candidates, None)  # the last rung trains its trials to their end
         return unique_keys(candidates)
 
 
