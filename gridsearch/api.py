@@ -121,7 +121,7 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
         require_tensorboard()
     data = options.data_dir if options.data_dir is not None else default_data_dir()
     prepare(data)  # before the database: a run refused for want of MNIST leaves no file behind
-    storage = Storage(options.db, upgrade=True)
+    storage = Storage(options.db, upgrade=True, wait=options.db_wait)
     if storage.upgraded_from is not None:
         print(
             f"upgraded {storage.location} from schema version {storage.upgraded_from} to {SCHEMA_VERSION}",
@@ -196,13 +196,11 @@ def _sweep_result(
 
 def writable_folder(folder: Path) -> Path:
     """``folder``, created if needed; :class:`UserError` if checkpoints cannot be written there."""
-    import tempfile
+    from gridsearch.engine.pool import writable
 
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=folder).close()
-    except OSError as exc:
-        raise UserError(f"--artifacts {folder}: cannot write checkpoints there ({exc.strerror})") from None
+    problem = writable(folder)
+    if problem is not None:
+        raise UserError(f"--artifacts {folder}: cannot write checkpoints there ({problem.strerror})")
     return folder
 
 

@@ -6,3 +6,11 @@ class UserError(Exception):
 
     The command line prints ``error: <message>`` and exits with code 2, without a traceback.
     """
+
+
+class Unavailable(Exception):
+    """The database or the artifacts folder stopped working during a run, past what the run waits out.
+
+    The run stops its workers and leaves its trials resumable; the command line prints ``error: <message>``
+    and exits with code 1, without a traceback. Running the same command again resumes.
+    """

@@ -12,6 +12,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -34,11 +36,38 @@ def _missing(what: str) -> None:
     pytest.skip(f"{what} is not installed")
 
 
-@pytest.fixture(scope="module")
-def postgres_url() -> Iterator[str]:
+@dataclass
+class PostgresServer:
     """A throw-away PostgreSQL server on a free loopback port (run as user postgres when we are root)."""
+
+    folder: Path
+    binaries: Path
+    port: int
+    as_user: list[str]
+
+    @property
+    def url(self) -> str:
+        return f"postgresql+psycopg://gridsearch@127.0.0.1:{self.port}/postgres"
+
+    def pg_ctl(self, *args: str, check: bool = True) -> None:
+        """Run ``pg_ctl`` on the server's data folder (``start`` and ``restart`` with its options)."""
+        options = [
+            "-l",
+            str(self.folder / "log"),
+            "-o",
+            f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1",
+        ]
+        subprocess.run(
+            [*self.as_user, str(self.binaries / "pg_ctl"), "-D", str(self.folder / "data"), "-w", *options, *args],
+            check=check,
+            capture_output=True,
+        )
+
+
+@contextmanager
+def postgres_server() -> Iterator[PostgresServer]:
+    """A new :class:`PostgresServer`, started; stopped and removed at the end."""
     initdb = POSTGRES_BINS[-1] if POSTGRES_BINS else Path(shutil.which("initdb") or "/nonexistent")
-    binaries = initdb.parent
     if not initdb.exists():
         _missing("PostgreSQL (Debian package postgresql)")
     pytest.importorskip("psycopg")
@@ -46,46 +75,25 @@ def postgres_url() -> Iterator[str]:
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:
         shutil.chown(folder, "postgres")
-    port = _free_port()
+    server = PostgresServer(folder, initdb.parent, _free_port(), as_user)
     subprocess.run(
-        [
-            *as_user,
-            str(binaries / "initdb"),
-            "-D",
-            str(folder / "data"),
-            "-U",
-            "gridsearch",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-        ],
+        [*as_user, str(initdb), "-D", str(folder / "data"), "-U", "gridsearch", "--auth=trust", "-E", "UTF8"],
         check=True,
         capture_output=True,
     )
-    subprocess.run(
-        [
-            *as_user,
-            str(binaries / "pg_ctl"),
-            "-D",
-            str(folder / "data"),
-            "-l",
-            str(folder / "log"),
-            "-w",
-            "-o",
-            f"-p {port} -k {folder} -c listen_addresses=127.0.0.1",
-            "start",
-        ],
-        check=True,
-        capture_output=True,
-    )
+    server.pg_ctl("start")
     try:
-        yield f"postgresql+psycopg://gridsearch@127.0.0.1:{port}/postgres"
+        yield server
     finally:
-        subprocess.run(
-            [*as_user, str(binaries / "pg_ctl"), "-D", str(folder / "data"), "-m", "immediate", "stop"],
-            capture_output=True,
-        )
+        server.pg_ctl("-m", "immediate", "stop", check=False)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    """The URL of a throw-away PostgreSQL server's database."""
+    with postgres_server() as server:
+        yield server.url
 
 
 @pytest.fixture(scope="module")

@@ -170,4 +170,5 @@ def test_cuda_out_of_memory_in_a_trial_is_an_error_event_with_a_clear_reason(
         "key": "0" * 16,
         "error": "CUDA out of memory on GPU 1 (batch_size 50): CUDA out of memory. Tried to allocate 2.00 GiB. "
         "GPU 0 has 1.2 GiB free. (lower batch_size, or run fewer trials per GPU with --slots-per-gpu)",
+        "infrastructure": False,
     }

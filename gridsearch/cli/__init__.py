@@ -10,7 +10,7 @@ from gridsearch.cli.parser import build_parser
 from gridsearch.cli.results import cmd_best, cmd_db, cmd_query, cmd_status, cmd_trials
 from gridsearch.cli.running import cmd_plan, cmd_run
 from gridsearch.cli.study import cmd_evaluate, cmd_export, cmd_inspect, cmd_report, cmd_serve
-from gridsearch.errors import UserError
+from gridsearch.errors import Unavailable, UserError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -36,6 +36,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UserError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line
         return 2
+    except Unavailable as exc:  # the database or artifacts folder went away; what is stored is resumable
+        print("error: " + " ".join(str(exc).split()), file=sys.stderr)
+        return 1
     except BrokenPipeError:  # e.g. `gridsearch trials x | head`
         return 0
     except KeyboardInterrupt:

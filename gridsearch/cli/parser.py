@@ -8,6 +8,7 @@ from pathlib import Path
 from gridsearch import __version__
 from gridsearch.engine.options import DEFAULT_MAX_TRIALS, DEVICES, EXECUTORS
 from gridsearch.store.connection import DEFAULT_DB
+from gridsearch.store.faults import DEFAULT_WAIT_SECONDS
 
 DESCRIPTION = "Deterministic hyperparameter grid searches over digit-recognition networks."
 
@@ -75,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--artifacts", default=None, help="folder for run folders and checkpoints (default: runs/ beside the database)"
     )
     run.add_argument("--retry-failed", action="store_true", help="run failed and timed-out trials again")
+    run.add_argument(
+        "--db-wait",
+        type=_seconds,
+        default=DEFAULT_WAIT_SECONDS,
+        metavar="SECONDS",
+        help="how long to wait out a database that is unreachable (a server restart) or locked before stopping "
+        "(default: %(default)g; the trials stay resumable)",
+    )
     run.add_argument(
         "--max-trials",
         type=_positive_int,
@@ -239,4 +248,14 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds >= 0, got {text}")
     return value

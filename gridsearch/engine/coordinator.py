@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 import signal
+import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -30,7 +31,16 @@ from gridsearch.engine.failures import commonest_error, exit_reason, headline
 from gridsearch.engine.jobs import cohort_signature
 from gridsearch.engine.local_executor import LocalExecutor
 from gridsearch.engine.options import RunOptions
-from gridsearch.engine.pool import POLL_SECONDS, Executor, Placement, Worker, WorkerPool
+from gridsearch.engine.pool import (
+    POLL_SECONDS,
+    ArtifactsUnavailable,
+    Executor,
+    Placement,
+    Worker,
+    WorkerPool,
+    artifacts_unavailable,
+    writable,
+)
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.recorder import EventRecorder
 from gridsearch.engine.selection import select_and_test
@@ -99,7 +109,19 @@ class Coordinator(SearchCallbacks):
         self.configs: dict[str, TrialConfig] = {}
 
     def run(self) -> SweepOutcome:
-        """Run the sweep's search over its unfinished trials, then select and test the best."""
+        """Run the sweep's search over its unfinished trials, then select and test the best. Whatever ends
+        it (an exception included) ends its workers first: none trains epochs nobody records."""
+        waiting = self.storage.faults.waiting
+        self.storage.faults.waiting = _to_stderr
+        try:
+            return self._run()
+        except BaseException:
+            self.pool.stop_all()
+            raise
+        finally:
+            self.storage.faults.waiting = waiting
+
+    def _run(self) -> SweepOutcome:
         strategy = strategy_for(self.sweep, self)
         trials = strategy.candidates()
         self.storage.save_sweep(self.sweep, trials, prune=not self.sweep.search.asks)
@@ -116,6 +138,7 @@ class Coordinator(SearchCallbacks):
             False if self.options.plain else None,
             cost.epochs_to_do,
         )
+        self.storage.faults.waiting = self.progress.message
         self.recorder = EventRecorder(self.storage, self.progress, self.version)
         if self.options.tensorboard is not None:
             self.recorder.tensorboard = TensorBoardLog(self.options.tensorboard, self.sweep, self.configs)
@@ -130,6 +153,14 @@ class Coordinator(SearchCallbacks):
             self._stop_all(str(failure))
             self.progress.close()
             return SweepOutcome(self._statuses(), stopped=str(failure))
+        except ArtifactsUnavailable:  # the database works: the stopped trials are marked resumable
+            self._stop_all(None)
+            self.progress.close()
+            raise
+        except BaseException:
+            self.pool.stop_all()
+            self.progress.close()
+            raise
         finally:
             signal.signal(signal.SIGTERM, previous_handler)
             if self.recorder.tensorboard is not None:
@@ -163,7 +194,7 @@ class Coordinator(SearchCallbacks):
         rows = self.storage.trial_rows(keys)
         if budget is None:
             return [_final_standing(key, rows.get(key), self.sweep.select) for key in keys]
-        epochs = views.epochs_by_trial(self.storage, keys)
+        epochs = self.storage.faults.call(lambda: views.epochs_by_trial(self.storage, keys))
         return [
             halving.standing(key, epochs.get(key, []), budget, self.sweep.select, failed=rows[key].status in FAILURES)
             for key in keys
@@ -226,13 +257,16 @@ class Coordinator(SearchCallbacks):
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
         """Record how each member of a worker that has exited ended: done (or stopped at its budget) if it
         reported so, failed if it reported an error or its worker crashed while training it, timed out, or
-        interrupted. A member killed from outside is restarted from its checkpoint, a failed one retried if
-        the sweep allows ``retries``, and one that never started goes back to the queue; with ``fail_fast``
-        a member that failed for good stops the sweep."""
+        interrupted. A member killed from outside, or whose run folder failed (an infrastructure failure,
+        not the trial's), is restarted from its checkpoint, a failed one retried if the sweep allows
+        ``retries``, and one that never started goes back to the queue; a run folder that failed because the
+        artifacts folder cannot be written stops the run; with ``fail_fast`` a member that failed for good
+        stops the sweep."""
         code = worker.handle.poll()
         killed = code is not None and code < 0 and -code in STOP_SIGNALS and worker.stopped_by_us is None
         again: list[str] = []
         failed_for_good = None
+        folder_failed = False
         for member in worker.members.values():
             key, restart = member.key, ""
             if member.summary is not None:
@@ -240,6 +274,14 @@ class Coordinator(SearchCallbacks):
             elif worker.timed_out == key:
                 status = TrialStatus.TIMEOUT
                 error = f"exceeded the sweep's timeout of {self.sweep.timeout:g} s during epoch {member.last_epoch + 1}"
+            elif member.error is not None and member.infrastructure:
+                status, error, folder_failed = TrialStatus.INTERRUPTED, member.error, True
+                if self.restarts.get(key, 0) < MAX_RESTARTS:
+                    self.restarts[key] = self.restarts.get(key, 0) + 1
+                    restart = "its run folder failed, not the trial: training it again"
+                    again.append(key)
+                else:
+                    restart = "its run folder failed again: left for the next run (selection waits for it)"
             elif member.error is None and (killed or worker.stopped_by_us or not member.started):
                 if killed and member.started and self.restarts.get(key, 0) >= MAX_RESTARTS:
                     status, error = TrialStatus.FAILED, exit_reason(code, self._log(key), member.log_offset, True)
@@ -272,6 +314,8 @@ class Coordinator(SearchCallbacks):
             self.progress.trial_finished(key, status, detail)
             if status in FAILURES and failed_for_good is None:
                 failed_for_good = (key, status, error)
+        if folder_failed and (problem := writable(self.artifacts)) is not None:
+            raise artifacts_unavailable(self.artifacts, problem)
         todo.extendleft(reversed(again))
         if self.options.fail_fast and failed_for_good is not None:
             key, status, error = failed_for_good
@@ -285,13 +329,14 @@ class Coordinator(SearchCallbacks):
     def _log(self, key: str) -> Path:
         return self.artifacts / key / "worker.log"
 
-    def _stop_all(self, why: str) -> None:
-        """Stop every worker and leave their unfinished trials 'interrupted'; say ``why``."""
+    def _stop_all(self, why: str | None) -> None:
+        """Stop every worker and leave their unfinished trials 'interrupted'; say ``why`` (if given)."""
         for worker in self.pool.stop_all():
             for member in worker.members.values():
                 if member.summary is None:
                     self.storage.finish(member.key, TrialStatus.INTERRUPTED, error=None)
-        self.progress.message(why)
+        if why is not None:
+            self.progress.message(why)
 
     def _statuses(self) -> dict[str, str]:
         return {row.key: row.status for row in self.storage.trials(self.sweep.name)}
@@ -299,6 +344,16 @@ class Coordinator(SearchCallbacks):
     # -- selection and test ------------------------------------------------------------------
 
     def _select_and_test(self, finalists: list[str]) -> SweepOutcome:
+        """Select the best finalist and test it, once every finalist has ended: selection waits for a trial
+        left unfinished (its run folder failed) rather than pick among the others."""
+        unfinished = [row.key for row in self.storage.trial_rows(finalists).values() if row.status in CLAIMABLE]
+        if unfinished:
+            outcome = SweepOutcome(self._statuses())
+            outcome.notes.append(
+                f"no trial selected yet: {len(unfinished)} trial(s) did not finish ({', '.join(unfinished[:5])}"
+                f"{', ...' if len(unfinished) > 5 else ''}); run the same command again to finish them"
+            )
+            return outcome
         test_size = self.sweep.dataset.test_size
         selection = select_and_test(
             self.storage,
@@ -366,6 +421,10 @@ def _final_standing(key: str, row: TrialRow | None, select: str) -> halving.Stan
     if row is None or row.status in FAILURES or getattr(row, select) is None:
         return halving.Standing(key, None, None)
     return halving.Standing(key, getattr(row, select), row.val_loss)
+
+
+def _to_stderr(line: str) -> None:
+    print(line, file=sys.stderr, flush=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

@@ -150,7 +150,8 @@ class DaskExecutor:
         elif future.status == "cancelled":
             trial.code = -signal.SIGKILL
         else:
-            self.events.put((key, {"event": "error", "error": f"Dask task failed: {future.exception()!r}"}))
+            error = f"Dask task failed: {future.exception()!r}"
+            self.events.put((key, {"event": "error", "error": error, "infrastructure": False}))
             trial.code = 1
         self.events.put((key, None))
         trial.ended.set()

@@ -9,6 +9,7 @@ from typing import Any
 
 from gridsearch.errors import UserError
 from gridsearch.store.connection import DEFAULT_DB
+from gridsearch.store.faults import DEFAULT_WAIT_SECONDS
 
 DEVICES = ("auto", "cpu", "cuda")
 """Where trials train: ``auto`` is CUDA when torch sees a GPU, else the CPU."""
@@ -22,6 +23,8 @@ class RunOptions:
     """``gridsearch run``'s options (the same names as ``gridsearch.run``'s keyword arguments)."""
 
     db: str = DEFAULT_DB
+    db_wait: float = DEFAULT_WAIT_SECONDS
+    """How long the run waits out a database that is unreachable or locked before it stops (seconds)."""
     workers: int | None = None
     """Cohorts trained at once (default: 1 on a CPU; GPUs x ``slots_per_gpu``; a Dask cluster's threads)."""
     data_dir: Path | None = None
@@ -66,6 +69,8 @@ class RunOptions:
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise UserError(f"{name}: expected a positive integer, got {value!r}")
+        if isinstance(self.db_wait, bool) or not isinstance(self.db_wait, int | float) or not self.db_wait >= 0:
+            raise UserError(f"db_wait: expected a number of seconds >= 0, got {self.db_wait!r}")
         if self.device not in DEVICES:
             raise UserError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.executor not in EXECUTORS:

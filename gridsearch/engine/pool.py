@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import queue
 import signal
+import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -18,6 +19,7 @@ from typing import Protocol
 
 from gridsearch.engine.failures import log_size
 from gridsearch.engine.jobs import Job, Member, Task
+from gridsearch.errors import Unavailable
 from gridsearch.spec.config import TrialConfig
 from gridsearch.store.records import Evaluation, TrialSummary
 from gridsearch.training.events import Event
@@ -65,6 +67,8 @@ class MemberState:
     """From the ``done`` event: the trial is over (not just at its budget)."""
     evaluation: Evaluation | None = None
     error: str | None = None
+    infrastructure: bool = False
+    """Its error came from outside the trial (the run folder failed), not from training it."""
     last_epoch: int = -1
 
     @property
@@ -132,7 +136,10 @@ class WorkerPool:
         place = self.placement
         members = [Member(key=key, config=config, run_dir=str(place.artifacts / key)) for key, config in cohort]
         for member in members:
-            Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
+            try:
+                Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise artifacts_unavailable(place.artifacts, exc) from None
         gpu = least_busy_gpu(place.gpus, [worker.gpu for worker in self.running.values()])
         cohort_id = members[0]["key"]
         job = Job(
@@ -215,6 +222,31 @@ class WorkerPool:
                 worker.handle.wait(STOP_GRACE_SECONDS)
         self.running.clear()
         return workers
+
+
+class ArtifactsUnavailable(Unavailable):
+    """The artifacts folder cannot be written: the run stops (its trials resumable)."""
+
+
+def artifacts_unavailable(folder: Path, exc: OSError) -> ArtifactsUnavailable:
+    """The one line that stops a run whose artifacts folder cannot be written."""
+    return ArtifactsUnavailable(
+        f"artifacts folder {folder} cannot be written ({exc.strerror or exc}); the run stopped, its trials are "
+        "resumable: make the folder writable (or free space) and run the same command again"
+    )
+
+
+def writable(folder: Path) -> OSError | None:
+    """None if a file can be created in ``folder`` (made if missing), else why not."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as probe:
+            probe.write(b"gridsearch")
+            probe.flush()
+            os.fsync(probe.fileno())
+    except OSError as exc:
+        return exc
+    return None
 
 
 def least_busy_gpu(gpus: list[str], busy: list[str | None]) -> str | None:

@@ -83,3 +83,4 @@ class EventRecorder:
 
     def error(self, worker: Worker, member: MemberState, event: events.Error) -> None:
         member.error = event["error"]
+        member.infrastructure = event["infrastructure"]

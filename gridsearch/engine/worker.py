@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import cast
 
 from gridsearch.engine.jobs import Job, Member
-from gridsearch.training.events import Emit, Event
+from gridsearch.training.events import Emit, Error, Event
 from gridsearch.vocabulary import Execution
 
 PR_SET_PDEATHSIG = 1
@@ -137,7 +137,7 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
             run_member(job, member, tagged)
         except (Exception, SystemExit) as exc:
             traceback.print_exc()
-            tagged({"event": "error", "error": error_reason(exc, job, member)})
+            tagged(error_event(exc, job, member))
             failed = True
     return 1 if failed else 0
 
@@ -175,7 +175,7 @@ def run_stack(job: Job, members: list[Member], emit: Emit, log: LogTo | None = N
         traceback.print_exc()
         for member, entry in zip(members, stack):
             if member["key"] not in ended:
-                entry.emit({"event": "error", "error": error_reason(exc, job, member)})
+                entry.emit(error_event(exc, job, member))
     return "error" in ended.values()
 
 
@@ -194,6 +194,21 @@ def run_member(job: Job, member: Member, emit: Emit) -> None:
     else:
         evaluation, best_epoch = training.evaluate_trial(config, run_dir, data_dir, device, job["test_size"])
         emit({"event": "evaluation", **evaluation, "best_epoch": best_epoch})
+
+
+def error_event(exc: BaseException, job: Job, member: Member) -> Error:
+    """The ``error`` event of a member that raised ``exc``."""
+    return {"event": "error", "error": error_reason(exc, job, member), "infrastructure": outside_trial(exc, member)}
+
+
+def outside_trial(exc: BaseException, member: Member) -> bool:
+    """Whether ``exc`` is the member's run folder failing (removed, made read-only, its disk full) rather than
+    the trial: an ``OSError`` about a file in it."""
+    if not isinstance(exc, OSError):
+        return False
+    run_dir = os.path.abspath(member["run_dir"])
+    names = [os.path.abspath(os.fsdecode(n)) for n in (exc.filename, exc.filename2) if isinstance(n, str | bytes)]
+    return any(os.path.commonpath([run_dir, name]) == run_dir for name in names)
 
 
 def error_reason(exc: BaseException, job: Job, member: Member) -> str:

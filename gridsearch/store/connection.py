@@ -24,6 +24,10 @@ from gridsearch.errors import UserError
 
 DEFAULT_DB = "results.db"
 BUSY_TIMEOUT_SECONDS = 60
+"""How long a reader's statement waits for a lock (in WAL mode only a checkpoint can hold one up)."""
+WRITER_BUSY_SECONDS = 5
+"""How long a writer's statement waits for SQLite's write lock before its call says it waits and retries
+(``store.faults``: the run waits out a lock held for minutes, and says so)."""
 
 _INTROSPECTION_PRAGMAS = frozenset(
     {
@@ -179,7 +183,7 @@ def _engine(url: str, readonly: bool) -> Engine:
     if readonly:
         engine = create_engine(url, creator=lambda: _open_readonly(path), json_serializer=canonical_json)
     else:
-        engine = create_engine(url, connect_args={"timeout": BUSY_TIMEOUT_SECONDS}, json_serializer=canonical_json)
+        engine = create_engine(url, connect_args={"timeout": WRITER_BUSY_SECONDS}, json_serializer=canonical_json)
         event.listen(engine, "begin", lambda connection: connection.exec_driver_sql("BEGIN IMMEDIATE"))
     event.listen(engine, "connect", lambda connection, _record: _sqlite_pragmas(connection, readonly))
     return engine
@@ -220,7 +224,7 @@ def _sqlite_pragmas(connection: sqlite3.Connection, readonly: bool) -> None:
         cursor.execute("PRAGMA journal_mode = WAL")
         cursor.execute("PRAGMA synchronous = NORMAL")
     cursor.execute("PRAGMA foreign_keys = ON")
-    cursor.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_SECONDS * 1000}")
+    cursor.execute(f"PRAGMA busy_timeout = {(BUSY_TIMEOUT_SECONDS if readonly else WRITER_BUSY_SECONDS) * 1000}")
     cursor.close()
     if readonly:  # last: the pragmas above set values
         connection.set_authorizer(_only_reads)

@@ -17,6 +17,7 @@ from typing import Any
 from sqlalchemy import func, update
 from sqlalchemy.orm import Session, sessionmaker
 
+from gridsearch.store.faults import RideOut, retried
 from gridsearch.store.models import TrialRow, utcnow
 from gridsearch.vocabulary import CLAIMABLE, TrialStatus
 
@@ -60,17 +61,22 @@ class Leases:
     """The claims and heartbeats of :class:`~gridsearch.store.storage.Storage`."""
 
     session: sessionmaker[Session]
+    faults: RideOut
 
+    @retried
     def claim(self, key: str, owner: Owner) -> bool:
         """Atomically take trial ``key`` for ``owner`` if it is free; True if this call got it.
 
         A trial is free when unfinished and not running, or running under an owner that is dead or
-        whose heartbeat is older than the lease.
+        whose heartbeat is older than the lease. A trial ``owner`` already holds counts as got: a claim
+        retried after its commit's answer was lost (``store.faults``) finds its own lease.
         """
         with self.session() as session:
             row = session.get(TrialRow, key)
         if row is None or row.status not in CLAIMABLE:
             return False
+        if row.status == TrialStatus.RUNNING and row.owner == str(owner):
+            return True
         if row.status == TrialStatus.RUNNING:
             stale = row.heartbeat_at is None or row.heartbeat_at < utcnow() - timedelta(seconds=LEASE_SECONDS)
             if not stale and not (row.owner and Owner.parse(row.owner).is_dead()):
@@ -97,6 +103,7 @@ class Leases:
             )
             return result.rowcount == 1
 
+    @retried
     def heartbeat(self, keys: Iterable[str], owner: Owner) -> None:
         """Renew the lease of the running trials ``keys`` owned by ``owner``."""
         keys = list(keys)

@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gridsearch.errors import UserError
 from gridsearch.store import connection
 from gridsearch.store.connection import DEFAULT_DB, database_url, location
+from gridsearch.store.faults import DEFAULT_WAIT_SECONDS, RideOut, retried
 from gridsearch.store.leases import Leases, Owner
 from gridsearch.store.models import (
     Base,
@@ -48,12 +49,23 @@ class Storage(Leases):
     ``readonly=True`` opens it for reading only (``status``, ``query``, reports, the web app): nothing is
     written, and a database older than this version's schema is refused unless its tables read the same.
     ``create=False`` refuses a database that does not exist yet. ``upgrade=True`` (writers) upgrades an
-    older database in place; ``upgraded_from`` then says from which schema version.
+    older database in place; ``upgraded_from`` then says from which schema version. ``wait``: how many
+    seconds each call waits out a lost connection or a held lock (:mod:`~gridsearch.store.faults`; default
+    a few minutes for writers, none for readers, whose users are there to retry).
     """
 
-    def __init__(self, db: str = DEFAULT_DB, *, readonly: bool = False, create: bool = True, upgrade: bool = False):
+    def __init__(
+        self,
+        db: str = DEFAULT_DB,
+        *,
+        readonly: bool = False,
+        create: bool = True,
+        upgrade: bool = False,
+        wait: float | None = None,
+    ):
         self.url = database_url(db)
         self.location = where = location(self.url)
+        self.faults = RideOut(where, (0.0 if readonly else DEFAULT_WAIT_SECONDS) if wait is None else wait)
         try:
             self.engine = connection.connect(self.url, where, readonly=readonly, create=create and not readonly)
             self.session = sessionmaker(self.engine, expire_on_commit=False)
@@ -87,6 +99,7 @@ class Storage(Leases):
 
     # -- sweeps and trials -------------------------------------------------------------------
 
+    @retried
     def save_sweep(self, sweep: Sweep, trials: list[Trial], prune: bool = True) -> None:
         """Store ``sweep`` and its trials; trials already known keep their results.
         A point the grid lists twice is one trial, at its first position. New trials and their params go
@@ -190,6 +203,7 @@ class Storage(Leases):
                 .values(rung=None)
             )
 
+    @retried
     def sweep(self, name: str) -> SweepRow:
         """The sweep called ``name``; :class:`UserError` if there is none."""
         with self.session() as session:
@@ -199,16 +213,19 @@ class Storage(Leases):
             raise UserError(f"no sweep named {name!r} in {self.location} (sweeps: {known})")
         return row
 
+    @retried
     def selected_trial(self, sweep: str) -> str | None:
         """Key of the trial ``sweep`` selected, or None (no such sweep, or none selected yet)."""
         with self.session() as session:
             return session.scalar(select(SweepRow.selected_trial).where(SweepRow.name == sweep))
 
+    @retried
     def sweep_names(self) -> list[str]:
         """Every sweep's name, oldest first."""
         with self.session() as session:
             return list(session.scalars(select(SweepRow.name).order_by(SweepRow.id)))
 
+    @retried
     def trials(self, sweep: str, keys: Iterable[str] | None = None) -> list[TrialRow]:
         """The trials of ``sweep`` (those of them among ``keys``, if given), in grid order."""
         row = self.sweep(sweep)
@@ -228,11 +245,13 @@ class Storage(Leases):
             ]
         return [trial for _, trial in sorted(found, key=lambda pair: pair[0])]
 
+    @retried
     def trial(self, key: str) -> TrialRow | None:
         """The trial ``key``, or None if there is none."""
         with self.session() as session:
             return session.get(TrialRow, key)
 
+    @retried
     def trial_rows(self, keys: Iterable[str]) -> dict[str, TrialRow]:
         """The stored trials among ``keys``, by key in the order given, read in bulk (one query per
         ``CHUNK`` keys) rather than one query each; keys with no trial are left out."""
@@ -245,6 +264,7 @@ class Storage(Leases):
             }
         return {key: found[key] for key in wanted if key in found}
 
+    @retried
     def set_rung(self, sweep: str, keys: Iterable[str], rung: int) -> None:
         """Record that the trials ``keys`` of ``sweep`` reached rung ``rung`` (the index of a budget in its
         search's ``rung_epochs``); a trial keeps the highest it reached (Hyperband's brackets share trials)."""
@@ -257,6 +277,7 @@ class Storage(Leases):
                 .values(rung=rung)
             )
 
+    @retried
     def rungs(self, sweep: str) -> dict[str, int | None]:
         """Trial key -> the successive-halving rung it reached in ``sweep`` (None in a grid sweep)."""
         row = self.sweep(sweep)
@@ -267,6 +288,7 @@ class Storage(Leases):
                 ).all()
             )
 
+    @retried
     def reset_failed(self, keys: Iterable[str]) -> int:
         """Mark failed or timed-out trials among ``keys`` pending again; returns how many."""
         with self.session.begin() as session:
@@ -277,11 +299,13 @@ class Storage(Leases):
             )
             return result.rowcount
 
+    @retried
     def update_trial(self, key: str, **values: Unpack[TrialUpdate]) -> None:
         """Set columns of trial ``key`` (worker pid, device, versions, parameter count)."""
         with self.session.begin() as session:
             session.execute(update(TrialRow).where(TrialRow.key == key).values(**values))
 
+    @retried
     def record_epoch(self, key: str, metrics: EpochMetrics) -> None:
         """Store (or replace, on resume) one epoch's metrics and the trial's progress."""
         with self.session.begin() as session:
@@ -292,6 +316,7 @@ class Storage(Leases):
                 .values(epochs_run=metrics["epoch"] + 1, heartbeat_at=utcnow())
             )
 
+    @retried
     def finish(
         self, key: str, status: TrialStatus, summary: TrialSummary | None = None, error: str | None = None
     ) -> None:
@@ -305,6 +330,7 @@ class Storage(Leases):
 
     # -- selection and evaluations ----------------------------------------------------------
 
+    @retried
     def set_selected(self, sweep: str, key: str | None) -> None:
         """Record ``key`` as the trial ``sweep`` selected (None: none yet)."""
         with self.session.begin() as session:
@@ -312,12 +338,14 @@ class Storage(Leases):
                 update(SweepRow).where(SweepRow.name == sweep).values(selected_trial=key, updated_at=utcnow())
             )
 
+    @retried
     def save_evaluation(self, key: str, name: str, result: Evaluation) -> None:
         """Store the evaluation ``name`` of trial ``key``, replacing an earlier one of that name."""
         with self.session.begin() as session:
             session.execute(delete(EvaluationRow).where(EvaluationRow.trial_key == key, EvaluationRow.name == name))
             session.add(EvaluationRow(trial_key=key, name=name, **result))
 
+    @retried
     def evaluation(self, key: str, name: str) -> EvaluationRow | None:
         """Trial ``key``'s evaluation called ``name``, or None."""
         with self.session() as session:

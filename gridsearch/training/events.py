@@ -65,6 +65,9 @@ class Evaluated(Evaluation, Tagged):
 class Error(Tagged):
     event: Literal["error"]
     error: str
+    infrastructure: bool
+    """The failure came from outside the trial (its run folder could not be written): not the trial's fault,
+    so the coordinator trains it again rather than calling it failed."""
 
 
 Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Error

@@ -424,7 +424,7 @@ class Trial:
         self.ended = True
 
     def fail(self, error: str) -> None:
-        self.member.emit({"event": "error", "error": error})
+        self.member.emit({"event": "error", "error": error, "infrastructure": False})
         self.ended = True
 
 

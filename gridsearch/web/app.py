@@ -24,7 +24,7 @@ from werkzeug.exceptions import ClientDisconnected, HTTPException
 from werkzeug.serving import make_server, select_address_family
 
 from gridsearch.analysis.preprocessing import BadDrawing
-from gridsearch.errors import UserError
+from gridsearch.errors import Unavailable, UserError
 from gridsearch.store.connection import describe
 from gridsearch.store.storage import Storage
 from gridsearch.training.data import default_data_dir
@@ -88,6 +88,11 @@ def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) 
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
         app.logger.error("database error: %s", reason)
         return error(503, f"cannot read the database {catalog.database} ({reason})")
+
+    @app.errorhandler(Unavailable)
+    def database_unavailable(exc: Unavailable) -> ResponseReturnValue:
+        app.logger.error("%s", exc)
+        return error(503, str(exc))
 
     @app.errorhandler(Exception)
     def internal_error(exc: Exception) -> ResponseReturnValue:
