@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import itertools
 import signal
-import sys
 import time
 from collections import deque
 from collections.abc import Iterable, Sequence
@@ -112,7 +111,6 @@ class Coordinator(SearchCallbacks):
         """Run the sweep's search over its unfinished trials, then select and test the best. Whatever ends
         it (an exception included) ends its workers first: none trains epochs nobody records."""
         waiting = self.storage.faults.waiting
-        self.storage.faults.waiting = _to_stderr
         try:
             return self._run()
         except BaseException:
@@ -157,8 +155,7 @@ class Coordinator(SearchCallbacks):
             self._stop_all(None)
             self.progress.close()
             raise
-        except BaseException:
-            self.pool.stop_all()
+        except BaseException:  # ``run`` stops the workers
             self.progress.close()
             raise
         finally:
@@ -421,10 +418,6 @@ def _final_standing(key: str, row: TrialRow | None, select: str) -> halving.Stan
     if row is None or row.status in FAILURES or getattr(row, select) is None:
         return halving.Standing(key, None, None)
     return halving.Standing(key, getattr(row, select), row.val_loss)
-
-
-def _to_stderr(line: str) -> None:
-    print(line, file=sys.stderr, flush=True)
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

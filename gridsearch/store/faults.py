@@ -11,6 +11,7 @@ that recognises its own lease), so a retry after a commit whose answer was lost 
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -56,8 +57,9 @@ def reason(exc: BaseException) -> str:
     return text.splitlines()[0] if text else type(exc).__name__
 
 
-def _quiet(_message: str) -> None:
-    """The default of :attr:`RideOut.waiting`: say nothing."""
+def _to_stderr(line: str) -> None:
+    """The default of :attr:`RideOut.waiting` (a run puts its progress display there)."""
+    print(line, file=sys.stderr, flush=True)
 
 
 @dataclass
@@ -68,7 +70,7 @@ class RideOut:
     """The database, as messages name it."""
     seconds: float = DEFAULT_WAIT_SECONDS
     """How long in all one call waits for the database; 0 gives up at the first fault."""
-    waiting: Callable[[str], None] = field(default=_quiet)
+    waiting: Callable[[str], None] = field(default=_to_stderr)
     """Told in one line when a call starts waiting and when the database is back (a run's progress display)."""
 
     def call(self, function: Callable[[], R]) -> R:

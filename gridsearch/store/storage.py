@@ -69,14 +69,17 @@ class Storage(Leases):
         try:
             self.engine = connection.connect(self.url, where, readonly=readonly, create=create and not readonly)
             self.session = sessionmaker(self.engine, expire_on_commit=False)
-            try:
-                self.upgraded_from = open_schema(
-                    self.engine, where, create=create and not readonly, upgrade=upgrade and not readonly
+            try:  # another run may hold SQLite's write lock as this one opens (a server that is down is
+                # reported at once by ``connect``: at the start, the likelier cause is a wrong URL)
+                self.upgraded_from = self.faults.call(
+                    lambda: open_schema(
+                        self.engine, where, create=create and not readonly, upgrade=upgrade and not readonly
+                    )
                 )
             except BaseException:  # refused (another version, not a gridsearch database): let go of the file
                 self.engine.dispose()
                 raise
-            self.database_id = database_id(self.engine)
+            self.database_id = self.faults.call(lambda: database_id(self.engine))
             """Given at creation (None: a database made before ids); each run folder records it."""
         except ImportError as exc:
             raise UserError(
