@@ -144,6 +144,7 @@ def build(folder: Path, trials: int, shape: str, epochs: int, data_dir: Path) ->
     with storage.session.begin() as session:
         session.execute(update(TrialRow), summaries)  # bulk UPDATE by primary key
     ranked = sorted(summaries, key=lambda s: (-s["val_accuracy"], s["val_loss"]))
+    data.prepare(data_dir)  # the parsed arrays, from the raw files on first use
     labels = data.test_split(data_dir, TEST_SIZE).labels.numpy()
     storage.set_selected(SWEEP, ranked[0]["key"])
     for place, summary in enumerate(ranked[:2]):
