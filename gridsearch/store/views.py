@@ -8,7 +8,7 @@ from contextlib import closing
 from typing import Any, NamedTuple
 
 import pandas as pd
-from sqlalchemy import case, func, select
+from sqlalchemy import String, case, func, select, type_coerce
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import config_value
@@ -224,7 +224,8 @@ class TrialState(NamedTuple):
 
 
 def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
-    """Every trial of ``sweep`` as it stands, in grid order: one query of plain columns (no config, no ORM rows)."""
+    """Every trial of ``sweep`` as it stands, in grid order: one query of plain columns (no config, no ORM rows;
+    the status read as the string it is stored as, not converted to ``TrialStatus`` and back)."""
     with storage.session() as session:
         rows = session.execute(
             select(
@@ -232,7 +233,7 @@ def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
                 SweepTrialRow.position,
                 SweepTrialRow.rung,
                 TrialRow.seed,
-                TrialRow.status,
+                type_coerce(TrialRow.status, String),
                 TrialRow.epochs_run,
                 TrialRow.best_epoch,
                 TrialRow.val_accuracy,
@@ -245,9 +246,7 @@ def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
             .where(SweepRow.name == sweep)
             .order_by(SweepTrialRow.position)
         ).all()
-    return [
-        TrialState(key, position, rung, seed, status.value, *rest) for key, position, rung, seed, status, *rest in rows
-    ]
+    return [TrialState(*row) for row in rows]
 
 
 def trial_configs(storage: Storage, keys: Iterable[str], sweep: str | None = None) -> dict[str, Any]:
