@@ -88,11 +88,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     records = [
         {
             "key": t.key,
-            **{name: config_value(t.config(), name) for name in sweep.gridded_params},
+            **{name: config_value(config, name) for name in sweep.gridded_params},
             "seed": t.seed,
             "status": stored[t.key].status if t.key in stored else "new",
         }
-        for t in trials
+        for t, config in ((t, t.config()) for t in trials)  # each config built once
     ]
     table = pd.DataFrame.from_records(records)
     print(format_table(table, args.format))
