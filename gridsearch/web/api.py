@@ -3,6 +3,7 @@ models and a drawing classified. The pages poll them; their shapes are in README
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from contextlib import suppress
 from datetime import UTC, datetime
@@ -358,7 +359,7 @@ def nesting(value: object) -> int:
 def finite(value: object) -> float | None:
     """A float for JSON: None for NaN or a missing value."""
     number = float(cast(float, value)) if value is not None else float("nan")
-    return number if np.isfinite(number) else None
+    return number if math.isfinite(number) else None  # math's, not numpy's: 10x faster per Python float
 
 
 def clean(entry: dict[str, Any]) -> dict[str, Any]:
