@@ -108,7 +108,11 @@ function renderTable() {
 /** Show figure `id` from `url` (none: hide it) once the server has drawn it; until then the last one stays. */
 function showFigure(id, url, placeholderId) {
   if (placeholderId) document.getElementById(placeholderId).hidden = Boolean(url);
-  if (!url) document.getElementById(id).hidden = true;
+  if (!url) {
+    const img = document.getElementById(id);
+    img.hidden = true;
+    delete img.dataset.url;  // shown again from its URL if it comes back
+  }
   wanted.set(id, url);
 }
 
