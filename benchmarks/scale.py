@@ -12,7 +12,9 @@ Each step is a fresh process (its peak RSS from ``os.wait4``): the no-op ``run``
 ``--executor inline``), ``plan``, ``status``, ``trials``, ``report``, the API readers
 ``gridsearch.trials`` / ``epochs`` / ``evaluations``, and the web app, whose endpoints are each requested
 twice through Flask's test client (seconds of the first request and of the second, which may be answered from
-a cache; bytes), the server's peak RSS for all of them.
+a cache; bytes), the server's peak RSS for all of them. An endpoint whose answer the server computes in the
+background answers the first request 202 (computing): the probe waits for that computation, records how long it
+took (``computed_in_background_seconds``) and asks again.
 
     python benchmarks/scale.py [--trials 10000] [--shape deep|square] [--only run,plan,report,api,web]
                                [--timeout 180] [--cache /tmp/gridsearch-scale]
@@ -144,6 +146,7 @@ def build(folder: Path, trials: int, shape: str, epochs: int, data_dir: Path) ->
     with storage.session.begin() as session:
         session.execute(update(TrialRow), summaries)  # bulk UPDATE by primary key
     ranked = sorted(summaries, key=lambda s: (-s["val_accuracy"], s["val_loss"]))
+    data.prepare(data_dir)  # the parsed arrays, from the raw files on first use
     labels = data.test_split(data_dir, TEST_SIZE).labels.numpy()
     storage.set_selected(SWEEP, ranked[0]["key"])
     for place, summary in enumerate(ranked[:2]):
@@ -245,7 +248,8 @@ def probe_web(db: str, data_dir: str) -> dict:
     from gridsearch.web.app import create_app
 
     storage = Storage(db, readonly=True)
-    client = create_app(storage, Path(db).parent / "runs", Path(data_dir)).test_client()
+    app = create_app(storage, Path(db).parent / "runs", Path(data_dir))
+    client, live = app.test_client(), app.extensions["gridsearch.live"]
     trials = client.get(f"/api/sweeps/{SWEEP}/trials").get_json()
     keys = ",".join(trial["key"] for trial in trials["trials"][:3])
     paths = [
@@ -265,11 +269,16 @@ def probe_web(db: str, data_dir: str) -> dict:
         paths.append(f"/api/sweeps/{SWEEP}/trials?since={trials['sweep']['version']}")
     endpoints = {}
     for path in paths:
-        times = []
+        times, statuses, computed = [], [], None
         for _ in range(2):
             started = time.perf_counter()
             response = client.get(path)
             times.append(time.perf_counter() - started)
+            statuses.append(response.status_code)
+            if response.status_code == 202:  # computed in the background: how long until it is, then ask again
+                started = time.perf_counter()
+                live.wait_computed(600)
+                computed = round(time.perf_counter() - started, 3)
         name = path.split("?trials=")[0].split("?since=")[0].replace(f"/{SWEEP}", "/NAME")
         name += "?since" if "?since=" in path else ""
         endpoints[name] = {
@@ -277,6 +286,7 @@ def probe_web(db: str, data_dir: str) -> dict:
             "again_seconds": round(times[1], 3),
             "bytes": len(response.data),
             "status": response.status_code,
+            **({"first_status": statuses[0], "computed_in_background_seconds": computed} if computed else {}),
         }
         print(json.dumps({"endpoint": name, **endpoints[name]}), flush=True)
     return {"endpoints": endpoints}

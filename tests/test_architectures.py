@@ -1,6 +1,9 @@
 """Every registered architecture builds, runs forwards and backwards, and has its expected size."""
 
 import ast
+import inspect
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -101,3 +104,19 @@ def test_the_architectures_import_nothing_from_gridsearch() -> None:
             else:
                 continue
             assert all(module.split(".")[0] != "gridsearch" for module in modules), (path.name, modules)
+
+
+def test_the_registry_is_read_from_the_sources_without_torch() -> None:
+    """Each entry's name, extras and builder signature are read from its module's source, so a sweep is
+    checked without importing torch; the builder, imported to build, has the signature its source declares."""
+    code = "import sys, architectures; print(sorted(architectures.REGISTRY), 'torch' in sys.modules)"
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env={"PYTHONPATH": str(ROOT)}, capture_output=True, text=True
+    )
+    assert result.stdout.strip() == f"{sorted(PARAMETER_COUNTS)} False", result.stderr
+    for name in PARAMETER_COUNTS:
+        entry = architectures.get(name)
+        declared = [architectures.describe(p) for p in entry.signature]
+        assert declared == [
+            architectures.describe(p) for p in architectures.keyword_params(inspect.signature(entry.build))
+        ]

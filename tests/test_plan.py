@@ -2,10 +2,12 @@
 time from epochs recorded in the same database; ``run``'s ETA is epoch-based, on the plain and the live display."""
 
 import statistics
+import subprocess
+import sys
 
 from gridsearch.engine.progress import SweepProgress, format_duration
 from gridsearch.spec import halving
-from tests.conftest import cli, rows, write_sweep
+from tests.conftest import ROOT, cli, rows, write_sweep
 
 TINY = {
     "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
@@ -81,3 +83,29 @@ def test_the_eta_counts_epochs_down_on_the_plain_and_the_live_display(capsys):
     live.epoch("a", {**epoch, "seconds": 30.0}, 3)
     live.close()
     assert live.bars.tasks[0].description == "s: 1 running · 1 pending · ETA 1m00s"
+
+
+def test_plan_reads_the_sweep_without_torch_and_run_builds_its_networks(tmp_path):
+    """``plan`` imports neither torch nor scikit-learn (``-X importtime`` lists every module a process
+    imports); a value the network's builder refuses is refused by ``run``, in one line, before anything is
+    stored."""
+    sweep = write_sweep(tmp_path, **TINY)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gridsearch", "plan", str(sweep), "--db", str(tmp_path / "r.db")],
+        cwd=tmp_path,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    imported = {line.split("|")[-1].strip() for line in result.stderr.splitlines() if line.startswith("import time:")}
+    assert "gridsearch.spec.sweep" in imported and "architectures" in imported
+    assert {"torch", "sklearn", "scipy.stats"}.isdisjoint(imported)
+    unbuildable = write_sweep(tmp_path, "unbuildable.yaml", **{**TINY, "params": {**TINY["params"], "dropout": 1.5}})
+    assert cli("plan", str(unbuildable), "--db", str(tmp_path / "r.db"), cwd=tmp_path).returncode == 0
+    result = cli("run", str(unbuildable), "--db", str(tmp_path / "r.db"), cwd=tmp_path)
+    assert result.returncode == 2 and "cannot be built" in result.stderr and result.stderr.count("\n") == 1, (
+        result.stderr
+    )
+    assert result.stderr.startswith(f"error: {unbuildable}")
+    assert not (tmp_path / "r.db").exists()

@@ -372,7 +372,7 @@ def test_what_the_network_learned_shows_each_conv_nets_filters_and_maps_and_says
     assert not list(study.report.glob("*_mlp_*.png")) and not list(study.report.glob("transformer_*.png"))
     lenet = best_model(Storage(str(study.folder / "results.db"), readonly=True), "lenet")
     with torch_settings_kept():
-        missing = learned_section(Folder(tmp_path), lenet, tmp_path / "nowhere", data.test_split(data_dir, 300))
+        missing = learned_section(Folder(tmp_path), lenet, tmp_path / "nowhere", data.test_images(data_dir, 300))
     assert missing.blocks == [
         Note(
             f"No best weights for trial {lenet.trial.key}: its filters and feature maps are left out "

@@ -50,3 +50,37 @@ def test_the_default_run_folder_is_named_after_the_database_unless_it_predates_d
     shutil.copy(ROOT / "tests" / "fixtures" / "results-v2.sqlite3", old)
     assert Storage(str(old), readonly=True).database_id is None
     assert artifacts_dir(str(old)) == tmp_path / "runs"
+
+
+def test_each_run_folder_records_its_maker_and_a_reuse_on_purpose_says_whose_checkpoints_it_resumes(tmp_path, data_dir):
+    from gridsearch import __version__
+    from gridsearch.engine.devices import code_version
+    from gridsearch.training.run_folders import RECORD, recorded
+
+    sweep = write_sweep(tmp_path, **TINY)
+    cli("run", str(sweep), cwd=tmp_path, data_dir=data_dir, check=True)
+    maker = Storage(str(tmp_path / "results.db"), readonly=True).database_id
+    keys = [key for (key,) in rows(tmp_path / "results.db", "SELECT key FROM trials")]
+    made = {key: recorded(tmp_path / "runs" / key) for key in keys}
+    assert made == {key: {"database_id": maker, "gridsearch": __version__, "code": code_version()} for key in keys}
+
+    again = cli("run", str(sweep), cwd=tmp_path, data_dir=data_dir, check=True)  # its own folders: nothing said
+    assert "made by" not in again.stdout + again.stderr
+
+    borrowed = cli(  # another database pointed at the first one's run folders, on purpose
+        "run", str(sweep), "--db", "other.db", "--artifacts", "runs", cwd=tmp_path, data_dir=data_dir, check=True
+    )
+    other = Storage(str(tmp_path / "other.db"), readonly=True).database_id
+    assert other != maker
+    said = [line.split("] ", 1)[1] for line in borrowed.stderr.splitlines() if "made by" in line]
+    by = f"made by database {maker} with gridsearch {__version__}"
+    by += "" if code_version() == __version__ else f", code {code_version()}"
+    selected = Storage(str(tmp_path / "other.db"), readonly=True).selected_trial("small")
+    assert sorted(said) == sorted(
+        [
+            *(f"trial {key} resumed after epoch 1, from checkpoints {by}" for key in keys),
+            f"trial {selected}: testing the weights {by}",
+        ]
+    ), borrowed.stderr
+    assert all(recorded(tmp_path / "runs" / key) == made[key] for key in keys)  # the first maker stays recorded
+    assert not (tmp_path / "runs" / "other").exists() and (tmp_path / "runs" / keys[0] / RECORD).exists()

@@ -116,3 +116,18 @@ def test_the_scale_benchmark_measures_every_step_at_a_small_size(tmp_path, data_
     assert endpoints["/api/sweeps/NAME/trials?since"]["bytes"] < endpoints["/api/sweeps/NAME/trials"]["bytes"]
     assert last["steps"]["api.epochs"]["detail"]["rows"] == 72
     assert set(last["targets_met"]) == {"run", "plan", "report", "web", "web_again", "web_poll_bytes"}
+
+    # That database's trials have no run folders: its report runs no weights, so it never imports torch (1 GB).
+    report = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gridsearch", "report", "scale", "--db", last["db"]]
+        + ["--out", str(tmp_path / "report"), "--data-dir", str(data_dir)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    imported = {line.split("|")[-1].strip() for line in report.stderr.splitlines() if line.startswith("import time:")}
+    assert "gridsearch.analysis.report" in imported and "torch" not in imported
+    page = (tmp_path / "report" / "index.html").read_text()
+    assert "Without the best weights, ROC AUC and the confidences are left out" in page

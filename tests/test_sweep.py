@@ -7,12 +7,23 @@ import yaml
 
 import architectures
 from gridsearch.errors import UserError
-from gridsearch.spec.sweep import EXTRA_PARAMS, load_sweep, resolve_warm_starts, trial_key
+from gridsearch.spec.sweep import EXTRA_PARAMS, grid_points, load_sweep, resolve_warm_starts, trial_key
 from tests.conftest import ROOT, write_sweep
 
 
 def keys(path: Path) -> list[str]:
     return [trial.key for trial in load_sweep(path).trials()]
+
+
+@pytest.mark.parametrize(
+    "part",
+    [{"lr": [0.1, 0.2], "architecture": ["mlp", "lenet53"], "batch_size": [10, 20, 30]}, {"lr": [0.1]}, {}],
+    ids=["three names", "one point", "empty"],
+)
+def test_grid_points_are_scikit_learns_parameter_grid(part):
+    from sklearn.model_selection import ParameterGrid
+
+    assert list(grid_points(part)) == list(ParameterGrid(part))
 
 
 def test_lenet53_grid_is_the_studys_25_trials():

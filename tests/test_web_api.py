@@ -105,6 +105,17 @@ def blank(size: tuple[int, int] = (280, 280)) -> Image.Image:
     return Image.new("RGB", size, "white")
 
 
+def computed(client: FlaskClient, path: str):
+    """The answer of ``path``, whose value the server computes in the background: the first request may answer
+    202 (computing, with ``Retry-After``); then the test waits for the computation to end (an event) and asks again."""
+    response = client.get(path)
+    if response.status_code == 202:
+        assert response.get_json()["state"] == "computing" and response.headers["Retry-After"]
+        assert client.application.extensions["gridsearch.live"].wait_computed(120)
+        response = client.get(path)
+    return response
+
+
 def png_size(response) -> tuple[int, int]:
     """Width and height of a PNG answer (it must be one)."""
     assert response.status_code == 200 and response.content_type == "image/png", response.data[:200]
@@ -169,7 +180,7 @@ def test_a_completed_halving_sweep_is_finished_with_its_stopped_trials(client, s
     assert status == 200 and sum(sweep[status] for status in STATUSES) == sweep["trials"] == sweep["finished"] == 3
     assert sorted(t["status"] for t in body["trials"]) == ["done", "stopped", "stopped"]
     assert sweep["heatmap"] == ["lr", "lr_step"] and body["test"]["trial"] == sweep["selected_trial"]
-    assert min(png_size(client.get("/sweeps/halved/heatmap.png"))) > 100
+    assert min(png_size(computed(client, "/sweeps/halved/heatmap.png"))) > 100
 
     page = client.get("/").get_data(as_text=True)  # the dashboard's columns, in order, stopped among them
     assert f'data-statuses="{" ".join(STATUSES)}"' in page and "<th>stopped</th>" in page
@@ -183,7 +194,7 @@ def test_figures_are_pngs_of_the_sweep(client, study):
             "SELECT m.trial_key FROM sweep_trials m JOIN sweeps s ON s.id = m.sweep_id WHERE s.name = 'halved'",
         )
     ]
-    assert min(png_size(client.get("/sweeps/digits/confusion.png"))) > 100
+    assert min(png_size(computed(client, "/sweeps/digits/confusion.png"))) > 100
     assert min(png_size(client.get(f"/sweeps/halved/curves.png?trials={','.join(keys)}"))) > 100
 
 
@@ -243,7 +254,7 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(client, study):
         ("/assets/webapp.py", 404, "no asset 'webapp.py'"),
     ]
     for path, expected, message in gets:
-        status, reply = answer(client.get(path))
+        status, reply = answer(computed(client, path))
         assert status == expected and message in reply["error"], (path, reply)
     status, reply = answer(client.post("/api/sweeps", json={}))
     assert status == 405 and "Method Not Allowed" in reply["error"]
@@ -252,16 +263,16 @@ def test_bad_requests_get_a_4xx_with_a_one_line_json_error(client, study):
 
 
 def test_sweep_analysis_says_which_param_mattered_or_why_not(client, study):
-    status, body = answer(client.get("/api/sweeps/halved/analysis"))
+    status, body = answer(computed(client, "/api/sweeps/halved/analysis"))
     found = importance.sweep_importance(Storage(str(study / "results.db"), readonly=True), "halved")
     assert status == 200 and found is not None and body["importance"]["params"] == ["lr", "lr_step"]
     assert body["importance"]["exact"] is False  # halving: an incomplete grid at rung 0, a forest's estimate
     assert [t["term"] for t in body["importance"]["shares"]] == found.shares["term"].tolist()
     assert sum(t["share"] for t in body["importance"]["shares"]) == pytest.approx(1.0, abs=1e-6)
     assert body["margin"] is None and "two done trials" in body["notes"]["margin"]  # its runners-up stopped
-    assert min(png_size(client.get("/sweeps/halved/importance.png"))) > 100
-    assert min(png_size(client.get("/sweeps/halved/parallel.png"))) > 100
-    status, body = answer(client.get("/api/sweeps/digits/analysis"))  # one trial: nothing, each said in one line
+    assert min(png_size(computed(client, "/sweeps/halved/importance.png"))) > 100
+    assert min(png_size(computed(client, "/sweeps/halved/parallel.png"))) > 100
+    status, body = answer(computed(client, "/api/sweeps/digits/analysis"))  # one trial: nothing, each said in one line
     assert (
         status == 200
         and body["importance"] is None is body["margin"]
@@ -415,14 +426,16 @@ def test_the_trials_endpoint_sends_only_the_trials_changed_since_a_version(writa
 
 def test_the_analysis_is_computed_once_per_results_version_not_per_epoch(writable):
     storage, client = writable
-    status, first = answer(client.get("/api/sweeps/halved/analysis"))
+    waiting = client.get("/api/sweeps/halved/analysis")  # never computed in the request: 202 until it is
+    assert waiting.status_code == 202 and waiting.get_json()["state"] == "computing"
+    status, first = answer(computed(client, "/api/sweeps/halved/analysis"))
     assert status == 200 and first["importance"] is not None
     _, trials = answer(client.get("/api/sweeps/halved/trials"))
     assert first["results_version"] == trials["sweep"]["results_version"]
     stopped = next(t for t in trials["trials"] if t["status"] == "stopped")
 
     one_more_epoch(storage, stopped["key"])  # a recorded epoch: the same analysis, not computed again
-    _, cached = answer(client.get("/api/sweeps/halved/analysis"))
+    _, cached = answer(computed(client, "/api/sweeps/halved/analysis"))
     assert cached == first
 
     summary = {
@@ -434,6 +447,6 @@ def test_the_analysis_is_computed_once_per_results_version_not_per_epoch(writabl
     }
     storage.finish(stopped["key"], TrialStatus.DONE, summary)  # a trial done: new results, a new analysis
     _, trials = answer(client.get("/api/sweeps/halved/trials"))
-    _, fresh = answer(client.get("/api/sweeps/halved/analysis"))
+    _, fresh = answer(computed(client, "/api/sweeps/halved/analysis"))
     assert fresh["results_version"] == trials["sweep"]["results_version"] != first["results_version"]
     assert fresh["computed_at"] > first["computed_at"]

@@ -16,7 +16,7 @@ from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 from gridsearch.analysis import plots
 from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, load_model, score
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, Paragraph, table
-from gridsearch.training.data import Split
+from gridsearch.training.data import Images
 from gridsearch.vocabulary import format_percent
 
 GRID_SIZE = 30
@@ -25,10 +25,13 @@ SAMPLE_SEED = 0
 CONFUSED_PAIRS = 5
 
 
-def rerun(model: BestModel, artifacts: Path, test: Split) -> Scores | WeightsUnavailable:
-    """The model's best weights re-run on its test images, or why they cannot be."""
+def rerun(model: BestModel, artifacts: Path, test: Images) -> Scores | WeightsUnavailable:
+    """The model's best weights re-run on its test images, or why they cannot be (without torch when there are
+    no weights)."""
     try:
-        return score(load_model(model.trial, artifacts), test.images, test.labels)
+        network = load_model(model.trial, artifacts)
+        split = test.split()
+        return score(network, split.images, split.labels)
     except WeightsUnavailable as missing:
         return missing
 
@@ -67,10 +70,10 @@ def confused_pairs(confusion: np.ndarray, top: int = CONFUSED_PAIRS) -> pd.DataF
     return frame.sort_values(["errors", "true", "predicted"], ascending=[False, True, True]).head(top)
 
 
-def image_grids(folder: Folder, model: BestModel, test: Split, confidence: np.ndarray | None) -> list[Block]:
+def image_grids(folder: Folder, model: BestModel, test: Images, confidence: np.ndarray | None) -> list[Block]:
     """The misclassified test images (most confident first when ``confidence`` is known) and a seeded random
     sample, captioned with the predictions (and the confidence in them)."""
-    labels, images, predicted = test.labels.numpy(), test.images.numpy()[:, 0], model.predictions
+    labels, images, predicted = test.labels, test.images[:, 0], model.predictions
     wrong = np.flatnonzero(predicted != labels)
     shown = wrong if confidence is None else wrong[np.argsort(-confidence[wrong], kind="stable")]
     shown = shown[:GRID_SIZE]
@@ -100,10 +103,10 @@ def image_grids(folder: Folder, model: BestModel, test: Split, confidence: np.nd
     ]
 
 
-def evaluation_section(folder: Folder, model: BestModel, test: Split, rerun: Scores | WeightsUnavailable) -> Group:
+def evaluation_section(folder: Folder, model: BestModel, test: Images, rerun: Scores | WeightsUnavailable) -> Group:
     """Confusion matrix, per-class metrics, confused pairs and image grids of one best model, on its ``test``
     images; ``rerun`` holds the re-run model's probabilities, or why there are none."""
-    labels, predicted = test.labels.numpy(), model.predictions
+    labels, predicted = test.labels, model.predictions
     probabilities = rerun.probabilities.numpy() if isinstance(rerun, Scores) else None
     confidence = None if probabilities is None else probabilities[np.arange(len(labels)), predicted]
     confusion = np.array(model.test.confusion)

@@ -11,10 +11,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import torch
 
 from gridsearch.analysis.significance import mcnemar_exact
 from gridsearch.analysis.trained_models import BestModel, load_model, score
@@ -26,6 +26,9 @@ from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.vocabulary import TrialStatus, format_percent, metric
+
+if TYPE_CHECKING:
+    import torch
 
 PREFIX = "ensemble/top"
 """Committee evaluations are stored as ``ensemble/top<K>`` on the sweep's selected trial."""
@@ -51,6 +54,8 @@ def committee_accuracies(probabilities: torch.Tensor, labels: torch.Tensor) -> l
 
 def evaluation(probabilities: torch.Tensor, labels: torch.Tensor, seconds: float) -> Evaluation:
     """An evaluation row of averaged ``probabilities`` (N, 10): the loss is their mean negative log-likelihood."""
+    import torch
+
     predicted = probabilities.argmax(1)
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -84,6 +89,8 @@ class Committee:
 def build_committee(storage: Storage, sweep: str, size: int | None, artifacts: Path, data_dir: Path) -> Committee:
     """The committee of the ``size`` best done trials of ``sweep`` (``None``: chosen on validation), tested on
     the sweep's test images; :class:`UserError` when there are not enough done trials or weights."""
+    import torch
+
     started = time.perf_counter()
     ranked = ranked_trials(storage, sweep)
     row = storage.sweep(sweep)

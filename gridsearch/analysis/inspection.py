@@ -33,29 +33,29 @@ class SplitSizes:
 STUDY = SplitSizes(50000, 10000, 10000)
 
 
-def splits(data_dir: Path, sizes: SplitSizes) -> dict[str, data.Split]:
+def splits(data_dir: Path, sizes: SplitSizes) -> dict[str, data.Images]:
     """train, val and test of ``sizes``."""
-    train, val = data.training_splits(data_dir, sizes.train, sizes.val)
-    return {"train": train, "val": val, "test": data.test_split(data_dir, sizes.test)}
+    train, val = data.training_images(data_dir, sizes.train, sizes.val)
+    return {"train": train, "val": val, "test": data.test_images(data_dir, sizes.test)}
 
 
-def label_distribution(splits: dict[str, data.Split]) -> pd.DataFrame:
+def label_distribution(splits: dict[str, data.Images]) -> pd.DataFrame:
     """Images per digit in each split, with each split's share of that digit as a fraction."""
-    counts = pd.DataFrame({name: np.bincount(split.labels.numpy(), minlength=10) for name, split in splits.items()})
+    counts = pd.DataFrame({name: np.bincount(split.labels, minlength=10) for name, split in splits.items()})
     counts.insert(0, "digit", range(10))
     for name in splits:
         counts[f"{name}_fraction"] = counts[name] / counts[name].sum()
     return counts
 
 
-def pixel_counts(splits: dict[str, data.Split]) -> pd.DataFrame:
+def pixel_counts(splits: dict[str, data.Images]) -> pd.DataFrame:
     """How many pixels of each value 0-255 each split has (index: value, one column per split)."""
     return pd.DataFrame(
-        {name: np.bincount(split.images.numpy().ravel(), minlength=256) for name, split in splits.items()}
+        {name: np.bincount(split.images.ravel(), minlength=256) for name, split in splits.items()}
     ).rename_axis("value")
 
 
-def pixel_statistics(splits: dict[str, data.Split], counts: pd.DataFrame) -> pd.DataFrame:
+def pixel_statistics(splits: dict[str, data.Images], counts: pd.DataFrame) -> pd.DataFrame:
     """Per split: image count, mean and std of pixel values (0-255), share of black (0) and full (255)
     pixels, and the mean number of ink pixels (> 0) per image; from the value ``counts``."""
     values = counts.index.to_numpy(dtype=np.float64)
@@ -71,22 +71,22 @@ def pixel_statistics(splits: dict[str, data.Split], counts: pd.DataFrame) -> pd.
                 "std": float(np.sqrt(share @ (values - mean) ** 2)),
                 "black_fraction": float(share[0]),
                 "full_fraction": float(share[255]),
-                "ink_pixels_per_image": float((1 - share[0]) * split.images[0].numel()),
+                "ink_pixels_per_image": float((1 - share[0]) * split.images[0].size),
             }
         )
     return pd.DataFrame.from_records(records)
 
 
-def mean_images(split: data.Split) -> np.ndarray:
+def mean_images(split: data.Images) -> np.ndarray:
     """(10, 28, 28): the mean image of each digit."""
-    images, labels = split.images.numpy()[:, 0], split.labels.numpy()
+    images, labels = split.images[:, 0], split.labels
     return np.stack([images[labels == digit].mean(axis=0, dtype=np.float64) for digit in range(10)])
 
 
-def class_samples(split: data.Split, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED) -> np.ndarray:
+def class_samples(split: data.Images, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED) -> np.ndarray:
     """Indices of ``per_class`` random images of each digit (seeded), digit by digit."""
     generator = np.random.default_rng(seed)
-    labels = split.labels.numpy()
+    labels = split.labels
     return np.concatenate(
         [generator.choice(np.flatnonzero(labels == digit), per_class, replace=False) for digit in range(10)]
     )
@@ -99,7 +99,7 @@ def inspection_section(
     text) into ``folder``; returns their blocks."""
     parts = splits(data_dir, sizes)
     train = parts["train"]
-    per_digit = np.bincount(train.labels.numpy(), minlength=10)
+    per_digit = np.bincount(train.labels, minlength=10)
     labels = label_distribution(parts)
     labels_csv = folder.csv(labels, "inspect_label_distribution")
     shares = labels.set_index("digit")[[f"{name}_fraction" for name in parts]]
@@ -134,7 +134,7 @@ def inspection_section(
     ]
 
 
-def samples_figure(folder: Folder, train: data.Split, per_digit: np.ndarray) -> Block:
+def samples_figure(folder: Folder, train: data.Images, per_digit: np.ndarray) -> Block:
     """``SAMPLES_PER_CLASS`` random training images of each digit, or one line saying why there are none."""
     short = [str(digit) for digit in range(10) if per_digit[digit] < SAMPLES_PER_CLASS]
     if short:
@@ -144,7 +144,7 @@ def samples_figure(folder: Folder, train: data.Split, per_digit: np.ndarray) -> 
         )
     picks = class_samples(train)
     figure = plots.image_grid(
-        train.images.numpy()[picks, 0],
+        train.images[picks, 0],
         [f"#{i}" for i in picks],
         [False] * len(picks),
         f"{SAMPLES_PER_CLASS} random training images of each digit (rows 0-9, seed {SAMPLE_SEED}; caption: index)",
@@ -153,7 +153,7 @@ def samples_figure(folder: Folder, train: data.Split, per_digit: np.ndarray) -> 
     return Figure(folder.png(figure, "inspect_samples"), "Random training images, one row per digit.")
 
 
-def means_figure(folder: Folder, train: data.Split, per_digit: np.ndarray) -> Block:
+def means_figure(folder: Folder, train: data.Images, per_digit: np.ndarray) -> Block:
     """The mean training image of each digit, or one line saying which digit has no image to average."""
     missing = [str(digit) for digit in range(10) if per_digit[digit] == 0]
     if missing:

@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
-import torch
-from torch import nn
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, load_model
+from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, inference, load_model
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note
-from gridsearch.spec.config import TrialConfig
-from gridsearch.training.data import Split
-from gridsearch.training.models import build_model
+from gridsearch.training.data import Images, Split
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 FEATURE_LAYERS = 2
 """Feature maps are shown after the first this many convolutions of the feature path."""
@@ -31,7 +31,7 @@ DIGIT = 0
 """The test image whose feature maps the report shows (the first)."""
 TRANSFORMED = 16
 """Test digits the report shows before and after a spatial transformer."""
-Transform = Callable[[torch.Tensor], torch.Tensor]
+Transform = Callable[["torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass(frozen=True)
@@ -55,12 +55,14 @@ class Transformed:
 def transformer(model: nn.Module) -> Transform | None:
     """The model's spatial transformer (its ``transform`` method), or None for a network without one."""
     transform = getattr(model, "transform", None)
-    return cast(Transform, transform) if callable(transform) else None
+    return cast("Transform", transform) if callable(transform) else None
 
 
 def feature_path(model: nn.Module) -> nn.Sequential | None:
     """The layer sequence holding the classifying network's first convolution (behind the transformer, if
     any), or None for a network without convolutions."""
+    from torch import nn
+
     network = cast(nn.Module, model.classifier) if transformer(model) else model
     return next(
         (
@@ -79,6 +81,8 @@ def pixels(images: torch.Tensor) -> torch.Tensor:
 
 def first_layer_filters(model: nn.Module) -> np.ndarray | None:
     """The first convolution's filters as (filters, height, width) weights, or None without convolutions."""
+    from torch import nn
+
     path = feature_path(model)
     if path is None:
         return None
@@ -88,6 +92,8 @@ def first_layer_filters(model: nn.Module) -> np.ndarray | None:
 
 def _layer_ends(path: nn.Sequential) -> list[int]:
     """For each convolution that is a direct child of ``path``: the index just past it and its norm and ReLU."""
+    from torch import nn
+
     children, ends = list(path.children()), []
     for index, child in enumerate(children):
         if isinstance(child, nn.Conv2d):
@@ -98,7 +104,7 @@ def _layer_ends(path: nn.Sequential) -> list[int]:
     return ends
 
 
-@torch.inference_mode()
+@inference
 def feature_maps(model: nn.Module, digit: torch.Tensor, layers: int = FEATURE_LAYERS) -> list[FeatureMaps]:
     """The feature maps of the uint8 ``digit`` (784 pixels) after each of the first ``layers`` convolutions
     that sit directly in the feature path (a residual block's inner ones do not: fewer maps then); empty
@@ -119,7 +125,7 @@ def feature_maps(model: nn.Module, digit: torch.Tensor, layers: int = FEATURE_LA
     return maps
 
 
-@torch.inference_mode()
+@inference
 def transformed(model: nn.Module, images: torch.Tensor) -> Transformed | None:
     """uint8 ``images`` (N x 784 pixels) before and after the model's spatial transformer; None without one."""
     transform = transformer(model)
@@ -165,18 +171,16 @@ def learned_blocks(folder: Folder, name: str, model: nn.Module, test: Split) -> 
     return blocks
 
 
-def learned_section(folder: Folder, model: BestModel, artifacts: Path, test: Split) -> Group:
-    """What the selected trial of one sweep learned, from its best weights in ``artifacts``; a network without
-    convolutions, or without its weights, gets one line saying so."""
-    untrained = build_model(cast(TrialConfig, model.trial.config))
-    if first_layer_filters(untrained) is None:
-        return Group(model.name, learned_blocks(folder, model.name, untrained, test))
+def learned_section(folder: Folder, model: BestModel, artifacts: Path, test: Images) -> Group:
+    """What the selected trial of one sweep learned, from its best weights in ``artifacts``, on its ``test``
+    images; a network without convolutions, or without its weights, gets one line saying so (without weights on
+    disk, without importing torch)."""
     try:
         network = load_model(model.trial, artifacts)
     except WeightsUnavailable:
-        missing = Note(
+        note = Note(
             f"No best weights for trial {model.trial.key}: its filters and feature maps are left out "
             "(Best models says where they were looked for)."
         )
-        return Group(model.name, [missing])
-    return Group(model.name, learned_blocks(folder, model.name, network, test))
+        return Group(model.name, [note])
+    return Group(model.name, learned_blocks(folder, model.name, network, test.split()))

@@ -2,7 +2,8 @@
 
 Every number comes from the database, except what needs the model itself: the best trials' weights
 are re-run on the test images they were evaluated on for class probabilities (confidence, ROC AUC).
-Without a trial's run folder those are left out, and the rest of the report is written all the same.
+Without a trial's run folder those are left out, and the rest of the report is written all the same, without
+importing torch (only the sections that run weights, or draw stored robustness conditions, load it).
 """
 
 from __future__ import annotations
@@ -155,9 +156,9 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     data.prepare(data_dir)
     folder = Folder(out)
     results = results_table(storage, models)
-    tests = {m.name: data.test_split(data_dir, m.test.samples) for m in models}
+    tests = {m.name: data.test_images(data_dir, m.test.samples) for m in models}
     reruns = {m.name: rerun(m, artifacts, tests[m.name]) for m in models}
-    labels = data.test_split(data_dir, max(m.test.samples for m in models)).labels.numpy()
+    labels = data.test_images(data_dir, max(m.test.samples for m in models)).labels
     parts: list[tuple[str, str, Sequence[Block]]] = [
         ("about", "About this report", provenance_section(folder, storage, models, datetime.now(UTC))),
         ("results", "Results", results_section(folder, results)),

@@ -20,15 +20,13 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import h5py
 import numpy as np
 import pandas as pd
-import torch
-import torch.nn.functional as F
 from matplotlib.figure import Figure as PlotFigure
 from sklearn.datasets import load_digits
-from torch import nn
 
 from gridsearch.analysis import plots, preprocessing
 from gridsearch.analysis.trained_models import BestModel, score
@@ -37,8 +35,11 @@ from gridsearch.store import views
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
-from gridsearch.training.augmentation import BatchAugmenter, Distortion, distort
 from gridsearch.vocabulary import format_percent
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
 
 SUITE_SEED = 20240
 """Base seed of the random conditions; each condition adds the CRC-32 of its name."""
@@ -46,7 +47,9 @@ USPS_NAME = "usps"
 DIGITS_NAME = "sklearn_digits"
 PREFIX = "robustness/"
 
-Transform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
+Transform = Callable[["torch.Tensor", "torch.Generator"], "torch.Tensor"]
+"""A condition's batched transform; torch is imported when a transform runs, not with this module (the report
+reads stored robustness evaluations without it)."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,10 @@ def warp(
     images: torch.Tensor, angle: torch.Tensor, shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0
 ) -> torch.Tensor:
     """Rotate each image by its ``angle`` (radians, counter-clockwise), scale by ``zoom``, move by ``shift`` px."""
+    import torch
+
+    from gridsearch.training.augmentation import Distortion, distort
+
     n = len(images)
     return distort(
         images,
@@ -79,6 +86,8 @@ def rotation(degrees: float) -> Transform:
     """Rotate each image by ``degrees``, clockwise or counter-clockwise at random (seeded)."""
 
     def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         sign = torch.randint(0, 2, (len(images),), generator=generator) * 2 - 1
         return warp(images, sign * np.radians(degrees))
 
@@ -87,13 +96,15 @@ def rotation(degrees: float) -> Transform:
 
 def affine(shift: tuple[float, float] = (0.0, 0.0), zoom: float = 1.0) -> Transform:
     """Scale every image by ``zoom`` about its centre, then move it ``shift`` (x right, y down) pixels."""
-    return lambda images, _generator: warp(images, torch.zeros(len(images)), shift, zoom)
+    return lambda images, _generator: warp(images, images.new_zeros(len(images)), shift, zoom)
 
 
 def gaussian_noise(sigma: float) -> Transform:
     """Add independent Gaussian noise of standard deviation ``sigma`` (pixel scale [0, 1])."""
 
     def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        import torch
+
         return images + sigma * torch.randn(images.shape, generator=generator, dtype=images.dtype)
 
     return transform
@@ -101,6 +112,9 @@ def gaussian_noise(sigma: float) -> Transform:
 
 def dilate(images: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
     """Grey-level dilation by a 3x3 cross (a 3-tall and a 3-wide max): strokes about two pixels thicker."""
+    import torch
+    import torch.nn.functional as F
+
     return torch.maximum(
         F.max_pool2d(images, (3, 1), stride=1, padding=(1, 0)), F.max_pool2d(images, (1, 3), stride=1, padding=(0, 1))
     )
@@ -113,10 +127,16 @@ def erode(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 
 def elastic(alpha: float, sigma: float) -> Transform:
     """Simard et al.'s elastic distortion: uniform [-1, 1] fields smoothed by a Gaussian, times ``alpha`` px."""
-    augmenter = BatchAugmenter(
-        aug_p=1.0, rotate=0.0, shift=0.0, shear=0.0, zoom=(1.0, 1.0), elastic_alpha=alpha, elastic_sigma=sigma
-    )
-    return lambda images, generator: augmenter(images, generator)
+
+    def transform(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        from gridsearch.training.augmentation import BatchAugmenter
+
+        augmenter = BatchAugmenter(
+            aug_p=1.0, rotate=0.0, shift=0.0, shear=0.0, zoom=(1.0, 1.0), elastic_alpha=alpha, elastic_sigma=sigma
+        )
+        return augmenter(images, generator)
+
+    return transform
 
 
 def invert(images: torch.Tensor, _generator: torch.Generator) -> torch.Tensor:
@@ -169,17 +189,23 @@ def condition_seed(name: str) -> int:
 
 def to_uint8(images: torch.Tensor) -> torch.Tensor:
     """Float images clipped to [0, 1] and rounded to 8 bits."""
+    import torch
+
     return images.clamp(0, 1).mul(255).round().to(torch.uint8)
 
 
 def transformed(name: str, images: torch.Tensor) -> torch.Tensor:
     """The uint8 ``images`` (N, 1, 28, 28) under condition ``name``; the same every call."""
+    import torch
+
     generator = torch.Generator().manual_seed(condition_seed(name))
     return to_uint8(CONDITIONS[name].transform(images.float().div(255), generator))
 
 
 def mnist_style(images: np.ndarray) -> torch.Tensor:
     """Float digits (N, H, W), ink high, in MNIST's convention as ``PREPROCESSING`` states: uint8 (N, 1, 28, 28)."""
+    import torch
+
     return torch.from_numpy(np.stack([preprocessing.mnist_style(image, threshold=0.1) for image in images]))[:, None]
 
 
@@ -191,6 +217,8 @@ def usps_folder(explicit: Path | None = None) -> Path:
 
 def load_usps(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
     """USPS test digits in MNIST's convention and their labels, from ``folder/usps.h5``."""
+    import torch
+
     with h5py.File(folder / "usps.h5", "r") as file:
         data = file["test/data"][:].reshape(-1, 16, 16)
         labels = file["test/target"][:]
@@ -199,12 +227,16 @@ def load_usps(folder: Path) -> tuple[torch.Tensor, torch.Tensor]:
 
 def load_sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's 8x8 digits in MNIST's convention and their labels."""
+    import torch
+
     digits = load_digits()
     return mnist_style(digits.images / 16.0), torch.from_numpy(digits.target.astype(np.int64))
 
 
 def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
     """An evaluation row's values for ``model`` on one labelled set."""
+    import torch
+
     started = time.perf_counter()
     scores = score(model, images, labels)
     predicted = scores.predicted

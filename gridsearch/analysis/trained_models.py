@@ -1,29 +1,46 @@
 """A sweep's selected trial as a model again: its best weights loaded, and class probabilities on images.
 
 Reports and the robustness suite need more than the stored predicted labels (confidence, ROC AUC,
-transformed inputs), so they re-run the selected trial's ``best.pt`` on CPU, deterministically.
+transformed inputs), so they re-run the selected trial's ``best.pt`` on CPU, deterministically. torch is imported
+only when weights are loaded or run: a report whose best models have no weights on disk never imports it.
 """
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, ParamSpec, TypeVar, cast
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.store.models import EvaluationRow, SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
-from gridsearch.training.models import build_model, make_deterministic
 from gridsearch.vocabulary import format_params
 
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
 BATCH_SIZE = 1000
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+
+def inference(function: Callable[Params, Result]) -> Callable[Params, Result]:
+    """``function`` run under ``torch.inference_mode()``, torch imported when it runs (not on import)."""
+
+    @functools.wraps(function)
+    def run(*args: Params.args, **kwargs: Params.kwargs) -> Result:
+        import torch
+
+        with torch.inference_mode():
+            return function(*args, **kwargs)
+
+    return run
 
 
 @dataclass(frozen=True)
@@ -98,13 +115,18 @@ def best_model(storage: Storage, sweep: str) -> BestModel:
 
 def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
     """The network of ``trial`` with its best weights, in eval mode on CPU (channels-last: 2x faster);
-    :class:`WeightsUnavailable` if ``artifacts/<key>/best.pt`` is missing or damaged."""
+    :class:`WeightsUnavailable` if ``artifacts/<key>/best.pt`` is missing (said without importing torch) or damaged."""
     path = artifacts / trial.key / "best.pt"
     if not path.exists():
         raise WeightsUnavailable(
             f"trial {trial.key}: no best weights at {path} (pass --artifacts DIR, the folder that holds its run "
             f"folder {trial.key}/)"
         )
+    import torch
+
+    from gridsearch.training.checkpoints import CorruptCheckpoint, load_verified
+    from gridsearch.training.models import build_model, make_deterministic
+
     make_deterministic(torch.get_num_threads())
     model = build_model(cast(TrialConfig, trial.config))
     try:
@@ -114,9 +136,12 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
     return model.eval().to(memory_format=torch.channels_last)
 
 
-@torch.inference_mode()
+@inference
 def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scores:
     """Probabilities of ``model`` on uint8 ``images`` (N, 1, 28, 28), scaled to [0, 1] as in training."""
+    import torch
+    import torch.nn.functional as F
+
     outputs = [
         model(images[start : start + BATCH_SIZE].float().div_(255).contiguous(memory_format=torch.channels_last))
         for start in range(0, len(images), BATCH_SIZE)

@@ -65,7 +65,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from gridsearch.spec.sweep import load_sweep, resolve_warm_starts
     from gridsearch.spec.warm_start import fit_lines
 
-    sweep = load_sweep(args.sweep_file, args.max_trials)
+    sweep = load_sweep(args.sweep_file, args.max_trials, build=False)  # without torch
     path = sqlite_path(database_url(args.db))
     no_database_yet = path is not None and not path.exists()  # then every trial is new
     storage = None if no_database_yet else Storage(args.db, readonly=True)
@@ -88,11 +88,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
     records = [
         {
             "key": t.key,
-            **{name: config_value(t.config(), name) for name in sweep.gridded_params},
+            **{name: config_value(config, name) for name in sweep.gridded_params},
             "seed": t.seed,
             "status": stored[t.key].status if t.key in stored else "new",
         }
-        for t in trials
+        for t, config in ((t, t.config()) for t in trials)  # each config built once
     ]
     table = pd.DataFrame.from_records(records)
     print(format_table(table, args.format))
@@ -147,7 +147,7 @@ def _cost_lines(
     if storage is None:
         lines.append("estimate: nothing to go on: there is no database yet (run a few trials, then plan again)")
     else:
-        lines.append(estimate(storage, cost, resolve_device(device), workers))
+        lines.append(estimate(storage, cost, resolve_device(device, driver_only=True), workers))
     return "\n".join(lines)
 
 

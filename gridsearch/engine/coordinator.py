@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gridsearch import __version__
 from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
 from gridsearch.engine.failures import commonest_error, exit_reason, headline
@@ -52,6 +53,7 @@ from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Owner, Storage
+from gridsearch.training.run_folders import Maker
 from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_params
 
 HEARTBEAT_SECONDS = 10.0
@@ -92,6 +94,7 @@ class Coordinator(SearchCallbacks):
         self.options = options
         self.artifacts = options.artifacts
         self.executor: Executor = executor or LocalExecutor()
+        self.version = code_version()
         placement = Placement(
             options.data_dir,
             options.artifacts,
@@ -99,10 +102,10 @@ class Coordinator(SearchCallbacks):
             options.gpus,
             self.sweep.dataset.test_size,
             fused=not options.in_turn,
+            maker=Maker(database_id=storage.database_id, gridsearch=__version__, code=self.version),
         )
         self.pool = WorkerPool(self.executor, placement, self.sweep.timeout)
         self.owner = Owner.this_process()
-        self.version = code_version()
         self.restarts: dict[str, int] = {}
         self.retries: dict[str, int] = {}
         self.configs: dict[str, TrialConfig] = {}

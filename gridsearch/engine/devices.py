@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import subprocess
 from pathlib import Path
@@ -33,17 +34,34 @@ def code_version() -> str:
         return __version__
 
 
-def resolve_device(device: str) -> str:
-    """'cpu' or 'cuda' for ``--device auto|cpu|cuda``; UserError if CUDA is asked for but absent."""
+def resolve_device(device: str, driver_only: bool = False) -> str:
+    """'cpu' or 'cuda' for ``--device auto|cpu|cuda``; UserError if CUDA is asked for but absent. ``driver_only``:
+    ask the CUDA driver whether it sees a GPU instead of torch, which is not imported then (``plan``)."""
     if device == "cpu":
         return "cpu"
-    import torch
-
-    if torch.cuda.is_available():
+    if cuda_driver_sees_a_gpu() if driver_only else cuda_in_torch():
         return "cuda"
     if device == "cuda":
         raise UserError("--device cuda: no CUDA device is available (use --device cpu or auto)")
     return "cpu"
+
+
+def cuda_in_torch() -> bool:
+    """Whether torch can use a CUDA device."""
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def cuda_driver_sees_a_gpu() -> bool:
+    """Whether the CUDA driver (``libcuda``, through ctypes) sees a GPU: torch's answer without importing torch,
+    but for a CPU-only build of torch on a machine with a GPU."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return False
+    count = ctypes.c_int(0)
+    return driver.cuInit(0) == 0 and driver.cuDeviceGetCount(ctypes.byref(count)) == 0 and count.value > 0
 
 
 def visible_gpus() -> list[str]:

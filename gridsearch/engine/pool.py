@@ -23,6 +23,7 @@ from gridsearch.errors import Unavailable
 from gridsearch.spec.config import TrialConfig
 from gridsearch.store.records import Evaluation, TrialSummary
 from gridsearch.training.events import Event
+from gridsearch.training.run_folders import Maker, claim
 
 POLL_SECONDS = 0.5
 EXIT_GRACE_SECONDS = 5.0
@@ -70,6 +71,8 @@ class MemberState:
     infrastructure: bool = False
     """Its error came from outside the trial (the run folder failed), not from training it."""
     last_epoch: int = -1
+    made_by: Maker | None = None
+    """Who made its run folder, when that is another database or code version than this run."""
 
     @property
     def ended(self) -> bool:
@@ -116,6 +119,8 @@ class Placement:
     test_size: int = 10000
     fused: bool = False
     """Train a cohort of several trials as one stacked model (else its members one after another)."""
+    maker: Maker | None = None
+    """This run, as each run folder records who made it (None: not recorded)."""
 
 
 class WorkerPool:
@@ -135,9 +140,11 @@ class WorkerPool:
         trials, or an ``evaluate`` job for one."""
         place = self.placement
         members = [Member(key=key, config=config, run_dir=str(place.artifacts / key)) for key, config in cohort]
+        made_by: dict[str, Maker | None] = {}
         for member in members:
             try:
                 Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
+                made_by[member["key"]] = claim(Path(member["run_dir"]), place.maker) if place.maker else None
             except OSError as exc:
                 raise artifacts_unavailable(place.artifacts, exc) from None
         gpu = least_busy_gpu(place.gpus, [worker.gpu for worker in self.running.values()])
@@ -159,6 +166,7 @@ class WorkerPool:
                 member["key"],
                 budget or member["config"]["params"]["epochs"],
                 log_size(Path(member["run_dir"]) / "worker.log"),
+                made_by=made_by[member["key"]],
             )
             for member in members
         }

@@ -16,6 +16,7 @@ from gridsearch.engine.tensorboard import TensorBoardLog
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 from gridsearch.store.storage import Storage
 from gridsearch.training import events
+from gridsearch.training.run_folders import describe
 
 SUMMARY_FIELDS = tuple(TrialSummary.__annotations__)
 EPOCH_FIELDS = tuple(EpochMetrics.__annotations__)
@@ -58,11 +59,14 @@ class EventRecorder:
                 torch_version=event["torch_version"],
                 code_version=self.code_version,
             )
+        elif member.made_by:
+            self.progress.message(f"trial {member.key}: testing the weights made by {describe(member.made_by)}")
 
     def started(self, worker: Worker, member: MemberState, event: events.Started) -> None:
         self.storage.update_trial(member.key, parameter_count=event["parameter_count"])
         if event["resumed_from_epoch"]:
-            self.progress.message(f"trial {member.key} resumed after epoch {event['resumed_from_epoch'] - 1}")
+            made_by = f", from checkpoints made by {describe(member.made_by)}" if member.made_by else ""
+            self.progress.message(f"trial {member.key} resumed after epoch {event['resumed_from_epoch'] - 1}{made_by}")
 
     def epoch(self, worker: Worker, member: MemberState, event: events.Epoch) -> None:
         metrics = cast(EpochMetrics, {name: event[name] for name in EPOCH_FIELDS})  # type: ignore[literal-required]

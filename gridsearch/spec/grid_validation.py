@@ -2,8 +2,9 @@
 distributions a random or sobol search draws its points from.
 
 Every value is checked against its definition (``gridsearch.spec.params`` for the trainer's, the
-builder's signature for an architecture's own), and every distinct set of an architecture's own
-params is built once on the meta device, so that bad combinations fail before anything runs.
+builder's signature for an architecture's own), without torch. Before a sweep runs (and whenever it starts
+from checkpoint files, which torch reads), every distinct set of an architecture's own params is also built
+once on the meta device, so that bad combinations fail before anything trains.
 """
 
 from __future__ import annotations
@@ -11,17 +12,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Any
-
-import torch
-from sklearn.model_selection import ParameterGrid
+from typing import TYPE_CHECKING, Any
 
 import architectures
 from gridsearch.spec.document import Document, Location, suggest
 from gridsearch.spec.params import Param, coerce_type
 from gridsearch.spec.sampling import DISTRIBUTIONS, Dimension, Distribution, draw_points
 from gridsearch.spec.search import Search
-from gridsearch.spec.sweep import NAME_PATTERN, accepted_params
+from gridsearch.spec.sweep import NAME_PATTERN, accepted_params, grid_points
 from gridsearch.spec.warm_start import (
     CheckpointFile,
     is_file_reference,
@@ -29,6 +27,9 @@ from gridsearch.spec.warm_start import (
     read_checkpoint,
     split_reference,
 )
+
+if TYPE_CHECKING:
+    import torch
 
 GridPart = tuple[Location, list[str], dict]
 """A grid part before its values are checked: its location, the architectures it trains, its mapping."""
@@ -186,13 +187,15 @@ class GridValidator:
         """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,
         to catch bad values, and check that each ``init_from`` checkpoint fits it. Only its own gridded params
         (and ``init_from``) are combined, so the grid is never expanded."""
+        import torch  # here, not above: a sweep is read without torch (e.g. by ``plan``)
+
         entry = architectures.get(architecture)
         own, defaults = set(entry.params()), entry.defaults()
         tried: set[str] = set()
         for part in grid:
             if architecture not in part.get("architecture", [default]):
                 continue
-            for point in ParameterGrid({k: v for k, v in part.items() if k in own or k == "init_from"}):
+            for point in grid_points({k: v for k, v in part.items() if k in own or k == "init_from"}):
                 values = {k: v for k, v in {**defaults, **params, **point}.items() if k in own}
                 init_from = point.get("init_from", params.get("init_from"))
                 signature = json.dumps([values, init_from], sort_keys=True)

@@ -18,7 +18,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.stats import qmc
 
 SAMPLERS = ("random", "sobol")
 DISTRIBUTIONS = ("uniform", "loguniform", "int")
@@ -75,6 +74,8 @@ def unit_points(sampler: str, trials: int, dimensions: int, seed: int) -> np.nda
     if sampler == "sobol":
         with warnings.catch_warnings():  # balance is best at powers of 2; any count is still valid
             warnings.filterwarnings("ignore", message=".*balance properties of Sobol", category=UserWarning)
+            from scipy.stats import qmc  # here: scipy.stats takes half a second to import
+
             return qmc.Sobol(d=dimensions, scramble=True, seed=seed).random(trials)
     raise ValueError(f"unknown sampler {sampler!r} (known: {', '.join(SAMPLERS)})")
 

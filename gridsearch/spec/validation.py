@@ -47,10 +47,11 @@ MAX_RETRIES = 100
 """The most ``retries`` a sweep may ask for."""
 
 
-def read_sweep(path: Path, max_trials: int | None = None) -> Sweep:
+def read_sweep(path: Path, max_trials: int | None = None, build: bool = True) -> Sweep:
     """The validated sweep file at ``path``; :class:`UserError` on any problem, including a grid of more
-    than ``max_trials`` trials."""
-    return SweepValidator(read_document(path, max_trials), max_trials).validate()
+    than ``max_trials`` trials, and with ``build`` a network that cannot be built (see
+    :meth:`GridValidator.check_builds`)."""
+    return SweepValidator(read_document(path, max_trials), max_trials, build).validate()
 
 
 def grid_size(parts: list[GridPart], search: Search, seeds: int) -> int:
@@ -70,9 +71,10 @@ class SweepValidator:
     """Checks a parsed sweep file key by key, raising errors that point at the line; a sweep of more than
     ``max_trials`` trials is refused before its grid is expanded."""
 
-    def __init__(self, document: Document, max_trials: int | None = None):
+    def __init__(self, document: Document, max_trials: int | None = None, build: bool = True):
         self.document = document
         self.max_trials = max_trials
+        self.build = build
         self.fail = document.fail
         self.scalar = document.scalar
 
@@ -115,8 +117,9 @@ class SweepValidator:
             grid = [grids.grid_part(part, params) for part in parts]
         else:
             grid = grids.sampled_grid(parts, params, space, search)
-        for used_architecture in used:
-            grids.check_builds(used_architecture, architecture, params, grid)
+        if self.build or grids.checkpoints:  # a checkpoint file must fit its network: torch is loaded to read it
+            for used_architecture in used:
+                grids.check_builds(used_architecture, architecture, params, grid)
         select, over_seeds = self.select(document.get("select", "val_accuracy"), search)
         threads = self.scalar(document, "threads", int, 1)
         if threads < 1:

@@ -8,7 +8,7 @@ from contextlib import closing
 from typing import Any, NamedTuple
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import String, case, func, select, type_coerce
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import config_value
@@ -16,7 +16,7 @@ from gridsearch.spec.search import Search
 from gridsearch.store.connection import NOT_READ_ONLY
 from gridsearch.store.models import EpochRow, EvaluationRow, SweepRow, SweepTrialRow, TrialRow
 from gridsearch.store.storage import Storage, chunks
-from gridsearch.vocabulary import METRICS, STATUS_ORDER, TrialStatus, metric
+from gridsearch.vocabulary import FINISHED, METRICS, STATUS_ORDER, TrialStatus, metric
 
 
 class BestScore(NamedTuple):
@@ -224,7 +224,8 @@ class TrialState(NamedTuple):
 
 
 def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
-    """Every trial of ``sweep`` as it stands, in grid order: one query of plain columns (no config, no ORM rows)."""
+    """Every trial of ``sweep`` as it stands, in grid order: one query of plain columns (no config, no ORM rows;
+    the status read as the string it is stored as, not converted to ``TrialStatus`` and back)."""
     with storage.session() as session:
         rows = session.execute(
             select(
@@ -232,7 +233,7 @@ def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
                 SweepTrialRow.position,
                 SweepTrialRow.rung,
                 TrialRow.seed,
-                TrialRow.status,
+                type_coerce(TrialRow.status, String),
                 TrialRow.epochs_run,
                 TrialRow.best_epoch,
                 TrialRow.val_accuracy,
@@ -245,9 +246,7 @@ def trial_states(storage: Storage, sweep: str) -> list[TrialState]:
             .where(SweepRow.name == sweep)
             .order_by(SweepTrialRow.position)
         ).all()
-    return [
-        TrialState(key, position, rung, seed, status.value, *rest) for key, position, rung, seed, status, *rest in rows
-    ]
+    return [TrialState(*row) for row in rows]
 
 
 def trial_configs(storage: Storage, keys: Iterable[str], sweep: str | None = None) -> dict[str, Any]:
@@ -262,6 +261,33 @@ def trial_configs(storage: Storage, keys: Iterable[str], sweep: str | None = Non
         )
     with storage.session() as session:
         return dict(session.execute(query).all())
+
+
+def results_stamp(storage: Storage, sweep: str, budget: int) -> tuple[tuple[object, ...], ...]:
+    """What a sweep's analysis is computed from, summed in one aggregate query: for each status, how many trials
+    have it and the sums of their positions, rungs, scores (finished ones) and epochs up to ``budget`` (a halving
+    sweep's rung-0 budget; 0: none). It changes when a trial finishes, is promoted or is scored, not per epoch."""
+    finished = TrialRow.status.in_(sorted(FINISHED))
+    position = SweepTrialRow.position + 1
+    with storage.session() as session:
+        rows = session.execute(
+            select(
+                TrialRow.status,
+                func.count(),
+                func.sum(position),
+                func.sum(position * position),
+                func.sum(func.coalesce(SweepTrialRow.rung, -1) * position),
+                func.sum(case((finished, TrialRow.val_accuracy * position), else_=0.0)),
+                func.sum(case((finished, TrialRow.val_loss * position), else_=0.0)),
+                func.sum(case((TrialRow.epochs_run < budget, TrialRow.epochs_run), else_=budget) * position),
+            )
+            .join(SweepTrialRow, SweepTrialRow.trial_key == TrialRow.key)
+            .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+            .where(SweepRow.name == sweep)
+            .group_by(TrialRow.status)
+            .order_by(TrialRow.status)
+        ).all()
+    return tuple((status.value, *sums) for status, *sums in rows)
 
 
 def last_evaluation(storage: Storage, sweep: str) -> int:

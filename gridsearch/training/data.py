@@ -3,7 +3,8 @@
 ``prepare`` runs in the coordinator: ``torchvision.datasets.MNIST(data_dir, download=True)``
 (offline when the four ``.gz`` files are already in ``<data_dir>/MNIST/raw/``), then one ``.npy``
 file per array. Workers map those files copy-on-write, so all trials share one copy of the pixels
-in the page cache and index batches straight from the tensor, with no per-sample path.
+in the page cache and index batches straight from the tensor, with no per-sample path. ``Images`` are the same
+arrays as numpy ones, read without importing torch (reports whose sections run no weights).
 """
 
 from __future__ import annotations
@@ -11,11 +12,14 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from gridsearch.errors import UserError
+
+if TYPE_CHECKING:
+    import torch
 
 MNIST_FILES = (
     "train-images-idx3-ubyte.gz",
@@ -67,10 +71,16 @@ def prepare(data_dir: Path) -> Path:
     return target
 
 
-def _load(data_dir: Path, name: str) -> torch.Tensor:
+def _array(data_dir: Path, name: str) -> np.ndarray:
     path = arrays_dir(data_dir) / f"{name}.npy"
     # mode "c" (copy-on-write) shares the pages between workers and gives torch a writable array.
-    return torch.from_numpy(np.load(path, mmap_mode="c"))
+    return np.load(path, mmap_mode="c")
+
+
+def _load(data_dir: Path, name: str) -> torch.Tensor:
+    import torch
+
+    return torch.from_numpy(_array(data_dir, name))
 
 
 @dataclass(frozen=True)
@@ -85,6 +95,39 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.labels)
+
+
+@dataclass(frozen=True)
+class Images:
+    """A split as numpy arrays: images uint8 ``(N, 1, 28, 28)`` and labels int64 ``(N,)`` (no torch)."""
+
+    images: np.ndarray
+    labels: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def split(self) -> Split:
+        """The same images as tensors (sharing the memory)."""
+        import torch
+
+        return Split(torch.from_numpy(self.images), torch.from_numpy(self.labels))
+
+
+def training_images(data_dir: Path, train_size: int, val_size: int) -> tuple[Images, Images]:
+    """``training_splits`` as numpy arrays."""
+    images = _array(data_dir, "train_images")[:, None]
+    labels = _array(data_dir, "train_labels").astype(np.int64)
+    total = len(labels)
+    return (
+        Images(images[:train_size], labels[:train_size]),
+        Images(images[total - val_size :], labels[total - val_size :]),
+    )
+
+
+def test_images(data_dir: Path, size: int = 10000) -> Images:
+    """``test_split`` as numpy arrays."""
+    return Images(_array(data_dir, "test_images")[:size, None], _array(data_dir, "test_labels")[:size].astype(np.int64))
 
 
 def training_splits(data_dir: Path, train_size: int, val_size: int) -> tuple[Split, Split]:

@@ -3,13 +3,14 @@ models and a drawing classified. The pages poll them; their shapes are in README
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from contextlib import suppress
 from datetime import UTC, datetime
 from typing import Any, TypedDict, cast
 
 import numpy as np
-from flask import Blueprint, request
+from flask import Blueprint, Response, request
 
 from gridsearch.analysis.effects import grid_effects
 from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
@@ -20,7 +21,7 @@ from gridsearch.vocabulary import FINISHED, STATUS_ORDER
 from gridsearch.web.catalog import Catalog, RequestError, TestedModel
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
-from gridsearch.web.live import LiveSweeps
+from gridsearch.web.live import LiveSweeps, computing
 from gridsearch.web.recognizer import feedback
 
 
@@ -244,12 +245,12 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         )
 
     @api.get("/sweeps/<name>/analysis")
-    def sweep_analysis(name: str) -> AnalysisAnswer:
+    def sweep_analysis(name: str) -> AnalysisAnswer | Response:
         """Which gridded param mattered (variance decomposition) and the winner's margin over the runner-up;
-        computed once per ``results_version`` of the sweep."""
-        row = catalog.sweep(name)
-        version = live.state(row).results_version
-        return live.computed.get_or_make((name, "analysis", version), lambda: analysis(name, version))
+        computed once per ``results_version`` of the sweep, in the background: until then, a 202 saying so."""
+        version = live.results_version(catalog.sweep(name))
+        found = live.ready((name, "analysis", version), lambda: analysis(name, version))
+        return computing(version) if found is None else found
 
     def analysis(name: str, version: str) -> AnalysisAnswer:
         reading = ReadOnce(storage)  # the sweep's trials read once for all that follows
@@ -358,9 +359,11 @@ def nesting(value: object) -> int:
 def finite(value: object) -> float | None:
     """A float for JSON: None for NaN or a missing value."""
     number = float(cast(float, value)) if value is not None else float("nan")
-    return number if np.isfinite(number) else None
+    return number if math.isfinite(number) else None
 
 
 def clean(entry: dict[str, Any]) -> dict[str, Any]:
     """A trial entry for JSON: NaN scores (a diverged trial) as null."""
-    return {name: finite(value) if isinstance(value, float) else value for name, value in entry.items()}
+    return {
+        name: None if isinstance(value, float) and not math.isfinite(value) else value for name, value in entry.items()
+    }

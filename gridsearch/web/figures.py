@@ -20,7 +20,7 @@ from gridsearch.spec.config import TrialConfig
 from gridsearch.store import views
 from gridsearch.vocabulary import format_params
 from gridsearch.web.catalog import Catalog, RequestError
-from gridsearch.web.live import LiveSweeps
+from gridsearch.web.live import LiveSweeps, computing
 
 MAX_CURVES = 10
 """Most trials drawn in one learning-curves figure."""
@@ -53,9 +53,11 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
     storage = catalog.storage
 
     def once(name: str, figure: str, make_png: Callable[[], bytes]) -> Response:
-        """The PNG ``make_png`` makes, made once per results version of sweep ``name``."""
-        version = live.state(catalog.sweep(name)).results_version
-        return Response(live.computed.get_or_make((name, figure, version), make_png), mimetype="image/png")
+        """The PNG ``make_png`` makes once per results version of sweep ``name``, in the background: until it is
+        made, a 202 saying so."""
+        version = live.results_version(catalog.sweep(name))
+        made = live.ready((name, figure, version), make_png)
+        return computing(version) if made is None else Response(made, mimetype="image/png")
 
     @figures.get("/heatmap.png")
     def heatmap(name: str) -> Response:

@@ -8,6 +8,11 @@ successive-halving promotion or rung-0 budget reached, the selected trial, a sto
 ``/api/sweeps/NAME/trials?since=VERSION`` and gets only the trials that changed since that version; the server
 remembers the last few versions of each sweep (``Snapshots``), and answers in full to a version it no longer
 knows.
+
+What is costly is never computed in a request: :meth:`LiveSweeps.ready` answers with the value computed for the
+sweep's current results version, or starts computing it in a thread of its own and answers None (the endpoint
+then says "computing", HTTP 202, and the page asks again). The results version itself is one aggregate query
+(``views.results_stamp``), not a read of every trial.
 """
 
 from __future__ import annotations
@@ -16,15 +21,19 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, TypeVar, cast
+
+from flask import Response, jsonify
 
 from gridsearch.analysis.effects import hashable
 from gridsearch.spec.config import config_value
 from gridsearch.store import views
 from gridsearch.store.models import SweepRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import FINISHED, TrialStatus, metric
+from gridsearch.vocabulary import TrialStatus, metric
 
+RETRY_SECONDS = 1
+"""How soon a client should ask again for what is being computed (``Retry-After``)."""
 SNAPSHOTS = 16
 """Versions remembered (all sweeps together) to answer ``since`` with the trials that changed."""
 CACHED = 32
@@ -62,6 +71,13 @@ class Cache(Generic[Value]):
 
 
 @dataclass(frozen=True)
+class Failed:
+    """A computation that raised ``error``, kept as its value: each request for it raises it again."""
+
+    error: Exception
+
+
+@dataclass(frozen=True)
 class SweepState:
     """A sweep's trials as they stand, in grid order, with the two versions; entries are made on demand."""
 
@@ -93,6 +109,15 @@ class SweepState:
         }
 
 
+def computing(results_version: str) -> Response:
+    """The answer for what is still being computed for ``results_version``: HTTP 202 with
+    ``{"state": "computing", "results_version": ...}`` and ``Retry-After``."""
+    response = jsonify(state="computing", results_version=results_version)
+    response.status_code = 202
+    response.headers["Retry-After"] = str(RETRY_SECONDS)
+    return response
+
+
 def digest(parts: Hashable) -> str:
     """16 hex digits that change when ``parts`` do (Python's hash: the same only within one server process, which
     is all a version needs: a server started again answers every page in full)."""
@@ -109,6 +134,47 @@ class LiveSweeps:
         """What is computed from a sweep's results version (analyses, figures), by (sweep, what, version)."""
         self._fixed: dict[tuple[str, tuple[str, ...]], tuple[dict[str, Any], int]] = {}
         self._lock = threading.Lock()
+        self._computing: set[Hashable] = set()
+        self._idle = threading.Condition(self._lock)
+
+    def ready(self, key: Hashable, make: Callable[[], Value]) -> Value | None:
+        """The value ``make`` made for ``key``, or None while it is being made: in a thread of its own, started by
+        the first request that finds it missing. A ``make`` that raised raises the same error again here."""
+        found = self.computed.get(key)
+        if isinstance(found, Failed):
+            raise found.error
+        if found is not None:
+            return cast(Value, found)
+        with self._lock:
+            if key in self._computing:
+                return None
+            self._computing.add(key)
+        threading.Thread(target=self._compute, args=(key, make), name=f"compute {key}", daemon=True).start()
+        return None
+
+    def _compute(self, key: Hashable, make: Callable[[], Any]) -> None:
+        try:
+            value = make()
+        except Exception as exc:  # kept, to be raised in the requests that ask for it (a 404 saying why, ...)
+            value = Failed(exc)
+        self.computed.put(key, value)
+        with self._idle:
+            self._computing.discard(key)
+            self._idle.notify_all()
+
+    def wait_computed(self, timeout: float | None = None) -> bool:
+        """Block until nothing is being computed (or ``timeout`` seconds); whether nothing is."""
+        with self._idle:
+            return self._idle.wait_for(lambda: not self._computing, timeout)
+
+    def results_version(self, row: SweepRow) -> str:
+        """The version of what the analysis and the figures of sweep ``row`` are computed from: one aggregate
+        query, and the selection and the latest evaluation."""
+        halving = row.search.get("strategy") == "halving"
+        budget = row.search["rung_epochs"][0] if halving else 0  # a trial is placed on the map once it trained it
+        stamp = views.results_stamp(self.storage, row.name, budget)
+        evaluation = views.last_evaluation(self.storage, row.name)
+        return digest((stamp, tuple(row.gridded_params), row.selected_trial, evaluation))
 
     def fixed(self, row: SweepRow, keys: list[str]) -> dict[str, tuple[dict[str, Any], int]]:
         """The gridded params and planned epochs of each trial of ``keys``, read from its config the first time."""
@@ -130,20 +196,11 @@ class LiveSweeps:
         """The sweep ``row`` as it stands now."""
         states = views.trial_states(self.storage, row.name)
         fixed = self.fixed(row, [state.key for state in states])
-        halving = row.search.get("strategy") == "halving"
-        budget = row.search["rung_epochs"][0] if halving else 0
-        results: list[tuple[object, ...]] = [
-            (s.key, s.status, s.val_accuracy, s.val_loss, s.rung) if s.status in FINISHED else (s.key, s.rung)
-            for s in states
-        ]
-        if halving:  # a trial is placed on the map once it trained rung 0's budget
-            results.append(tuple(min(s.epochs_run, budget) for s in states))
         evaluation = views.last_evaluation(self.storage, row.name)
         fingerprints = {state.key: hash(state) for state in states}
         version = digest((tuple(states), row.selected_trial, evaluation))
-        results_version = digest((tuple(results), tuple(row.gridded_params), row.selected_trial, evaluation))
         self.snapshots.put((row.name, version), fingerprints)
-        return SweepState(states, fixed, version, results_version, fingerprints)
+        return SweepState(states, fixed, version, self.results_version(row), fingerprints)
 
     def best_first(self, row: SweepRow, state: SweepState) -> list[dict[str, Any]]:
         """Every entry of ``state``, as ``trials_table`` orders them: (a halving sweep's last rung first,) best

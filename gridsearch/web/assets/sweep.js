@@ -11,6 +11,7 @@ let sortColumn = null;      // null: the server's order, best first
 let ascending = true;
 let ticked = null;          // trial keys whose curves are drawn; null: the best DEFAULT_CURVES so far
 let analysed = null;        // the results version whose analysis is shown
+const wanted = new Map();   // figure id -> the URL it should show (drawn in the background: asked until drawn)
 
 /** The trials table's columns: title, value of a trial, how to show it. */
 function columns(sweep) {
@@ -39,6 +40,7 @@ function tickBox(trial) {
     if (box.checked) keys.add(trial.key); else keys.delete(trial.key);
     ticked = [...keys].slice(0, 10);
     render();
+    loadFigures();
   });
   return box;
 }
@@ -103,12 +105,30 @@ function renderTable() {
   document.querySelector("#trials tbody").replaceChildren(...rows);
 }
 
-/** Point `img` at `url`, only when it changed (the figures are redrawn on the server). */
+/** Show figure `id` from `url` (none: hide it) once the server has drawn it; until then the last one stays. */
 function showFigure(id, url, placeholderId) {
-  const img = document.getElementById(id);
-  img.hidden = !url;
   if (placeholderId) document.getElementById(placeholderId).hidden = Boolean(url);
-  if (url && img.getAttribute("src") !== url) img.src = url;
+  if (!url) {
+    const img = document.getElementById(id);
+    img.hidden = true;
+    delete img.dataset.url;  // shown again from its URL if it comes back
+  }
+  wanted.set(id, url);
+}
+
+/** Fetch each wanted figure not shown yet: a 202 (still being drawn) is asked again at the next poll. */
+async function loadFigures() {
+  for (const [id, url] of wanted) {
+    const img = document.getElementById(id);
+    if (!url || img.dataset.url === url) continue;
+    const response = await fetch(url, { cache: "no-store" });
+    if (response.status === 202) continue;
+    img.dataset.url = url;
+    img.hidden = !response.ok;  // a 4xx says in JSON why there is no such figure (yet)
+    if (!response.ok) continue;
+    if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
+    img.src = URL.createObjectURL(await response.blob());
+  }
 }
 
 function renderTest() {
@@ -131,6 +151,10 @@ async function renderAnalysis() {
   const version = latest.sweep.results_version;
   if (analysed === version) return;
   const analysis = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/analysis`);
+  if (analysis.state === "computing") {  // computed in the background: asked again at the next poll
+    if (analysed === null) document.getElementById("margin").textContent = "Computing the analysis…";
+    return;
+  }
   analysed = version;
   const v = encodeURIComponent(version);
   const margin = document.getElementById("margin");
@@ -181,4 +205,5 @@ poll(async () => {
   latest = merge(answer);
   if (changed) render();
   await renderAnalysis();
+  await loadFigures();
 });
