@@ -290,10 +290,12 @@ def test_workers_end_at_once_when_the_coordinator_alone_is_killed(tmp_path, data
     assert set(workers) <= {p.pid for p in descendants}
     os.kill(coordinator.pid, signal.SIGKILL)
     coordinator.wait()
-    _, alive = psutil.wait_procs(descendants, timeout=5)
+    _, alive = psutil.wait_procs(descendants, timeout=120)  # an event; the bound only ends a hung test
     running = [p.pid for p in alive if _running(p)]  # a zombie has ended; it only waits to be reaped
-    assert not running, f"still running 5 s after the coordinator died: {running}"
-    assert rows(db, "SELECT COUNT(*) FROM epochs") == [(0,)]  # they died mid-epoch, not at its end
+    assert not running, f"still running 120 s after the coordinator died: {running}"
+    # "at once", measured in training rather than seconds (which a busy machine stretches): no worker
+    # finished the epoch it was in, whose end writes its checkpoint
+    assert not list((tmp_path / "runs").rglob("last.pt"))
 
 
 def _running(process) -> bool:

@@ -27,14 +27,18 @@ from gridsearch.training.checkpoints import load_verified
 from gridsearch.training.fused import FusedOptimizer, Hyper, Stack, stack_epoch
 from gridsearch.training.models import build_model
 
-TOLERANCE = 2e-5
-"""Max relative difference (per tensor: max |fused - per-trial| / max |per-trial|) after one step. Measured:
-at most 2.5e-6 for lenet53; 1.2e-5 for the STN's second convolution at lr 0.1 (grouped against single
-convolution sums; a per-trial run with 2 threads instead of 1 moves that tensor by 3.5e-6)."""
+TOLERANCE = 1e-3
+"""Max relative difference (per tensor: max |fused - per-trial| / max |per-trial|) after one step. Measured on
+the Intel CPU this was written on: at most 2.5e-6 for lenet53; 1.2e-5 for the STN's second convolution at lr 0.1
+(grouped against single convolution sums; a per-trial run with 2 threads instead of 1 moves that tensor by
+3.5e-6). On an AMD EPYC, where oneDNN picks other kernels: 5.3e-5 (lenet53's first convolution), 6.5e-4 (the
+STN classifier's first convolution)."""
 HEAD_TOLERANCE = 5e-2
-"""The same for a spatial transformer's regression layer (``theta``, ``control``): its gradient passes through
-max-pool arg-maxes of near-equal resampled pixels, so it is ill-conditioned in the per-trial run itself
-(``test_the_transformer_head_gradient_is_ill_conditioned_in_a_per_trial_run``)."""
+"""The same for ill-conditioned tensors. A spatial transformer's regression layer (``theta``, ``control``): its
+gradient passes through max-pool arg-maxes of near-equal resampled pixels, so it is ill-conditioned in the
+per-trial run itself (``test_the_transformer_head_gradient_is_ill_conditioned_in_a_per_trial_run``). A BatchNorm
+bias: it starts at zero, so after one step it is lr times a sum of upstream gradients that nearly cancel, and
+its summation order shows (on the AMD EPYC: up to 2.1e-2, against 2.5e-6 on the Intel CPU)."""
 VARIANTS: list[dict[str, Any]] = [
     {"lr": 0.05, "dropout": 0.25},
     {"lr": 0.01, "momentum": 0.5, "dropout": 0.0, "weight_decay": 0.0},
@@ -99,6 +103,14 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return last["model"] if "model" in last else load_verified(run_dir / "best.pt", "cpu")["model"]
 
 
+def batch_norm_biases(trial: dict) -> set[str]:
+    """The names of the BatchNorm biases of ``trial``'s network."""
+    model = build_model(trial)
+    return {
+        f"{name}.bias" for name, module in model.named_modules() if isinstance(module, nn.modules.batchnorm._BatchNorm)
+    }
+
+
 def relative(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> dict[str, float]:
     """Per floating tensor: max |a - b| / max |b|."""
     return {
@@ -118,10 +130,14 @@ def test_one_fused_step_gives_each_member_the_weights_of_its_per_trial_step(
     assert code == 0
     for i in range(len(configs)):
         differences = relative(weights(tmp_path / "fused" / f"m{i}"), weights(tmp_path / "alone" / f"m{i}"))
-        head = {name: d for name, d in differences.items() if name.split(".")[0] in ("theta", "control")}
+        head = {
+            name: d
+            for name, d in differences.items()
+            if name.split(".")[0] in ("theta", "control") or name in batch_norm_biases(configs[i])
+        }
         body = {name: d for name, d in differences.items() if name not in head}
-        assert max(body.values()) <= TOLERANCE, body
-        assert not head or max(head.values()) <= HEAD_TOLERANCE, head
+        assert max(body.values()) <= TOLERANCE, sorted(body.items(), key=lambda kv: -kv[1])[:3]
+        assert not head or max(head.values()) <= HEAD_TOLERANCE, sorted(head.items(), key=lambda kv: -kv[1])[:3]
         started = next(e for e in events[f"m{i}"] if e["event"] == "started")
         assert (started["execution"], started["cohort"], started["cohort_size"]) == ("fused", "m0", 3)
         log = (tmp_path / "fused" / f"m{i}" / "worker.log").read_text()
