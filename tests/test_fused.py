@@ -146,7 +146,8 @@ def test_one_fused_step_gives_each_member_the_weights_of_its_per_trial_step(
 
 def test_the_transformer_head_gradient_is_ill_conditioned_in_a_per_trial_run(in_process_training, data_dir):
     """Why ``HEAD_TOLERANCE``: perturbing a per-trial STN's input by 1e-7 (relative, float32's resolution) moves
-    its ``theta`` gradient by far more than ``TOLERANCE``, while the classifier's own gradients barely move."""
+    its ``theta`` gradient a hundred times more than the classifier's own gradients (measured on an AMD EPYC:
+    1.5e-3 against 6.0e-7)."""
     torch.manual_seed(0)
     model = build_model(config("stn", 50, dropout=0.0))
     for module in model.modules():
@@ -162,8 +163,7 @@ def test_the_transformer_head_gradient_is_ill_conditioned_in_a_per_trial_run(in_
 
     torch.manual_seed(1)
     moved = relative(gradients(images * (1 + 1e-7 * torch.randn_like(images))), gradients(images))
-    assert moved["theta.weight"] > 10 * TOLERANCE
-    assert moved["classifier.classifier.6.weight"] < 10 * TOLERANCE
+    assert moved["theta.weight"] > 100 * moved["classifier.classifier.6.weight"]
 
 
 def test_two_epochs_fused_and_per_trial_numbers_differ_by_float_order(in_process_training, tmp_path, data_dir):
