@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from gridsearch.errors import UserError
 from gridsearch.store import connection
 from gridsearch.store.connection import DEFAULT_DB, database_url, location
-from gridsearch.store.faults import DEFAULT_WAIT_SECONDS, RideOut, retried
+from gridsearch.store.faults import DEFAULT_WAIT_SECONDS, RideOut, reason, retried
 from gridsearch.store.leases import Leases, Owner
 from gridsearch.store.models import (
     Base,
@@ -86,8 +86,7 @@ class Storage(Leases):
                 f"--db {where}: its database driver is not installed ({exc}); install it with pip"
             ) from None
         except (DBAPIError, SQLAlchemyError) as exc:
-            reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-            raise UserError(f"--db {where}: cannot open the database ({reason})") from None
+            raise UserError(f"--db {where}: cannot open the database ({reason(exc)})") from None
 
     def close(self) -> None:
         """Close every connection (an SQLite writer's last one folds its write-ahead log into the file, and

@@ -26,6 +26,7 @@ from werkzeug.serving import make_server, select_address_family
 from gridsearch.analysis.preprocessing import BadDrawing
 from gridsearch.errors import Unavailable, UserError
 from gridsearch.store.connection import describe
+from gridsearch.store.faults import reason
 from gridsearch.store.storage import Storage
 from gridsearch.training.data import default_data_dir
 from gridsearch.web import api, augment, figures, pages, trained
@@ -86,9 +87,9 @@ def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) 
 
     @app.errorhandler(SQLAlchemyError)
     def database_error(exc: SQLAlchemyError) -> ResponseReturnValue:
-        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0]
-        app.logger.error("database error: %s", reason)
-        return error(503, f"cannot read the database {catalog.database} ({reason})")
+        why = reason(exc)
+        app.logger.error("database error: %s", why)
+        return error(503, f"cannot read the database {catalog.database} ({why})")
 
     @app.errorhandler(Unavailable)
     def database_unavailable(exc: Unavailable) -> ResponseReturnValue:
