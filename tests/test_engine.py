@@ -7,13 +7,12 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
-from tests.test_faults import start_run
+from tests.test_faults import start_run, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -163,18 +162,6 @@ def _start_run(sweep: Path, folder: Path, data_dir: Path) -> subprocess.Popen:
     )
 
 
-def _wait_for(db: Path, sql: str, deadline: float = 180) -> None:
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            if db.exists() and rows(db, sql)[0][0]:
-                return
-        except Exception:  # the tables may not exist yet
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for: {sql}")
-
-
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     changes = {"params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5}}
     reference = tmp_path / "reference"
@@ -187,11 +174,12 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     db = folder / "results.db"
     # 1) kill the coordinator while its second trial is mid-way (one epoch done), status polling meanwhile
     coordinator = _start_run(sweep, folder, data_dir)
-    _wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'")
+    wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'", coordinator)
     assert gridsearch("status", cwd=folder).returncode == 0  # reading while it runs never blocks or fails
-    _wait_for(
+    wait_for(
         db,
         "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1",  # 2 of its 3 epochs to go
+        coordinator,
     )
     coordinator.send_signal(signal.SIGKILL)  # at once: a moment later the trial may have finished
     coordinator.wait()
@@ -200,10 +188,11 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     # 2) a new run takes over the dead coordinator's trial and resumes it from its checkpoint;
     #    kill -9 its worker mid-trial too: the coordinator restarts it from the last epoch
     coordinator = _start_run(sweep, folder, data_dir)
-    _wait_for(
+    wait_for(
         db,
         "SELECT worker_pid FROM trials WHERE status = 'running' AND epochs_run >= 1 "
         f"AND key != '{interrupted[0][0]}' AND owner LIKE '%:{coordinator.pid}'",
+        coordinator,
     )
     (pid,) = rows(db, f"SELECT worker_pid FROM trials WHERE status = 'running' AND owner LIKE '%:{coordinator.pid}'")[0]
     os.kill(pid, signal.SIGKILL)
@@ -284,7 +273,7 @@ def test_workers_end_at_once_when_the_coordinator_alone_is_killed(tmp_path, data
     write_sweep(tmp_path, dataset={"train_size": 30000, "val_size": 300, "test_size": 400}, grid={"lr": [0.02, 0.08]})
     db = tmp_path / "results.db"
     coordinator = start_run(tmp_path, data_dir, "--workers", "2")
-    _wait_for(db, "SELECT COUNT(*) = 2 FROM trials WHERE status = 'running' AND worker_pid IS NOT NULL")
+    wait_for(db, "SELECT COUNT(*) = 2 FROM trials WHERE status = 'running' AND worker_pid IS NOT NULL", coordinator)
     descendants = psutil.Process(coordinator.pid).children(recursive=True)  # forkserver, workers, trackers
     workers = [pid for (pid,) in rows(db, "SELECT worker_pid FROM trials")]
     assert set(workers) <= {p.pid for p in descendants}

@@ -16,6 +16,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 import torch
 
@@ -66,8 +67,9 @@ def start_run(folder: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
     )
 
 
-def wait_for(db: Path, sql: str, process: subprocess.Popen | None = None, deadline: float = 120) -> None:
-    """Poll ``sql`` on ``db`` until its first value is truthy (fails if ``process`` exits first)."""
+def wait_for(db: Path, sql: str, process: subprocess.Popen | None = None, deadline: float = 600) -> None:
+    """Poll ``sql`` on ``db`` until its first value is truthy (fails if ``process`` exits first). The
+    deadline only ends a hung test: a busy machine may take minutes to get there."""
     end = time.monotonic() + deadline
     while time.monotonic() < end:
         try:
@@ -82,8 +84,14 @@ def wait_for(db: Path, sql: str, process: subprocess.Popen | None = None, deadli
 
 
 def kill_9(process: subprocess.Popen) -> str:
+    """SIGKILL to the coordinator alone; returns its stderr once it and every process it started (workers,
+    which end on their own when it dies) are gone, so that nothing writes to its run folders after."""
+    descendants = psutil.Process(process.pid).children(recursive=True)
     process.send_signal(signal.SIGKILL)
-    return process.communicate()[1]
+    err = process.communicate()[1]
+    _, alive = psutil.wait_procs(descendants, timeout=300)  # an event; the bound only ends a hung test
+    assert not [p for p in alive if p.status() != psutil.STATUS_ZOMBIE], alive
+    return err
 
 
 def assert_nothing_lost(db: Path, reference: Path) -> None:

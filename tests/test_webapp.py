@@ -171,9 +171,10 @@ def page(browser):
 # -- the server's connections and memory -------------------------------------------------------------
 
 
-def exchange(server: Server, head: bytes, body: list[bytes], wait: float = 10) -> tuple[bytes, bool]:
+def exchange(server: Server, head: bytes, body: list[bytes], wait: float = 60) -> tuple[bytes, bool]:
     """Send a raw request (``head``, then each part of ``body``) on a new connection and read the answer:
-    all it got, and whether the server closed the connection within ``wait`` seconds."""
+    all it got, and whether the server closed the connection within ``wait`` seconds (a bound for a
+    server that never closes: a closing one ends the wait at once)."""
     with socket.create_connection(("127.0.0.1", server.port), timeout=wait) as connection:
         connection.sendall(head)
         for part in body:

@@ -29,11 +29,12 @@ from werkzeug.serving import WSGIRequestHandler
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
-LINGER_SECONDS = 2.0
-"""After a 413, how long the rest of the body is read and dropped before the connection is cut."""
 READ_SIZE = 64 * 1024
 IDLE_SECONDS = 10.0
 """How long a connection may send nothing, mid-request or between requests, before it is closed."""
+LINGER_SECONDS = 60.0
+"""After a 413, the longest the rest of the body is read and dropped before the connection is cut (a
+client that pauses for ``IDLE_SECONDS`` is cut sooner)."""
 
 
 class BodyLimit:
@@ -91,13 +92,14 @@ def read_at_most(stream: IO[bytes], size: int) -> bytes:
 
 def linger(connection: socket.socket) -> None:
     """End the answer (the client sees the connection close after it), read and drop what the client is
-    still sending for up to ``LINGER_SECONDS``, then stop reading. Closing at once instead would reset the
-    connection and could destroy the answer before the client reads it."""
+    still sending until it closes, pauses for ``IDLE_SECONDS`` or ``LINGER_SECONDS`` are up, then stop
+    reading. Closing at once instead would reset the connection and could destroy the answer before the
+    client reads it; a slow client (a busy machine) still sending its body must not be cut either."""
     deadline = time.monotonic() + LINGER_SECONDS
     try:
         connection.shutdown(socket.SHUT_WR)
         while (left := deadline - time.monotonic()) > 0:
-            connection.settimeout(left)
+            connection.settimeout(min(left, IDLE_SECONDS))
             if not connection.recv(READ_SIZE):
                 break
     except OSError:  # the time is up, or the client is gone
