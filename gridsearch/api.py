@@ -87,8 +87,8 @@ def run(sweep_files: str | Path | Sequence[str | Path], **options: Any) -> RunRe
 
     ``options`` are ``gridsearch run``'s, by the names of :class:`~gridsearch.engine.options.RunOptions`:
     ``db`` (default ``results.db``); ``workers``: cohorts in parallel (default 1 on a CPU, GPUs x
-    ``slots_per_gpu`` on GPUs); ``fuse``: the most trials in one cohort (default 1); ``data_dir``: MNIST
-    (default ``$GRIDSEARCH_DATA``, else ``./data``; downloaded and parsed if needed); ``artifacts``:
+    ``slots_per_gpu`` on GPUs); ``fuse``: the most trials in one cohort (default 1); ``data_dir``: the
+    datasets (default ``$GRIDSEARCH_DATA``, else ``./data``; MNIST downloaded and each parsed if needed); ``artifacts``:
     checkpoints (default ``runs/`` beside the database); ``device``: auto, cpu or cuda; ``executor``: local,
     dask (``scheduler``: its address) or inline; ``retry_failed``: run failed and timed-out trials again;
     ``max_trials``; ``plain``: log lines instead of the live display (automatic when not on a terminal, as in
@@ -120,7 +120,8 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
 
         require_tensorboard()
     data = options.data_dir if options.data_dir is not None else default_data_dir()
-    prepare(data)  # before the database: a run refused for want of MNIST leaves no file behind
+    for dataset in dict.fromkeys(sweep.dataset.name for sweep in sweeps):
+        prepare(data, dataset)  # before the database: a run refused for want of its data leaves no file behind
     storage = Storage(options.db, upgrade=True, wait=options.db_wait)
     if storage.upgraded_from is not None:
         print(

@@ -1,7 +1,7 @@
-"""The words every part of gridsearch shares: trial statuses, metrics and how params are printed.
+"""The words every part of gridsearch shares: trial statuses, metrics, datasets and how params are printed.
 
-Defined once here and used by the engine, the store, the CLI, the reports and the web app, so that
-"finished", "better" and "lr_step=4" mean the same thing everywhere.
+Defined once here and used by the spec, the engine, the store, the CLI, the reports and the web app, so that
+"finished", "better", "fashion_mnist" and "lr_step=4" mean the same thing everywhere.
 """
 
 from __future__ import annotations
@@ -102,6 +102,50 @@ METRICS: dict[str, Metric] = {"val_accuracy": Metric("val_accuracy", "max"), "va
 def metric(name: str) -> Metric:
     """The metric called ``name`` (``KeyError`` if it is not one of ``METRICS``)."""
     return METRICS[name]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A dataset of 28x28 grey images in 10 classes that a sweep may name (``dataset: {name: ...}``)."""
+
+    name: str
+    training_size: int
+    """Images in its official training set (train and validation images are cut from it)."""
+    title: str
+    """Its name as people write it, e.g. ``Fashion-MNIST``."""
+    classes: tuple[str, ...]
+    """The name of each label, in label order."""
+    digits: bool
+    """Whether its images are handwritten digits (the recognizer and the other-handwriting sets apply)."""
+
+    @property
+    def noun(self) -> str:
+        """What one of its classes is called: ``digit`` or ``class``."""
+        return "digit" if self.digits else "class"
+
+
+DATASETS: dict[str, Dataset] = {
+    "mnist": Dataset("mnist", 60000, "MNIST", tuple(str(digit) for digit in range(10)), digits=True),
+    "fashion_mnist": Dataset(
+        "fashion_mnist",
+        60000,
+        "Fashion-MNIST",
+        (
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ),
+        digits=False,
+    ),
+}
+"""The datasets a sweep may name, by name (each has 10,000 official test images)."""
 
 
 def as_written(value: Any) -> Any:

@@ -28,7 +28,7 @@ class RunOptions:
     workers: int | None = None
     """Cohorts trained at once (default: 1 on a CPU; GPUs x ``slots_per_gpu``; a Dask cluster's threads)."""
     data_dir: Path | None = None
-    """MNIST (default ``$GRIDSEARCH_DATA``, else ``./data``)."""
+    """The datasets' folder (default ``$GRIDSEARCH_DATA``, else ``./data``)."""
     artifacts: Path | None = None
     """Run folders and checkpoints (default ``runs/`` beside the database)."""
     device: str = "auto"

@@ -31,9 +31,8 @@ from gridsearch.spec.search import Search
 
 OVER_SEEDS = ("mean",)
 """How ``select: {over_seeds: ...}`` scores a configuration from its seeds' scores."""
-DATASETS = {"mnist": 60000}
-"""Dataset name -> size of its official training set (train and validation are cut from it)."""
 TEST_SET_SIZE = 10000
+"""Images in the official test set of every dataset (``vocabulary.DATASETS``)."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 """A sweep name: 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit."""
 EXTRA_PARAMS: dict[str, dict[str, Param]] = {

@@ -17,14 +17,13 @@ from gridsearch.spec.params import TRAINER_PARAMS
 from gridsearch.spec.sampling import MAX_SAMPLED_TRIALS
 from gridsearch.spec.search import SAMPLES, STRATEGIES, Search
 from gridsearch.spec.sweep import (
-    DATASETS,
     NAME_PATTERN,
     OVER_SEEDS,
     TEST_SET_SIZE,
     DatasetSplit,
     Sweep,
 )
-from gridsearch.vocabulary import METRICS
+from gridsearch.vocabulary import DATASETS, METRICS
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -168,15 +167,15 @@ class SweepValidator:
             for key in ("train_size", "val_size", "test_size")
         }
         for key, size in sizes.items():
-            limit = TEST_SET_SIZE if key == "test_size" else DATASETS[name]
+            limit = TEST_SET_SIZE if key == "test_size" else DATASETS[name].training_size
             if not 1 <= size <= limit:
                 raise self.fail((*at, key), f"must be between 1 and {limit}, got {size}")
-        if sizes["train_size"] + sizes["val_size"] > DATASETS[name]:
+        if sizes["train_size"] + sizes["val_size"] > DATASETS[name].training_size:
             raise self.fail(
                 (*at, "val_size"),
                 f"train_size + val_size = "
                 f"{sizes['train_size'] + sizes['val_size']} is more than the "
-                f"{DATASETS[name]} images of the {name} training set",
+                f"{DATASETS[name].training_size} images of the {name} training set",
             )
         return DatasetSplit(name, **sizes)
 

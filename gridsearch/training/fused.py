@@ -482,7 +482,9 @@ def train_stack(
     config = members[0].config
     make_deterministic(config["threads"])
     split = config["dataset"]
-    train, val = (s.to(device) for s in data.training_splits(data_dir, split["train_size"], split["val_size"]))
+    train, val = (
+        s.to(device) for s in data.training_splits(data_dir, split["train_size"], split["val_size"], split["name"])
+    )
     trials = [_prepare(member, device) for member in members]
     for trial in trials:
         if trial.over(budget):  # nothing left to train: report it as its per-trial run would

@@ -121,7 +121,9 @@ def train_trial(
     torch.manual_seed(config["seed"])
     generator = torch.Generator(device).manual_seed(config["seed"])
     split = config["dataset"]
-    train, val = (s.to(device) for s in data.training_splits(data_dir, split["train_size"], split["val_size"]))
+    train, val = (
+        s.to(device) for s in data.training_splits(data_dir, split["train_size"], split["val_size"], split["name"])
+    )
     model = build_model(config).to(device)
     augment = make_augmenter(config)
     optimizer = make_optimizer(model, params)
@@ -236,13 +238,13 @@ def _out_of_patience(epoch: int, best: EpochMetrics | None, patience: int) -> bo
 def evaluate_trial(
     config: TrialConfig, run_dir: Path, data_dir: Path, device: torch.device, test_size: int
 ) -> tuple[Evaluation, int]:
-    """Evaluate the trial's best weights on the first ``test_size`` official test images; the
+    """Evaluate the trial's best weights on the first ``test_size`` official test images of its dataset; the
     evaluation and the epoch of those weights."""
     make_deterministic(config["threads"])
     model = build_model(config).to(device)
     state = load_verified(run_dir / "best.pt", device)
     model.load_state_dict(state["model"])
-    test = data.test_split(data_dir, test_size).to(device)
+    test = data.test_split(data_dir, test_size, config["dataset"]["name"]).to(device)
     started = time.perf_counter()
     loss, accuracy, predicted = evaluate(model, test, uses_bf16(config))
     labels = test.labels.cpu()
