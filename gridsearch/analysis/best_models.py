@@ -1,4 +1,4 @@
-"""The best models up close: confusion matrix, per-digit metrics, the most confused pairs and image grids.
+"""The best models up close: confusion matrix, per-class metrics, the most confused pairs and image grids.
 
 Everything but the class probabilities comes from the stored test evaluation. The probabilities (ROC AUC,
 the confidence of each prediction) come from re-running the trial's ``best.pt`` on the same test images;
@@ -83,7 +83,7 @@ def image_grids(folder: Folder, model: BestModel, test: Images, confidence: np.n
         return "" if confidence is None else f" {format_percent(confidence[i], 0)}"
 
     order = "test order" if confidence is None else "most confident first"
-    name = model.name
+    name, noun = model.name, model.dataset.noun
     mistakes = plots.image_grid(
         images[shown],
         [f"{labels[i]}→{predicted[i]}{sure(i)}" for i in shown],
@@ -98,8 +98,8 @@ def image_grids(folder: Folder, model: BestModel, test: Images, confidence: np.n
     )
     confident = "" if confidence is None else " and the model's confidence in its prediction"
     return [
-        Figure(folder.png(mistakes, f"misclassified_{name}"), f"Caption: true→predicted digit{confident}."),
-        Figure(folder.png(sample, f"random_{name}"), f"Caption: predicted digit{confident}; red when wrong."),
+        Figure(folder.png(mistakes, f"misclassified_{name}"), f"Caption: true→predicted {noun}{confident}."),
+        Figure(folder.png(sample, f"random_{name}"), f"Caption: predicted {noun}{confident}; red when wrong."),
     ]
 
 
@@ -124,8 +124,10 @@ def evaluation_section(folder: Folder, model: BestModel, test: Images, rerun: Sc
         blocks.append(Note(f"Without the best weights, ROC AUC and the confidences are left out: {rerun}."))
     blocks += [
         Figure(
-            folder.png(plots.confusion_matrix(confusion, f"{name}: test confusion matrix"), f"confusion_{name}"),
-            "Rows: true digit; columns: predicted. Diagonal in green.",
+            folder.png(
+                plots.confusion_matrix(confusion, f"{name}: test confusion matrix", model.dataset), f"confusion_{name}"
+            ),
+            f"Rows: true {model.dataset.noun}; columns: predicted. Diagonal in green.",
         ),
         table(
             per_class,

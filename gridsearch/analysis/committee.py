@@ -100,29 +100,30 @@ def build_committee(storage: Storage, sweep: str, size: int | None, artifacts: P
         raise UserError(f"--ensemble {size}: sweep {sweep!r} has only {len(ranked)} done trials")
     candidates = ranked[: size or min(MAX_AUTO, len(ranked))]
     models = [load_model(trial, artifacts) for trial in candidates]
-    data.prepare(data_dir)
     dataset = candidates[0].config["dataset"]
-    _, val = data.training_splits(data_dir, dataset["train_size"], dataset["val_size"])
+    data.prepare(data_dir, dataset["name"])
+    _, val = data.training_splits(data_dir, dataset["train_size"], dataset["val_size"], dataset["name"])
     val_probabilities = torch.stack([score(model, val.images, val.labels).probabilities for model in models])
     accuracies = committee_accuracies(val_probabilities, val.labels)
     chosen = size or int(np.argmax(accuracies)) + 1  # the first of equals: the smallest committee
-    test = data.test_split(data_dir, row.test_size)
+    test = data.test_split(data_dir, row.test_size, dataset["name"])
     averaged = torch.stack([score(m, test.images, test.labels).probabilities for m in models[:chosen]]).mean(0)
     tried = {chosen: accuracies[chosen - 1]} if size else {k + 1: a for k, a in enumerate(accuracies)}
     result = evaluation(averaged, test.labels, time.perf_counter() - started)
     return Committee([t.key for t in candidates[:chosen]], tried, result)
 
 
-def committee_table(storage: Storage, models: list[BestModel], labels: np.ndarray) -> pd.DataFrame:
+def committee_table(storage: Storage, models: list[BestModel], labels: dict[str, np.ndarray]) -> pd.DataFrame:
     """Each stored committee of the ``models``' sweeps against the single best, with McNemar's exact test on
-    the test images both predicted (``labels``: the official test labels)."""
+    the test images both predicted (``labels``: the official test labels of each model's dataset, by name)."""
     evaluations = views.evaluations(storage, [m.trial.key for m in models])
     committees = evaluations[evaluations["name"].str.startswith(PREFIX)]
     records = []
     for model in models:
+        truth = labels[model.dataset.name]
         for entry in committees[committees["trial_key"] == model.trial.key].itertuples():
             n = min(model.test.samples, entry.samples)
-            single, together = model.predictions[:n] == labels[:n], np.array(entry.predictions[:n]) == labels[:n]
+            single, together = model.predictions[:n] == truth[:n], np.array(entry.predictions[:n]) == truth[:n]
             only_single, only_committee, p_value = mcnemar_exact(single, together)
             records.append(
                 {
@@ -140,7 +141,9 @@ def committee_table(storage: Storage, models: list[BestModel], labels: np.ndarra
     return pd.DataFrame.from_records(records)
 
 
-def committee_section(folder: Folder, storage: Storage, models: list[BestModel], labels: np.ndarray) -> list[Block]:
+def committee_section(
+    folder: Folder, storage: Storage, models: list[BestModel], labels: dict[str, np.ndarray]
+) -> list[Block]:
     """Single best against each stored committee, with McNemar's exact test."""
     frame = committee_table(storage, models, labels)
     if frame.empty:

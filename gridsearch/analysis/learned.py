@@ -20,6 +20,7 @@ from gridsearch.analysis import plots
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, inference, load_model
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note
 from gridsearch.training.data import Images, Split
+from gridsearch.vocabulary import DATASETS, Dataset
 
 if TYPE_CHECKING:
     import torch
@@ -135,12 +136,15 @@ def transformed(model: nn.Module, images: torch.Tensor) -> Transformed | None:
     return Transformed(before[:, 0].numpy().copy(), transform(before)[:, 0].numpy().copy())
 
 
-def learned_blocks(folder: Folder, name: str, model: nn.Module, test: Split) -> list[Block]:
-    """Filters, feature maps of test image ``DIGIT`` and the transformer's output of sweep ``name``'s ``model``."""
+def learned_blocks(
+    folder: Folder, name: str, model: nn.Module, test: Split, dataset: Dataset = DATASETS["mnist"]
+) -> list[Block]:
+    """Filters, feature maps of test image ``DIGIT`` and the transformer's output of sweep ``name``'s ``model``, on
+    the ``test`` images of its ``dataset``."""
     filters = first_layer_filters(model)
     if filters is None:
         return [Note("No convolutions in this network: no filters or feature maps to show.")]
-    digit, label = test.images[DIGIT], int(test.labels[DIGIT])
+    digit, label = test.images[DIGIT], dataset.classes[int(test.labels[DIGIT])]
     seen = ", transformed as the classifier sees it" if transformer(model) else ""
     blocks: list[Block] = [
         Figure(
@@ -183,4 +187,4 @@ def learned_section(folder: Folder, model: BestModel, artifacts: Path, test: Ima
             "(Best models says where they were looked for)."
         )
         return Group(model.name, [note])
-    return Group(model.name, learned_blocks(folder, model.name, network, test.split()))
+    return Group(model.name, learned_blocks(folder, model.name, network, test.split(), model.dataset))

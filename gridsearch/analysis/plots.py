@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 
-from gridsearch.vocabulary import format_percent, format_value
+from gridsearch.vocabulary import DATASETS, Dataset, format_percent, format_value
 
 MAX_TICK_LABELS = 20
 """Most value labels along one axis: with more values, every k-th is labelled."""
@@ -152,8 +152,9 @@ def rung_curves(
     return figure
 
 
-def confusion_matrix(matrix: np.ndarray, title: str) -> plt.Figure:
-    """A 10x10 confusion matrix (rows: true digit, columns: predicted), off-diagonal cells highlighted."""
+def confusion_matrix(matrix: np.ndarray, title: str, dataset: Dataset = DATASETS["mnist"]) -> plt.Figure:
+    """A 10x10 confusion matrix of ``dataset``'s classes (rows: true, columns: predicted), off-diagonal cells
+    highlighted."""
     matrix = np.asarray(matrix)
     off = np.where(np.eye(len(matrix), dtype=bool), 0, matrix)
     figure, axes = plt.subplots(figsize=(5.2, 4.6))
@@ -168,10 +169,10 @@ def confusion_matrix(matrix: np.ndarray, title: str) -> plt.Figure:
             fontsize=7,
             color="#1a5e1a" if row == column else ("white" if value > off.max() / 2 else "black"),
         )
-    axes.set_xticks(range(10))
-    axes.set_yticks(range(10))
-    axes.set_xlabel("predicted digit")
-    axes.set_ylabel("true digit")
+    axes.set_xticks(range(10), dataset.classes, rotation=0 if dataset.digits else 90)
+    axes.set_yticks(range(10), dataset.classes)
+    axes.set_xlabel(f"predicted {dataset.noun}")
+    axes.set_ylabel(f"true {dataset.noun}")
     axes.set_title(title, fontsize=10)
     figure.colorbar(image, ax=axes, label="errors (off-diagonal)")
     return figure
@@ -269,12 +270,12 @@ def bars(table: pd.DataFrame, title: str, ylabel: str) -> plt.Figure:
     return figure
 
 
-def digit_row(images: np.ndarray, title: str) -> plt.Figure:
-    """Ten float images (one per digit 0-9) side by side, e.g. the mean image of each digit."""
+def class_row(images: np.ndarray, names: Sequence[str], title: str) -> plt.Figure:
+    """Float images (one per class, captioned with its name) side by side, e.g. the mean image of each class."""
     figure, axes = plt.subplots(1, len(images), figsize=(1.2 * len(images), 1.6))
-    for digit, (axis, image) in enumerate(zip(axes, images)):
+    for name, axis, image in zip(names, axes, images):
         axis.imshow(image, cmap="gray_r")
-        axis.set_title(str(digit), fontsize=9)
+        axis.set_title(name, fontsize=9)
         axis.axis("off")
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()

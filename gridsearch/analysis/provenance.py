@@ -9,7 +9,7 @@ import pandas as pd
 
 from gridsearch import __version__
 from gridsearch.analysis.inspection import SplitSizes
-from gridsearch.analysis.trained_models import BestModel
+from gridsearch.analysis.trained_models import BestModel, dataset_shown
 from gridsearch.analysis.webpage import Block, Folder, Paragraph, table
 from gridsearch.spec.search import Search
 from gridsearch.store.models import SweepRow
@@ -28,14 +28,17 @@ def search_text(sweep: SweepRow) -> str:
 
 
 def sweep_overview(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
-    """Per sweep: architecture, the data split its trials used, their epochs, seeds, trial count and search."""
+    """Per sweep: architecture, the data split its trials used (and their dataset, when one is not MNIST), their
+    epochs, seeds, trial count and search."""
     records = []
+    shown = dataset_shown(models)
     for model in models:
         configs = [trial.config for trial in storage.trials(model.name)]
         records.append(
             {
                 "sweep": model.name,
                 "architecture": model.sweep.architecture,
+                **({"dataset": model.dataset.title} if shown else {}),
                 "train_size": values_text({c["dataset"]["train_size"] for c in configs}),
                 "val_size": values_text({c["dataset"]["val_size"] for c in configs}),
                 "test_size": model.sweep.test_size,

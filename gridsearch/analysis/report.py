@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from gridsearch.analysis import plots
@@ -25,7 +26,7 @@ from gridsearch.analysis.learned import learned_section
 from gridsearch.analysis.provenance import provenance_section, union_split
 from gridsearch.analysis.robustness import robustness_section
 from gridsearch.analysis.significance import significance_section
-from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, best_model
+from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, best_model, by_dataset, dataset_shown
 from gridsearch.analysis.uncertainty import uncertainty_section
 from gridsearch.analysis.webpage import Block, Download, Figure, Folder, Format, Note, Section, seconds, table
 from gridsearch.errors import UserError
@@ -73,11 +74,13 @@ class Report:
 def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
     """The headline table: one row per sweep's best model, with its sweep's trial count and compute."""
     records = []
+    shown = dataset_shown(models)
     for model in models:
         trials = storage.trials(model.name)
         records.append(
             {
                 "sweep": model.name,
+                **({"dataset": model.dataset.title} if shown else {}),
                 "model": model.trial.architecture,
                 "best_config": model.config_text,
                 "parameter_count": model.trial.parameter_count,
@@ -139,10 +142,25 @@ def cost_section(folder: Folder, results: pd.DataFrame, models: list[BestModel])
 
 
 def data_section(folder: Folder, storage: Storage, models: list[BestModel], data_dir: Path) -> list[Block]:
-    """The data the sweeps of the report used: the union of their splits (each sweep's own: section 1)."""
-    sizes = union_split(storage, models)
-    whose = "the sweeps of this report" if len(models) > 1 else f"sweep {models[0].name}"
-    return inspection_section(folder, data_dir, sizes=sizes, whose=whose)
+    """The data the sweeps of the report used, dataset by dataset: the union of their splits (each sweep's own:
+    section 1)."""
+    groups = by_dataset(models)
+    blocks: list[Block] = []
+    for dataset, alike in groups.items():
+        whose = f"sweep {alike[0].name}" if len(alike) == 1 else "the sweeps of this report"
+        if len(alike) > 1 and len(groups) > 1:
+            whose = f"the {alike[0].dataset.title} sweeps of this report"
+        blocks += inspection_section(folder, data_dir, dataset, union_split(storage, alike), whose)
+    return blocks
+
+
+def test_labels(models: list[BestModel], data_dir: Path) -> dict[str, np.ndarray]:
+    """Per dataset of the ``models``: the labels of as many of its official test images as any of them was
+    tested on."""
+    return {
+        dataset: data.test_images(data_dir, max(m.test.samples for m in alike), dataset).labels
+        for dataset, alike in by_dataset(models).items()
+    }
 
 
 def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path, data_dir: Path) -> Report:
@@ -153,12 +171,13 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     if not names:
         raise UserError("the database has no sweeps yet: nothing to report")
     models, unreported = reportable(storage, list(dict.fromkeys(names)), every=not sweeps)
-    data.prepare(data_dir)
+    for dataset in by_dataset(models):
+        data.prepare(data_dir, dataset)
     folder = Folder(out)
     results = results_table(storage, models)
-    tests = {m.name: data.test_images(data_dir, m.test.samples) for m in models}
+    tests = {m.name: data.test_images(data_dir, m.test.samples, m.dataset.name) for m in models}
     reruns = {m.name: rerun(m, artifacts, tests[m.name]) for m in models}
-    labels = data.test_images(data_dir, max(m.test.samples for m in models)).labels
+    labels = test_labels(models, data_dir)
     parts: list[tuple[str, str, Sequence[Block]]] = [
         ("about", "About this report", provenance_section(folder, storage, models, datetime.now(UTC))),
         ("results", "Results", results_section(folder, results)),
@@ -167,7 +186,7 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
         (
             "uncertainty",
             "How sure is the winner?",
-            [uncertainty_section(folder, storage, m.name, labels) for m in models],
+            [uncertainty_section(folder, storage, m.name, labels[m.dataset.name]) for m in models],
         ),
         ("curves", "Learning curves", curves_section(folder, storage, models)),
         ("evaluation", "Best models", [evaluation_section(folder, m, tests[m.name], reruns[m.name]) for m in models]),

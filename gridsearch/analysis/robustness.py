@@ -3,13 +3,13 @@
 Each condition is stored as an evaluation row of the trial (``robustness/<condition>``, ``usps``,
 ``sklearn_digits``), with the same columns as the official ``test`` evaluation.
 
-Transformed MNIST: the first ``test_size`` official test images, scaled to [0, 1], transformed as a
-whole batch (one ``grid_sample`` for the geometric ones), clipped to [0, 1] and rounded back to
-8 bits like the originals. Random conditions (rotation direction, noise, elastic) draw from a
+Transformed test images, of any dataset: the first ``test_size`` official test images of the trial's dataset,
+scaled to [0, 1], transformed as a whole batch (one ``grid_sample`` for the geometric ones), clipped to [0, 1] and
+rounded back to 8 bits like the originals. Random conditions (rotation direction, noise, elastic) draw from a
 generator seeded by the condition's name, so the same model and suite always give the same numbers.
 
-Other handwriting: USPS (the 2,007 test digits of ``usps.h5``) and scikit-learn's bundled ``digits``
-(1,797), brought to MNIST's convention as ``PREPROCESSING`` states.
+Other handwriting, for a model of a digit dataset only: USPS (the 2,007 test digits of ``usps.h5``) and
+scikit-learn's bundled ``digits`` (1,797), brought to MNIST's convention as ``PREPROCESSING`` states.
 """
 
 from __future__ import annotations
@@ -29,13 +29,13 @@ from matplotlib.figure import Figure as PlotFigure
 from sklearn.datasets import load_digits
 
 from gridsearch.analysis import plots, preprocessing
-from gridsearch.analysis.trained_models import BestModel, score
+from gridsearch.analysis.trained_models import BestModel, by_dataset, score
 from gridsearch.analysis.webpage import Block, Figure, Folder, Note, table
 from gridsearch.store import views
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
-from gridsearch.vocabulary import format_percent
+from gridsearch.vocabulary import Dataset, format_percent
 
 if TYPE_CHECKING:
     import torch
@@ -159,7 +159,7 @@ CONDITIONS: dict[str, Condition] = {
     "elastic": Condition("elastic distortion, α = 34 px, σ = 4 px", elastic(34.0, 4.0)),
     "inverted": Condition("inverted contrast (black on white)", invert),
 }
-"""The transformed-MNIST conditions, stored as ``robustness/<name>``, in report order."""
+"""The transformed test-image conditions, stored as ``robustness/<name>``, in report order."""
 EXTERNAL = {
     USPS_NAME: "USPS test set (2,007 digits, 16x16), MNIST-style centring",
     DIGITS_NAME: "scikit-learn digits (1,797 digits, 8x8), MNIST-style centring",
@@ -172,10 +172,14 @@ PREPROCESSING = (
     "above 10% of its maximum, resized (bilinear, antialiased) so that its longer side is 20 "
     "pixels keeping its aspect ratio, scaled to a brightest pixel of 255, and moved by whole "
     "pixels so that its centre of mass is at pixel (14, 14) of a black 28x28 frame, as MNIST's "
-    "are. Transformed MNIST images are clipped to [0, 1] and rounded to 8 bits; noise and "
-    "elastic fields are seeded by condition."
+    "are."
 )
-"""The preprocessing, as the report states it."""
+"""The other handwriting's preprocessing, as the report states it."""
+TRANSFORMING = (
+    "Transformed test images are clipped to [0, 1] and rounded to 8 bits; noise and elastic fields are seeded by "
+    "condition."
+)
+"""How the conditions transform the test images, as the report states it."""
 
 
 def descriptions() -> dict[str, str]:
@@ -255,18 +259,20 @@ def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Eval
 
 
 def run_suite(
-    model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, usps: Path | None
+    model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, usps: Path | None, digits: bool = True
 ) -> dict[str, Evaluation]:
-    """Evaluation name -> row values for every condition; USPS only if ``usps/usps.h5`` exists."""
+    """Evaluation name -> row values for every condition; the other handwriting only for a model of a digit
+    dataset (``digits``), USPS only if ``usps/usps.h5`` exists."""
     results: dict[str, Evaluation] = {}
     for name in CONDITIONS:
         started = time.perf_counter()
         results[PREFIX + name] = result(model, transformed(name, test_images), test_labels)
         results[PREFIX + name]["seconds"] = time.perf_counter() - started  # the transform included
     sets: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
-    if usps is not None and (usps / "usps.h5").exists():
+    if digits and usps is not None and (usps / "usps.h5").exists():
         sets[USPS_NAME] = lambda: load_usps(usps)
-    sets[DIGITS_NAME] = load_sklearn_digits
+    if digits:
+        sets[DIGITS_NAME] = load_sklearn_digits
     for name, load in sets.items():
         started = time.perf_counter()
         results[name] = result(model, *load())
@@ -292,16 +298,16 @@ def robustness_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
     return frame.dropna(subset=present, how="all").reset_index(drop=True) if present else frame.iloc[:0]
 
 
-def condition_examples(data_dir: Path, count: int = 10) -> PlotFigure:
-    """The first ``count`` test images under each transformed-MNIST condition, one row per condition."""
-    images = data.test_split(data_dir, count).images
+def condition_examples(data_dir: Path, dataset: Dataset, count: int = 10) -> PlotFigure:
+    """The first ``count`` test images of ``dataset`` under each condition, one row per condition."""
+    images = data.test_split(data_dir, count, dataset.name).images
     rows = [transformed(name, images)[:, 0].numpy() for name in CONDITIONS]
     captions = [name if index == 0 else "" for name in CONDITIONS for index in range(count)]
     return plots.image_grid(
         np.concatenate(rows),
         captions,
         [False] * len(captions),
-        "The conditions on the first test images (one row each)",
+        f"The conditions on the first {dataset.title} test images (one row each)",
         columns=count,
     )
 
@@ -311,18 +317,37 @@ def robustness_section(folder: Folder, storage: Storage, models: list[BestModel]
     frame = robustness_table(storage, models)
     if frame.empty:
         return [Note("No robustness evaluations yet: run `python -m gridsearch evaluate SWEEP --suite robustness`.")]
-    present = [m.name for m in models if m.name in frame]
+    evaluated = [m for m in models if m.name in frame]
+    present = [m.name for m in evaluated]
     chart = frame.assign(condition=frame["condition"].str.removeprefix(PREFIX)).set_index("condition")[present]
-    return [
+    others = [m for m in evaluated if not m.dataset.digits]
+    blocks: list[Block] = [
         Figure(
             folder.png(plots.grouped_bars(chart, "Accuracy under shifted conditions"), "robustness"),
-            "Accuracy of each best model on transformed MNIST test images and on other handwriting.",
+            "Accuracy of each best model on its dataset's transformed test images"
+            + (" and on other handwriting." if len(others) < len(evaluated) else "."),
         ),
         table(frame, folder.csv(frame, "robustness"), {name: format_percent for name in present}),
-        Note(PREPROCESSING),
-        Figure(
-            folder.png(condition_examples(data_dir), "robustness_examples"),
-            "What each transformed-MNIST condition looks like (random conditions as seeded in the suite). Like "
-            "every figure here, ink is drawn dark on light, so inverted digits show light on dark.",
-        ),
     ]
+    if others:
+        trained = ", ".join(sorted({m.dataset.title for m in others}))
+        blocks.append(
+            Note(
+                f"USPS and scikit-learn's digits skipped for {', '.join(m.name for m in others)}: trained on "
+                f"{trained}, not handwritten digits, which other handwriting does not test."
+            )
+        )
+    if len(others) < len(evaluated):
+        blocks.append(Note(PREPROCESSING))
+    blocks.append(Note(TRANSFORMING))
+    for alike in by_dataset(evaluated).values():
+        known = alike[0].dataset
+        stem = "robustness_examples" if known.name == "mnist" else f"robustness_examples_{known.name}"
+        blocks.append(
+            Figure(
+                folder.png(condition_examples(data_dir, known), stem),
+                f"What each condition does to {known.title} test images (random conditions as seeded in the "
+                "suite). Like every figure here, ink is drawn dark on light, so inverted images show light on dark.",
+            )
+        )
+    return blocks

@@ -67,19 +67,26 @@ def compare(a_predicted: np.ndarray, b_predicted: np.ndarray, labels: np.ndarray
     return Comparison(len(labels), only_a, only_b, float(a_right.mean() - b_right.mean()), p_value, low, high)
 
 
-def significance_table(models: list[BestModel], labels: np.ndarray) -> pd.DataFrame:
-    """McNemar's exact test and a bootstrap interval for each pair of best models, on their common images."""
+def comparable_pairs(models: list[BestModel]) -> list[tuple[BestModel, BestModel]]:
+    """Each pair of ``models`` tested on the same dataset's images (models of different datasets are not compared)."""
+    return [(a, b) for a, b in combinations(models, 2) if a.dataset == b.dataset]
+
+
+def significance_table(models: list[BestModel], labels: dict[str, np.ndarray]) -> pd.DataFrame:
+    """McNemar's exact test and a bootstrap interval for each pair of best models of one dataset, on their common
+    images (``labels``: the official test labels of each dataset, by name)."""
     records = []
-    for a, b in combinations(models, 2):
+    for a, b in comparable_pairs(models):
         n = min(a.test.samples, b.test.samples)
-        result = compare(a.predictions[:n], b.predictions[:n], labels[:n])
+        truth = labels[a.dataset.name][:n]
+        result = compare(a.predictions[:n], b.predictions[:n], truth)
         records.append(
             {
                 "model_a": a.name,
                 "model_b": b.name,
                 "samples": n,
-                "accuracy_a": float(np.mean(a.predictions[:n] == labels[:n])),
-                "accuracy_b": float(np.mean(b.predictions[:n] == labels[:n])),
+                "accuracy_a": float(np.mean(a.predictions[:n] == truth)),
+                "accuracy_b": float(np.mean(b.predictions[:n] == truth)),
                 "difference": result.difference,
                 "only_a_right": result.only_a_right,
                 "only_b_right": result.only_b_right,
@@ -95,8 +102,8 @@ def signed_percent(value: float) -> str:
     return f"{value:+.2%}"
 
 
-def significance_section(folder: Folder, models: list[BestModel], labels: np.ndarray) -> list[Block]:
-    """Pairwise tests between the best models on the test ``labels``."""
+def significance_section(folder: Folder, models: list[BestModel], labels: dict[str, np.ndarray]) -> list[Block]:
+    """Pairwise tests between the best models of each dataset on its test ``labels``."""
     blocks: list[Block] = [
         Paragraph(
             "McNemar's exact test asks whether two models' errors differ more than chance would "
@@ -114,12 +121,22 @@ def significance_section(folder: Folder, models: list[BestModel], labels: np.nda
                 "differ from the results table."
             )
         )
-    if len(models) > 1:
+    if len({m.dataset for m in models}) > 1:
+        blocks.append(
+            Note(
+                "The sweeps trained on different datasets ("
+                + ", ".join(sorted({m.dataset.title for m in models}))
+                + "): only models of the same dataset are compared, on that dataset's test images."
+            )
+        )
+    if comparable_pairs(models):
         pairs = significance_table(models, labels)
         formats: dict[str, Format] = {"accuracy_a": format_percent, "accuracy_b": format_percent}
         formats |= {column: signed_percent for column in ("difference", "ci95_low", "ci95_high")}
         formats["mcnemar_p"] = "{:.3g}".format
         blocks.append(table(pairs, folder.csv(pairs, "significance"), formats))
+    elif len(models) > 1:
+        blocks.append(Note("No two sweeps of this report trained on the same dataset: no pair of models to compare."))
     else:
         blocks.append(Note("Only one sweep in this report: no pair of models to compare."))
     return blocks

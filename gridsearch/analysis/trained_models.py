@@ -19,7 +19,7 @@ from gridsearch.errors import UserError
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.store.models import EvaluationRow, SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import format_params
+from gridsearch.vocabulary import DATASETS, Dataset, format_params
 
 if TYPE_CHECKING:
     import torch
@@ -81,6 +81,11 @@ class BestModel:
         return self.sweep.gridded_params
 
     @property
+    def dataset(self) -> Dataset:
+        """The dataset the trial trained and was tested on."""
+        return DATASETS[self.trial.config["dataset"]["name"]]
+
+    @property
     def predictions(self) -> np.ndarray:
         return np.array(self.test.predictions)
 
@@ -90,6 +95,19 @@ class BestModel:
         config = self.trial.config
         params = [(name, config_value(config, name)) for name in self.gridded]
         return format_params([*params, ("seed", self.trial.seed)])
+
+
+def by_dataset(models: list[BestModel]) -> dict[str, list[BestModel]]:
+    """The ``models`` grouped by the dataset they trained on, in the order they come."""
+    groups: dict[str, list[BestModel]] = {}
+    for model in models:
+        groups.setdefault(model.dataset.name, []).append(model)
+    return groups
+
+
+def dataset_shown(models: list[BestModel]) -> bool:
+    """Whether tables of ``models`` show each one's dataset: when one of them is not MNIST."""
+    return any(model.dataset.name != "mnist" for model in models)
 
 
 def selected_trial(storage: Storage, sweep: str) -> TrialRow:

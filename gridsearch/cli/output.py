@@ -6,7 +6,7 @@ import pandas as pd
 
 from gridsearch.spec.config import config_value
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import format_params, format_percent, format_value, tidy_float
+from gridsearch.vocabulary import DATASETS, format_params, format_percent, format_value, tidy_float
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 SECONDS_DECIMALS = 3
@@ -14,7 +14,8 @@ SECONDS_DECIMALS = 3
 
 
 def selected_line(storage: Storage, sweep: str) -> str:
-    """The selected trial of ``sweep``: its gridded params, val score and test score, on one line."""
+    """The selected trial of ``sweep``: its gridded params, its dataset when not MNIST, val score and test score, on
+    one line."""
     row = storage.sweep(sweep)
     trial = storage.trial(row.selected_trial) if row.selected_trial else None
     if trial is None:
@@ -25,7 +26,9 @@ def selected_line(storage: Storage, sweep: str) -> str:
     if test is not None:
         tested = f"test {format_percent(test.accuracy, 3)} ({test.errors} errors in {test.samples})"
     val = format_percent(trial.val_accuracy, 3)
-    return f"selected trial {trial.key} ({gridded}): val {val} at epoch {trial.best_epoch}; {tested}"
+    dataset = DATASETS[trial.config["dataset"]["name"]]
+    on = "" if dataset.name == "mnist" else f" on {dataset.title}"
+    return f"selected trial {trial.key} ({gridded}){on}: val {val} at epoch {trial.best_epoch}; {tested}"
 
 
 def percent_columns(table: pd.DataFrame) -> pd.DataFrame:

@@ -9,6 +9,7 @@ from gridsearch import __version__
 from gridsearch.engine.options import DEFAULT_MAX_TRIALS, DEVICES, EXECUTORS
 from gridsearch.store.connection import DEFAULT_DB
 from gridsearch.store.faults import DEFAULT_WAIT_SECONDS
+from gridsearch.vocabulary import DATASETS
 
 DESCRIPTION = "Deterministic hyperparameter grid searches over digit-recognition networks."
 
@@ -33,7 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--data-dir",
         type=Path,
         default=None,
-        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
+        help="where the datasets live (MNIST is downloaded there; default: $GRIDSEARCH_DATA, else ./data)",
     )
     run.add_argument(
         "--workers",
@@ -174,15 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     _model_options(evaluate)
 
     inspect = command("inspect", "figures and tables about the data set itself")
-    inspect.add_argument("--dataset", choices=("mnist",), default="mnist")
-    inspect.add_argument(
-        "--out", type=Path, default=Path("reports/inspect-mnist"), help="output folder (default: %(default)s)"
-    )
+    inspect.add_argument("--dataset", choices=tuple(DATASETS), default="mnist")
+    inspect.add_argument("--out", type=Path, default=None, help="output folder (default: reports/inspect-DATASET)")
     inspect.add_argument(
         "--data-dir",
         type=Path,
         default=None,
-        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
+        help="where the datasets live (MNIST is downloaded there; default: $GRIDSEARCH_DATA, else ./data)",
     )
 
     export = command("export", "log every trial of a sweep to MLflow or TensorBoard, reading the database only")
@@ -228,7 +227,7 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         "--data-dir",
         type=Path,
         default=None,
-        help="where MNIST lives or is downloaded (default: $GRIDSEARCH_DATA, else ./data)",
+        help="where the datasets live (MNIST is downloaded there; default: $GRIDSEARCH_DATA, else ./data)",
     )
 
 

@@ -12,7 +12,7 @@ from gridsearch.spec.params import applicable
 from gridsearch.store import views
 from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import FINISHED, format_value
+from gridsearch.vocabulary import DATASETS, FINISHED, format_value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -21,6 +21,8 @@ def cmd_status(args: argparse.Namespace) -> int:
     if table.empty:
         print("no sweeps yet")
         return 0
+    if (table["dataset"] == "mnist").all():  # the dataset is shown when a sweep trains on another
+        table = table.drop(columns="dataset")
     print(format_table(table, "table"))
     return 0
 
@@ -57,6 +59,7 @@ def cmd_best(args: argparse.Namespace) -> int:
                 "sweep": row.name,
                 "trial": trial.key,
                 "architecture": trial.architecture,
+                "dataset": trial.config["dataset"]["name"],
                 "select": row.select_metric,
                 "best_epoch": trial.best_epoch,
                 "val_accuracy": trial.val_accuracy,
@@ -78,7 +81,8 @@ def cmd_best(args: argparse.Namespace) -> int:
         if test is not None:
             confusion = pd.DataFrame(test.confusion)
             confusion.index.name = "true\\pred"
-            print(f"test loss {test.loss:.4f}; confusion matrix (rows: true digit, columns: predicted):")
+            noun = DATASETS[trial.config["dataset"]["name"]].noun
+            print(f"test loss {test.loss:.4f}; confusion matrix (rows: true {noun}, columns: predicted):")
             print(confusion.to_string())
         return 0
 

@@ -36,7 +36,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from gridsearch.analysis import robustness
     from gridsearch.analysis.trained_models import load_model, selected_trial
     from gridsearch.training.data import default_data_dir, prepare, test_split
-    from gridsearch.vocabulary import TrialStatus
+    from gridsearch.vocabulary import DATASETS, TrialStatus
 
     storage = Storage(args.db)
     if args.suite is None:
@@ -48,10 +48,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         raise UserError(f"trial {trial.key} is {trial.status}, not done: nothing to evaluate")
     model = load_model(trial, artifacts_dir(args.db, args.artifacts))
     data_dir = args.data_dir or default_data_dir()
-    prepare(data_dir)
-    test = test_split(data_dir, args.test_size)
+    dataset = DATASETS[trial.config["dataset"]["name"]]
+    prepare(data_dir, dataset.name)
+    test = test_split(data_dir, args.test_size, dataset.name)
     usps = robustness.usps_folder(args.usps)
-    results = robustness.run_suite(model, test.images, test.labels, usps)
+    results = robustness.run_suite(model, test.images, test.labels, usps, dataset.digits)
     for name, result in results.items():
         storage.save_evaluation(trial.key, name, result)
     table = pd.DataFrame(
@@ -67,7 +68,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         ]
     )
     print(format_table(percent_columns(table), "table"))
-    if robustness.USPS_NAME not in results:
+    if not dataset.digits:
+        print(f"usps and sklearn_digits skipped: trial {trial.key} trained on {dataset.title}, not handwritten digits")
+    elif robustness.USPS_NAME not in results:
         print(f"usps skipped: no usps.h5 in {usps} (pass --usps or set GRIDSEARCH_USPS)")
     elapsed = sum(result["seconds"] for result in results.values())
     print(f"trial {trial.key}: {len(results)} evaluations stored ({elapsed:.1f} s of evaluation)")
@@ -102,8 +105,9 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     from gridsearch.training.data import default_data_dir, prepare
 
     data_dir = args.data_dir or default_data_dir()
-    prepare(data_dir)
-    print(f"inspection written to {write_inspection(args.out, data_dir, args.dataset)}")
+    prepare(data_dir, args.dataset)
+    out = args.out or Path("reports") / f"inspect-{args.dataset}"
+    print(f"inspection written to {write_inspection(out, data_dir, args.dataset)}")
     return 0
 
 

@@ -27,8 +27,8 @@ class BestScore(NamedTuple):
 
 
 def status_table(storage: Storage) -> pd.DataFrame:
-    """One row per sweep: trial counts by status (a column each, in ``STATUS_ORDER``), ``trials``, and the
-    ``selected`` trial."""
+    """One row per sweep: its ``architecture`` and ``dataset`` (its name), trial counts by status (a column each, in
+    ``STATUS_ORDER``), ``trials``, and the ``selected`` trial."""
     with storage.session() as session:
         rows = session.execute(
             select(SweepRow.name, SweepRow.architecture, TrialRow.status, func.count())
@@ -47,10 +47,31 @@ def status_table(storage: Storage) -> pd.DataFrame:
     statuses = [status.value for status in STATUS_ORDER]
     table = table.reindex(columns=statuses, fill_value=0).reset_index()
     table.columns.name = None
+    table.insert(2, "dataset", table["sweep"].map(sweep_datasets(storage)))
     table["trials"] = table[statuses].sum(axis=1)
     table["selected"] = table["sweep"].map(dict(sweeps))
     order = {name: i for i, (name, _) in enumerate(sweeps)}
     return table.sort_values("sweep", key=lambda names: names.map(order)).reset_index(drop=True)
+
+
+def sweep_datasets(storage: Storage, names: Iterable[str] | None = None) -> dict[str, str]:
+    """The name of the dataset each sweep with trials (of ``names``, if given) trains on, read from one of its
+    trials' configs (a sweep's trials share its dataset)."""
+    first = (
+        select(SweepTrialRow.sweep_id, func.min(SweepTrialRow.trial_key).label("key"))
+        .group_by(SweepTrialRow.sweep_id)
+        .subquery()
+    )
+    query = (
+        select(SweepRow.name, TrialRow.config)
+        .join(first, first.c.sweep_id == SweepRow.id)
+        .join(TrialRow, TrialRow.key == first.c.key)
+    )
+    if names is not None:
+        query = query.where(SweepRow.name.in_(list(names)))
+    with storage.session() as session:
+        rows = session.execute(query).all()
+    return {name: config["dataset"]["name"] for name, config in rows}
 
 
 def best_scores(storage: Storage) -> dict[str, BestScore]:
