@@ -41,7 +41,19 @@ HALVED = {
 }
 """3 trials by successive halving: all train 1 epoch, the best ceil(3 / 3) = 1 goes on to 3, 2 stay stopped."""
 STATUSES = [status.value for status in STATUS_ORDER]
-SWEEP_KEYS = {*STATUSES, "name", "architecture", "trials", "finished", "progress", "select", "best", "selected_trial"}
+SWEEP_KEYS = {
+    *STATUSES,
+    "name",
+    "architecture",
+    "dataset",
+    "digits",
+    "trials",
+    "finished",
+    "progress",
+    "select",
+    "best",
+    "selected_trial",
+}
 
 
 def web_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:

@@ -17,7 +17,7 @@ from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
 from gridsearch.analysis.report import ReadOnce
 from gridsearch.analysis.uncertainty import margin_text, sweep_uncertainty
 from gridsearch.store import views
-from gridsearch.vocabulary import FINISHED, STATUS_ORDER
+from gridsearch.vocabulary import DATASETS, FINISHED, STATUS_ORDER
 from gridsearch.web.catalog import Catalog, RequestError, TestedModel
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
@@ -40,6 +40,10 @@ class StatusCounts(TypedDict):
 class SweepSummary(StatusCounts):
     name: str
     architecture: str
+    dataset: str | None
+    """The title of its dataset when that is not MNIST (``shown_dataset``)."""
+    digits: bool
+    """Whether it trains on digits, so that the recognizer can use its selected trial."""
     trials: int
     finished: int
     progress: float
@@ -74,6 +78,8 @@ class TrialEntry(TypedDict):
 class SweepDetail(StatusCounts):
     name: str
     architecture: str
+    dataset: str | None
+    """The title of its dataset when that is not MNIST (``shown_dataset``)."""
     select: str
     gridded: list[str]
     trials: int
@@ -175,6 +181,11 @@ def tally(counts: Counter[str]) -> tuple[StatusCounts, int]:
     )
 
 
+def shown_dataset(name: str | None) -> str | None:
+    """What the pages show of a sweep's dataset (``name``; None before it has a trial): its title, none for MNIST."""
+    return None if name is None or name == "mnist" else DATASETS[name].title
+
+
 def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: Digits) -> Blueprint:
     """The JSON endpoints on ``catalog`` (the sweeps' trials as ``live`` reads them), classifying drawings with
     ``inference`` (``digits``: the test labels for the margin's paired test)."""
@@ -193,6 +204,8 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
                 SweepSummary(
                     name=row["sweep"],
                     architecture=row["architecture"],
+                    dataset=shown_dataset(row["dataset"]),
+                    digits=DATASETS[row["dataset"]].digits,
                     **counts,
                     trials=trials,
                     finished=finished,
@@ -219,6 +232,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
             sweep=SweepDetail(
                 name=row.name,
                 architecture=row.architecture,
+                dataset=shown_dataset(views.sweep_datasets(storage, [name]).get(name)),
                 select=row.select_metric,
                 gridded=row.gridded_params,
                 **counts,
@@ -275,8 +289,9 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         uncertainty = sweep_uncertainty(reading, name)
         margin = uncertainty.margin
         if margin is not None and storage.evaluation(margin.runner_up, "test") is not None:
-            with suppress(RequestError):  # both tested: a paired test needs the labels (without MNIST: unpaired only)
-                margin = sweep_uncertainty(reading, name, digits.test().labels.numpy()).margin
+            dataset = reading.trials(name, [margin.winner])[0].config["dataset"]["name"]
+            with suppress(RequestError):  # both tested: a paired test needs the labels (without the data: unpaired)
+                margin = sweep_uncertainty(reading, name, digits.test(dataset).labels.numpy()).margin
         if margin is None:
             notes["margin"] = "No margin yet: it needs a selected trial and a runner-up, two done trials."
         return AnalysisAnswer(
@@ -298,8 +313,8 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
 
     @api.get("/models/<key>")
     def model(key: str) -> ModelAnswer:
-        """A trial the recognizer can use (done, with its weights), or a 4xx saying why it cannot."""
-        trial = catalog.model_trial(key)
+        """A trial the recognizer can use (done, with its weights, trained on digits), or a 4xx saying why it cannot."""
+        trial = catalog.recognizer_trial(key)
         return ModelAnswer(
             trial=trial.key, architecture=trial.architecture, status=trial.status, val_accuracy=trial.val_accuracy
         )

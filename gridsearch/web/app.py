@@ -42,7 +42,7 @@ MAX_REQUEST_BYTES = 2 * 1024 * 1024
 
 def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) -> Flask:
     """The web app on ``storage`` (opened read-only), loading models from the run folders in ``artifacts`` and
-    MNIST test digits from ``data_dir`` (default: ``$GRIDSEARCH_DATA`` or ``./data``)."""
+    the datasets' test images from ``data_dir`` (default: ``$GRIDSEARCH_DATA`` or ``./data``)."""
     app = Flask(__name__, static_folder=None)
     app.config["MAX_CONTENT_LENGTH"] = MAX_REQUEST_BYTES
     app.wsgi_app = BodyLimit(app.wsgi_app, MAX_REQUEST_BYTES)  # type: ignore[method-assign]

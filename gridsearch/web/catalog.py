@@ -13,7 +13,7 @@ from gridsearch.spec.config import config_value
 from gridsearch.store.connection import describe
 from gridsearch.store.models import SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import TrialStatus
+from gridsearch.vocabulary import DATASETS, TrialStatus
 
 TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
 
@@ -27,7 +27,8 @@ class RequestError(Exception):
 
 
 class TestedModel(TypedDict):
-    """A sweep's selected trial that was tested and has its best weights: one model of the recognizer."""
+    """A sweep's selected trial that was trained on digits, was tested and has its best weights: one model of the
+    recognizer."""
 
     trial: str
     sweep: str
@@ -77,14 +78,28 @@ class Catalog:
             )
         return trial
 
+    def recognizer_trial(self, key: object) -> TrialRow:
+        """The trial ``key`` as :meth:`model_trial` finds it, trained on a digit dataset (the recognizer reads drawn
+        digits); 409 if it was trained on another dataset."""
+        trial = self.model_trial(key)
+        dataset = DATASETS[trial.config["dataset"]["name"]]
+        if not dataset.digits:
+            raise RequestError(
+                409, f"trial {trial.key} was trained on {dataset.title}, not digits: the recognizer reads drawn digits"
+            )
+        return trial
+
     def tested_models(self) -> list[TestedModel]:
-        """Every sweep's selected trial that was tested and has its weights, best test accuracy first."""
+        """Every sweep's selected trial that was trained on digits, was tested and has its weights, best test
+        accuracy first."""
         found = []
         for name in self.storage.sweep_names():
             key = self.storage.selected_trial(name)
             test = self.storage.evaluation(key, "test") if key else None
             trial = self.storage.trial(key) if key else None
             if test is None or trial is None or not self.has_weights(trial.key):
+                continue
+            if not DATASETS[trial.config["dataset"]["name"]].digits:
                 continue
             gridded = self.storage.sweep(name).gridded_params
             found.append(

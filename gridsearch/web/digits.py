@@ -1,5 +1,6 @@
-"""Real MNIST test digits for the pages that show some (what a network learned, the augmentation explorer),
-read once, on the first request that needs them, from the data folder (``$GRIDSEARCH_DATA`` or ``./data``)."""
+"""Real test images for the pages that show some (what a network learned, the augmentation explorer): each
+dataset's official test set, read once, on the first request that needs it, from the data folder
+(``$GRIDSEARCH_DATA`` or ``./data``)."""
 
 from __future__ import annotations
 
@@ -8,33 +9,34 @@ from pathlib import Path
 
 from gridsearch.errors import UserError
 from gridsearch.training.data import Split, prepare, test_split
+from gridsearch.vocabulary import DATASETS
 from gridsearch.web.catalog import RequestError
 
 
 class Digits:
-    """The official MNIST test set in ``data_dir``, loaded on first use."""
+    """The official test sets in ``data_dir`` (MNIST's digits unless a dataset is named), each loaded on first use."""
 
     def __init__(self, data_dir: Path):
         self.data_dir = data_dir
-        self._test: Split | None = None
+        self._tests: dict[str, Split] = {}
         self._lock = threading.Lock()
 
-    def test(self) -> Split:
-        """The test split; 503 when MNIST is not in the data folder (nor downloadable)."""
+    def test(self, dataset: str = "mnist") -> Split:
+        """The test split of ``dataset``; 503 when it is not in the data folder (nor, for MNIST, downloadable)."""
         with self._lock:
-            if self._test is None:
+            if dataset not in self._tests:
                 try:
-                    prepare(self.data_dir)
+                    prepare(self.data_dir, dataset)
                 except UserError as exc:
-                    raise RequestError(503, f"no MNIST digits to show: {exc}") from None
-                self._test = test_split(self.data_dir)
-            return self._test
+                    raise RequestError(503, f"no {DATASETS[dataset].title} test images to show: {exc}") from None
+                self._tests[dataset] = test_split(self.data_dir, dataset=dataset)
+            return self._tests[dataset]
 
-    def index(self, text: str | None, default: int = 0) -> int:
-        """A test digit's index given in a query (``None``: ``default``); 400 unless a whole number in range."""
+    def index(self, text: str | None, default: int = 0, dataset: str = "mnist") -> int:
+        """A test image's index given in a query (``None``: ``default``); 400 unless a whole number in range."""
         if text is None:
             return default
-        size = len(self.test())
+        size = len(self.test(dataset))
         if not text.isdigit() or int(text) >= size:
             raise RequestError(400, f"digit must be a test image index from 0 to {size - 1}, got {text[:20]!r}")
         return int(text)

@@ -71,7 +71,7 @@ class Inference:
     def _predict(self, image: object, key: object) -> Prediction:
         ink = drawing(image)
         digit = mnist_style(ink)
-        trial = self.catalog.model_trial(self.catalog.default_trial() if key is None else key)
+        trial = self.catalog.recognizer_trial(self.catalog.default_trial() if key is None else key)
         return Prediction(trial, digit, recognize(self._model(trial), digit), ink_extent(ink))
 
     def with_model(self, key: str, work: Callable[[TrialRow, nn.Module], T]) -> T:

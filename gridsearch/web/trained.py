@@ -1,5 +1,5 @@
 """What a trained trial's network learned (``/trials/KEY/learned``): its first-layer filters, the feature maps
-of a chosen test digit, and for the spatial transformers what the transformer does to a few digits. The
+of a chosen test image of its dataset, and for the spatial transformers what the transformer does to a few digits. The
 figures are drawn by the report's own functions (``analysis.learned``, ``analysis.plots``) on the inference
 pool, which keeps the models loaded."""
 
@@ -13,6 +13,8 @@ from torch import nn
 
 from gridsearch.analysis import learned, plots
 from gridsearch.store.models import TrialRow
+from gridsearch.training.data import Split
+from gridsearch.vocabulary import DATASETS, Dataset
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.digits import Digits
 from gridsearch.web.figures import png
@@ -46,24 +48,32 @@ def describe(trial: TrialRow, model: nn.Module, digit: torch.Tensor) -> Network:
 
 
 def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Blueprint:
-    """The learned page of a trained trial and its figures, on ``catalog``'s trials and ``digits``."""
+    """The learned page of a trained trial and its figures, on ``catalog``'s trials and the test images of each
+    trial's dataset in ``digits``."""
     trained = Blueprint("trained", __name__, url_prefix="/trials/<key>")
 
-    def chosen() -> int:
-        return digits.index(request.args.get("digit"))
+    def shown(trial: TrialRow, text: str | None) -> tuple[Split, int, Dataset]:
+        """The test set of the trial's dataset, the index of the test image ``text`` names in it, and the dataset."""
+        dataset = DATASETS[trial.config["dataset"]["name"]]
+        return digits.test(dataset.name), digits.index(text, dataset=dataset.name), dataset
 
     @trained.get("/learned")
     def page(key: str) -> str:
-        index = chosen()
-        test = digits.test()
-        network = inference.with_model(key, lambda trial, model: describe(trial, model, test.images[index]))
+        text = request.args.get("digit")
+
+        def look(trial: TrialRow, model: nn.Module) -> tuple[Network, Split, int, Dataset]:
+            test, index, dataset = shown(trial, text)
+            return describe(trial, model, test.images[index]), test, index, dataset
+
+        network, test, index, dataset = inference.with_model(key, look)
         return render_template(
             "learned.html",
             title=f"What trial {key} learned",
             network=network,
             digit=index,
-            label=int(test.labels[index]),
+            label=dataset.classes[int(test.labels[index])],
             digits=len(test),
+            dataset=dataset,
             transformed=TRANSFORMED,
         )
 
@@ -82,30 +92,30 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
 
     @trained.get("/maps.png")
     def maps(key: str) -> Response:
-        index, layer = chosen(), request.args.get("layer", "1")
+        text, layer = request.args.get("digit"), request.args.get("layer", "1")
         if layer not in ("1", "2"):
             raise RequestError(400, f"layer must be 1 or 2, got {layer[:20]!r}")
-        test = digits.test()
 
         def draw(trial: TrialRow, model: nn.Module) -> Response:
+            test, index, dataset = shown(trial, text)
             found = [m for m in learned.feature_maps(model, test.images[index]) if m.layer == int(layer)]
             if not found:
                 if learned.first_layer_filters(model) is None:
                     raise without_convolutions(trial)
                 raise RequestError(404, f"trial {trial.key} ({trial.architecture}) has no convolution {layer} to show")
-            title = f"feature maps after convolution {layer}, test image {index} (a {int(test.labels[index])})"
+            label = dataset.classes[int(test.labels[index])]
+            title = f"feature maps after convolution {layer}, test image {index} (a {label})"
             return png(lambda: plots.tiles(found[0].maps, title))
 
         return inference.with_model(key, draw)
 
     @trained.get("/transformer.png")
     def transformer(key: str) -> Response:
-        index = chosen()
-        test = digits.test()
-        batch = test.images[index : index + TRANSFORMED]
+        text = request.args.get("digit")
 
         def draw(trial: TrialRow, model: nn.Module) -> Response:
-            found = learned.transformed(model, batch)
+            test, index, _ = shown(trial, text)
+            found = learned.transformed(model, test.images[index : index + TRANSFORMED])
             if found is None:
                 raise RequestError(404, f"trial {trial.key} ({trial.architecture}) has no spatial transformer")
             title = f"{trial.key}: what the spatial transformer does (test images {index} on)"

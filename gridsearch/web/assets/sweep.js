@@ -175,7 +175,8 @@ function render() {
   const v = encodeURIComponent(sweep.version);
   const r = encodeURIComponent(sweep.results_version);
   document.getElementById("summary").textContent =
-    `${sweep.architecture} · ${sweep.trials} ${sweep.trials === 1 ? "trial" : "trials"} ` +
+    `${sweep.architecture}${sweep.dataset ? ` on ${sweep.dataset}` : ""} · ` +
+    `${sweep.trials} ${sweep.trials === 1 ? "trial" : "trials"} ` +
     `over ${sweep.gridded.join(", ") || "no gridded param"} · ` +
     `best by ${sweep.select} · ` + STATUSES.filter((s) => sweep[s]).map((s) => `${sweep[s]} ${s}`).join(", ");
   document.getElementById("progress").replaceChildren(progressBar(sweep.finished, sweep.trials));
