@@ -18,6 +18,9 @@ def bilinear_sample(images: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 
     Equivalent to ``F.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
     align_corners=False)``; returns (N, C, Ho, Wo). Gradients reach ``grid`` but not ``images``.
+    ``grid`` must be float32 (callers under bf16 autocast switch it off around the grid and the
+    sampling): bfloat16 holds integers exactly only up to 256, so a pixel index ``y * w + x`` would
+    round past the image's end.
     """
     n, c, h, w = images.shape
     _, ho, wo, _ = grid.shape

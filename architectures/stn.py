@@ -51,7 +51,8 @@ class STN(nn.Module):
     def transform(self, x: torch.Tensor) -> torch.Tensor:
         """``x`` (N, 1, 28, 28) resampled by its regressed affine transform."""
         theta = self.theta(self.localisation(x)).view(-1, 2, 3)
-        return bilinear_sample(x, affine_grid(theta, list(x.shape)))
+        with torch.autocast(x.device.type, enabled=False):  # see sampling.bilinear_sample: float32 coordinates
+            return bilinear_sample(x, affine_grid(theta.to(x.dtype), list(x.shape)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(x))

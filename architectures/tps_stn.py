@@ -96,8 +96,9 @@ class TPSSTN(nn.Module):
         control = self.control(self.localisation(x))
         if self.bounded:
             control = torch.tanh(control)
-        grid = self.grid_weights @ control.view(len(x), -1, 2)
-        return bilinear_sample(x, grid.view(len(x), IMAGE_SIZE, IMAGE_SIZE, 2))
+        with torch.autocast(x.device.type, enabled=False):  # see sampling.bilinear_sample: float32 coordinates
+            grid = self.grid_weights @ control.to(x.dtype).view(len(x), -1, 2)
+            return bilinear_sample(x, grid.view(len(x), IMAGE_SIZE, IMAGE_SIZE, 2))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(x))

@@ -69,3 +69,23 @@ def test_cuda_backward_is_deterministic() -> None:
     finally:
         torch.use_deterministic_algorithms(False)
     assert torch.equal(grads[0], grads[1])
+
+
+@pytest.mark.parametrize("architecture", ["stn", "tps_stn"])
+def test_the_transformers_sample_in_float32_under_bf16_autocast(architecture: str) -> None:
+    """Under ``amp: bf16`` the sampling grid stays float32: in bfloat16 the index of the image's last pixel
+    (27 * 28 + 27 = 783) rounds to 784, past its end, and the pixel positions lose their fractions."""
+    import architectures
+
+    torch.manual_seed(0)
+    model = architectures.get(architecture).build().eval()
+    images = torch.rand(4, 1, 28, 28)
+    with torch.no_grad():
+        plain = model.transform(images)
+        with torch.autocast("cpu", torch.bfloat16):
+            mixed = model.transform(images)
+    assert mixed.dtype == torch.float32
+    # the localisation net runs in bfloat16 (its control points rounded to 1/256 of their size), so the
+    # resampled noise images differ a little; at start both are the identity, up to that rounding
+    torch.testing.assert_close(plain, images, rtol=0, atol=1e-5)
+    assert (mixed - plain).abs().max() < 0.1 and (mixed - plain).abs().mean() < 2e-2
