@@ -33,14 +33,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    with Storage(args.db) as storage:  # closed on the way out: what it wrote leaves the -wal file
+        return _evaluate_committee(storage, args) if args.suite is None else _evaluate_suite(storage, args)
+
+
+def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     from gridsearch.analysis import robustness
     from gridsearch.analysis.trained_models import load_model, selected_trial
     from gridsearch.training.data import default_data_dir, prepare, test_split
     from gridsearch.vocabulary import DATASETS, TrialStatus
 
-    storage = Storage(args.db)
-    if args.suite is None:
-        return _evaluate_committee(storage, args)
     trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
     if trial is None:
         raise UserError(f"no trial with key {args.trial!r} in {storage.location}")
