@@ -1,19 +1,27 @@
-"""The seed study at full size, in resumable chunks that each fit a short GPU lease.
+"""The seed study, in resumable chunks: at full size (``--profile full``, hours of a GPU, in chunks that
+each fit a short lease) or at the scale of a 2-core CPU (``--profile cpu``, ``grids/study-cpu/``).
 
 One call runs one chunk: it unpacks the state left by the previous chunk (``results.db`` and what each
-trial needs to resume: ``best.pt``, ``last.pt`` and their checksums), runs the study's sweeps for at most
+trial needs to resume: ``best.pt``, ``last.pt`` and their checksums), runs the study for at most
 ``--chunk-seconds`` (then interrupts ``run`` the way Ctrl-C does: trials are left 'interrupted' and resume
 from their last epoch checkpoint), and packs the state again into one file. Call it again with the same
 state file until it prints ``"finished": true``. The stages, in order:
 
-1. the four study grids (``grids/lenet53.yaml``, ``lenet53_augmented.yaml``, ``stn.yaml``, ``tps.yaml``);
-2. replicates: each grid's selected configuration again under seeds 1-4 (a sweep named ``<grid>_seeds``;
-   warm-started grids start every seed from the same selected seed-0 trial, as the grid did).
+1. the profile's sweep files (full: ``grids/lenet53.yaml``, ``lenet53_augmented.yaml``, ``stn.yaml``,
+   ``tps.yaml``; cpu: every file in ``grids/study-cpu/``);
+2. replicates: each study model's selected configuration under the profile's seeds, selected by the mean
+   over seeds (a sweep named ``<grid>_seeds``; seed 0 is the grid's own trial, trained once; warm-started
+   grids start every seed from the same selected trial, as the grid did);
+3. the committee: a sweep ``study_committee`` of every replicate trial (it trains nothing);
+4. evaluations: the committee of each replicate sweep and of ``study_committee`` (``evaluate --ensemble
+   auto``: K chosen on validation) and the robustness suite of each sweep's selected trial.
 
-The last line printed is one JSON object: the stage reached, trial counts by status, and whether the
-study is finished. Exit code 0 when finished, 3 when another chunk is needed, else ``run``'s own code.
+``study/publish.py`` then turns the state into ``docs/study/``. The last line printed is one JSON object:
+the stage reached, trial counts by status, and whether the study is finished. Exit code 0 when finished,
+3 when another chunk is needed, else the failing command's own code.
 
-    python study/run_study.py --state study.tar.gz --chunk-seconds 540 --device cuda   # again until finished
+    python study/run_study.py --state study.tar.gz --chunk-seconds 540 -- --device cuda   # again until finished
+    python study/run_study.py --profile cpu --state study-cpu.tar.gz                    # about two hours
 """
 
 from __future__ import annotations
@@ -22,20 +30,55 @@ import argparse
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
+from collections.abc import Callable
+from contextlib import closing
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 ROOT = Path(__file__).resolve().parent.parent
-STUDY_GRIDS = ["grids/lenet53.yaml", "grids/lenet53_augmented.yaml", "grids/stn.yaml", "grids/tps.yaml"]
-REPLICATE_SEEDS = [1, 2, 3, 4]
+STUDY_MODELS = ["lenet53.yaml", "lenet53_augmented.yaml", "stn.yaml", "tps.yaml"]
+"""The study's four models, by sweep file name, in the order they run (the others warm-start from the first)."""
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A size of the study: its sweep files (in order), which of them are replicated, and under which seeds."""
+
+    grids: list[str]
+    replicated: list[str]
+    seeds: list[int]
+    chunk_seconds: float
+    """The default length of one chunk."""
+
+
+def cpu_grids() -> list[str]:
+    """``grids/study-cpu/``: the study's four models first (in order), then the other files by name."""
+    folder = ROOT / "grids" / "study-cpu"
+    others = sorted(path.name for path in folder.glob("*.yaml") if path.name not in STUDY_MODELS)
+    return [f"grids/study-cpu/{name}" for name in STUDY_MODELS + others]
+
+
+PROFILES = {
+    "full": Profile(
+        [f"grids/{name}" for name in STUDY_MODELS], [f"grids/{n}" for n in STUDY_MODELS], [0, 1, 2, 3, 4], 540
+    ),
+    "cpu": Profile(cpu_grids(), [f"grids/study-cpu/{name}" for name in STUDY_MODELS], [0, 1, 2], 4 * 3600),
+}
 RESUME_FILES = ("best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256", "last.prev.pt", "last.prev.pt.sha256")
 """What a trial's run folder needs to resume and to be selected, tested and served; its log is left out."""
+COMMITTEE = "study_committee"
+"""The sweep whose committee is the study's (chosen among every replicate trial)."""
+LEDGER = "study.json"
+"""In the state file: the profile and the wall seconds each stage has taken so far, over all chunks."""
 NEEDS_ANOTHER_CHUNK = 3
 INTERRUPTED = 130
 
@@ -50,48 +93,127 @@ def unpack(state: Path, work: Path) -> None:
 def pack(work: Path, state: Path) -> None:
     """Write ``work``'s database and resume files into ``state`` (atomically: a crash keeps the old one)."""
     partial = state.with_name(state.name + ".partial")
+    snapshot = work / "snapshot.db"  # the database with what its -wal file still holds, in one file
+    snapshot.unlink(missing_ok=True)
+    with closing(sqlite3.connect(work / "results.db")) as connection:
+        connection.execute("VACUUM INTO ?", (str(snapshot),))
     with tarfile.open(partial, "w:gz") as archive:
-        archive.add(work / "results.db", "results.db")
+        archive.add(snapshot, "results.db")
+        archive.add(work / LEDGER, LEDGER)
         for run_dir in sorted((work / "runs").glob("*")):
             for name in RESUME_FILES:
                 if (run_dir / name).exists():
                     archive.add(run_dir / name, f"runs/{run_dir.name}/{name}")
+    snapshot.unlink()
     partial.replace(state)
 
 
-def replicate_file(grid: Path, work: Path) -> Path | None:
-    """A sweep file for ``grid``'s selected configuration under seeds 1-4, or None if nothing is selected yet."""
+def add_seconds(work: Path, profile: str, stage: str, seconds: float) -> None:
+    """Add ``seconds`` to ``stage``'s wall time in the state's ledger."""
+    path = work / LEDGER
+    ledger: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"profile": profile, "seconds": {}}
+    spent: dict[str, float] = ledger["seconds"]
+    spent[stage] = round(spent.get(stage, 0.0) + seconds, 1)
+    path.write_text(json.dumps(ledger, indent=2) + "\n")
+
+
+def gridsearch(*args: str) -> subprocess.CompletedProcess[str]:
+    """A ``gridsearch`` command, its output captured."""
+    return subprocess.run([sys.executable, "-m", "gridsearch", *args], capture_output=True, text=True, cwd=ROOT)
+
+
+def replicate_file(grid: Path, work: Path, seeds: list[int]) -> Path | None:
+    """A sweep file for ``grid``'s selected configuration under ``seeds``, selected by its mean over them,
+    or None if nothing is selected yet."""
     document = yaml.safe_load(grid.read_text())
-    best = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridsearch",
-            "best",
-            document["name"],
-            "--format",
-            "json",
-            "--db",
-            str(work / "results.db"),
-        ],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-    )
+    best = gridsearch("best", document["name"], "--format", "json", "--db", str(work / "results.db"))
     if best.returncode != 0:
         return None
-    params = json.loads(best.stdout)["params"]
-    gridded = list(document["grid"]) if isinstance(document["grid"], dict) else []
+    chosen = json.loads(best.stdout)
+    chosen["params"]["architecture"] = chosen["architecture"]
+    parts = document["grid"] if isinstance(document["grid"], list) else [document["grid"]]
+    gridded = dict.fromkeys(name for part in parts for name in part)  # in order, once each
+    document.pop("search", None)  # the selected point alone: nothing left to search
     document.update(
         name=f"{document['name']}_seeds",
-        seeds=REPLICATE_SEEDS,
-        grid={name: [params[name]] for name in gridded},
-        description=f"the selected configuration of {document['name']} under seeds 1-4",
+        seeds=seeds,
+        grid={name: [chosen["params"][name]] for name in gridded},
+        select={"metric": "val_accuracy", "over_seeds": "mean"},
+        description=f"the selected configuration of {document['name']} under seeds {', '.join(map(str, seeds))}",
     )
     path = work / "replicates" / grid.name
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
+
+
+def committee_file(replicates: list[Path], work: Path) -> Path | None:
+    """A sweep of every trial of the replicate sweeps of the first one's dataset (each model's selected
+    configuration under each seed), one grid part per model: it trains nothing (the trials are the
+    replicates' own), and its committee is chosen among all of them on validation. None if there are
+    fewer than two such models."""
+    parts, seeds, dataset = [], [], None
+    for path in replicates:
+        document = yaml.safe_load(path.read_text())
+        dataset = dataset or document["dataset"]
+        if document["dataset"].get("name", "mnist") != dataset.get("name", "mnist"):
+            continue  # a committee votes on one dataset's images: the first replicate's
+        best = gridsearch("best", document["name"], "--format", "json", "--db", str(work / "results.db"))
+        if best.returncode != 0:
+            return None
+        chosen = json.loads(best.stdout)
+        parts.append({"architecture": [chosen["architecture"]], **{k: [v] for k, v in chosen["params"].items()}})
+        seeds = document["seeds"]
+    if len(parts) < 2:
+        return None
+    committee = {
+        "name": COMMITTEE,
+        "description": "every seed of each study model's selected configuration: the committee's candidates",
+        "dataset": dataset,
+        "grid": parts,
+        "seeds": seeds,
+        "select": "val_accuracy",
+    }
+    path = work / "replicates" / "committee.yaml"
+    path.write_text(yaml.safe_dump(committee, sort_keys=False))
+    return path
+
+
+def stored(work: Path, sweep: str, prefix: str) -> bool:
+    """Whether ``sweep``'s selected trial has an evaluation whose name starts with ``prefix``."""
+    with closing(sqlite3.connect(work / "results.db")) as connection:
+        (count,) = connection.execute(
+            "SELECT COUNT(*) FROM evaluations e JOIN sweeps s ON e.trial_key = s.selected_trial "
+            "WHERE s.name = ? AND e.name LIKE ?",
+            (sweep, prefix + "%"),
+        ).fetchone()
+    return count > 0
+
+
+def evaluate(work: Path, grids: list[Path], replicates: list[Path], run_args: list[str]) -> int:
+    """The committee of each replicate sweep and the robustness suite of each sweep's selected trial, each
+    computed once (a later chunk skips what is stored); the first failing command's exit code, else 0."""
+    data = [run_args[i + 1] for i, arg in enumerate(run_args[:-1]) if arg == "--data-dir"][:1]
+    where = [
+        "--db",
+        str(work / "results.db"),
+        "--artifacts",
+        str(work / "runs"),
+        *(["--data-dir", *data] if data else []),
+    ]
+    jobs = [(path, "ensemble/", ["--ensemble", "auto"]) for path in replicates]
+    jobs += [(path, "robustness/", ["--suite", "robustness"]) for path in grids]
+    for path, prefix, what in jobs:
+        document = yaml.safe_load(path.read_text())
+        if stored(work, document["name"], prefix):
+            continue
+        size = document["dataset"].get("test_size") if prefix == "robustness/" else None
+        result = gridsearch("evaluate", document["name"], *what, *where, *(["--test-size", str(size)] if size else []))
+        print(result.stdout, end="", flush=True)
+        if result.returncode != 0:
+            print(result.stderr, end="", file=sys.stderr)
+            return result.returncode
+    return 0
 
 
 def run_for(files: list[Path], work: Path, seconds: float, run_args: list[str]) -> int:
@@ -122,18 +244,19 @@ def run_for(files: list[Path], work: Path, seconds: float, run_args: list[str]) 
 
 
 def counts(work: Path) -> dict[str, int]:
-    """Trials of the study by status, read from its database."""
-    import sqlite3
-
-    with sqlite3.connect(work / "results.db") as connection:
+    """Trials of the study by status, read from its database (none if there is none yet)."""
+    if not (work / "results.db").exists():
+        return {}
+    with closing(sqlite3.connect(work / "results.db")) as connection:
         return dict(connection.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall())
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", choices=sorted(PROFILES), default="full", help="the study's size (default: full)")
     parser.add_argument("--state", type=Path, required=True, help="the state file this chunk reads and writes")
-    parser.add_argument("--chunk-seconds", type=float, default=540, help="stop the chunk after this long")
-    parser.add_argument("--grids", nargs="+", default=STUDY_GRIDS, help="the study's sweep files, in order")
+    parser.add_argument("--chunk-seconds", type=float, help="stop the chunk after this long (full: 540, cpu: 4 h)")
+    parser.add_argument("--grids", nargs="+", help="sweep files to run instead of the profile's (all replicated)")
     parser.add_argument("--no-replicates", action="store_true", help="stop after the grids")
     parser.add_argument(
         "run_args",
@@ -141,24 +264,48 @@ def main(argv: list[str] | None = None) -> int:
         help="after --: options for gridsearch run, e.g. -- --device cuda --slots-per-gpu 8",
     )
     args = parser.parse_args(argv)
+    profile = PROFILES[args.profile]
+    seconds = args.chunk_seconds or profile.chunk_seconds
     run_args = [a for a in args.run_args if a != "--"]
     started = time.monotonic()
+
+    def left() -> float:
+        return seconds - (time.monotonic() - started)
+
+    def timed(stage: str, step: Callable[[], int]) -> int:
+        """``step``'s exit code, its wall time added to ``stage`` in the ledger; INTERRUPTED if no time is left."""
+        if left() <= 5:
+            return INTERRUPTED
+        begun = time.monotonic()
+        try:
+            return step()
+        finally:
+            add_seconds(work, args.profile, stage, time.monotonic() - begun)
+
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         unpack(args.state.resolve(), work)
-        grids = [ROOT / grid for grid in args.grids]
-        code = run_for(grids, work, args.chunk_seconds, run_args)
+        grids = [ROOT / grid for grid in args.grids or profile.grids]
+        replicated = grids if args.grids else [ROOT / grid for grid in profile.replicated]
         stage = "grids"
+        code = timed(stage, lambda: run_for(grids, work, left(), run_args))
         if code == 0 and not args.no_replicates:
             stage = "replicates"
-            replicates = [path for grid in grids if (path := replicate_file(grid, work))]
-            left = args.chunk_seconds - (time.monotonic() - started)
-            code = run_for(replicates, work, left, run_args) if left > 5 else INTERRUPTED
-        pack(work, args.state.resolve())
+            replicates = [path for grid in replicated if (path := replicate_file(grid, work, profile.seeds))]
+            code = timed(stage, lambda: run_for(replicates, work, left(), run_args))
+            if code == 0 and (committee := committee_file(replicates, work)):
+                replicates.append(committee)
+                code = timed(stage, lambda: run_for([committee], work, left(), run_args))
+            if code == 0:
+                stage = "evaluations"
+                code = timed(stage, lambda: evaluate(work, grids, replicates, run_args))
+        if (work / "results.db").exists():  # a run refused before storing anything leaves no state to keep
+            pack(work, args.state.resolve())
         finished = code == 0
         print(
             json.dumps(
                 {
+                    "profile": args.profile,
                     "stage": stage,
                     "finished": finished,
                     "exit_code": code,

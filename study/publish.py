@@ -1,0 +1,417 @@
+"""``docs/study/`` from a finished study (the state file of ``study/run_study.py``), written by this one
+command and never by hand, so that a larger run (the GPU's full profile) regenerates it the same way.
+
+It writes ``results.db`` (the study's database), ``runs/<key>/best.pt`` with its SHA-256 for every tested
+trial (so ``gridsearch serve --db docs/study/results.db`` and ``evaluate`` need no training),
+``results.csv`` (one row per model), ``report/`` (``gridsearch report`` run on that folder), two figures
+and ``README.md`` (``study/README.md.j2``), which answers the seed study's three questions with the
+database's numbers.
+
+    python study/publish.py --state study-cpu.tar.gz --out docs/study [--data-dir data]
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+import tarfile
+import tempfile
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import matplotlib
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from gridsearch import api  # noqa: E402
+from gridsearch.analysis.significance import compare  # noqa: E402
+from gridsearch.analysis.trained_models import BestModel, best_model  # noqa: E402
+from gridsearch.spec.config import config_value  # noqa: E402
+from gridsearch.store.storage import Storage  # noqa: E402
+from gridsearch.training import data  # noqa: E402
+from gridsearch.vocabulary import DATASETS  # noqa: E402
+from study.run_study import COMMITTEE, LEDGER, STUDY_MODELS  # noqa: E402
+
+STUDY_ROLES = [name.removesuffix(".yaml") for name in STUDY_MODELS]
+"""The study's four models, by sweep name without the profile's suffix (``_cpu``), in the seed's order."""
+TITLES = {
+    "lenet53": "LeNet-5-3",
+    "lenet53_augmented": "LeNet-5-3 augmented",
+    "stn": "STN",
+    "tps_stn": "TPS-STN",
+    "mlp": "MLP",
+    "convnet": "ConvNet",
+    "vgg_small": "VGG (small)",
+    "resnet_small": "ResNet (small)",
+}
+"""How the README names each architecture."""
+SUFFIXES = {"cpu": "_cpu", "full": ""}
+"""The profile's sweep-name suffix."""
+CONFIDENCE = 0.95
+BEST_PUBLISHED_COMMITTEE = 99.77
+"""Test accuracy (%) of the best published MNIST committee the seed study cites (35 convnets, Ciresan et al. 2012)."""
+SEED_EPOCHS = 100
+
+
+@dataclass(frozen=True)
+class SeedResult:
+    """A row of the seed study's results table (``seed-study.md``): 100 epochs, one seed, one GPU."""
+
+    lr: float
+    k: float
+    best_epoch: int
+    val_accuracy: float
+    test_accuracy: float
+    test_errors: int
+
+
+SEED = {
+    "lenet53": SeedResult(0.08, 4, 93, 99.722, 99.61, 39),
+    "lenet53_augmented": SeedResult(0.05, 5, 74, 99.752, 99.65, 35),
+    "stn": SeedResult(0.005, 7, 31, 99.771, 99.69, 31),
+    "tps": SeedResult(0.0055, 6.5, 59, 99.742, 99.71, 29),
+}
+
+
+@dataclass(frozen=True)
+class Model:
+    """One sweep of the study: its selected trial (tested) and what the README reads from it."""
+
+    best: BestModel
+    role: str
+    """The sweep's name without the profile's suffix (``lenet53``, ``mlp``, ``fashion_lenet53``, ...)."""
+    trials: int
+    train_seconds: float
+    """Training seconds summed over the sweep's trials."""
+    seeds: list[float]
+    """Test accuracy (%) of each seed of the selected configuration (its ``_seeds`` sweep), if replicated."""
+
+    @property
+    def title(self) -> str:
+        return TITLES.get(self.best.trial.architecture, self.best.trial.architecture)
+
+    @property
+    def label(self) -> str:
+        """The title, with the dataset when it is not MNIST."""
+        return self.title if self.best.dataset.name == "mnist" else f"{self.title} ({self.dataset})"
+
+    @property
+    def dataset(self) -> str:
+        return self.best.dataset.title
+
+    @property
+    def accuracy(self) -> float:
+        return 100 * self.best.test.accuracy
+
+    @property
+    def errors(self) -> int:
+        return self.best.test.errors
+
+    @property
+    def selected(self) -> str:
+        config = self.best.trial.config
+        return ", ".join(f"{name} {config_value(config, name)}" for name in self.best.gridded) or "-"
+
+    @property
+    def spread(self) -> Spread | None:
+        return Spread.of(self.seeds) if len(self.seeds) > 1 else None
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Mean and sample sd of a few seeds' test accuracies (%), with the Student-t 95% interval of the mean."""
+
+    n: int
+    mean: float
+    sd: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> Spread:
+        mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
+        low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=sd / np.sqrt(len(values)))
+        return cls(len(values), mean, sd, float(low), float(high))
+
+
+@dataclass(frozen=True)
+class Committee:
+    """The study committee's test result: K members chosen on validation, with the Wilson 95% interval (%)."""
+
+    k: int
+    candidates: int
+    accuracy: float
+    errors: int
+    samples: int
+    low: float
+    high: float
+
+
+@dataclass(frozen=True)
+class Versus:
+    """Model A against model B on the same test images: McNemar's exact p and the bootstrap interval (%)."""
+
+    a: str
+    b: str
+    dataset: str
+    only_a: int
+    only_b: int
+    difference: float
+    low: float
+    high: float
+    p: float
+
+
+def wilson(correct: int, samples: int) -> tuple[float, float]:
+    """The Wilson 95% interval (%) of an accuracy of ``correct`` out of ``samples``."""
+    interval = stats.binomtest(correct, samples).proportion_ci(CONFIDENCE, method="wilson")
+    return 100 * interval.low, 100 * interval.high
+
+
+def load_models(storage: Storage, suffix: str) -> dict[str, Model]:
+    """Every grid sweep of the study (not its replicates nor the committee), by role, in database order."""
+    names = storage.sweep_names()
+    models = {}
+    for name in names:
+        if name.endswith("_seeds") or name == COMMITTEE:
+            continue
+        trials = storage.trials(name)
+        seeds = []
+        if f"{name}_seeds" in names:
+            for trial in storage.trials(f"{name}_seeds"):
+                if test := storage.evaluation(trial.key, "test"):
+                    seeds.append(100 * test.accuracy)
+        models[name.removesuffix(suffix)] = Model(
+            best_model(storage, name),
+            name.removesuffix(suffix),
+            len(trials),
+            sum(t.train_seconds or 0.0 for t in trials),
+            seeds,
+        )
+    return models
+
+
+def committee(storage: Storage) -> Committee | None:
+    """The study committee's stored evaluation (``ensemble/topK`` of ``study_committee``'s selected trial)."""
+    if COMMITTEE not in storage.sweep_names() or not (key := storage.selected_trial(COMMITTEE)):
+        return None
+    candidates = len(storage.trials(COMMITTEE))
+    for k in range(1, candidates + 1):
+        if found := storage.evaluation(key, f"ensemble/top{k}"):
+            low, high = wilson(found.samples - found.errors, found.samples)
+            return Committee(k, candidates, 100 * found.accuracy, found.errors, found.samples, low, high)
+    return None
+
+
+def budget_curve(storage: Storage, suffix: str) -> list[tuple[int, float]]:
+    """(epochs, best validation accuracy %) of each trial of the epoch-budget sweep."""
+    name = f"lenet53_budget{suffix}"
+    if name not in storage.sweep_names():
+        return []
+    trials = storage.trials(name)
+    return sorted((t.config["params"]["epochs"], 100 * t.val_accuracy) for t in trials if t.val_accuracy is not None)
+
+
+def robustness(db: Path, models: list[Model]) -> pd.DataFrame:
+    """Test accuracy (%) of each model (columns) under each stored robustness condition and other set (rows)."""
+    columns = {}
+    for model in models:
+        found = api.evaluations(db, model.best.name)
+        found = found[(found["key"] == model.best.trial.key) & (found["name"] != "test")]
+        found = found[~found["name"].str.startswith("ensemble/")]
+        columns[model.label] = dict(zip(found["name"].str.removeprefix("robustness/"), 100 * found["accuracy"]))
+    return pd.DataFrame(columns)
+
+
+def versus(a: Model, b: Model, data_dir: Path) -> Versus:
+    """McNemar's exact test and the bootstrap interval of ``a`` against ``b`` on their common test images."""
+    n = min(a.best.test.samples, b.best.test.samples)
+    labels = data.test_images(data_dir, n, a.best.dataset.name).labels
+    found = compare(a.best.predictions[:n], b.best.predictions[:n], labels)
+    return Versus(
+        a.label,
+        b.label,
+        a.dataset,
+        found.only_a_right,
+        found.only_b_right,
+        100 * found.difference,
+        100 * found.low,
+        100 * found.high,
+        found.p_value,
+    )
+
+
+def confused_pairs(model: Model, top: int = 5) -> list[tuple[str, str, int]]:
+    """The ``top`` (true, predicted, count) confusions of ``model`` on its test images."""
+    confusion = np.array(model.best.test.confusion)
+    np.fill_diagonal(confusion, 0)
+    classes = model.best.dataset.classes
+    order = np.argsort(confusion, axis=None, kind="stable")[::-1][:top]
+    return [(classes[i], classes[j], int(confusion[i, j])) for i, j in zip(*np.unravel_index(order, confusion.shape))]
+
+
+def results_table(models: dict[str, Model]) -> pd.DataFrame:
+    """``results.csv``: one row per model."""
+    return pd.DataFrame(
+        [
+            {
+                "dataset": m.dataset,
+                "sweep": m.best.name,
+                "architecture": m.best.trial.architecture,
+                "trials": m.trials,
+                "selected_params": m.selected,
+                "parameters": m.best.trial.parameter_count,
+                "best_epoch": m.best.trial.best_epoch,
+                "val_accuracy": round(100 * (m.best.trial.val_accuracy or 0.0), 3),
+                "test_accuracy": round(m.accuracy, 3),
+                "test_errors": m.errors,
+                "seeds": len(m.seeds) or 1,
+                "seed_mean_test_accuracy": round(m.spread.mean, 3) if m.spread else None,
+                "seed_sd_test_accuracy": round(m.spread.sd, 3) if m.spread else None,
+                "train_seconds": round(m.train_seconds, 1),
+                "device": m.best.trial.device,
+            }
+            for m in models.values()
+        ]
+    )
+
+
+def budget_figure(curve: list[tuple[int, float]], path: Path) -> None:
+    """Validation accuracy against the epoch budget, ours beside the seed's 100 epochs."""
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    axes.plot([e for e, _ in curve], [a for _, a in curve], "o-", label="LeNet-5-3, this study (schedule compressed)")
+    axes.plot([SEED_EPOCHS], [SEED["lenet53"].val_accuracy], "s", color="black", label="the seed study (GPU, fp32)")
+    axes.set(xscale="log", xlabel="epochs of training (log scale)", ylabel="best validation accuracy (%)")
+    axes.grid(alpha=0.3)
+    axes.legend(loc="lower right", fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def datasets_figure(models: dict[str, Model], path: Path) -> None:
+    """Test error (%) of the models run on both MNIST and Fashion-MNIST."""
+    pairs = [(m.title, m.accuracy, f.accuracy) for r, m in models.items() if (f := models.get(f"fashion_{r}"))]
+    figure, axes = plt.subplots(figsize=(6, 3.5))
+    x = np.arange(len(pairs))
+    axes.bar(x - 0.2, [100 - a for _, a, _ in pairs], 0.4, label="MNIST")
+    axes.bar(x + 0.2, [100 - b for _, _, b in pairs], 0.4, label="Fashion-MNIST")
+    axes.set(xticks=x, xticklabels=[t for t, _, _ in pairs], yscale="log", ylabel="test error (%, log scale)")
+    axes.grid(alpha=0.3, axis="y")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def copy_database(source: Path, target: Path) -> None:
+    """``source`` into ``target`` as one vacuumed file (no -wal beside it)."""
+    target.unlink(missing_ok=True)
+    with closing(sqlite3.connect(source)) as connection:
+        connection.execute("VACUUM INTO ?", (str(target),))
+
+
+def copy_weights(db: Path, runs: Path, out: Path) -> dict[str, str]:
+    """``best.pt`` (and its checksum file) of every tested trial into ``out``; SHA-256 by trial key."""
+    with closing(sqlite3.connect(db)) as connection:
+        keys = [key for (key,) in connection.execute("SELECT DISTINCT trial_key FROM evaluations ORDER BY trial_key")]
+    checksums = {}
+    for key in keys:
+        (out / key).mkdir(parents=True, exist_ok=True)
+        for name in ("best.pt", "best.pt.sha256"):
+            shutil.copyfile(runs / key / name, out / key / name)
+        checksums[key] = hashlib.sha256((out / key / "best.pt").read_bytes()).hexdigest()
+    return checksums
+
+
+def publish(work: Path, out: Path, data_dir: Path) -> None:
+    """Write ``out`` from the unpacked study ``work`` (``results.db``, ``runs/``, ``study.json``)."""
+    ledger = json.loads((work / LEDGER).read_text())
+    suffix = SUFFIXES[ledger["profile"]]
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    db = out / "results.db"
+    copy_database(work / "results.db", db)
+    checksums = copy_weights(db, work / "runs", out / "runs")
+    report = subprocess.run(
+        [sys.executable, "-m", "gridsearch", "report", "--db", str(db), "--out", str(out / "report")]
+        + ["--data-dir", str(data_dir)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    )
+    if report.returncode != 0:
+        raise SystemExit(f"gridsearch report failed:\n{report.stderr}")
+    with Storage(str(db), readonly=True) as storage:
+        models = load_models(storage, suffix)
+        chosen = committee(storage)
+        curve = budget_curve(storage, suffix)
+    results_table(models).to_csv(out / "results.csv", index=False)
+    budget_figure(curve, out / "budget.png")
+    datasets_figure(models, out / "datasets.png")
+    study = [models[r] for r in STUDY_ROLES if r in models]
+    mnist = [m for m in models.values() if m.best.dataset.name == "mnist" and not m.role.startswith("lenet53_budget")]
+    fashion = [m for m in models.values() if m.best.dataset.name != "mnist"]
+    lenet = models["lenet53"]
+    pairs = [(models[r.removeprefix("fashion_")], m) for r, m in models.items() if r.startswith("fashion_")]
+    context: dict[str, Any] = {
+        "ledger": ledger,
+        "study": study,
+        "seed": SEED,
+        "seed_epochs": SEED_EPOCHS,
+        "lenet": lenet,
+        "committee": chosen,
+        "best_committee": BEST_PUBLISHED_COMMITTEE,
+        "curve": curve,
+        "mnist": sorted(mnist, key=lambda m: -m.accuracy),
+        "against_lenet": [versus(m, lenet, data_dir) for m in mnist if m is not lenet],
+        "fashion": fashion,
+        "fashion_pairs": pairs,
+        "ratios": [f.errors / max(m.errors, 1) for m, f in pairs],
+        "fashion_versus": [versus(a, b, data_dir) for i, a in enumerate(fashion) for b in fashion[i + 1 :]],
+        "confused": confused_pairs(lenet),
+        "robustness": robustness(db, study + [m for m in fashion]).round(2),
+        "checksums": checksums,
+        "devices": sorted({m.best.trial.device or "?" for m in models.values()}),
+        "datasets": DATASETS,
+    }
+    template = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(Path(__file__).parent),
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    ).get_template("README.md.j2")
+    (out / "README.md").write_text(template.render(context))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--state", type=Path, required=True, help="the state file study/run_study.py finished")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "study")
+    parser.add_argument("--data-dir", type=Path, default=data.default_data_dir())
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        with tarfile.open(args.state) as archive:
+            archive.extractall(folder, filter="data")
+        publish(Path(folder), args.out, args.data_dir)
+    print(f"study published in {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""The study, shipped: ``study/run_study.py`` then ``study/publish.py`` at a tiny size on the CPU (the full
+profile's path, with tiny sweep files), and the committed ``docs/study/`` served and reported with no training."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gridsearch.store.storage import Storage
+from gridsearch.training import data
+from gridsearch.web.app import create_app
+from tests.conftest import ROOT, cli, rows, write_sweep
+from tests.test_web_api import answer, data_url
+
+DOCS = ROOT / "docs" / "study"
+TINY = {"dataset": {"train_size": 300, "val_size": 200, "test_size": 300}}
+PARAMS = {"epochs": 2, "batch_size": 50, "hidden": 8, "lr_step": 0.5}
+SWEEPS = {
+    "lenet53": {"architecture": "lenet53", "grid": {"lr": [0.05, 0.1]}},
+    "stn": {
+        "architecture": "stn",
+        "params": {**PARAMS, "epochs": 1, "init_from": "best:lenet53"},
+        "grid": {"lr": [0.005]},
+    },
+    "lenet53_budget": {
+        "architecture": "lenet53",
+        "grid": [{"epochs": [1], "lr_step": [0.25]}, {"epochs": [2], "lr_step": [0.5]}],
+        "params": {"batch_size": 50, "hidden": 8, "lr": 0.1},
+    },
+    "mlp": {"architecture": "mlp", "params": {"epochs": 2, "batch_size": 50}, "grid": {"lr": [0.1]}},
+    "fashion_lenet53": {
+        "architecture": "lenet53",
+        "dataset": {**TINY["dataset"], "name": "fashion_mnist"},
+        "grid": {"lr": [0.1]},
+    },
+    "fashion_mlp": {
+        "architecture": "mlp",
+        "params": {"epochs": 2, "batch_size": 50},
+        "dataset": {**TINY["dataset"], "name": "fashion_mnist"},
+        "grid": {"lr": [0.1]},
+    },
+}
+
+
+def tables(folder: Path) -> dict[str, str]:
+    """The CSV tables of a report folder, by path."""
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*.csv"))}
+
+
+def check_published(out: Path, data_dir: Path, tmp_path: Path, good: bool) -> None:
+    """``out`` serves the recognizer and reproduces its report with no training (``good``: a trained model)."""
+    db = out / "results.db"
+    again = tmp_path / "report-again"
+    cli("report", "--db", str(db), "--out", str(again), cwd=tmp_path, data_dir=data_dir, check=True)
+    assert tables(again) == tables(out / "report") and tables(again)
+    for (key,) in rows(db, "SELECT DISTINCT trial_key FROM evaluations"):
+        weights = out / "runs" / key / "best.pt"
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() == (out / "runs" / key / "best.pt.sha256").read_text()
+        assert weights.stat().st_size < 2_000_000
+        assert hashlib.sha256(weights.read_bytes()).hexdigest() in (out / "README.md").read_text()
+    client = create_app(Storage(str(db), readonly=True), out / "runs", data_dir).test_client()
+    test = data.test_split(data_dir, 20)
+    right = 0
+    for image, label in zip(test.images[:, 0].numpy(), test.labels.tolist()):
+        drawing = Image.fromarray(255 - image).resize((280, 280), Image.Resampling.BILINEAR)
+        status, body = answer(client.post("/api/predict", json={"image": data_url(drawing)}))
+        assert status == 200, body
+        right += body["digit"] == label
+    assert right >= (18 if good else 0)
+
+
+@pytest.mark.slow
+def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_dir):
+    files = []
+    for name, changes in SWEEPS.items():
+        sweep = {**TINY, "params": PARAMS, **changes, "name": name}
+        files.append(str(write_sweep(tmp_path, f"{name}.yaml", **sweep)))
+    state = tmp_path / "state.tar.gz"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    command = [sys.executable, "study/run_study.py", "--state", str(state), "--grids", *files]
+    result = subprocess.run(
+        command + ["--", "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads(result.stdout.splitlines()[-1])
+    assert summary["finished"] and summary["profile"] == "full" and summary["stage"] == "evaluations"
+    out = tmp_path / "docs"
+    publish = [
+        sys.executable,
+        "study/publish.py",
+        "--state",
+        str(state),
+        "--out",
+        str(out),
+        "--data-dir",
+        str(data_dir),
+    ]
+    result = subprocess.run(publish, cwd=ROOT, capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    db = out / "results.db"
+    with open(out / "results.csv") as file:
+        published = {row["sweep"]: row for row in csv.DictReader(file)}
+    assert set(published) == set(SWEEPS)  # one row per model: no replicate nor committee rows
+    for name, row in published.items():
+        [(accuracy, errors, dataset)] = rows(
+            db,
+            "SELECT e.accuracy, e.errors, json_extract(t.config, '$.dataset.name') FROM sweeps s "
+            "JOIN evaluations e ON e.trial_key = s.selected_trial AND e.name = 'test' "
+            "JOIN trials t ON t.key = s.selected_trial WHERE s.name = ?",
+            name,
+        )
+        assert float(row["test_accuracy"]) == round(100 * accuracy, 3) and int(row["test_errors"]) == errors
+        assert row["dataset"] == ("Fashion-MNIST" if dataset == "fashion_mnist" else "MNIST")
+    seeds = [
+        100 * a
+        for (a,) in rows(
+            db,
+            "SELECT e.accuracy FROM sweeps s JOIN sweep_trials m ON m.sweep_id = s.id "
+            "JOIN evaluations e ON e.trial_key = m.trial_key AND e.name = 'test' "
+            "WHERE s.name = 'lenet53_seeds'",
+        )
+    ]
+    assert len(seeds) == 5 and float(published["lenet53"]["seed_mean_test_accuracy"]) == round(np.mean(seeds), 3)
+    readme = (out / "README.md").read_text()
+    for heading in ("## 1. What do DNNs achieve", "## 2. Which properties matter", "## 3. Is MNIST"):
+        assert heading in readme
+    assert f"{np.mean(seeds):.2f}" in readme  # LeNet-5-3's mean over seeds, from the database
+    [(committee,)] = rows(
+        db,
+        "SELECT e.accuracy FROM sweeps s JOIN evaluations e ON e.trial_key = s.selected_trial "
+        "WHERE s.name = 'study_committee' AND e.name LIKE 'ensemble/top%'",
+    )
+    assert f"**{100 * committee:.2f}%**" in readme
+    assert (out / "budget.png").stat().st_size > 1000 and (out / "datasets.png").stat().st_size > 1000
+    check_published(out, data_dir, tmp_path, good=False)
+
+
+@pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")
+def test_the_published_study_serves_a_good_model_and_reproduces_its_report(tmp_path, data_dir):
+    check_published(DOCS, data_dir, tmp_path, good=True)
