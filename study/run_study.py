@@ -237,10 +237,12 @@ def run_for(files: list[Path], work: Path, seconds: float, run_args: list[str]) 
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         process.send_signal(signal.SIGINT)
         try:
-            return process.wait(timeout=60)
+            code = process.wait(timeout=60)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
-            return process.wait()
+            code = process.wait()
+        # killed by the signal itself (it came before Python's handler, or had to be SIGKILL): interrupted too
+        return INTERRUPTED if code < 0 else code
 
 
 def counts(work: Path) -> dict[str, int]:
