@@ -12,7 +12,7 @@ import pytest
 from gridsearch.engine.jobs import cohort_signature
 from gridsearch.spec.sweep import load_sweep
 from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
-from tests.test_faults import kill_9, start_run, wait_for
+from tests.test_faults import kill_9_at, start_run
 
 GRID = {
     "name": "cohorts",
@@ -71,8 +71,7 @@ def test_kill_9_mid_cohort_resumes_every_member(one_per_worker, tmp_path, data_d
     db = tmp_path / "results.db"
     coordinator = start_run(tmp_path, data_dir, "--fuse", "3", "--in-turn")
     # the second member of the first cohort is training: the first is done, the third has not started
-    wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1", coordinator)
-    kill_9(coordinator)
+    kill_9_at(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1", coordinator)
     statuses = dict(rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status"))
     assert statuses.get("running", 0) >= 1
     result = gridsearch(

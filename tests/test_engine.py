@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
-from tests.test_faults import start_run, wait_for
+from tests.test_faults import kill_9_at, start_run, wait_for
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +163,10 @@ def _start_run(sweep: Path, folder: Path, data_dir: Path) -> subprocess.Popen:
 
 
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
-    changes = {"params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5}}
+    changes = {
+        "params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5},
+        "grid": {"lr": [0.02, 0.05, 0.08], "lr_step": [1, 3]},
+    }
     reference = tmp_path / "reference"
     reference.mkdir()
     cli("run", str(write_sweep(reference, **changes)), cwd=reference, data_dir=data_dir, check=True)
@@ -172,17 +175,17 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     folder.mkdir()
     sweep = write_sweep(folder, **changes)
     db = folder / "results.db"
-    # 1) kill the coordinator while its second trial is mid-way (one epoch done), status polling meanwhile
+    # 1) kill the coordinator while a trial is mid-way (one epoch done) with trials still to start, status
+    #    polling meanwhile
     coordinator = _start_run(sweep, folder, data_dir)
     wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'", coordinator)
     assert gridsearch("status", cwd=folder).returncode == 0  # reading while it runs never blocks or fails
-    wait_for(
+    kill_9_at(
         db,
-        "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1",  # 2 of its 3 epochs to go
+        "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1 "  # 2 of its 3 epochs to go
+        "AND (SELECT COUNT(*) FROM trials WHERE status = 'pending') > 0",
         coordinator,
     )
-    coordinator.send_signal(signal.SIGKILL)  # at once: a moment later the trial may have finished
-    coordinator.wait()
     interrupted = rows(db, "SELECT key, epochs_run FROM trials WHERE status = 'running'")
     assert len(interrupted) == 1 and interrupted[0][1] >= 1
     # 2) a new run takes over the dead coordinator's trial and resumes it from its checkpoint;
@@ -207,7 +210,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
         "JOIN evaluations e ON e.trial_key = s.selected_trial"
     )
     assert rows(db, same) == rows(reference / "results.db", same)
-    assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'") == [(4,)]
+    assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'") == [(6,)]
 
 
 def _dump(db: Path) -> list:

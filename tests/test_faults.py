@@ -83,6 +83,18 @@ def wait_for(db: Path, sql: str, process: subprocess.Popen | None = None, deadli
     raise AssertionError(f"timed out waiting for: {sql}")
 
 
+def kill_9_at(db: Path, sql: str, process: subprocess.Popen) -> str:
+    """``kill_9`` of the coordinator at the moment ``sql`` holds. Only the coordinator writes the database: it is
+    stopped (SIGSTOP) once ``sql`` is seen to hold, and killed if ``sql`` still holds, so what the test reads after
+    the kill is the state it waited for, however slowly a busy machine let it poll (else it goes on, and waits)."""
+    while True:
+        wait_for(db, sql, process)
+        process.send_signal(signal.SIGSTOP)
+        if (result := rows(db, sql)) and result[0][0]:
+            return kill_9(process)
+        process.send_signal(signal.SIGCONT)
+
+
 def kill_9(process: subprocess.Popen) -> str:
     """SIGKILL to the coordinator alone; returns its stderr once it and every process it started (workers,
     which end on their own when it dies) are gone, so that nothing writes to its run folders after."""
@@ -125,8 +137,7 @@ def test_kill_9_of_the_coordinator_again_and_again_loses_nothing(reference, tmp_
     log = ""
     for point, sql in KILL_POINTS.items():
         coordinator = start_run(tmp_path, data_dir, "--workers", "2")
-        wait_for(db, sql, coordinator)
-        log += kill_9(coordinator)
+        log += kill_9_at(db, sql, coordinator)
         assert_nothing_lost(db, reference)
         if point == "mid-trial":  # and damage a checkpoint of a trial the next run resumes
             (key,) = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run >= 1 LIMIT 1")[0]

@@ -14,7 +14,7 @@ from gridsearch.spec import halving
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.training import loop as training
 from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
-from tests.test_faults import kill_9, start_run, training_defaults, wait_for
+from tests.test_faults import kill_9_at, start_run, training_defaults
 
 # -- the rules, without training ----------------------------------------------------------------------
 
@@ -248,13 +248,12 @@ def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_
     write_sweep(tmp_path, **HALVED)
     db = tmp_path / "results.db"
     coordinator = start_run(tmp_path, data_dir, "--workers", "2")
-    wait_for(
+    kill_9_at(
         db,
         "SELECT COUNT(*) FROM trials t JOIN sweep_trials m ON m.trial_key = t.key "
         "WHERE m.rung = 1 AND t.status = 'running' AND t.epochs_run = 2",
         coordinator,
     )  # rung 1, mid-trial
-    kill_9(coordinator)
     assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'stopped'") == [(2,)]  # rung 0's other two
     ((killed,),) = rows(db, "SELECT key FROM trials WHERE status = 'running' AND epochs_run = 2 LIMIT 1")
     rung_0 = {k: v for k, v in epoch_metrics(db).items() if k[1] == 0}
