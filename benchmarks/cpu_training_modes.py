@@ -28,6 +28,7 @@ from pathlib import Path
 import torch
 import yaml
 from common import BATCH, samples_per_second, seed_model, summary
+from scipy import stats
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -141,6 +142,7 @@ def accuracy(data_dir: Path, epochs: int, seeds: int) -> dict[str, object]:
         "val_accuracy_percent": by_mode,
         "summary": {mode: summary(values) for mode, values in by_mode.items()},
         "paired_difference_percent": summary(differences),
+        "paired_t_test_p": float(stats.ttest_rel(by_mode["bf16+channels_last"], by_mode["fp32"]).pvalue),
         "sweep_wall_s": round(wall, 1),
     }
 

@@ -58,6 +58,9 @@ class Profile:
     seeds: list[int]
     chunk_seconds: float
     """The default length of one chunk."""
+    lanes: int = 1
+    """How many ``gridsearch run`` processes run side by side (one worker each when more than one): the study
+    models' chain in one lane, the other sweeps in the others, so that one-trial sweeps keep every core busy."""
 
 
 def cpu_grids() -> list[str]:
@@ -71,7 +74,7 @@ PROFILES = {
     "full": Profile(
         [f"grids/{name}" for name in STUDY_MODELS], [f"grids/{n}" for n in STUDY_MODELS], [0, 1, 2, 3, 4], 540
     ),
-    "cpu": Profile(cpu_grids(), [f"grids/study-cpu/{name}" for name in STUDY_MODELS], [0, 1, 2], 4 * 3600),
+    "cpu": Profile(cpu_grids(), [f"grids/study-cpu/{name}" for name in STUDY_MODELS], [0, 1, 2], 4 * 3600, lanes=2),
 }
 RESUME_FILES = ("best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256", "last.prev.pt", "last.prev.pt.sha256")
 """What a trial's run folder needs to resume and to be selected, tested and served; its log is left out."""
@@ -216,24 +219,40 @@ def evaluate(work: Path, grids: list[Path], replicates: list[Path], run_args: li
     return 0
 
 
-def run_for(files: list[Path], work: Path, seconds: float, run_args: list[str]) -> int:
-    """``gridsearch run FILES`` for at most ``seconds``, then interrupted as by Ctrl-C; its exit code."""
-    command = [
-        sys.executable,
-        "-m",
-        "gridsearch",
-        "run",
-        *map(str, files),
-        "--db",
-        str(work / "results.db"),
-        "--artifacts",
-        str(work / "runs"),
-        "--plain",
-        *run_args,
+def lanes_of(files: list[Path], lanes: int, first: int = 0) -> list[list[Path]]:
+    """``files`` in ``lanes`` groups run side by side: the first ``first`` files (a chain whose later sweeps
+    warm-start from the earlier ones) in one lane, the rest split in order over the others (or all lanes)."""
+    if lanes == 1:
+        return [files]
+    chain, rest = files[:first], files[first:]
+    count = lanes - 1 if chain else lanes
+    size = -(-len(rest) // count) if rest else 1
+    return [group for group in [chain, *(rest[i : i + size] for i in range(0, len(rest), size))] if group]
+
+
+def run_for(lanes: list[list[Path]], work: Path, seconds: float, run_args: list[str]) -> int:
+    """``gridsearch run FILES`` for each lane at once (one worker each when there are several; they share the
+    database and its trials) for at most ``seconds``, then interrupted as by Ctrl-C. The first failing lane's
+    exit code, else INTERRUPTED if one was interrupted, else 0."""
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "gridsearch", "run", *map(str, files), "--db", str(work / "results.db")]
+            + ["--artifacts", str(work / "runs"), "--plain", *(["--workers", "1"] if len(lanes) > 1 else [])]
+            + run_args,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        for files in lanes
     ]
-    process = subprocess.Popen(command, cwd=ROOT, start_new_session=True)
+    deadline = time.monotonic() + max(1.0, seconds)
+    codes = [finish(process, deadline) for process in processes]
+    return next((c for c in codes if c not in (0, INTERRUPTED)), INTERRUPTED if INTERRUPTED in codes else 0)
+
+
+def finish(process: subprocess.Popen[bytes], deadline: float) -> int:
+    """``process``'s exit code, interrupted as by Ctrl-C at ``deadline``."""
     try:
-        return process.wait(timeout=max(1.0, seconds))
+        return process.wait(timeout=max(0.0, deadline - time.monotonic()))
     except (subprocess.TimeoutExpired, KeyboardInterrupt):
         process.send_signal(signal.SIGINT)
         try:
@@ -259,6 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--state", type=Path, required=True, help="the state file this chunk reads and writes")
     parser.add_argument("--chunk-seconds", type=float, help="stop the chunk after this long (full: 540, cpu: 4 h)")
     parser.add_argument("--grids", nargs="+", help="sweep files to run instead of the profile's (all replicated)")
+    parser.add_argument("--lanes", type=int, help="gridsearch run processes side by side (full: 1, cpu: 2)")
     parser.add_argument("--no-replicates", action="store_true", help="stop after the grids")
     parser.add_argument(
         "run_args",
@@ -267,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     profile = PROFILES[args.profile]
+    lanes = args.lanes or profile.lanes
     seconds = args.chunk_seconds or profile.chunk_seconds
     run_args = [a for a in args.run_args if a != "--"]
     started = time.monotonic()
@@ -290,14 +311,15 @@ def main(argv: list[str] | None = None) -> int:
         grids = [ROOT / grid for grid in args.grids or profile.grids]
         replicated = grids if args.grids else [ROOT / grid for grid in profile.replicated]
         stage = "grids"
-        code = timed(stage, lambda: run_for(grids, work, left(), run_args))
+        chain = 0 if args.grids else len(STUDY_MODELS)
+        code = timed(stage, lambda: run_for(lanes_of(grids, lanes, chain), work, left(), run_args))
         if code == 0 and not args.no_replicates:
             stage = "replicates"
             replicates = [path for grid in replicated if (path := replicate_file(grid, work, profile.seeds))]
-            code = timed(stage, lambda: run_for(replicates, work, left(), run_args))
+            code = timed(stage, lambda: run_for(lanes_of(replicates, lanes), work, left(), run_args))
             if code == 0 and (committee := committee_file(replicates, work)):
                 replicates.append(committee)
-                code = timed(stage, lambda: run_for([committee], work, left(), run_args))
+                code = timed(stage, lambda: run_for([[committee]], work, left(), run_args))
             if code == 0:
                 stage = "evaluations"
                 code = timed(stage, lambda: evaluate(work, grids, replicates, run_args))

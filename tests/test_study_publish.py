@@ -86,7 +86,7 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         files.append(str(write_sweep(tmp_path, f"{name}.yaml", **sweep)))
     state = tmp_path / "state.tar.gz"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "study/run_study.py", "--state", str(state), "--grids", *files]
+    command = [sys.executable, "study/run_study.py", "--state", str(state), "--lanes", "2", "--grids", *files]
     result = subprocess.run(
         command + ["--", "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, env=env
     )
