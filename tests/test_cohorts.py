@@ -66,11 +66,16 @@ def test_cohorts_of_3_trained_in_turn_give_the_numbers_of_one_trial_per_worker(o
         assert len({pid for *_, pid in members}) == 1 and cohort in {key for key, *_ in members}
 
 
-def test_kill_9_mid_cohort_resumes_every_member(one_per_worker, tmp_path, data_dir):
-    write_sweep(tmp_path, **GRID)
+def test_kill_9_mid_cohort_resumes_every_member(tmp_path, data_dir):
+    # 30,000 images an epoch: a member's epoch lasts long enough for the kill to land between its epochs
+    longer = {**GRID, "dataset": {"train_size": 30000, "val_size": 200, "test_size": 200}}
+    reference = tmp_path / "reference"
+    reference.mkdir()
+    cli("run", str(write_sweep(reference, **longer)), cwd=reference, data_dir=data_dir, check=True)
+    write_sweep(tmp_path, **longer)
     db = tmp_path / "results.db"
     coordinator = start_run(tmp_path, data_dir, "--fuse", "3", "--in-turn")
-    # the second member of the first cohort is training: the first is done, the third has not started
+    # a member of the first cohort is between its epochs
     kill_9_at(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1", coordinator)
     statuses = dict(rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status"))
     assert statuses.get("running", 0) >= 1
@@ -79,9 +84,10 @@ def test_kill_9_mid_cohort_resumes_every_member(one_per_worker, tmp_path, data_d
     )
     assert result.returncode == 0, result.stderr
     assert "resumed after epoch" in result.stderr
-    assert epoch_metrics(db) == epoch_metrics(one_per_worker)
+    assert epoch_metrics(db) == epoch_metrics(reference / "results.db")
     assert rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [("done", 6)]
-    assert rows(db, "SELECT selected_trial FROM sweeps") == rows(one_per_worker, "SELECT selected_trial FROM sweeps")
+    selected = "SELECT selected_trial FROM sweeps"
+    assert rows(db, selected) == rows(reference / "results.db", selected)
 
 
 def test_a_member_that_fails_does_not_fail_its_cohort_mates(one_per_worker, tmp_path, data_dir):

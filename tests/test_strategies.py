@@ -15,7 +15,7 @@ from gridsearch.spec import halving
 from gridsearch.spec.search import STRATEGIES, Search
 from gridsearch.spec.sweep import load_sweep
 from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
-from tests.test_faults import kill_9, start_run, wait_for
+from tests.test_faults import kill_9_at, start_run
 
 PRECHANGE = Path(__file__).parent / "fixtures" / "prechange"
 MLP = {
@@ -196,8 +196,11 @@ def test_tpe_gives_the_same_points_and_numbers_with_any_workers_executor_or_a_ki
     write_sweep(killed, **TPE)
     db = killed / "results.db"
     coordinator = start_run(killed, data_dir, "--workers", "2")
-    wait_for(db, "SELECT COUNT(*) >= 3 FROM sweep_trials", coordinator)  # batch 1 (of 0-2) proposed
-    kill_9(coordinator)
+    kill_9_at(  # batch 1 (of 0-2) proposed, the last batch not yet done
+        db,
+        "SELECT (SELECT COUNT(*) FROM sweep_trials) >= 3 AND (SELECT COUNT(*) FROM trials WHERE status = 'done') < 6",
+        coordinator,
+    )
     assert len(rows(db, POINTS)) < 6
     gridsearch("run", str(killed / "sweep.yaml"), cwd=killed, data_dir=data_dir, check=True)
     assert rows(db, POINTS) == expected
