@@ -44,7 +44,6 @@ from gridsearch.analysis.trained_models import BestModel, best_model  # noqa: E4
 from gridsearch.spec.config import config_value  # noqa: E402
 from gridsearch.store.storage import Storage  # noqa: E402
 from gridsearch.training import data  # noqa: E402
-from gridsearch.vocabulary import DATASETS  # noqa: E402
 from study.run_study import COMMITTEE, LEDGER, STUDY_MODELS  # noqa: E402
 
 STUDY_ROLES = [name.removesuffix(".yaml") for name in STUDY_MODELS]
@@ -386,10 +385,9 @@ def publish(work: Path, out: Path, data_dir: Path) -> None:
         "ratios": [f.errors / max(m.errors, 1) for m, f in pairs],
         "fashion_versus": [versus(a, b, data_dir) for i, a in enumerate(fashion) for b in fashion[i + 1 :]],
         "confused": confused_pairs(lenet),
-        "robustness": robustness(db, study + [m for m in fashion]).round(2),
+        "robustness": robustness(db, study + fashion).round(2),
         "checksums": checksums,
         "devices": sorted({m.best.trial.device or "?" for m in models.values()}),
-        "datasets": DATASETS,
     }
     template = jinja2.Environment(
         loader=jinja2.FileSystemLoader(Path(__file__).parent),
