@@ -39,12 +39,13 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from gridsearch import api  # noqa: E402
+from gridsearch.analysis.best_models import confused_pairs  # noqa: E402
 from gridsearch.analysis.significance import compare  # noqa: E402
 from gridsearch.analysis.trained_models import BestModel, best_model  # noqa: E402
 from gridsearch.spec.config import config_value  # noqa: E402
 from gridsearch.store.storage import Storage  # noqa: E402
 from gridsearch.training import data  # noqa: E402
-from study.run_study import COMMITTEE, LEDGER, STUDY_MODELS  # noqa: E402
+from study.run_study import COMMITTEE, LEDGER, STUDY_MODELS, snapshot  # noqa: E402
 
 STUDY_ROLES = [name.removesuffix(".yaml") for name in STUDY_MODELS]
 """The study's four models, by sweep name without the profile's suffix (``_cpu``), in the seed's order."""
@@ -255,13 +256,11 @@ def versus(a: Model, b: Model, data_dir: Path) -> Versus:
     )
 
 
-def confused_pairs(model: Model, top: int = 5) -> list[tuple[str, str, int]]:
-    """The ``top`` (true, predicted, count) confusions of ``model`` on its test images."""
-    confusion = np.array(model.best.test.confusion)
-    np.fill_diagonal(confusion, 0)
+def confusions(model: Model, top: int = 5) -> list[tuple[str, str, int]]:
+    """The ``top`` (true, predicted, count) confusions of ``model`` on its test images, by class name."""
     classes = model.best.dataset.classes
-    order = np.argsort(confusion, axis=None, kind="stable")[::-1][:top]
-    return [(classes[i], classes[j], int(confusion[i, j])) for i, j in zip(*np.unravel_index(order, confusion.shape))]
+    frame = confused_pairs(np.array(model.best.test.confusion), top)
+    return [(classes[t], classes[p], n) for t, p, n in zip(frame["true"], frame["predicted"], frame["errors"])]
 
 
 def results_table(models: dict[str, Model]) -> pd.DataFrame:
@@ -318,13 +317,6 @@ def datasets_figure(models: dict[str, Model], path: Path) -> None:
     plt.close(figure)
 
 
-def copy_database(source: Path, target: Path) -> None:
-    """``source`` into ``target`` as one vacuumed file (no -wal beside it)."""
-    target.unlink(missing_ok=True)
-    with closing(sqlite3.connect(source)) as connection:
-        connection.execute("VACUUM INTO ?", (str(target),))
-
-
 def copy_weights(db: Path, runs: Path, out: Path) -> dict[str, str]:
     """``best.pt`` (and its checksum file) of every tested trial into ``out``; SHA-256 by trial key."""
     with closing(sqlite3.connect(db)) as connection:
@@ -346,7 +338,7 @@ def publish(work: Path, out: Path, data_dir: Path) -> None:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     db = out / "results.db"
-    copy_database(work / "results.db", db)
+    snapshot(work / "results.db", db)
     checksums = copy_weights(db, work / "runs", out / "runs")
     report = subprocess.run(
         [sys.executable, "-m", "gridsearch", "report", "--db", str(db), "--out", str(out / "report")]
@@ -384,7 +376,7 @@ def publish(work: Path, out: Path, data_dir: Path) -> None:
         "fashion_pairs": pairs,
         "ratios": [f.errors / max(m.errors, 1) for m, f in pairs],
         "fashion_versus": [versus(a, b, data_dir) for i, a in enumerate(fashion) for b in fashion[i + 1 :]],
-        "confused": confused_pairs(lenet),
+        "confused": confusions(lenet),
         "robustness": robustness(db, study + fashion).round(2),
         "checksums": checksums,
         "devices": sorted({m.best.trial.device or "?" for m in models.values()}),

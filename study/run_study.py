@@ -93,21 +93,26 @@ def unpack(state: Path, work: Path) -> None:
             archive.extractall(work, filter="data")
 
 
+def snapshot(database: Path, target: Path) -> Path:
+    """``database`` copied to ``target`` as one vacuumed file, with what its -wal file still holds; ``target``."""
+    target.unlink(missing_ok=True)
+    with closing(sqlite3.connect(database)) as connection:
+        connection.execute("VACUUM INTO ?", (str(target),))
+    return target
+
+
 def pack(work: Path, state: Path) -> None:
     """Write ``work``'s database and resume files into ``state`` (atomically: a crash keeps the old one)."""
     partial = state.with_name(state.name + ".partial")
-    snapshot = work / "snapshot.db"  # the database with what its -wal file still holds, in one file
-    snapshot.unlink(missing_ok=True)
-    with closing(sqlite3.connect(work / "results.db")) as connection:
-        connection.execute("VACUUM INTO ?", (str(snapshot),))
+    database = snapshot(work / "results.db", work / "snapshot.db")
     with tarfile.open(partial, "w:gz") as archive:
-        archive.add(snapshot, "results.db")
+        archive.add(database, "results.db")
         archive.add(work / LEDGER, LEDGER)
         for run_dir in sorted((work / "runs").glob("*")):
             for name in RESUME_FILES:
                 if (run_dir / name).exists():
                     archive.add(run_dir / name, f"runs/{run_dir.name}/{name}")
-    snapshot.unlink()
+    database.unlink()
     partial.replace(state)
 
 
