@@ -24,7 +24,8 @@ from gridsearch.engine import worker
 from gridsearch.spec.sweep import resolved_defaults
 from gridsearch.training import data
 from gridsearch.training.checkpoints import load_verified
-from gridsearch.training.fused import FusedOptimizer, Hyper, Stack, stack_epoch
+from gridsearch.training.optimizers import FusedOptimizer, Hyper
+from gridsearch.training.stack import Stack, stack_epoch
 from gridsearch.training.models import build_model
 
 TOLERANCE = 1e-3
