@@ -24,9 +24,9 @@ from gridsearch.engine import worker
 from gridsearch.spec.sweep import resolved_defaults
 from gridsearch.training import data
 from gridsearch.training.checkpoints import load_verified
+from gridsearch.training.models import build_model
 from gridsearch.training.optimizers import FusedOptimizer, Hyper
 from gridsearch.training.stack import Stack, stack_epoch
-from gridsearch.training.models import build_model
 
 TOLERANCE = 1e-3
 """Max relative difference (per tensor: max |fused - per-trial| / max |per-trial|) after one step. Measured on

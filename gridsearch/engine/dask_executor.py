@@ -1,7 +1,8 @@
 """Running workers on a Dask cluster, for sweeps that outgrow one machine.
 
-Each trial is one Dask task. On whichever worker host Dask picks, the task runs the trial in its
-own subprocess (``python -m gridsearch.engine.worker``, as isolated and deterministic as on one machine)
+Each job (a cohort of trials, or one trial's evaluation) is one Dask task. On whichever Dask worker host Dask
+picks, the task runs gridsearch's worker in its own subprocess (``python -m gridsearch.engine.worker``, as
+isolated and deterministic as on one machine)
 and forwards the worker's JSON events through Dask's event log (``Worker.log_event`` →
 ``Client.subscribe_topic``), so the coordinator records epochs as they happen. The task also returns
 every event, so nothing is lost if a streamed one arrives late. If a Dask worker dies mid-trial,
@@ -121,7 +122,7 @@ class DaskExecutor:
         self.client.subscribe_topic(self.topic, self._on_event)
 
     def capacity(self) -> int:
-        """Trials the cluster runs at once: one per Dask worker thread."""
+        """Workers (jobs) the cluster runs at once: one per Dask worker thread."""
         return sum(self.client.nthreads().values())
 
     def start(self, key: str, job: Job) -> DaskTrial:

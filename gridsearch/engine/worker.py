@@ -146,7 +146,7 @@ def run_stack(job: Job, emit: Emit, log: LogTo | None = None) -> bool:
 
     from gridsearch.training.fused import train_stack
 
-    members, ended = job["members"], {}
+    members, ended = job["members"], dict[str, str]()
     device = torch.device(job["device"])
     for index, member in enumerate(members):
         run_dir = Path(member["run_dir"])
