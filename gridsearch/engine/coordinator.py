@@ -52,7 +52,7 @@ from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.sweep import Sweep, Trial, resolve_warm_starts
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
-from gridsearch.store.records import Evaluation
+from gridsearch.store.records import Evaluation, TrialSummary
 from gridsearch.store.storage import Owner, Storage
 from gridsearch.training.run_folders import Maker
 from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_params
@@ -315,26 +315,21 @@ class Coordinator(SearchCallbacks):
             if status == TrialStatus.INTERRUPTED and not restart:
                 self.progress.trial_finished(key, status, "back in the queue: its cohort's worker ended first")
                 continue
-            if summary is not None:
-                detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
-                if status == TrialStatus.STOPPED:
-                    detail += f", stopped after epoch {summary['epochs_run'] - 1}"
-            else:
-                detail = f"{headline(error)}{f'; {restart}' if restart else ''}"
-            self.progress.trial_finished(key, status, detail)
+            self.progress.trial_finished(key, status, _ending(status, summary, error, restart))
             if status in FAILURES and failed_for_good is None:
                 failed_for_good = (key, status, error)
         if folder_failed and (problem := writable(self.artifacts)) is not None:
             raise artifacts_unavailable(self.artifacts, problem)
         todo.extendleft(reversed(again))
         if self.options.fail_fast and failed_for_good is not None:
-            key, status, error = failed_for_good
-            label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
-            raise FailedFast(
-                f"stopped at the first failed trial (--fail-fast): trial {key} ({label}) {status}: {headline(error)}; "
-                f"{len(self.pool)} running trial(s) interrupted; to resume and run it again: "
-                f"{self._retry_command()}"
-            )
+            raise self._failed_fast(*failed_for_good)
+
+    def _failed_fast(self, key: str, status: str, error: str | None) -> FailedFast:
+        label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
+        return FailedFast(
+            f"stopped at the first failed trial (--fail-fast): trial {key} ({label}) {status}: {headline(error)}; "
+            f"{len(self.pool)} running trial(s) interrupted; to resume and run it again: {self._retry_command()}"
+        )
 
     def _log(self, key: str) -> Path:
         return self.artifacts / key / "worker.log"
@@ -424,6 +419,14 @@ def needs_training(row: TrialRow | None, budget: int | None) -> bool:
     if row is None or row.status not in CLAIMABLE:
         return False
     return row.status != TrialStatus.STOPPED or budget is None or row.epochs_run < budget
+
+
+def _ending(status: str, summary: TrialSummary | None, error: str | None, restart: str) -> str:
+    """How a trial's worker ended it, in a few words, for the progress line."""
+    if summary is None:
+        return f"{headline(error)}{f'; {restart}' if restart else ''}"
+    detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
+    return detail + (f", stopped after epoch {summary['epochs_run'] - 1}" if status == TrialStatus.STOPPED else "")
 
 
 def _final_standing(key: str, row: TrialRow | None, select: str) -> halving.Standing:
