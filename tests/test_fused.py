@@ -295,6 +295,18 @@ def test_the_fused_cohorts_benchmark_runs_at_its_tiniest_size(data_dir):
     assert figures["projected_grid_hours"]["per-trial"] > 0 and summary["device"] == "cpu"
 
 
+def test_the_fused_cohorts_benchmark_times_k_worker_processes_at_once(data_dir):
+    """Per-trial at ``--slots-per-gpu 2``: two worker processes, each training one point as a one-trial job."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_cohorts.py"
+    command = [sys.executable, str(script), "--data-dir", str(data_dir), "--samples", "100", "--epochs", "2"]
+    result = subprocess.run([*command, "--slots-per-gpu", "2", "--fuse", "2"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.splitlines()[-1])["results"]["lenet53"]
+    assert set(figures["member_samples_per_s"]) == {"per-trial-2", "fused-2"} and not figures["errors"]
+    assert all(rate > 0 for rate in figures["member_samples_per_s"].values())
+    assert figures["gpu_utilisation_percent"] == {"per-trial-2": None, "fused-2": None}
+
+
 def test_the_stns_affine_grid_is_torchs_bit_for_bit_and_vmap_traces_it():
     torch.manual_seed(0)
     theta = torch.randn(86, 2, 3, requires_grad=True)
