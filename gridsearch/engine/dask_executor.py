@@ -80,8 +80,8 @@ def _read_lines(stream: Any, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-class DaskTrial:
-    """A trial's Dask task, seen as a worker process by the coordinator."""
+class DaskJob:
+    """A job's Dask task, seen as a worker process by the coordinator."""
 
     def __init__(self, future: Any):
         self.future = future
@@ -125,12 +125,12 @@ class DaskExecutor:
         """Workers (jobs) the cluster runs at once: one per Dask worker thread."""
         return sum(self.client.nthreads().values())
 
-    def start(self, key: str, job: Job) -> DaskTrial:
+    def start(self, key: str, job: Job) -> DaskJob:
         """Submit ``job`` as a task; its events go to the queue as ``(cohort, event)``, then ``(cohort, None)``."""
         future = self.client.submit(
             run_worker_task, job, self.topic, pure=False, key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}"
         )
-        trial = DaskTrial(future)
+        trial = DaskJob(future)
         future.add_done_callback(lambda done: self._finished(key, trial, done))
         return trial
 
@@ -138,7 +138,7 @@ class DaskExecutor:
         _, message = event
         self.events.put((message["key"], message["event"]))
 
-    def _finished(self, key: str, trial: DaskTrial, future: Any) -> None:
+    def _finished(self, key: str, trial: DaskJob, future: Any) -> None:
         """Deliver the task's epochs and result again (recording is idempotent), then its end."""
         if future.status == "finished":
             result = future.result()
