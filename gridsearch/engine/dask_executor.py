@@ -130,15 +130,15 @@ class DaskExecutor:
         future = self.client.submit(
             run_worker_task, job, self.topic, pure=False, key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}"
         )
-        trial = DaskJob(future)
-        future.add_done_callback(lambda done: self._finished(key, trial, done))
-        return trial
+        handle = DaskJob(future)
+        future.add_done_callback(lambda done: self._finished(key, handle, done))
+        return handle
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
         self.events.put((message["key"], message["event"]))
 
-    def _finished(self, key: str, trial: DaskJob, future: Any) -> None:
+    def _finished(self, key: str, handle: DaskJob, future: Any) -> None:
         """Deliver the task's epochs and result again (recording is idempotent), then its end."""
         if future.status == "finished":
             result = future.result()
@@ -147,15 +147,15 @@ class DaskExecutor:
                     self.events.put((key, {**event, "replayed": True}))  # type: ignore[arg-type]
                 elif event["event"] in RESULT_EVENTS:
                     self.events.put((key, event))
-            trial.code = result["code"]
+            handle.code = result["code"]
         elif future.status == "cancelled":
-            trial.code = -signal.SIGKILL
+            handle.code = -signal.SIGKILL
         else:
             error = f"Dask task failed: {future.exception()!r}"
             self.events.put((key, {"event": "error", "error": error, "infrastructure": False}))
-            trial.code = 1
+            handle.code = 1
         self.events.put((key, None))
-        trial.ended.set()
+        handle.ended.set()
 
     def close(self) -> None:
         """Disconnect from the cluster (and stop the local one)."""
