@@ -3,7 +3,7 @@ which trials form cohorts (:class:`Cohorts`)."""
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
@@ -99,15 +99,16 @@ class Cohorts:
 
     def form(self, configs: Sequence[TrialConfig]) -> list[list[int]]:
         """The cohorts of ``configs`` (by index) in the order they are handed out."""
+        alike: dict[Hashable, deque[int]] = {}
         signatures = [self.signature(config) for config in configs]
-        left = list(range(len(configs)))
-        cohorts = []
-        while left:
-            first = left.pop(0)
-            mates = [] if signatures[first] is None else [i for i in left if signatures[i] == signatures[first]]
-            cohort = [first, *mates[: self.fuse - 1]]
-            left = [i for i in left if i not in cohort]
-            cohorts.append(cohort)
+        for index, signature in enumerate(signatures):
+            alike.setdefault(index if signature is None else signature, deque()).append(index)
+        cohorts, taken = [], set()
+        for index, signature in enumerate(signatures):
+            if index not in taken:  # the first trial left heads its signature's queue
+                queue = alike[index if signature is None else signature]
+                cohorts.append([queue.popleft() for _ in range(min(self.fuse, len(queue)))])
+                taken.update(cohorts[-1])
         return cohorts
 
     def describe(self, configs: Sequence[TrialConfig], keys: Sequence[str] | None = None) -> list[str]:
