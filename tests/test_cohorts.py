@@ -1,6 +1,6 @@
-"""Cohorts: up to ``--fuse K`` trials that can train in lockstep, handed to one worker and trained one after
-another in it; the same numbers as one trial per worker, every member resumed after a kill -9, and a member
-that fails alone."""
+"""Cohorts: up to ``--fuse K`` trials that can train as one stack, handed to one worker; trained one after another
+in it (``--in-turn``), the same numbers as one trial per worker, every member resumed after a kill -9, and a
+member that fails alone; trials that cannot stack in separate cohorts, trained at once, as ``plan`` says."""
 
 from __future__ import annotations
 
