@@ -25,8 +25,11 @@ from gridsearch.training.models import build_model, make_optimizer
 BATCH = 86
 
 
-def arguments(description: str) -> argparse.Namespace:
+def arguments(description: str, extend: Callable[[argparse.ArgumentParser], None] | None = None) -> argparse.Namespace:
+    """The benchmarks' common options, and those ``extend`` adds."""
     parser = argparse.ArgumentParser(description=description)
+    if extend is not None:
+        extend(parser)
     parser.add_argument("--data-dir", type=Path, default=data.default_data_dir())
     parser.add_argument("--samples", type=int, default=8600, help="training images per timed epoch")
     parser.add_argument("--repeats", type=int, default=3, help="timed epochs per loop (median reported)")

@@ -86,7 +86,7 @@ def run(sweep_files: str | Path | Sequence[str | Path], **options: Any) -> RunRe
     """Run sweep files one after the other (again to resume them), as ``gridsearch run`` does.
 
     ``options`` are ``gridsearch run``'s, by the names of :class:`~gridsearch.engine.options.RunOptions`:
-    ``db`` (default ``results.db``); ``workers``: cohorts in parallel (default 1 on a CPU, GPUs x
+    ``db`` (default ``results.db``); ``workers``: worker processes at once (default 1 on a CPU, GPUs x
     ``slots_per_gpu`` on GPUs); ``fuse``: the most trials in one cohort (default 1); ``data_dir``: the
     datasets (default ``$GRIDSEARCH_DATA``, else ``./data``; MNIST downloaded and each parsed if needed); ``artifacts``:
     checkpoints (default ``runs/`` beside the database); ``device``: auto, cpu or cuda; ``executor``: local,

@@ -1,6 +1,6 @@
-"""Cohorts: up to ``--fuse K`` trials that can train in lockstep, handed to one worker and trained one after
-another in it; the same numbers as one trial per worker, every member resumed after a kill -9, and a member
-that fails alone."""
+"""Cohorts: up to ``--fuse K`` trials that can train as one stack, handed to one worker; trained one after another
+in it (``--in-turn``), the same numbers as one trial per worker, every member resumed after a kill -9, and a
+member that fails alone; trials that cannot stack in separate cohorts, trained at once, as ``plan`` says."""
 
 from __future__ import annotations
 
@@ -139,3 +139,44 @@ def test_a_fused_sweep_is_selected_evaluated_reported_and_served(tmp_path, data_
     for key in {key for (key,) in rows(db, "SELECT key FROM trials")}:
         answer = client.get(f"/api/models/{key}")
         assert answer.status_code == 200 and answer.get_json()["trial"] == key
+
+
+STACKED = re.compile(
+    r"cohort (\w+): trial (\w+) is member (\d) of (\d), trained fused as one stacked model by process (\d+)"
+)
+
+
+def test_trials_that_cannot_stack_form_separate_cohorts_trained_at_once_and_plan_says_which(tmp_path, data_dir):
+    """``--fuse 4 --workers 2`` over 2 values of ``hidden`` (which shapes the network) x 2 learning rates: 2 cohorts
+    of 2, said once by ``plan`` and ``run``, each trained as one stack by its own process, both at once."""
+    grid = {
+        **GRID,
+        "architecture": "lenet53",
+        "dataset": {"train_size": 1000, "val_size": 200, "test_size": 200},
+        "grid": {"lr": [0.03, 0.06], "hidden": [16, 64]},
+    }
+    sweep = write_sweep(tmp_path, **grid)
+    hidden = {trial.key: trial.config()["params"]["hidden"] for trial in load_sweep(sweep).trials()}
+    said = "cohorts (--fuse 4, one stack each): 4 trials in 2 cohorts (2 of 2); trials that differ in hidden cannot "
+    plan = cli("plan", str(sweep), "--fuse", "4", cwd=tmp_path, check=True).stdout
+    planned = {
+        line.split(": ")[1]: set(line.split(": ")[2].split(", ")) for line in plan.splitlines() if "  cohort" in line
+    }
+    assert said in plan and planned == {
+        f"hidden={size}": {key for key, h in hidden.items() if h == size} for size in (16, 64)
+    }
+    result = gridsearch("run", str(sweep), "--fuse", "4", "--workers", "2", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.count(said) == 1
+    found: dict[str, dict[str, int]] = {}
+    for log in (tmp_path / "runs").glob("*/worker.log"):
+        for cohort, key, _, size, pid in STACKED.findall(log.read_text()):
+            assert size == "2"
+            found.setdefault(cohort, {})[key] = int(pid)
+    assert sorted(map(set, found.values()), key=min) == sorted(planned.values(), key=min)
+    pids = {cohort: set(members.values()) for cohort, members in found.items()}
+    assert all(len(each) == 1 for each in pids.values()) and len(set.union(*pids.values())) == 2
+    db = tmp_path / "results.db"
+    ((last_start, first_end),) = rows(db, "SELECT MAX(started_at), MIN(finished_at) FROM trials")
+    assert last_start < first_end  # every trial was claimed before any was finished: the two ran at once
+    assert rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [("done", 4)]

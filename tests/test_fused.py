@@ -24,8 +24,9 @@ from gridsearch.engine import worker
 from gridsearch.spec.sweep import resolved_defaults
 from gridsearch.training import data
 from gridsearch.training.checkpoints import load_verified
-from gridsearch.training.fused import FusedOptimizer, Hyper, Stack, stack_epoch
 from gridsearch.training.models import build_model
+from gridsearch.training.optimizers import FusedOptimizer, Hyper
+from gridsearch.training.stack import Stack, stack_epoch
 
 TOLERANCE = 1e-3
 """Max relative difference (per tensor: max |fused - per-trial| / max |per-trial|) after one step. Measured on
@@ -188,9 +189,10 @@ def test_two_epochs_fused_and_per_trial_numbers_differ_by_float_order(in_process
 
 
 def test_two_fused_runs_are_bit_identical(in_process_training, tmp_path, data_dir):
-    configs = [config("stn", 100, epochs=2, **variant) for variant in VARIANTS]
-    _, first = run(tmp_path / "a", data_dir, configs, fused=True)
-    _, second = run(tmp_path / "b", data_dir, configs, fused=True)
+    """Two epochs of three, to a budget: ``last.pt`` keeps the resume state (a finished trial's keeps its history)."""
+    configs = [config("stn", 100, epochs=3, **variant) for variant in VARIANTS]
+    _, first = run(tmp_path / "a", data_dir, configs, fused=True, budget=2)
+    _, second = run(tmp_path / "b", data_dir, configs, fused=True, budget=2)
     for i, key in enumerate(first):
         assert epochs(first[key]) == epochs(second[key]) and len(epochs(first[key])) == 2
         a, b = (load_verified(tmp_path / run_ / f"m{i}" / "last.pt", "cpu") for run_ in ("a", "b"))
@@ -293,6 +295,18 @@ def test_the_fused_cohorts_benchmark_runs_at_its_tiniest_size(data_dir):
     assert figures["projected_grid_hours"]["per-trial"] > 0 and summary["device"] == "cpu"
 
 
+def test_the_fused_cohorts_benchmark_times_k_worker_processes_at_once(data_dir):
+    """Per-trial at ``--slots-per-gpu 2``: two worker processes, each training one point as a one-trial job."""
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_cohorts.py"
+    command = [sys.executable, str(script), "--data-dir", str(data_dir), "--samples", "100", "--epochs", "2"]
+    result = subprocess.run([*command, "--slots-per-gpu", "2", "--fuse", "2"], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    figures = json.loads(result.stdout.splitlines()[-1])["results"]["lenet53"]
+    assert set(figures["member_samples_per_s"]) == {"per-trial-2", "fused-2"} and not figures["errors"]
+    assert all(rate > 0 for rate in figures["member_samples_per_s"].values())
+    assert figures["gpu_utilisation_percent"] == {"per-trial-2": None, "fused-2": None}
+
+
 def test_the_stns_affine_grid_is_torchs_bit_for_bit_and_vmap_traces_it():
     torch.manual_seed(0)
     theta = torch.randn(86, 2, 3, requires_grad=True)
@@ -318,3 +332,59 @@ def test_a_resume_that_changes_the_way_says_so_and_goes_on_from_the_checkpoint(i
     assert [e["message"] for e in back["m0"] if e["event"] == "warning"] == [
         "epochs 0-1 were trained fused; the rest is trained per-trial"
     ]
+
+
+def numbers(events: list[dict]) -> list[tuple]:
+    """The epoch rows a member reported, trained or replayed, without their seconds."""
+    return [tuple(v for k, v in e.items() if k not in ("seconds", "key", "replayed")) for e in rows(events)]
+
+
+def test_a_member_finished_per_trial_ends_with_its_cohort_and_the_others_get_the_numbers_of_an_undisturbed_run(
+    in_process_training, tmp_path, data_dir
+):
+    """A trial that finished per-trial (``last.pt``: its history alone), its coordinator killed before recording it,
+    then run again with ``--fuse``: it replays and is done, and its innocent cohort-mates train to the numbers of an
+    undisturbed fused run, reporting no error."""
+    configs = [config("lenet53", 150, epochs=2, **variant) for variant in VARIANTS]
+    _, undisturbed = run(tmp_path / "undisturbed", data_dir, configs, fused=True)
+    folder = tmp_path / "mixed"
+    _, alone = run(folder, data_dir, configs[1:2], fused=False)  # m0 of a one-member cohort: trial 1 per-trial
+    (folder / "m0").rename(folder / "m1")
+    assert set(load_verified(folder / "m1" / "last.pt", "cpu")) == {"history", "finished"}
+    code, mixed = run(folder, data_dir, configs, fused=True)
+    assert code == 0
+    assert not [e for events in mixed.values() for e in events if e["event"] == "error"]
+    assert [mixed[key][-1]["event"] for key in mixed] == ["done", "done", "done"]
+    assert all(e.get("replayed") for e in rows(mixed["m1"])) and numbers(mixed["m1"]) == numbers(alone["m0"])
+    for key in ("m0", "m2"):
+        assert epochs(mixed[key]) == epochs(undisturbed[key])
+
+
+def test_checkpoints_have_one_format_and_a_cohort_resumes_from_members_trained_either_way(
+    in_process_training, tmp_path, data_dir
+):
+    """A fused member's ``last.pt`` shrinks to its history once it is done, as a per-trial one's does. A cohort whose
+    members were trained fused (m0, m1), per-trial (m2) or not yet (m3) resumes fused: m3 trains its first epoch
+    while the others wait, then all go on as one stack; the fused ones get the numbers of an undisturbed run."""
+    configs = [config("lenet53", 150, epochs=2, **variant) for variant in [*VARIANTS, {"lr": 0.02, "momentum": 0.8}]]
+    _, undisturbed = run(tmp_path / "undisturbed", data_dir, configs, fused=True)
+    for i in range(4):
+        run_dir = tmp_path / "undisturbed" / f"m{i}"
+        assert set(load_verified(run_dir / "last.pt", "cpu")) == {"history", "finished", "execution"}
+        assert not (run_dir / "last.prev.pt").exists()
+    folder = tmp_path / "mixed"
+    run(folder, data_dir, configs[:2], fused=True, budget=1)  # m0, m1: epoch 0 fused
+    _, per_trial = run(tmp_path / "alone", data_dir, configs[2:3], fused=False, budget=1)
+    (tmp_path / "alone" / "m0").rename(folder / "m2")  # m2: epoch 0 per-trial
+    code, resumed = run(folder, data_dir, configs, fused=True)
+    assert code == 0 and [resumed[key][-1]["event"] for key in resumed] == ["done"] * 4
+    for key in ("m0", "m1"):
+        assert numbers(resumed[key]) == numbers(undisturbed[key])
+        assert [bool(e.get("replayed")) for e in rows(resumed[key])] == [True, False]
+    assert epochs(resumed["m3"]) == epochs(undisturbed["m3"])
+    assert [e["message"] for e in resumed["m2"] if e["event"] == "warning"] == [
+        "epochs 0-0 were trained per-trial; the rest is trained fused"
+    ]
+    assert numbers(resumed["m2"])[0] == numbers(per_trial["m0"])[0]
+    for i in range(4):
+        assert set(load_verified(folder / f"m{i}" / "last.pt", "cpu")) == {"history", "finished", "execution"}

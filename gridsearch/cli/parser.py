@@ -40,19 +40,24 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=_positive_int,
         default=None,
-        help="trials run in parallel (default: 1 on CPU; GPUs x --slots-per-gpu; a Dask cluster's worker threads)",
+        help="worker processes at once, each training one cohort (default: 1 on CPU; GPUs x --slots-per-gpu; "
+        "a Dask cluster's threads)",
     )
     run.add_argument("--device", choices=DEVICES, default="auto")
     run.add_argument(
-        "--slots-per-gpu", type=_positive_int, default=1, help="trials run at once on each visible GPU (default: 1)"
+        "--slots-per-gpu",
+        type=_positive_int,
+        default=1,
+        help="worker processes at once on each visible GPU (default: 1)",
     )
     run.add_argument(
         "--fuse",
         type=_positive_int,
         default=1,
         metavar="K",
-        help="hand a worker up to K trials that can train in lockstep (same architecture, batch size, seed, "
-        "split and epochs) as one cohort, trained as one stacked model (default: 1)",
+        help="hand a worker up to K trials that can train as one stack (the same architecture, seed, data split "
+        "and every param but the optimizer's, dropout, augmentation and patience) as one cohort, trained as one "
+        "stacked model (default: 1)",
     )
     run.add_argument(
         "--in-turn",
@@ -110,8 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     plan.add_argument("sweep_file", type=Path)
     plan.add_argument("--max-trials", type=_positive_int, default=DEFAULT_MAX_TRIALS)
     plan.add_argument(
-        "--workers", type=_positive_int, default=None, help="trials in parallel, for the wall-time estimate"
+        "--workers",
+        type=_positive_int,
+        default=None,
+        help="worker processes at once, as run's --workers, for the wall-time estimate",
     )
+    plan.add_argument(
+        "--fuse", type=_positive_int, default=1, metavar="K", help="as run's --fuse K: say which cohorts will form"
+    )
+    plan.add_argument("--in-turn", action="store_true", help="as run's --in-turn (with --fuse K)")
     plan.add_argument(
         "--device",
         choices=DEVICES,

@@ -118,6 +118,11 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
         if search.describes_rungs:
             print("\n" + _rung_plan(sweep, len(set(table["key"]))))
+        if args.fuse > 1:
+            from gridsearch.engine.jobs import Cohorts
+
+            cohorts = Cohorts(args.fuse, stacked=not args.in_turn)
+            print("\n" + "\n".join(cohorts.describe([t.config() for t in trials], [t.key for t in trials])))
         print("\n" + _cost_lines(sweep, trials, storage, stored, args.device, args.workers))
     if storage is not None:
         storage.close()  # the last reader to close removes SQLite's -wal and -shm files

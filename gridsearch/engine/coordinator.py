@@ -6,10 +6,11 @@ results so far; the worker pool (``pool``) starts and watches their processes; t
 (``recorder``) maps what workers report to the store; selection (``selection``) picks the best trial
 and tests it once.
 
-Trials are handed to workers in cohorts: up to ``--fuse K`` trials that can train in lockstep (the same
-``cohort_signature``), in the strategy's order. The coordinator claims each trial atomically (so two
-``run`` commands never train the same trial), starts a cohort as soon as a slot frees, renews the leases
-of its running trials, and restarts a worker killed from outside from its members' checkpoints. Ctrl-C,
+Trials are handed to workers in cohorts, formed here by one rule (``jobs.Cohorts``): up to ``--fuse K`` trials
+that can train as one stack (the same ``cohort_signature``), in the strategy's order; ``run`` says once what
+cohorts that makes. The coordinator claims each trial atomically (so two ``run`` commands never train the same
+trial), starts a worker for a cohort as soon as one of ``--workers`` slots frees, renews the leases of its
+running trials, and restarts a worker killed from outside from its members' checkpoints. Ctrl-C,
 SIGTERM or a crash leave trials 'interrupted' or 'running' with a stale lease; the next ``run`` resumes them.
 """
 
@@ -19,7 +20,7 @@ import itertools
 import signal
 import time
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from gridsearch import __version__
 from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
 from gridsearch.engine.failures import commonest_error, exit_reason, headline
-from gridsearch.engine.jobs import cohort_signature
+from gridsearch.engine.jobs import Cohorts
 from gridsearch.engine.local_executor import LocalExecutor
 from gridsearch.engine.options import RunOptions
 from gridsearch.engine.pool import (
@@ -51,7 +52,7 @@ from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.sweep import Sweep, Trial, resolve_warm_starts
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
-from gridsearch.store.records import Evaluation
+from gridsearch.store.records import Evaluation, TrialSummary
 from gridsearch.store.storage import Owner, Storage
 from gridsearch.training.run_folders import Maker
 from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_params
@@ -109,6 +110,8 @@ class Coordinator(SearchCallbacks):
         self.restarts: dict[str, int] = {}
         self.retries: dict[str, int] = {}
         self.configs: dict[str, TrialConfig] = {}
+        self.cohorts = Cohorts(options.fuse, stacked=not options.in_turn)
+        self.signatures: dict[str, Hashable | None] = {}
 
     def run(self) -> SweepOutcome:
         """Run the sweep's search over its unfinished trials, then select and test the best. Whatever ends
@@ -205,6 +208,8 @@ class Coordinator(SearchCallbacks):
         another live coordinator is running."""
         rows = self.storage.trial_rows(keys)
         todo = deque(key for key in keys if needs_training(rows.get(key), budget))
+        if self.options.fuse > 1 and todo:
+            self.progress.message(self.cohorts.describe([self.configs[key] for key in todo])[0])
         elsewhere: set[str] = set()
         last_heartbeat = time.monotonic()
         while todo or self.pool.running or elsewhere:
@@ -227,13 +232,13 @@ class Coordinator(SearchCallbacks):
                 elsewhere.clear()
 
     def _claim_cohort(self, todo: deque[str], budget: int | None, elsewhere: set[str]) -> list[str]:
-        """Take from ``todo`` the first trial and up to ``fuse - 1`` more of its cohort signature, in order,
+        """Take from ``todo`` the first trial and up to ``fuse - 1`` more of its cohort (``Cohorts``), in order,
         claiming each; those another live coordinator runs go to ``elsewhere``."""
         first = todo.popleft()
-        signature = cohort_signature(self.configs[first])
+        signature = self._signature(first)
         mates: Iterable[str] = ()
-        if self.options.fuse > 1:  # a copy: members leave ``todo`` as they are found
-            mates = (key for key in list(todo) if cohort_signature(self.configs[key]) == signature)
+        if signature is not None:  # a copy: members leave ``todo`` as they are found
+            mates = (key for key in list(todo) if self._signature(key) == signature)
         cohort: list[str] = []
         for key in itertools.chain([first], mates):
             if len(cohort) == self.options.fuse:
@@ -245,6 +250,11 @@ class Coordinator(SearchCallbacks):
             elif needs_training(self.storage.trial(key), budget):
                 elsewhere.add(key)  # another live coordinator runs it
         return cohort
+
+    def _signature(self, key: str) -> Hashable | None:
+        if key not in self.signatures:
+            self.signatures[key] = self.cohorts.signature(self.configs[key])
+        return self.signatures[key]
 
     def _start(self, cohort: list[str], budget: int | None) -> None:
         rows = self.storage.trial_rows(cohort)
@@ -305,26 +315,21 @@ class Coordinator(SearchCallbacks):
             if status == TrialStatus.INTERRUPTED and not restart:
                 self.progress.trial_finished(key, status, "back in the queue: its cohort's worker ended first")
                 continue
-            if summary is not None:
-                detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
-                if status == TrialStatus.STOPPED:
-                    detail += f", stopped after epoch {summary['epochs_run'] - 1}"
-            else:
-                detail = f"{headline(error)}{f'; {restart}' if restart else ''}"
-            self.progress.trial_finished(key, status, detail)
+            self.progress.trial_finished(key, status, _ending(status, summary, error, restart))
             if status in FAILURES and failed_for_good is None:
                 failed_for_good = (key, status, error)
         if folder_failed and (problem := writable(self.artifacts)) is not None:
             raise artifacts_unavailable(self.artifacts, problem)
         todo.extendleft(reversed(again))
         if self.options.fail_fast and failed_for_good is not None:
-            key, status, error = failed_for_good
-            label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
-            raise FailedFast(
-                f"stopped at the first failed trial (--fail-fast): trial {key} ({label}) {status}: {headline(error)}; "
-                f"{len(self.pool)} running trial(s) interrupted; to resume and run it again: "
-                f"{self._retry_command()}"
-            )
+            raise self._failed_fast(*failed_for_good)
+
+    def _failed_fast(self, key: str, status: str, error: str | None) -> FailedFast:
+        label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
+        return FailedFast(
+            f"stopped at the first failed trial (--fail-fast): trial {key} ({label}) {status}: {headline(error)}; "
+            f"{len(self.pool)} running trial(s) interrupted; to resume and run it again: {self._retry_command()}"
+        )
 
     def _log(self, key: str) -> Path:
         return self.artifacts / key / "worker.log"
@@ -414,6 +419,14 @@ def needs_training(row: TrialRow | None, budget: int | None) -> bool:
     if row is None or row.status not in CLAIMABLE:
         return False
     return row.status != TrialStatus.STOPPED or budget is None or row.epochs_run < budget
+
+
+def _ending(status: str, summary: TrialSummary | None, error: str | None, restart: str) -> str:
+    """How a trial's worker ended it, in a few words, for the progress line."""
+    if summary is None:
+        return f"{headline(error)}{f'; {restart}' if restart else ''}"
+    detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
+    return detail + (f", stopped after epoch {summary['epochs_run'] - 1}" if status == TrialStatus.STOPPED else "")
 
 
 def _final_standing(key: str, row: TrialRow | None, select: str) -> halving.Standing:

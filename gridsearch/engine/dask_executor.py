@@ -1,7 +1,8 @@
 """Running workers on a Dask cluster, for sweeps that outgrow one machine.
 
-Each trial is one Dask task. On whichever worker host Dask picks, the task runs the trial in its
-own subprocess (``python -m gridsearch.engine.worker``, as isolated and deterministic as on one machine)
+Each job (a cohort of trials, or one trial's evaluation) is one Dask task. On whichever Dask worker host Dask
+picks, the task runs gridsearch's worker in its own subprocess (``python -m gridsearch.engine.worker``, as
+isolated and deterministic as on one machine)
 and forwards the worker's JSON events through Dask's event log (``Worker.log_event`` →
 ``Client.subscribe_topic``), so the coordinator records epochs as they happen. The task also returns
 every event, so nothing is lost if a streamed one arrives late. If a Dask worker dies mid-trial,
@@ -79,8 +80,8 @@ def _read_lines(stream: Any, lines: queue.Queue) -> None:
     lines.put(None)
 
 
-class DaskTrial:
-    """A trial's Dask task, seen as a worker process by the coordinator."""
+class DaskJob:
+    """A job's Dask task, seen as a worker process by the coordinator."""
 
     def __init__(self, future: Any):
         self.future = future
@@ -121,23 +122,23 @@ class DaskExecutor:
         self.client.subscribe_topic(self.topic, self._on_event)
 
     def capacity(self) -> int:
-        """Trials the cluster runs at once: one per Dask worker thread."""
+        """Workers (jobs) the cluster runs at once: one per Dask worker thread."""
         return sum(self.client.nthreads().values())
 
-    def start(self, key: str, job: Job) -> DaskTrial:
+    def start(self, key: str, job: Job) -> DaskJob:
         """Submit ``job`` as a task; its events go to the queue as ``(cohort, event)``, then ``(cohort, None)``."""
         future = self.client.submit(
             run_worker_task, job, self.topic, pure=False, key=f"gridsearch-{job['task']}-{key}-{uuid.uuid4().hex[:8]}"
         )
-        trial = DaskTrial(future)
-        future.add_done_callback(lambda done: self._finished(key, trial, done))
-        return trial
+        handle = DaskJob(future)
+        future.add_done_callback(lambda done: self._finished(key, handle, done))
+        return handle
 
     def _on_event(self, event: tuple[float, dict[str, Any]]) -> None:
         _, message = event
         self.events.put((message["key"], message["event"]))
 
-    def _finished(self, key: str, trial: DaskTrial, future: Any) -> None:
+    def _finished(self, key: str, handle: DaskJob, future: Any) -> None:
         """Deliver the task's epochs and result again (recording is idempotent), then its end."""
         if future.status == "finished":
             result = future.result()
@@ -146,15 +147,15 @@ class DaskExecutor:
                     self.events.put((key, {**event, "replayed": True}))  # type: ignore[arg-type]
                 elif event["event"] in RESULT_EVENTS:
                     self.events.put((key, event))
-            trial.code = result["code"]
+            handle.code = result["code"]
         elif future.status == "cancelled":
-            trial.code = -signal.SIGKILL
+            handle.code = -signal.SIGKILL
         else:
             error = f"Dask task failed: {future.exception()!r}"
             self.events.put((key, {"event": "error", "error": error, "infrastructure": False}))
-            trial.code = 1
+            handle.code = 1
         self.events.put((key, None))
-        trial.ended.set()
+        handle.ended.set()
 
     def close(self) -> None:
         """Disconnect from the cluster (and stop the local one)."""

@@ -26,15 +26,17 @@ class RunOptions:
     db_wait: float = DEFAULT_WAIT_SECONDS
     """How long the run waits out a database that is unreachable or locked before it stops (seconds)."""
     workers: int | None = None
-    """Cohorts trained at once (default: 1 on a CPU; GPUs x ``slots_per_gpu``; a Dask cluster's threads)."""
+    """Worker processes at once, each training one cohort (default: 1 on a CPU; GPUs x ``slots_per_gpu``; a Dask
+    cluster's threads)."""
     data_dir: Path | None = None
     """The datasets' folder (default ``$GRIDSEARCH_DATA``, else ``./data``)."""
     artifacts: Path | None = None
     """Run folders and checkpoints (default ``runs/`` beside the database)."""
     device: str = "auto"
     slots_per_gpu: int = 1
+    """Worker processes at once on each GPU."""
     fuse: int = 1
-    """The most trials in one cohort: trials that can train in lockstep, given to one worker."""
+    """The most trials in one cohort: trials that can train as one stack (``jobs.Cohorts``), given to one worker."""
     in_turn: bool = False
     """Train a cohort's members one after another instead of as one stacked model (``fuse`` > 1)."""
     executor: str = "local"

@@ -1,4 +1,4 @@
-"""The worker: one process per cohort of trials, training (or evaluating) each and reporting JSON events.
+"""The worker: one process per job, training a cohort of trials (or evaluating one) and reporting JSON events.
 
 Two ways in, one job: on the coordinator's machine a worker is forked from a forkserver that has
 already imported torch, the engine and every architecture (``run_forked``, started by
@@ -26,10 +26,10 @@ import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 from gridsearch.engine.jobs import Job, Member
-from gridsearch.training.events import Emit, Error, Event
+from gridsearch.training.events import Emit, Error, Event, Hello
 from gridsearch.vocabulary import Execution
 
 PR_SET_PDEATHSIG = 1
@@ -98,99 +98,97 @@ def log_to(log: Path) -> None:
 
 
 def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
-    """Run a job's members, each reporting its events (tagged with its ``key``) through ``emit``: with
-    ``fused``, those that can stack as one model first (``run_stack``), then the others one after another; a
-    member that raises reports an ``error`` and the next one goes on. The exit code: 1 if any member failed.
-    ``log``: switches the process's output to each member's ``worker.log`` as it starts."""
-    failed = False
+    """Run a job's members, each reporting its events (tagged with its ``key``) through ``emit``: a ``fused`` job
+    as one stack (``run_stack``), else one after another, a member that raises reporting an ``error`` and the next
+    one going on. The exit code: 1 if any member failed. ``log``: switches the process's output to each member's
+    ``worker.log`` as it starts."""
     members = job["members"]
-    stacked: list[list[int]] = []
-    alone: dict[int, str] = {}
-    if job.get("fused") and job["task"] == "train":
-        from gridsearch.training.fused import stacks
-
-        stacked, alone = stacks([member["config"] for member in members])
-    for stack in stacked:
-        failed |= run_stack(job, [members[index] for index in stack], emit, log)
+    if job.get("fused") and job["task"] == "train" and len(members) > 1:
+        return 1 if run_stack(job, emit, log) else 0
+    failed = False
     for index, member in enumerate(members):
-        if any(index in stack for stack in stacked):
-            continue
         run_dir = Path(member["run_dir"])
         run_dir.mkdir(parents=True, exist_ok=True)
         if log is not None:
             log(run_dir / "worker.log")
         if len(members) > 1:
-            why = f" ({Execution.PER_TRIAL}: {alone[index]})" if index in alone else ""
             print(
                 f"cohort {job['cohort']}: trial {member['key']} is member {index + 1} of {len(members)}, "
-                f"trained in turn by process {os.getpid()}{why}",
+                f"trained in turn by process {os.getpid()}",
                 file=sys.stderr,
                 flush=True,
             )
-
-        def tagged(event: Event, key: str = member["key"]) -> None:
-            if event["event"] == "started":
-                event = {**event, "execution": Execution.PER_TRIAL, "cohort": job["cohort"], "cohort_size": 1}
-            emit(cast(Event, {**event, "key": key}))
-
+        send = tagged(member["key"], emit)
         try:
-            run_member(job, member, tagged)
+            run_member(job, member, send)
         except (Exception, SystemExit) as exc:
             traceback.print_exc()
-            tagged(error_event(exc, job, member))
+            send(error_event(exc, job, member))
             failed = True
     return 1 if failed else 0
 
 
-def run_stack(job: Job, members: list[Member], emit: Emit, log: LogTo | None = None) -> bool:
-    """Train ``members`` as one stacked model (``gridsearch.training.fused``), the process's output in the first
-    one's ``worker.log`` and a line in each member's saying so; whether any of them failed."""
+def tagged(key: str, emit: Emit, ended: dict[str, str] | None = None) -> Emit:
+    """``emit`` for the member ``key``: its events tagged with its key (and how each ended noted in ``ended``)."""
+
+    def send(event: Event) -> None:
+        if ended is not None and event["event"] in ("done", "error"):
+            ended[key] = event["event"]
+        emit(cast(Event, {**event, "key": key}))
+
+    return send
+
+
+def run_stack(job: Job, emit: Emit, log: LogTo | None = None) -> bool:
+    """Train the job's members as one stacked model (``gridsearch.training.fused``), the process's output in the
+    first one's ``worker.log`` and a line in each member's saying so; whether any of them failed."""
     import torch
 
-    from gridsearch.training.fused import StackMember, train_stack
+    from gridsearch.training.fused import train_stack
 
-    ended: dict[str, str] = {}
-
-    def tagged(key: str) -> Emit:
-        def send(event: Event) -> None:
-            if event["event"] in ("done", "error"):
-                ended[key] = event["event"]
-            emit(cast(Event, {**event, "key": key}))
-
-        return send
-
+    members, ended = job["members"], dict[str, str]()
+    device = torch.device(job["device"])
     for index, member in enumerate(members):
-        Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
+        run_dir = Path(member["run_dir"])
+        run_dir.mkdir(parents=True, exist_ok=True)
         if log is not None and index == 0:
-            log(Path(member["run_dir"]) / "worker.log")
-        with open(Path(member["run_dir"]) / "worker.log", "a") as file:
+            log(run_dir / "worker.log")
+        with open(run_dir / "worker.log", "a") as file:
             file.write(
                 f"cohort {job['cohort']}: trial {member['key']} is member {index + 1} of {len(members)}, trained "
                 f"{Execution.FUSED} as one stacked model by process {os.getpid()}\n"
             )
-    stack = [StackMember(m["key"], m["config"], Path(m["run_dir"]), tagged(m["key"])) for m in members]
+        tagged(member["key"], emit)(hello(device))
+    channels = [tagged(member["key"], emit, ended) for member in members]
+    stack = [(member["config"], Path(member["run_dir"]), send) for member, send in zip(members, channels)]
     try:
-        train_stack(stack, Path(job["data_dir"]), torch.device(job["device"]), job["epoch_budget"], job["cohort"])
+        train_stack(stack, Path(job["data_dir"]), device, job["epoch_budget"], job["cohort"])
     except (Exception, SystemExit) as exc:
         traceback.print_exc()
-        for member, entry in zip(members, stack):
+        for member, send in zip(members, channels):
             if member["key"] not in ended:
-                entry.emit(error_event(exc, job, member))
+                send(error_event(exc, job, member))
     return "error" in ended.values()
 
 
+def hello(device: Any) -> Hello:
+    """The ``hello`` event of a member this process takes up on ``device``."""
+    import torch
+
+    return {"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__}
+
+
 def run_member(job: Job, member: Member, emit: Emit) -> None:
-    """Train or evaluate one member of ``job``, reporting its events through ``emit``."""
+    """Train or evaluate one member of ``job`` on its own, reporting its events through ``emit``."""
     import torch
 
     from gridsearch.training import loop as training
 
     device = torch.device(job["device"])
     run_dir, data_dir, config = Path(member["run_dir"]), Path(job["data_dir"]), member["config"]
-    emit({"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__})
+    emit(hello(device))
     if job["task"] == "train":
-        summary, finished = training.train_trial(config, run_dir, data_dir, device, emit, job["epoch_budget"])
-        emit({"event": "done", **summary, "finished": finished})
+        training.train_trial(config, run_dir, data_dir, device, emit, job["epoch_budget"], job["cohort"])
     else:
         evaluation, best_epoch = training.evaluate_trial(config, run_dir, data_dir, device, job["test_size"])
         emit({"event": "evaluation", **evaluation, "best_epoch": best_epoch})

@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from gridsearch.vocabulary import Execution
+
 FINISHED = "finished"
 """The key that marks a resume checkpoint holding a finished trial's history alone."""
 
@@ -70,13 +72,17 @@ def load_verified(path: Path, device: torch.device | str) -> dict[str, Any]:
     return torch.load(io.BytesIO(data), map_location=device, weights_only=True)
 
 
-def keep_history_only(run_dir: Path, history: list[Any]) -> None:
-    """A finished trial (trained to its end, or stopped early) drops its resume checkpoints: ``last.pt``
-    becomes its epoch history alone (a few KB, no weights nor optimizer state) and ``last.prev.pt`` goes.
+def keep_history_only(run_dir: Path, history: list[Any], execution: Execution = Execution.PER_TRIAL) -> None:
+    """A finished trial (trained to its end, or stopped early), whichever way it trained, drops its resume
+    checkpoints: ``last.pt`` becomes its epoch history alone (a few KB, no weights nor optimizer state; with
+    ``execution`` when that is not per-trial, as in every resume checkpoint) and ``last.prev.pt`` goes.
     ``best.pt`` stays for evaluation, warm starts, committees and the web app. The history lets a worker
     that finished just before its coordinator died replay the trial instead of training it again."""
     last = run_dir / "last.pt"
-    save_atomically({"history": history, FINISHED: True}, last)
+    state: dict[str, Any] = {"history": history, FINISHED: True}
+    if execution != Execution.PER_TRIAL:
+        state["execution"] = execution.value
+    save_atomically(state, last)
     for path in (previous_path(last), checksum_path(previous_path(last))):
         path.unlink(missing_ok=True)
 

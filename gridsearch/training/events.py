@@ -1,9 +1,9 @@
 """What a training or evaluation job reports while it runs: JSON events, one ``TypedDict`` each.
 
-A worker sends them to the coordinator in order, for each trial of its cohort in turn: ``hello``, then for
-training ``started``, one ``epoch`` per epoch (past epochs again, ``replayed``, after a resume), any
-``warning``, and ``done``; for an evaluation ``evaluation``; ``error`` instead of the last one if the trial
-failed. The worker tags each with the trial's ``key``.
+A worker sends them to the coordinator in order for each trial of its cohort (the members of a stack
+interleaved, epoch by epoch): ``hello``, then for training ``started``, one ``epoch`` per epoch (past epochs
+again, ``replayed``, after a resume), any ``warning``, and ``done``; for an evaluation ``evaluation``; ``error``
+instead of the last one if the trial failed. The worker tags each with the trial's ``key``.
 """
 
 from __future__ import annotations
