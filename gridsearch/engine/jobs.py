@@ -6,7 +6,7 @@ from typing import Literal, NotRequired, TypedDict
 
 from gridsearch.spec.config import TrialConfig
 
-Task = Literal["train", "evaluate"]
+Task = Literal["train", "evaluate", "measure"]
 
 
 class Member(TypedDict):
@@ -18,9 +18,10 @@ class Member(TypedDict):
 
 
 class Job(TypedDict):
-    """Train a cohort's trials (to their end, or to ``epoch_budget`` epochs), or evaluate one trial's best
-    weights on the test set. A cohort's members share what lets them train in lockstep (``cohort_signature``);
-    here they train one after another in one worker, each reporting its own events."""
+    """Train a cohort's trials (to their end, or to ``epoch_budget`` epochs), evaluate one trial's best
+    weights on the test set, or measure each member's inference time (``training.inference``). A cohort's
+    members share what lets them train in lockstep (``cohort_signature``); here they train one after another in
+    one worker, each reporting its own events."""
 
     task: Task
     cohort: str

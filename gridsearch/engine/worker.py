@@ -180,7 +180,7 @@ def run_stack(job: Job, members: list[Member], emit: Emit, log: LogTo | None = N
 
 
 def run_member(job: Job, member: Member, emit: Emit) -> None:
-    """Train or evaluate one member of ``job``, reporting its events through ``emit``."""
+    """Train, evaluate or measure one member of ``job``, reporting its events through ``emit``."""
     import torch
 
     from gridsearch.training import loop as training
@@ -191,6 +191,10 @@ def run_member(job: Job, member: Member, emit: Emit) -> None:
     if job["task"] == "train":
         summary, finished = training.train_trial(config, run_dir, data_dir, device, emit, job["epoch_budget"])
         emit({"event": "done", **summary, "finished": finished})
+    elif job["task"] == "measure":
+        from gridsearch.training.inference import inference_ms
+
+        emit({"event": "measured", "inference_ms": inference_ms(config, run_dir, data_dir, device)})
     else:
         evaluation, best_epoch = training.evaluate_trial(config, run_dir, data_dir, device, job["test_size"])
         emit({"event": "evaluation", **evaluation, "best_epoch": best_epoch})
