@@ -211,9 +211,7 @@ def test_best_and_weighted_rules():
     assert chosen(Rule("weighted", weights=(("val_accuracy", 1.0),))) == "big"
     assert chosen(Rule("weighted", weights=(("parameters", 1.0),))) == "tiny"
     # scaled over the front: accuracy (0.9910 - v) / 0.041 and size (500 - p) / 495, 1 best; equal weights
-    scores = {
-        key: (acc - 0.95) / 0.041 + (500 - size) / 495 for key, (acc, size) in FRONT.items()
-    }
+    scores = {key: (acc - 0.95) / 0.041 + (500 - size) / 495 for key, (acc, size) in FRONT.items()}
     assert chosen(Rule("weighted", weights=(("val_accuracy", 1.0), ("parameters", 1.0)))) == max(scores, key=scores.get)
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from itertools import combinations
+from pathlib import Path
+from statistics import fmean
 
 import matplotlib.pyplot as plt
 import matplotlib.ticker
@@ -18,6 +20,8 @@ import pandas as pd
 from gridsearch.analysis.trained_models import BestModel
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, Paragraph, table
 from gridsearch.engine.objectives import INFERENCE, points
+from gridsearch.engine.selection import seeds_of
+from gridsearch.errors import UserError
 from gridsearch.spec import pareto
 from gridsearch.spec.config import config_value
 from gridsearch.spec.pareto import Objective
@@ -169,3 +173,55 @@ def front_part(folder: Folder, storage: Storage, models: Sequence[BestModel]) ->
 
 def _number(value: float) -> str:
     return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+def test_front(storage: Storage, sweep: str, artifacts: Path, data_dir: Path) -> tuple[pd.DataFrame, int]:
+    """Test every trial of each point of ``sweep``'s stored front on the sweep's test images, on CPU, as its selected
+    trial was (one already tested at that size is kept); the front with each point's test accuracy, and how many
+    trials were tested now. Nothing else changes: the selection is the rule's, on validation, never the test."""
+    objectives, _ = sweep_objectives(storage, sweep)
+    if not objectives:
+        raise UserError(f"sweep {sweep!r} selects by one objective: it has no front (list several objectives)")
+    stored = storage.front(sweep)
+    if not stored:
+        raise UserError(f"sweep {sweep!r} has no front yet (run it to the end first)")
+    row, rows = storage.sweep(sweep), storage.trials(sweep)
+    trials = [trial for point in stored for trial in seeds_of(rows, point.key)]
+    todo = [trial for trial in trials if _untested(storage, trial.key, row.test_size)]
+    for trial in todo:
+        if not (artifacts / trial.key / "best.pt").exists():
+            raise UserError(
+                f"trial {trial.key}: no best weights at {artifacts / trial.key / 'best.pt'} (pass --artifacts)"
+            )
+    if todo:
+        import torch
+
+        from gridsearch.training import data
+        from gridsearch.training.loop import evaluate_trial
+
+        data.prepare(data_dir, todo[0].config["dataset"]["name"])
+        for trial in todo:
+            result, _ = evaluate_trial(
+                trial.config, artifacts / trial.key, data_dir, torch.device("cpu"), row.test_size
+            )
+            storage.save_evaluation(trial.key, "test", result)
+    records = []
+    for point in stored:
+        members = seeds_of(rows, point.key)
+        tests = [storage.evaluation(trial.key, "test") for trial in members]
+        records.append(
+            {
+                "key": point.key,
+                "params": format_params((p, config_value(members[0].config, p)) for p in row.gridded_params),
+                **{o.metric: point.values[o.metric] for o in objectives},
+                "test_accuracy": fmean(test.accuracy for test in tests if test),
+                "test_errors": sum(test.errors for test in tests if test),
+                "selected": row.selected_trial in {trial.key for trial in members},
+            }
+        )
+    return pd.DataFrame.from_records(records), len(todo)
+
+
+def _untested(storage: Storage, key: str, test_size: int) -> bool:
+    previous = storage.evaluation(key, "test")
+    return previous is None or previous.samples != test_size

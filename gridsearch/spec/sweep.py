@@ -3,7 +3,7 @@
 A sweep file names an architecture, a dataset split, fixed ``params`` and a ``grid`` (a dict of
 lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes), and optionally how to
 ``search`` it (every trial to the end, successive halving or Hyperband, points drawn at random: random
-or sobol, see ``gridsearch.spec.sampling``, or points proposed from the results so far: tpe, gp; see
+or sobol, see ``gridsearch.spec.sampling``, or points proposed from the results so far: tpe, nsga2, gp; see
 ``gridsearch.spec.search``). :func:`load_sweep` reads one (see
 ``gridsearch.spec.validation``): every key is checked before anything runs, and problems raise
 :class:`UserError` naming the file, line and key.
