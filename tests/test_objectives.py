@@ -395,3 +395,44 @@ def test_nsga2_breeds_each_generation_from_the_one_before(tmp_path):
     strategy_for(sweep).search(evaluate)
     inherited = [sum(lr in set(batches[b - 1]) | set(batches[0]) for lr in batches[b]) for b in (1, 2, 3)]
     assert sum(inherited) >= 6, (batches, inherited)
+
+
+def test_with_several_seeds_a_point_is_a_configuration_scored_by_the_mean_of_its_seeds(tmp_path, data_dir):
+    """Objectives val_loss and epoch_seconds over seeds 0 and 1: each stored front member's values are its
+    configuration's means (epoch_seconds: each trial's train_seconds / epochs_run); every seed of the chosen
+    configuration is tested, and the selected trial is its best seed by val_loss."""
+    sweep = write_sweep(
+        tmp_path,
+        **{**CONVNET, "params": {"epochs": 1, "batch_size": 50}},
+        name="seeded",
+        grid={"channels": [2, 4], "lr": [0.03, 0.1]},
+        seeds=[0, 1],
+        objectives=[{"metric": "val_loss", "direction": "min"}, {"metric": "epoch_seconds", "direction": "min"}],
+    )
+    plan = cli("plan", str(sweep), cwd=tmp_path, check=True)
+    assert (
+        "objectives: val_loss (min), epoch_seconds (min); the front's trial selected: the best val_loss" in plan.stdout
+    )
+    cli("run", str(sweep), cwd=tmp_path, data_dir=data_dir, check=True)
+    db = tmp_path / "results.db"
+    trials = rows(db, "SELECT key, config, val_loss, train_seconds, epochs_run FROM trials")
+    by_point: dict[str, list[tuple]] = {}
+    for key, config, loss, seconds, epochs in trials:
+        params = json.loads(config)["params"]
+        by_point.setdefault(f"{params['channels']}-{params['lr']}", []).append((key, loss, seconds / epochs))
+    assert all(len(seeds) == 2 for seeds in by_point.values()) and len(by_point) == 4
+    means = {
+        point: (np.mean([s[1] for s in seeds]), np.mean([s[2] for s in seeds])) for point, seeds in by_point.items()
+    }
+    stored = rows(db, 'SELECT trial_key, "values" FROM fronts ORDER BY position')
+    expected = {p for p, v in means.items() if not any(dominates(w, v) for w in means.values())}
+    assert len(stored) == len(expected)
+    for key, values in stored:
+        (point,) = [p for p, seeds in by_point.items() if key in {s[0] for s in seeds}]
+        assert point in expected
+        assert json.loads(values) == pytest.approx({"val_loss": means[point][0], "epoch_seconds": means[point][1]})
+    chosen = min(expected, key=lambda p: means[p])  # the best val_loss
+    tested = {key for (key,) in rows(db, "SELECT trial_key FROM evaluations WHERE name = 'test'")}
+    assert tested == {s[0] for s in by_point[chosen]}
+    best_seed = min(by_point[chosen], key=lambda s: s[1])[0]
+    assert rows(db, "SELECT selected_trial FROM sweeps") == [(best_seed,)]

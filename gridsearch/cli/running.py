@@ -109,6 +109,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
                 "change once it has one"
             )
+        if sweep.rule is not None:
+            objectives = ", ".join(f"{o.metric} ({o.direction})" for o in sweep.objectives)
+            print(f"\nobjectives: {objectives}; the front's trial selected: {sweep.rule.describe()}")
         search = sweep.search
         if search.asks:
             assert search.trials is not None and search.batch is not None
