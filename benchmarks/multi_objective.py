@@ -3,12 +3,12 @@ the hypervolume of the front each finds, over validation accuracy (max) and para
 each trains. Targets: halving's hypervolume >= 0.95 of the grid's, at <= 1/3 of its epochs. Last line: one JSON
 object.
 
-    python benchmarks/multi_objective.py [--data-dir data] [--train-size 3000] [--val-size 1000] [--epochs 9]
-                                         [--seeds 0 1 2] [--workers 2] [--keep DIR]
+    python benchmarks/multi_objective.py [--data-dir data] [--train-size 3000] [--val-size 1000] [--epochs 18]
+                                         [--min-epochs 2] [--seeds 0 1 2] [--workers 2] [--keep DIR]
 
 The grid: 12 points, the small ConvNet at channels 2, 4, 8, 16 (1,122 to 29,066 parameters) x lr 0.01, 0.03, 0.1,
-on the first 3,000 training images, 9 epochs; halving with factor 3 from 1 epoch: rungs of 1, 3 and 9 epochs for
-12, 4 and 2 trials (32 epochs against the grid's 108). Each seed (the trials' seed: initial weights and batch order)
+on the first 3,000 training images, 18 epochs; halving with factor 3 from 2 epochs: rungs of 2, 6 and 18 epochs for
+12, 4 and 2 trials (64 epochs against the grid's 216). Each seed (the trials' seed: initial weights and batch order)
 gets a database of its own: the halving sweep runs first, then the grid sweep over the same points, which trains
 only what halving did not (a trial resumed from its checkpoint gives the numbers of training straight through).
 
@@ -53,8 +53,8 @@ def arguments() -> argparse.Namespace:
     parser.add_argument("--train-size", type=int, default=3000, help="training images (the first N)")
     parser.add_argument("--val-size", type=int, default=1000, help="validation images (the last N)")
     parser.add_argument("--test-size", type=int, default=1000, help="test images the selected trials see")
-    parser.add_argument("--epochs", type=int, default=9)
-    parser.add_argument("--min-epochs", type=int, default=1, help="epochs of rung 0 (factor 3)")
+    parser.add_argument("--epochs", type=int, default=18)
+    parser.add_argument("--min-epochs", type=int, default=2, help="epochs of rung 0 (factor 3)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the trials' seeds, one run each")
     parser.add_argument("--workers", type=int, default=2, help="trials in parallel")
     parser.add_argument("--keep", type=Path, default=None, help="keep the databases and runs here")

@@ -405,9 +405,12 @@ class Coordinator(SearchCallbacks):
         return self._one_off("evaluate", [key])[key].evaluation
 
     def _measure(self, keys: list[str]) -> None:
-        """Measure the inference time of each of ``keys`` in one worker (the recorder stores each)."""
+        """Measure the inference time of each of ``keys`` in one worker (the recorder stores each); one that fails
+        is said, and has no point (nor a promotion) until a later run measures it."""
         self.progress.message(f"measuring the inference time of {len(keys)} trial(s)")
-        self._one_off("measure", keys)
+        for key, member in self._one_off("measure", keys).items():
+            if member.error:
+                self.progress.message(f"trial {key}: inference time not measured: {headline(member.error)}")
 
     def _one_off(self, task: Task, keys: list[str]) -> dict[str, MemberState]:
         """Run ``task`` for the trials ``keys`` in one worker, recording its events until it ends; its members."""
