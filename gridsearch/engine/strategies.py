@@ -210,12 +210,10 @@ class OptunaSearch(SearchStrategy):
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         distributions = {name: _distribution(dimension) for name, dimension in self.sweep.space.items()}
         seed = int(np.random.SeedSequence([self.sweep.search.seed, batch]).generate_state(1)[0])
-        directions = [objective.direction for objective in self.sweep.objectives]
+        directions: list[str] = [objective.direction for objective in self.sweep.objectives]
+        directions = directions or [metric(self.sweep.select).direction]
         study = optuna.create_study(
-            directions=[
-                "minimize" if d == "min" else "maximize" for d in directions or [metric(self.sweep.select).direction]
-            ],
-            sampler=self.sampler(seed),
+            directions=["minimize" if d == "min" else "maximize" for d in directions], sampler=self.sampler(seed)
         )
         for key in sorted(told):
             entry = told[key]

@@ -12,12 +12,11 @@ the recorded values alone, so a resumed sweep makes the same promotions.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-
-from gridsearch.vocabulary import OBJECTIVES
 
 RULES = ("best", "smallest_within", "weighted")
 """How ``select:`` picks one trial of the front (see :func:`choose`)."""
@@ -73,17 +72,14 @@ class Rule:
         return "the highest weighted sum of " + ", ".join(f"{w:g} x {name}" for name, w in self.weights)
 
 
-def objectives_from(record: dict[str, object]) -> tuple[tuple[Objective, ...], Rule | None]:
+def objectives_from(record: Mapping[str, Any]) -> tuple[tuple[Objective, ...], Rule | None]:
     """The objectives and rule a sweep's database ``search`` record holds (none for one objective)."""
-    objectives = tuple(Objective(**item) for item in record.get("objectives", []))  # type: ignore[attr-defined]
+    objectives = tuple(Objective(item["metric"], item["direction"]) for item in record.get("objectives", []))
     rule = record.get("rule")
-    if not isinstance(rule, dict):
+    if rule is None:
         return objectives, None
-    values = {**rule, "name": rule["rule"]}
-    del values["rule"]
-    if "weights" in values:
-        values["weights"] = tuple(values["weights"].items())
-    return objectives, Rule(**values)
+    weights = tuple(rule.get("weights", {}).items())
+    return objectives, Rule(rule["rule"], rule.get("metric"), rule.get("tolerance", 0.0), rule.get("then"), weights)
 
 
 def losses(values: Sequence[Sequence[float]], objectives: Sequence[Objective]) -> np.ndarray:
@@ -177,8 +173,3 @@ def choose(rule: Rule, keys: Sequence[str], values: Sequence[Sequence[float]], o
         score = scaled @ weights
         return keys[min(candidates, key=lambda i: (-score[i], *points[i, order], keys[i]))]
     return keys[min(candidates, key=lambda i: (*points[i, order], keys[i]))]
-
-
-def metric_direction(name: str) -> str:
-    """The direction in which objective ``name`` is better."""
-    return OBJECTIVES[name].direction
