@@ -68,7 +68,7 @@ def front_points(storage: Storage, sweeps: Sequence[str], objectives: Sequence[O
 
 def scatter_front(found: pd.DataFrame, objectives: Sequence[Objective], x: str, y: str, title: str) -> plt.Figure:
     """``found`` (:func:`front_points`) drawn as ``y`` against ``x``: each sweep in a colour, points on the front
-    filled and the rest hollow, the front of these two objectives joined by a line, a selected trial starred."""
+    filled and the rest hollow, the front of these two objectives joined by a line, a selected trial ringed."""
     pair = [next(o for o in objectives if o.metric == name) for name in (x, y)]
     figure, axis = plt.subplots(figsize=(6.4, 4.4))
 
@@ -76,20 +76,13 @@ def scatter_front(found: pd.DataFrame, objectives: Sequence[Objective], x: str, 
         return values * 100 if name == "val_accuracy" else values
 
     for index, (sweep, group) in enumerate(found.groupby("sweep", sort=False)):
-        colour = f"C{index}"
-        for on_front, part in group.groupby("on_front"):
-            axis.scatter(
-                shown(x, part[x]),
-                shown(y, part[y]),
-                s=36,
-                facecolors=colour if on_front else "none",
-                edgecolors=colour,
-                label=f"{sweep}{' (front)' if on_front else ''}",
-            )
-        chosen = group[group["selected"]]
-        axis.scatter(
-            shown(x, chosen[x]), shown(y, chosen[y]), s=240, marker="*", c="gold", edgecolors="black", zorder=3
-        )
+        colour, on = f"C{index % 10}", group["on_front"].astype(bool)
+        axis.scatter(shown(x, group[x][on]), shown(y, group[y][on]), s=36, color=colour, label=sweep)
+        axis.scatter(shown(x, group[x][~on]), shown(y, group[y][~on]), s=36, facecolors="none", edgecolors=colour)
+    chosen = found[found["selected"].astype(bool)]
+    axis.scatter(
+        shown(x, chosen[x]), shown(y, chosen[y]), s=170, facecolors="none", edgecolors="black", label="selected"
+    )
     ids = [str(index) for index in range(len(found))]
     front_2d = pareto.front(ids, found[[x, y]].to_numpy().tolist(), pair)
     joined = found.iloc[[int(index) for index in front_2d]].sort_values(x)
@@ -140,7 +133,7 @@ def front_part(folder: Folder, storage: Storage, models: Sequence[BestModel]) ->
                     f"front_{model.name}_{x}_{y}",
                 ),
                 f"{_label(y)} against {_label(x)} of every point of {model.name}: filled on the front of all its "
-                "objectives, hollow dominated; the dashed line joins the front of these two; the star is the "
+                "objectives, hollow dominated; the dashed line joins the front of these two; the ring is the "
                 "selected trial.",
             )
             for y, x in combinations(names, 2)
