@@ -6,7 +6,11 @@ any workers, inline, and after a kill -9."""
 from __future__ import annotations
 
 import json
+import os
+import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,10 +18,11 @@ import pytest
 import yaml
 
 from gridsearch.spec.sweep import load_sweep
-from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
 from tests.test_faults import kill_9_at, start_run
 from tests.test_pareto import brute_crowding, brute_ranks, dominates
 from tests.test_strategies import POINTS, PRECHANGE
+from tests.test_webapp import browser, page  # noqa: F401 (fixtures: headless Chromium, a page without JS errors)
 
 CONVNET = {
     "architecture": "convnet",
@@ -245,8 +250,8 @@ def test_the_report_and_the_web_page_draw_the_front(traded, data_dir):
     front = [key for (key,) in rows(db, "SELECT trial_key FROM fronts ORDER BY position")]
     out = traded / "report"
     cli("report", "trade", "--out", str(out), "--data-dir", str(data_dir), cwd=traded, check=True)
-    page = (out / "index.html").read_text()
-    assert "Trade-offs: the Pareto front" in page and "smallest_within" in page
+    html = (out / "index.html").read_text()
+    assert "Trade-offs: the Pareto front" in html and "smallest_within" in html
     for pair in ("parameters_val_accuracy", "inference_ms_val_accuracy", "inference_ms_parameters"):
         assert (out / f"front_trade_{pair}.png").stat().st_size > 5000
     with open(out / "front_trade.csv") as file:
@@ -436,3 +441,32 @@ def test_with_several_seeds_a_point_is_a_configuration_scored_by_the_mean_of_its
     assert tested == {s[0] for s in by_point[chosen]}
     best_seed = min(by_point[chosen], key=lambda s: s[1])[0]
     assert rows(db, "SELECT selected_trial FROM sweeps") == [(best_seed,)]
+
+
+def test_the_sweep_page_shows_the_front_in_a_browser(traded, data_dir, page):  # noqa: F811
+    """Headless Chromium on ``serve``: the trade-offs section appears for a sweep of several objectives, with a row
+    per front member (the selected one marked) and the scatter of the two objectives chosen in its menus."""
+    front = [key for (key,) in rows(traded / "results.db", "SELECT trial_key FROM fronts ORDER BY position")]
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gridsearch", "serve", "--port", "0"],
+        cwd=traded,
+        env={**os.environ, "PYTHONPATH": str(ROOT), "GRIDSEARCH_DATA": str(data_dir)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        url = re.search(r"http://127\.0\.0\.1:\d+", process.stdout.readline()).group(0)  # type: ignore[union-attr]
+        page.goto(f"{url}/sweeps/trade")
+        page.wait_for_selector("#front-section:not([hidden]) #front-table tbody tr")
+        assert page.locator("#front-table tbody tr").count() == len(front)
+        assert page.locator("#front-table tbody tr.selected").count() == 1
+        assert page.locator("#front-table tbody tr td.key").all_inner_texts() == front
+        page.wait_for_function("document.getElementById('front').naturalWidth > 0")
+        first = page.get_attribute("#front", "data-url")
+        assert "x=inference_ms" in first and "y=val_accuracy" in first
+        page.select_option("#front-x", "parameters")
+        page.wait_for_function("(document.getElementById('front').dataset.url || '').includes('x=parameters')")
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
