@@ -7,7 +7,7 @@ the front is stored and ``select`` names the rule that picks one trial of it (``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 from gridsearch.spec.document import Document, Location, suggest
@@ -29,6 +29,10 @@ class Selecting:
     over_seeds: str | None
     objectives: tuple[Objective, ...] = ()
     rule: Rule | None = None
+
+    def sweep_fields(self) -> dict[str, Any]:
+        """As :class:`~gridsearch.spec.sweep.Sweep` takes them."""
+        return {field.name: getattr(self, field.name) for field in fields(self)}
 
 
 def read_objectives(document: Document, search: Search, seeds: int) -> Selecting:

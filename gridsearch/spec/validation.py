@@ -145,10 +145,7 @@ class SweepValidator:
             seeds=seeds,
             search=search,
             space=space if search.asks else {},
-            select=selecting.select,
-            over_seeds=selecting.over_seeds,
-            objectives=selecting.objectives,
-            rule=selecting.rule,
+            **selecting.sweep_fields(),
             threads=threads,
             timeout=timeout,
             retries=retries,
@@ -255,12 +252,7 @@ class SweepValidator:
             batch = self.scalar(mapping, "batch", int, 1, at)
             if not 1 <= batch <= trials:
                 raise self.fail((*at, "batch"), f"must be between 1 and trials ({trials}), got {batch}")
-            population = None
-            if "population" in kind.keys:
-                population = self.scalar(mapping, "population", int, max(2, batch), at)
-                if not 2 <= population <= MAX_SAMPLED_TRIALS:
-                    limit = f"{MAX_SAMPLED_TRIALS:,}"
-                    raise self.fail((*at, "population"), f"must be between 2 and {limit}, got {population}")
+            population = self.population(mapping, batch) if "population" in kind.keys else None
             return Search(strategy, sample=sample, trials=trials, seed=seed, batch=batch, population=population)
         if not kind.rungs:
             return Search(strategy, sample=sample, trials=trials, seed=seed)
@@ -279,6 +271,14 @@ class SweepValidator:
         if not 1 <= min_epochs <= epochs:
             raise self.fail((*at, "min_epochs"), f"must be between 1 and epochs ({epochs}), got {min_epochs}")
         return Search(strategy, factor, min_epochs, sample, trials, seed, epochs=epochs)
+
+    def population(self, mapping: dict, batch: int) -> int:
+        """nsga2's ``population``: its generation size, 2 or more (default ``batch``)."""
+        population = self.scalar(mapping, "population", int, max(2, batch), ("search",))
+        if not 2 <= population <= MAX_SAMPLED_TRIALS:
+            limit = f"{MAX_SAMPLED_TRIALS:,}"
+            raise self.fail(("search", "population"), f"must be between 2 and {limit}, got {population}")
+        return population
 
     def seeds(self, seeds: Any) -> list[int]:
         """The ``seeds``: distinct integers in [0, 2**31)."""

@@ -3,12 +3,16 @@ objectives as a PNG (``gridsearch.analysis.fronts``), each made once per results
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 from flask import Blueprint, Response, request
 
 from gridsearch.analysis.fronts import front_points, front_table, scatter_front, sweep_objectives
+from gridsearch.spec.pareto import Objective, Rule
+from gridsearch.store.models import SweepRow
+from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import OBJECTIVE_LABELS
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.figures import drawn
@@ -37,32 +41,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
                 "note": note,
             }
         version = live.results_version(row)
-
-        def make() -> dict[str, Any]:
-            found = front_points(storage, [name], objectives)
-            members = front_table(found, storage, objectives).to_dict("records")
-            return {
-                "objectives": [
-                    {"metric": o.metric, "direction": o.direction, "label": OBJECTIVE_LABELS[o.metric]}
-                    for o in objectives
-                ],
-                "rule": f"{rule.name}: {rule.describe()}",
-                "selected_trial": row.selected_trial,
-                "points": len(found),
-                "front": [
-                    {
-                        "key": member["key"],
-                        "params": member["params"],
-                        "values": {o.metric: float(member[o.metric]) for o in objectives},
-                        "selected": bool(member["selected"]),
-                        "test_accuracy": None if pd.isna(member["test_accuracy"]) else float(member["test_accuracy"]),
-                    }
-                    for member in members
-                ],
-                "note": None if len(found) else "no trial has a value of every objective yet",
-            }
-
-        made = live.ready((name, "front", version), make)
+        made = live.ready((name, "front", version), lambda: front_answer(storage, row, objectives, rule))
         return computing(version) if made is None else made
 
     @fronts.get("/sweeps/<name>/front.png")
@@ -81,13 +60,35 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
             found = front_points(storage, [name], objectives)
             if found.empty:
                 raise RequestError(404, f"sweep {name}: no trial has a value of every objective yet")
-            return drawn(
-                lambda: scatter_front(
-                    found, objectives, x, y, f"{name}: {OBJECTIVE_LABELS[y]} against {OBJECTIVE_LABELS[x]}"
-                )
-            )
+            title = f"{name}: {OBJECTIVE_LABELS[y]} against {OBJECTIVE_LABELS[x]}"
+            return drawn(lambda: scatter_front(found, objectives, x, y, title))
 
         made = live.ready((name, f"front-{x}-{y}", version), make)
         return computing(version) if made is None else Response(made, mimetype="image/png")
 
     return fronts
+
+
+def front_answer(storage: Storage, row: SweepRow, objectives: Sequence[Objective], rule: Rule) -> dict[str, Any]:
+    """What ``/api/sweeps/NAME/front`` answers for sweep ``row``, of several objectives."""
+    found = front_points(storage, [row.name], objectives)
+    members = front_table(found, storage, objectives).to_dict("records")
+    return {
+        "objectives": [
+            {"metric": o.metric, "direction": o.direction, "label": OBJECTIVE_LABELS[o.metric]} for o in objectives
+        ],
+        "rule": f"{rule.name}: {rule.describe()}",
+        "selected_trial": row.selected_trial,
+        "points": len(found),
+        "front": [
+            {
+                "key": member["key"],
+                "params": member["params"],
+                "values": {o.metric: float(member[o.metric]) for o in objectives},
+                "selected": bool(member["selected"]),
+                "test_accuracy": None if pd.isna(member["test_accuracy"]) else float(member["test_accuracy"]),
+            }
+            for member in members
+        ],
+        "note": None if len(found) else "no trial has a value of every objective yet",
+    }
