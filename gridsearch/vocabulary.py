@@ -99,6 +99,25 @@ METRICS: dict[str, Metric] = {"val_accuracy": Metric("val_accuracy", "max"), "va
 """The metrics a sweep may select its best trial by (``select:``)."""
 
 
+OBJECTIVES: dict[str, Metric] = {
+    **METRICS,
+    "parameters": Metric("parameters", "min"),
+    "epoch_seconds": Metric("epoch_seconds", "min"),
+    "inference_ms": Metric("inference_ms", "min"),
+}
+"""What a sweep's ``objectives`` may name: the validation metrics at a trial's best epoch (the mean over a
+configuration's seeds), its network's parameter count, its mean training seconds per epoch, and its inference
+milliseconds per image (``gridsearch.training.inference``)."""
+OBJECTIVE_LABELS = {
+    "val_accuracy": "val accuracy",
+    "val_loss": "val loss",
+    "parameters": "parameters",
+    "epoch_seconds": "seconds per epoch",
+    "inference_ms": "inference ms per image",
+}
+"""How axes and tables name each objective."""
+
+
 def metric(name: str) -> Metric:
     """The metric called ``name`` (``KeyError`` if it is not one of ``METRICS``)."""
     return METRICS[name]

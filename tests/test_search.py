@@ -128,7 +128,7 @@ BAD = [
     (
         {"lr": [0.1]},
         {"strategy": "grid", "trials": 2},
-        "search.trials: only used by strategies random, sobol, halving, hyperband, tpe, gp",
+        "search.trials: only used by strategies random, sobol, halving, hyperband, tpe, nsga2, gp",
     ),
     (
         {"lr": [0.1]},

@@ -147,14 +147,40 @@ def test_a_new_sqlite_database_has_the_tables_of_version_2_and_stores_json_as_th
     for name in ("old", "oldhalving"):
         sweep = load_sweep(tmp_path / f"{name}.yaml")
         storage.save_sweep(sweep, list(sweep.trials()))
-    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
-    assert rows(db, schema) == rows(v2, schema)  # on SQLite version 3 changes nothing: JSON columns are TEXT
+    schema = "SELECT type, name, sql FROM sqlite_master WHERE tbl_name NOT IN ('fronts', 'measurements') ORDER BY name"
+    assert rows(db, schema) == rows(v2, schema)  # on SQLite version 3 changes nothing (JSON columns are TEXT),
+    assert {name for (name,) in rows(db, "SELECT name FROM sqlite_master WHERE type = 'table'")} == {  # 4 adds two
+        *TABLES,
+        "fronts",
+        "measurements",
+    }
     assert rows(db, "SELECT key FROM meta ORDER BY key") == [("database_id",), ("schema_version",)]
     assert rows(db, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
     same = "SELECT trial_key, name, value, typeof(value) FROM trial_params ORDER BY 1, 2"
     assert rows(db, same) == rows(v2, same)  # e.g. lr_step 5.0 stays the text '5.0', not the integer 5
     same = "SELECT key, config, status FROM trials ORDER BY key"
     assert [row[:2] + ("pending",) for row in rows(v2, same)] == rows(db, same)
+
+
+def test_a_version_3_database_is_read_as_it_is_and_db_upgrade_adds_the_tables_of_version_4(v2, tmp_path, capsys):
+    """Version 4 only adds tables (a sweep's measurements and front): readers of a version-3 database do without
+    them, untouched; ``db upgrade`` makes them exactly as a new database has them."""
+    with sqlite3.connect(v2) as connection:  # on SQLite a version-2 file is a version-3 one (3 changed PostgreSQL)
+        connection.execute("UPDATE meta SET value = '3' WHERE key = 'schema_version'")
+    connection.close()
+    before = digest(v2)
+    for args in read_only_commands(v2):
+        code, _, err = main(*args, "--db", str(v2), capsys=capsys)
+        assert code == 0 and err == "", (args, err)
+    with Storage(str(v2), readonly=True) as storage:
+        assert storage.front("old") == [] and storage.measurements(["x"], "inference_ms") == {}
+    assert untouched(v2, before)
+    assert main("db", "upgrade", "--db", str(v2), capsys=capsys)[0] == 0
+    fresh = tmp_path / "fresh.db"
+    Storage(str(fresh)).close()
+    schema = "SELECT type, name, sql FROM sqlite_master ORDER BY name"
+    assert rows(v2, schema) == rows(fresh, schema)
+    assert rows(v2, "SELECT value FROM meta WHERE key = 'schema_version'") == [(str(SCHEMA_VERSION),)]
 
 
 def test_a_version_1_database_is_refused_by_read_only_commands_with_a_hint_and_left_alone(v1, capsys):

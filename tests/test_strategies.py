@@ -153,12 +153,17 @@ def test_the_search_file_names_batch_and_trials_for_strategies_that_ask(tmp_path
     assert "search.factor: only used by strategies halving, hyperband" in refused(
         {"strategy": "tpe", "trials": 4, "factor": 3}
     )
-    assert "search.batch: only used by strategies tpe, gp" in refused({"strategy": "random", "trials": 4, "batch": 2})
+    assert "search.batch: only used by strategies tpe, nsga2, gp" in refused(
+        {"strategy": "random", "trials": 4, "batch": 2}
+    )
+    assert "search.population: only used by strategy nsga2" in refused(
+        {"strategy": "tpe", "trials": 4, "population": 2}
+    )
     sweep = load_sweep(write_sweep(tmp_path, **TPE))
     assert len(sweep) == 6 and sweep.gridded_params == ["lr", "momentum", "lr_step"] and not list(sweep.trials())
     assert sweep.search_record() == {"strategy": "tpe", "trials": 6, "batch": 2, "seed": 3}
     assert Search.from_record(sweep.search_record()) == sweep.search
-    assert set(STRATEGIES) == {"grid", "random", "sobol", "halving", "hyperband", "tpe", "gp"}
+    assert set(STRATEGIES) == {"grid", "random", "sobol", "halving", "hyperband", "tpe", "nsga2", "gp"}
 
 
 def test_plan_of_a_tpe_sweep_shows_its_first_batch_and_says_the_rest_depend_on_results(tmp_path, data_dir):

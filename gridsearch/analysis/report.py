@@ -20,6 +20,7 @@ from gridsearch.analysis import plots
 from gridsearch.analysis.best_models import evaluation_section, rerun
 from gridsearch.analysis.committee import committee_section
 from gridsearch.analysis.effects import effects_section
+from gridsearch.analysis.fronts import front_part
 from gridsearch.analysis.importance import importance_section
 from gridsearch.analysis.inspection import inspection_section
 from gridsearch.analysis.learned import learned_section
@@ -181,6 +182,7 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     parts: list[tuple[str, str, Sequence[Block]]] = [
         ("about", "About this report", provenance_section(folder, storage, models, datetime.now(UTC))),
         ("results", "Results", results_section(folder, results)),
+        *front_part(folder, storage, models),
         ("effects", "Hyperparameter effects", [effects_section(folder, storage, m) for m in models]),
         ("importance", "Which knob mattered?", [importance_section(folder, storage, m.name) for m in models]),
         (

@@ -172,6 +172,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="average the probabilities of the sweep's K best done trials by validation (auto: K from 1 to 10 "
         "chosen on the validation images); stored as the evaluation ensemble/topK of the selected trial",
     )
+    what.add_argument(
+        "--front",
+        action="store_true",
+        help="test every member of the sweep's Pareto front (several objectives) on its test images, as its "
+        "selected trial was; never changes the selection",
+    )
     evaluate.add_argument(
         "--test-size",
         type=_positive_int,

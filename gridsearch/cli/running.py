@@ -109,6 +109,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
                 f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
                 "change once it has one"
             )
+        if sweep.rule is not None:
+            print(_objectives_line(sweep))
         search = sweep.search
         if search.asks:
             assert search.trials is not None and search.batch is not None
@@ -183,3 +185,10 @@ def _rung_plan(sweep: Sweep, trials: int) -> str:
         f"{search.label}:\n{rungs.to_string(index=False)}\n"
         f"at most {planned:,} epochs in all, {planned / full:.0%} of the full grid's {full:,}"
     )
+
+
+def _objectives_line(sweep: Sweep) -> str:
+    """A sweep of several objectives: its objectives and how one trial of its front is selected."""
+    assert sweep.rule is not None
+    objectives = ", ".join(f"{o.metric} ({o.direction})" for o in sweep.objectives)
+    return f"\nobjectives: {objectives}; the front's trial selected: {sweep.rule.describe()}"

@@ -34,7 +34,26 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     with Storage(args.db) as storage:  # closed on the way out: what it wrote leaves the -wal file
+        if args.front:
+            return _evaluate_front(storage, args)
         return _evaluate_committee(storage, args) if args.suite is None else _evaluate_suite(storage, args)
+
+
+def _evaluate_front(storage: Storage, args: argparse.Namespace) -> int:
+    from gridsearch.analysis.fronts import test_front
+    from gridsearch.training.data import default_data_dir
+
+    if args.sweep is None:
+        raise UserError("--front needs a SWEEP (its front is tested), not --trial")
+    front, tested = test_front(
+        storage, args.sweep, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
+    )
+    timed = [column for column in ("epoch_seconds", "inference_ms") if column in front]
+    front[timed] = front[timed].map(lambda value: float(f"{value:.4g}"))
+    print(format_table(percent_columns(front), "table"))
+    selected = storage.sweep(args.sweep).selected_trial
+    print(f"{len(front)} front members of {args.sweep}, {tested} trial(s) tested now; still selected: {selected}")
+    return 0
 
 
 def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:

@@ -29,13 +29,15 @@ from gridsearch import __version__
 from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
 from gridsearch.engine.failures import commonest_error, exit_reason, headline
-from gridsearch.engine.jobs import Cohorts
+from gridsearch.engine.jobs import Cohorts, Task
 from gridsearch.engine.local_executor import LocalExecutor
+from gridsearch.engine.objectives import select_on_front, with_values
 from gridsearch.engine.options import RunOptions
 from gridsearch.engine.pool import (
     POLL_SECONDS,
     ArtifactsUnavailable,
     Executor,
+    MemberState,
     Placement,
     Worker,
     WorkerPool,
@@ -196,12 +198,16 @@ class Coordinator(SearchCallbacks):
         self._train(keys, budget)
         rows = self.storage.trial_rows(keys)
         if budget is None:
-            return [_final_standing(key, rows.get(key), self.sweep.select) for key in keys]
-        epochs = self.storage.faults.call(lambda: views.epochs_by_trial(self.storage, keys))
-        return [
-            halving.standing(key, epochs.get(key, []), budget, self.sweep.select, failed=rows[key].status in FAILURES)
-            for key in keys
-        ]
+            standings = [_final_standing(key, rows.get(key), self.sweep.select) for key in keys]
+        else:
+            epochs = self.storage.faults.call(lambda: views.epochs_by_trial(self.storage, keys))
+            standings = [
+                halving.standing(key, epochs.get(key, []), budget, self.sweep.select, rows[key].status in FAILURES)
+                for key in keys
+            ]
+        if not self.sweep.objectives:
+            return standings
+        return with_values(self.storage, self.sweep, standings, budget, self._measure)
 
     def _train(self, keys: list[str], budget: int | None) -> None:
         """Train those of ``keys`` that need it, a new cohort as soon as a slot frees; wait for those
@@ -360,15 +366,18 @@ class Coordinator(SearchCallbacks):
             )
             return outcome
         test_size = self.sweep.dataset.test_size
-        selection = select_and_test(
-            self.storage,
-            self.sweep.name,
-            self.sweep.select,
-            finalists,
-            test_size,
-            self._evaluate,
-            self.sweep.over_seeds,
-        )
+        if self.sweep.objectives:
+            selection = select_on_front(self.storage, self.sweep, test_size, self._evaluate)
+        else:
+            selection = select_and_test(
+                self.storage,
+                self.sweep.name,
+                self.sweep.select,
+                finalists,
+                test_size,
+                self._evaluate,
+                self.sweep.over_seeds,
+            )
         outcome = SweepOutcome(self._statuses(), selection.best if selection.tested else None)
         if selection.best is None:
             outcome.notes.append(self._nothing_finished())
@@ -398,8 +407,20 @@ class Coordinator(SearchCallbacks):
     def _evaluate(self, key: str) -> Evaluation | None:
         """Evaluate the trial's best weights on the test set in a worker; None if the worker failed."""
         self.progress.message(f"testing trial {key} on {self.sweep.dataset.test_size} test images")
-        config = self.configs.get(key) or self.storage.trial_rows([key])[key].config
-        worker = self.pool.start("evaluate", [(key, config)])
+        return self._one_off("evaluate", [key])[key].evaluation
+
+    def _measure(self, keys: list[str]) -> None:
+        """Measure the inference time of each of ``keys`` in one worker (the recorder stores each); one that fails
+        is said, and has no point (nor a promotion) until a later run measures it."""
+        self.progress.message(f"measuring the inference time of {len(keys)} trial(s)")
+        for key, member in self._one_off("measure", keys).items():
+            if member.error:
+                self.progress.message(f"trial {key}: inference time not measured: {headline(member.error)}")
+
+    def _one_off(self, task: Task, keys: list[str]) -> dict[str, MemberState]:
+        """Run ``task`` for the trials ``keys`` in one worker, recording its events until it ends; its members."""
+        rows = self.storage.trial_rows([key for key in keys if key not in self.configs])
+        worker = self.pool.start(task, [(key, self.configs.get(key) or rows[key].config) for key in keys])
         try:
             while worker.events_open or worker.handle.poll() is None:
                 for each, event in self.pool.events():
@@ -408,8 +429,8 @@ class Coordinator(SearchCallbacks):
             self.pool.stop_all()
             raise
         finally:
-            self.pool.running.pop(key, None)
-        return worker.members[key].evaluation
+            self.pool.running.pop(worker.key, None)
+        return worker.members
 
 
 def needs_training(row: TrialRow | None, budget: int | None) -> bool:

@@ -12,7 +12,7 @@ from gridsearch.spec.config import TrialConfig
 from gridsearch.spec.params import AUGMENTATION_PARAMS, TRANSFORMER_PARAMS
 from gridsearch.vocabulary import format_params, format_value
 
-Task = Literal["train", "evaluate"]
+Task = Literal["train", "evaluate", "measure"]
 
 
 class Member(TypedDict):
@@ -24,9 +24,10 @@ class Member(TypedDict):
 
 
 class Job(TypedDict):
-    """Train a cohort's trials (to their end, or to ``epoch_budget`` epochs), or evaluate one trial's best
-    weights on the test set. A cohort's members share what lets them train as one stack (``cohort_signature``);
-    ``fused``: they do, else they train one after another in the worker; each reports its own events."""
+    """Train a cohort's trials (to their end, or to ``epoch_budget`` epochs), evaluate one trial's best
+    weights on the test set, or measure each member's inference time (``training.inference``). A cohort's members
+    share what lets them train as one stack (``cohort_signature``); ``fused``: they do, else they train one after
+    another in the worker; each reports its own events."""
 
     task: Task
     cohort: str

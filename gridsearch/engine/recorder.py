@@ -37,6 +37,7 @@ class EventRecorder:
             "warning": self.warning,
             "done": self.done,
             "evaluation": self.evaluation,
+            "measured": self.measured,
             "error": self.error,
         }
         self.tensorboard: TensorBoardLog | None = None
@@ -59,7 +60,7 @@ class EventRecorder:
                 torch_version=event["torch_version"],
                 code_version=self.code_version,
             )
-        elif member.made_by:
+        elif member.made_by and worker.job["task"] == "evaluate":
             self.progress.message(f"trial {member.key}: testing the weights made by {describe(member.made_by)}")
 
     def started(self, worker: Worker, member: MemberState, event: events.Started) -> None:
@@ -84,6 +85,9 @@ class EventRecorder:
 
     def evaluation(self, worker: Worker, member: MemberState, event: events.Evaluated) -> None:
         member.evaluation = cast(Evaluation, {name: event[name] for name in EVALUATION_FIELDS})  # type: ignore[literal-required]
+
+    def measured(self, worker: Worker, member: MemberState, event: events.Measured) -> None:
+        self.storage.save_measurement(member.key, "inference_ms", event["inference_ms"], worker.job["device"])
 
     def error(self, worker: Worker, member: MemberState, event: events.Error) -> None:
         member.error = event["error"]

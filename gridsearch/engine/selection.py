@@ -4,7 +4,7 @@ seeds' scores (``select: {metric: ..., over_seeds: mean}``), tested once on the 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 
@@ -15,9 +15,12 @@ from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import TrialStatus, metric
 
 
-def select_best(rows: Sequence[TrialRow], select: str) -> TrialRow | None:
-    """The done trial with the best ``select`` score; ties go to the lower val loss, then grid order."""
-    done = [row for row in rows if row.status == TrialStatus.DONE and getattr(row, select) is not None]
+def select_best(
+    rows: Sequence[TrialRow], select: str, statuses: Collection[TrialStatus] = (TrialStatus.DONE,)
+) -> TrialRow | None:
+    """The done trial (of ``statuses``) with the best ``select`` score; ties go to the lower val loss, then grid
+    order."""
+    done = [row for row in rows if row.status in statuses and getattr(row, select) is not None]
     if not done:
         return None
     chosen = metric(select)
@@ -88,12 +91,22 @@ def select_and_test(
     if best is None:
         storage.set_selected(sweep, None)
         return Selection(None, tested=False)
-    for row in tested:
+    if not evaluate_once(storage, tested, test_size, evaluate):
+        return Selection(best.key, tested=False)
+    storage.set_selected(sweep, best.key)
+    return Selection(best.key, tested=True)
+
+
+def evaluate_once(
+    storage: Storage, rows: Sequence[TrialRow], test_size: int, evaluate: Callable[[str], Evaluation | None]
+) -> bool:
+    """Have each of ``rows`` evaluated on ``test_size`` test images, unless an evaluation of that size is stored;
+    whether all are (False at the first whose evaluation failed)."""
+    for row in rows:
         previous = storage.evaluation(row.key, "test")
         if previous is None or previous.samples != test_size:
             result = evaluate(row.key)
             if result is None:
-                return Selection(best.key, tested=False)
+                return False
             storage.save_evaluation(row.key, "test", result)
-    storage.set_selected(sweep, best.key)
-    return Selection(best.key, tested=True)
+    return True

@@ -16,6 +16,7 @@ from __future__ import annotations
 import itertools
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -99,7 +100,10 @@ class HalvingSearch(SearchStrategy):
             self.callbacks.rung_started(rungs.index(budget), len(rungs), budget, keys)
             standings = evaluate_candidates(candidates, budget)
             keep = None if sizes is None else sizes[rung + 1]
-            promoted = set(halving.promote(standings, search.factor, self.sweep.select, keep))
+            if self.sweep.objectives:
+                promoted = set(halving.promote_by_front(standings, search.factor, self.sweep.objectives, keep))
+            else:
+                promoted = set(halving.promote(standings, search.factor, self.sweep.select, keep))
             self.callbacks.message(
                 f"rung {rung} done: the best {len(promoted)} of {len(keys)} trials go on to {following} epochs"
             )
@@ -132,14 +136,26 @@ class HyperbandSearch(HalvingSearch):
         return list(dict.fromkeys(finalists))
 
 
+@dataclass(frozen=True)
+class Told:
+    """A point proposed earlier, as the next batch's sampler is told it: its values (its ``select`` score, or with
+    several objectives its value of each; the mean over its seeds; None if one failed) and the bookkeeping the
+    sampler kept on it when it was proposed (``kept_attrs``)."""
+
+    point: dict[str, Any]
+    values: tuple[float, ...] | None
+    attrs: dict[str, Any]
+
+
 class OptunaSearch(SearchStrategy):
     """A model-based search through one of Optuna's samplers, used only to propose points (ask and tell).
 
     ``trials`` points are proposed in batches of ``batch``: batch ``b`` comes from a fresh in-memory study
-    fed every earlier point with its score (the mean of its seeds' ``select``; failed if any failed), in key
-    order, and a sampler seeded from ``(seed, b)``. So the same file proposes the same points whatever the
-    workers, the executor or an interruption. Proposed numbers are rounded as random draws are (4
-    significant digits, within the bounds); a point proposed twice is one trial. All points are finalists.
+    fed every earlier point with its score (the mean of its seeds' ``select``, or of their value of each
+    objective; failed if any failed), in key order, and a sampler seeded from ``(seed, b)``. So the same file
+    proposes the same points whatever the workers, the executor or an interruption. Proposed numbers are rounded as
+    random draws are (4 significant digits, within the bounds); a point proposed twice is one trial. All points
+    are finalists.
     """
 
     @property
@@ -154,52 +170,74 @@ class OptunaSearch(SearchStrategy):
 
     def first_batch(self) -> list[Trial]:
         assert self.sweep.search.batch is not None
-        points = self.ask(0, self.sweep.search.batch, {})
-        return [trial for point in points for trial in self.sweep.point_trials(point)]
+        proposed = self.ask(0, self.sweep.search.batch, {})
+        return [trial for point, _ in proposed for trial in self.sweep.point_trials(point)]
 
     def _run_search(self, evaluate_candidates: EvaluateCandidates) -> list[str]:
         search = self.sweep.search
         assert search.trials is not None and search.batch is not None
-        told: dict[str, tuple[dict[str, Any], float | None]] = {}
+        told: dict[str, Told] = {}
         keys: list[str] = []
         for batch, start in enumerate(range(0, search.trials, search.batch)):
-            points = self.ask(batch, min(search.batch, search.trials - start), told)
-            trials = [trial for point in points for trial in self.sweep.point_trials(point)]
+            proposed = self.ask(batch, min(search.batch, search.trials - start), told)
+            trials = [trial for point, _ in proposed for trial in self.sweep.point_trials(point)]
             self.callbacks.message(
-                f"{search.strategy} batch {batch + 1} of {-(-search.trials // search.batch)}: {len(points)} points"
+                f"{search.strategy} batch {batch + 1} of {-(-search.trials // search.batch)}: {len(proposed)} points"
             )
             standings = {standing.key: standing for standing in evaluate_candidates(trials, None)}
-            for point in points:
+            for point, attrs in proposed:
                 seeds = self.sweep.point_trials(point)
-                scores = [standings[trial.key].score for trial in seeds]
-                known = [score for score in scores if score is not None]
-                score = float(np.mean(known)) if len(known) == len(scores) else None
-                told[seeds[0].key] = (point, score)
+                told[seeds[0].key] = Told(point, self.mean_values([standings[t.key] for t in seeds]), attrs)
             keys += unique_keys(trials)
         return list(dict.fromkeys(keys))
 
-    def ask(self, batch: int, count: int, told: dict[str, tuple[dict[str, Any], float | None]]) -> list[dict]:
-        """``count`` points proposed by a sampler seeded from ``(seed, batch)``, given the ``told`` points
-        (first seed's key -> point and score), fed in key order."""
+    def mean_values(self, standings: Sequence[halving.Standing]) -> tuple[float, ...] | None:
+        """A point's values from its seeds' standings: the mean of each; None if a seed has none."""
+        if self.sweep.objectives:
+            values = [standing.values for standing in standings]
+        else:
+            values = [None if standing.score is None else (standing.score,) for standing in standings]
+        known = [value for value in values if value is not None]
+        if len(known) < len(values):
+            return None
+        return tuple(float(mean) for mean in np.mean(known, axis=0))
+
+    def ask(self, batch: int, count: int, told: dict[str, Told]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """``count`` points proposed by a sampler seeded from ``(seed, batch)``, given the ``told`` points (by
+        first seed's key), fed in key order; each with the sampler's bookkeeping on it (``kept_attrs``)."""
         import optuna
 
         optuna.logging.set_verbosity(optuna.logging.WARNING)
         distributions = {name: _distribution(dimension) for name, dimension in self.sweep.space.items()}
         seed = int(np.random.SeedSequence([self.sweep.search.seed, batch]).generate_state(1)[0])
-        minimize = metric(self.sweep.select).direction == "min"
-        study = optuna.create_study(direction="minimize" if minimize else "maximize", sampler=self.sampler(seed))
+        directions: list[str] = [objective.direction for objective in self.sweep.objectives]
+        directions = directions or [metric(self.sweep.select).direction]
+        study = optuna.create_study(
+            directions=["minimize" if d == "min" else "maximize" for d in directions], sampler=self.sampler(seed)
+        )
         for key in sorted(told):
-            point, score = told[key]
-            params = {name: _encode(self.sweep.space[name], value) for name, value in point.items()}
-            state = optuna.trial.TrialState.COMPLETE if score is not None else optuna.trial.TrialState.FAIL
+            entry = told[key]
+            params = {name: _encode(self.sweep.space[name], value) for name, value in entry.point.items()}
+            state = optuna.trial.TrialState.COMPLETE if entry.values is not None else optuna.trial.TrialState.FAIL
             study.add_trial(
-                optuna.trial.create_trial(params=params, distributions=distributions, value=score, state=state)
+                optuna.trial.create_trial(
+                    params=params,
+                    distributions=distributions,
+                    values=None if entry.values is None else list(entry.values),
+                    state=state,
+                    system_attrs=entry.attrs,
+                )
             )
-        points = []
+        proposed = []
         for _ in range(count):
             asked = study.ask(distributions)
-            points.append({name: _decode(self.sweep.space[name], asked.params[name]) for name in self.sweep.space})
-        return points
+            point = {name: _decode(self.sweep.space[name], asked.params[name]) for name in self.sweep.space}
+            proposed.append((point, self.kept_attrs(study.trials[asked.number].system_attrs)))
+        return proposed
+
+    def kept_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        """What of the sampler's bookkeeping on a proposed trial it is told again with it (none by default)."""
+        return {}
 
     def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
         raise NotImplementedError
@@ -212,6 +250,21 @@ class TPESearch(OptunaSearch):
         import optuna
 
         return optuna.samplers.TPESampler(seed=seed, n_startup_trials=self.startup)
+
+
+class NSGA2Search(OptunaSearch):
+    """NSGA-II (Optuna's ``NSGAIISampler``): generations of ``population`` points, the first drawn at random, each
+    next one bred from the best of the ones before by non-dominated rank and crowding distance. Each point is told
+    again with the generation the sampler gave it when it proposed it."""
+
+    def kept_attrs(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        return {name: value for name, value in attrs.items() if name.endswith(":generation")}
+
+    def sampler(self, seed: int) -> optuna.samplers.BaseSampler:
+        import optuna
+
+        assert self.sweep.search.population is not None
+        return optuna.samplers.NSGAIISampler(population_size=self.sweep.search.population, seed=seed)
 
 
 class GPSearch(OptunaSearch):
@@ -232,6 +285,7 @@ STRATEGY_CLASSES: dict[str, type[SearchStrategy]] = {
     "halving": HalvingSearch,
     "hyperband": HyperbandSearch,
     "tpe": TPESearch,
+    "nsga2": NSGA2Search,
     "gp": GPSearch,
 }
 """The engine's class of each strategy of ``gridsearch.spec.search.STRATEGIES``."""

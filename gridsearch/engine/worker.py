@@ -97,6 +97,10 @@ def log_to(log: Path) -> None:
     os.close(descriptor)
 
 
+TASK_DONE = {"train": "trained", "evaluate": "evaluated", "measure": "measured"}
+"""What a worker does to each member of a job, as its log says."""
+
+
 def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
     """Run a job's members, each reporting its events (tagged with its ``key``) through ``emit``: a ``fused`` job
     as one stack (``run_stack``), else one after another, a member that raises reporting an ``error`` and the next
@@ -114,7 +118,7 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
         if len(members) > 1:
             print(
                 f"cohort {job['cohort']}: trial {member['key']} is member {index + 1} of {len(members)}, "
-                f"trained in turn by process {os.getpid()}",
+                f"{TASK_DONE[job['task']]} in turn by process {os.getpid()}",
                 file=sys.stderr,
                 flush=True,
             )
@@ -179,7 +183,7 @@ def hello(device: Any) -> Hello:
 
 
 def run_member(job: Job, member: Member, emit: Emit) -> None:
-    """Train or evaluate one member of ``job`` on its own, reporting its events through ``emit``."""
+    """Train (on its own), evaluate or measure one member of ``job``, reporting its events through ``emit``."""
     import torch
 
     from gridsearch.training import loop as training
@@ -189,6 +193,10 @@ def run_member(job: Job, member: Member, emit: Emit) -> None:
     emit(hello(device))
     if job["task"] == "train":
         training.train_trial(config, run_dir, data_dir, device, emit, job["epoch_budget"], job["cohort"])
+    elif job["task"] == "measure":
+        from gridsearch.training.inference import inference_ms
+
+        emit({"event": "measured", "inference_ms": inference_ms(config, run_dir, data_dir, device)})
     else:
         evaluation, best_epoch = training.evaluate_trial(config, run_dir, data_dir, device, job["test_size"])
         emit({"event": "evaluation", **evaluation, "best_epoch": best_epoch})

@@ -15,6 +15,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from gridsearch.spec import pareto
 from gridsearch.vocabulary import metric
 
 M = TypeVar("M", bound=Mapping[str, Any])
@@ -100,11 +101,13 @@ def planned_epochs(trials: int, factor: int, budgets: Sequence[int]) -> list[int
 @dataclass(frozen=True)
 class Standing:
     """A trial's result in a rung: its select metric and val loss at its best epoch within the rung's
-    budget; ``score`` None when it cannot be promoted (it failed, or has no epoch)."""
+    budget; ``score`` None when it cannot be promoted (it failed, or has no epoch). With several objectives,
+    ``values``: its value of each (None when one is missing)."""
 
     key: str
     score: float | None
     val_loss: float | None
+    values: tuple[float, ...] | None = None
 
 
 def best_epoch(epochs: Iterable[M], select: str, budget: int | None = None) -> M | None:
@@ -135,3 +138,15 @@ def promote(standings: Sequence[Standing], factor: int, select: str, keep: int |
     ranked = sorted(scored, key=lambda s: (rank(s[1]), s[2]))
     count = promoted_count(len(standings), factor) if keep is None else keep
     return [key for key, _, _ in ranked[:count]]
+
+
+def promote_by_front(
+    standings: Sequence[Standing], factor: int, objectives: Sequence[pareto.Objective], keep: int | None = None
+) -> list[str]:
+    """Several objectives (MO-ASHA): keys of the first ``keep`` (default ``ceil(len(standings) / factor)``) trials
+    by non-dominated rank of their ``values``, then crowding distance within the rank, then key. Trials without
+    values are never promoted."""
+    scored = [s for s in standings if s.values is not None]
+    count = promoted_count(len(standings), factor) if keep is None else keep
+    points = pareto.losses([s.values for s in scored if s.values is not None], objectives)
+    return pareto.promotion_order([s.key for s in scored], points, count)[:count]

@@ -63,6 +63,13 @@ STRATEGIES: dict[str, StrategyKind] = {
             asks=True,
         ),
         StrategyKind(
+            "nsga2",
+            ("trials", "batch", "seed", "population"),
+            "NSGA-II (Optuna's sampler): {trials} points in batches of {batch}, generations of {population} "
+            "(seed {seed})",
+            asks=True,
+        ),
+        StrategyKind(
             "gp",
             ("trials", "batch", "seed"),
             "Gaussian process (Optuna's sampler): {trials} points in batches of {batch} (seed {seed})",
@@ -78,7 +85,8 @@ class Search:
 
     ``sample``: where the points come from (every grid point, or ``trials`` drawn from ``seed``);
     ``factor`` and ``min_epochs``: the rungs of halving and hyperband; ``trials`` and ``batch``: the points
-    an asking strategy proposes in all and per batch; ``epochs``: every trial's epochs, for the rungs.
+    an asking strategy proposes in all and per batch; ``population``: nsga2's generation size; ``epochs``: every
+    trial's epochs, for the rungs.
     """
 
     strategy: str = "grid"
@@ -89,6 +97,7 @@ class Search:
     seed: int = 0
     batch: int | None = None
     epochs: int | None = None
+    population: int | None = None
 
     @property
     def kind(self) -> StrategyKind:
@@ -150,6 +159,8 @@ class Search:
             record.update(trials=self.trials, seed=self.seed)
         if self.asks:
             record.update(trials=self.trials, batch=self.batch, seed=self.seed)
+        if self.population is not None:
+            record["population"] = self.population
         return record
 
     @classmethod

@@ -3,7 +3,7 @@
 A sweep file names an architecture, a dataset split, fixed ``params`` and a ``grid`` (a dict of
 lists, or a list of such dicts, as scikit-learn's ``ParameterGrid`` takes), and optionally how to
 ``search`` it (every trial to the end, successive halving or Hyperband, points drawn at random: random
-or sobol, see ``gridsearch.spec.sampling``, or points proposed from the results so far: tpe, gp; see
+or sobol, see ``gridsearch.spec.sampling``, or points proposed from the results so far: tpe, nsga2, gp; see
 ``gridsearch.spec.search``). :func:`load_sweep` reads one (see
 ``gridsearch.spec.validation``): every key is checked before anything runs, and problems raise
 :class:`UserError` naming the file, line and key.
@@ -26,6 +26,7 @@ import architectures
 from gridsearch.errors import UserError
 from gridsearch.spec.config import DatasetPart, TrialConfig
 from gridsearch.spec.params import AUGMENTATION_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, TRANSFORMER_PARAMS, Param
+from gridsearch.spec.pareto import Objective, Rule
 from gridsearch.spec.sampling import Dimension
 from gridsearch.spec.search import Search
 
@@ -119,6 +120,10 @@ class Sweep:
     select: str = "val_accuracy"
     over_seeds: str | None = None
     """``mean``: select the configuration (grid point) by the mean of its seeds' ``select`` scores."""
+    objectives: tuple[Objective, ...] = ()
+    """Several objectives (``gridsearch.spec.objectives``): a front, and ``rule`` picks one trial of it; one
+    objective is ``select`` (and none are listed here)."""
+    rule: Rule | None = None
     threads: int = 1
     timeout: float | None = None
     retries: int = 0
@@ -141,10 +146,14 @@ class Sweep:
         return self.search.rung_epochs
 
     def search_record(self) -> dict[str, Any]:
-        """What the database records of the search (see ``SweepRow.search``), and ``over_seeds`` if set."""
+        """What the database records of the search (see ``SweepRow.search``), and ``over_seeds`` if set; with
+        several objectives, those and the select rule."""
         record = self.search.record()
         if self.over_seeds:
             record["over_seeds"] = self.over_seeds
+        if self.objectives:
+            assert self.rule is not None
+            record.update(objectives=[objective.record() for objective in self.objectives], rule=self.rule.record())
         return record
 
     @property

@@ -13,6 +13,7 @@ from typing import Any
 from gridsearch.errors import UserError
 from gridsearch.spec.document import Document, read_document, suggest
 from gridsearch.spec.grid_validation import GridPart, GridValidator
+from gridsearch.spec.objectives import Selecting, read_objectives
 from gridsearch.spec.params import TRAINER_PARAMS
 from gridsearch.spec.sampling import MAX_SAMPLED_TRIALS
 from gridsearch.spec.search import SAMPLES, STRATEGIES, Search
@@ -35,12 +36,13 @@ TOP_LEVEL_KEYS = (
     "search",
     "seeds",
     "select",
+    "objectives",
     "threads",
     "timeout",
     "retries",
 )
 DATASET_KEYS = ("name", "train_size", "val_size", "test_size")
-SEARCH_KEYS = ("strategy", "factor", "min_epochs", "sample", "trials", "batch", "seed")
+SEARCH_KEYS = ("strategy", "factor", "min_epochs", "sample", "trials", "batch", "seed", "population")
 SELECT_KEYS = ("metric", "over_seeds")
 MAX_RETRIES = 100
 """The most ``retries`` a sweep may ask for."""
@@ -119,7 +121,10 @@ class SweepValidator:
         if self.build or grids.checkpoints:  # a checkpoint file must fit its network: torch is loaded to read it
             for used_architecture in used:
                 grids.check_builds(used_architecture, architecture, params, grid)
-        select, over_seeds = self.select(document.get("select", "val_accuracy"), search)
+        if "objectives" in document:
+            selecting = read_objectives(self.document, search, len(seeds))
+        else:
+            selecting = Selecting(*self.select(document.get("select", "val_accuracy"), search))
         threads = self.scalar(document, "threads", int, 1)
         if threads < 1:
             raise self.fail(("threads",), f"must be >= 1, got {threads}")
@@ -140,8 +145,7 @@ class SweepValidator:
             seeds=seeds,
             search=search,
             space=space if search.asks else {},
-            select=select,
-            over_seeds=over_seeds,
+            **selecting.sweep_fields(),
             threads=threads,
             timeout=timeout,
             retries=retries,
@@ -248,7 +252,8 @@ class SweepValidator:
             batch = self.scalar(mapping, "batch", int, 1, at)
             if not 1 <= batch <= trials:
                 raise self.fail((*at, "batch"), f"must be between 1 and trials ({trials}), got {batch}")
-            return Search(strategy, sample=sample, trials=trials, seed=seed, batch=batch)
+            population = self.population(mapping, batch) if "population" in kind.keys else None
+            return Search(strategy, sample=sample, trials=trials, seed=seed, batch=batch, population=population)
         if not kind.rungs:
             return Search(strategy, sample=sample, trials=trials, seed=seed)
         for at_part, _, part in parts:
@@ -266,6 +271,14 @@ class SweepValidator:
         if not 1 <= min_epochs <= epochs:
             raise self.fail((*at, "min_epochs"), f"must be between 1 and epochs ({epochs}), got {min_epochs}")
         return Search(strategy, factor, min_epochs, sample, trials, seed, epochs=epochs)
+
+    def population(self, mapping: dict, batch: int) -> int:
+        """nsga2's ``population``: its generation size, 2 or more (default ``batch``)."""
+        population = self.scalar(mapping, "population", int, max(2, batch), ("search",))
+        if not 2 <= population <= MAX_SAMPLED_TRIALS:
+            limit = f"{MAX_SAMPLED_TRIALS:,}"
+            raise self.fail(("search", "population"), f"must be between 2 and {limit}, got {population}")
+        return population
 
     def seeds(self, seeds: Any) -> list[int]:
         """The ``seeds``: distinct integers in [0, 2**31)."""

@@ -18,9 +18,9 @@ from sqlalchemy.sql.compiler import TypeCompiler
 from gridsearch.spec.config import TrialConfig
 from gridsearch.vocabulary import TrialStatus
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 """Bumped whenever a table changes (see ``schema.UPGRADES``). 3: the JSON columns have PostgreSQL's JSON
-type (they were TEXT; on SQLite they are TEXT either way)."""
+type (they were TEXT; on SQLite they are TEXT either way). 4: the tables ``measurements`` and ``fronts``."""
 
 
 class JSONText(JSON):
@@ -161,3 +161,29 @@ class EvaluationRow(Base):
     """JSON list of predicted labels, in data-set order."""
     seconds: Mapped[float] = mapped_column(Float)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MeasurementRow(Base):
+    """A number measured of a trained trial apart from its epochs, once: its inference milliseconds per image."""
+
+    __tablename__ = "measurements"
+    trial_key: Mapped[str] = mapped_column(ForeignKey("trials.key"), primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    """What was measured, e.g. "inference_ms" (``gridsearch.training.inference``)."""
+    value: Mapped[float] = mapped_column(Float)
+    device: Mapped[str] = mapped_column(String(64))
+    """The device it was measured on."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class FrontRow(Base):
+    """One point of a sweep's Pareto front over its objectives, as its last selection computed it."""
+
+    __tablename__ = "fronts"
+    sweep_id: Mapped[int] = mapped_column(ForeignKey("sweeps.id", ondelete="CASCADE"), primary_key=True)
+    trial_key: Mapped[str] = mapped_column(ForeignKey("trials.key"), primary_key=True)
+    """The point's trial (with several seeds: its configuration's first trial)."""
+    position: Mapped[int] = mapped_column(Integer)
+    """Its place on the front, best first by the first objective."""
+    values: Mapped[dict[str, float]] = mapped_column(JSONText)
+    """Objective name -> the point's value (with several seeds: the mean over its configuration's seeds)."""

@@ -35,6 +35,8 @@ class Upgrade:
     everywhere: tuple[str, ...] = ()
     postgresql: tuple[str, ...] = ()
     """Only on PostgreSQL, where JSON is a column type of its own (SQLite stores JSON as TEXT)."""
+    tables: tuple[str, ...] = ()
+    """New tables, made as a new database makes them; readers do without them until a writer upgrades."""
 
     def statements(self, dialect: str) -> tuple[str, ...]:
         return self.everywhere + (self.postgresql if dialect == "postgresql" else ())
@@ -58,6 +60,7 @@ UPGRADES: dict[int, Upgrade] = {
             'ALTER TABLE sweeps ALTER COLUMN search SET DEFAULT \'{"strategy": "grid"}\'',
         )
     ),
+    3: Upgrade(tables=("measurements", "fronts")),
 }
 """Schema version -> how a database of that version is brought to the next one."""
 
@@ -65,7 +68,8 @@ UPGRADES: dict[int, Upgrade] = {
 def open_schema(engine: Engine, where: str, *, create: bool, upgrade: bool) -> int | None:
     """Check the schema of the database behind ``engine`` (``where`` names it in messages). An empty one
     gets the tables if ``create``; an older one is upgraded if ``upgrade``, else used as it is when this
-    version's tables read it unchanged (a version-2 SQLite file), else refused with a hint. Returns the
+    version's tables read it unchanged (a version-2 SQLite file; a version-3 one, whose readers do without the
+    tables version 4 adds), else refused with a hint. Returns the
     version it was upgraded from, or None."""
     tables = set(inspect(engine).get_table_names())
     if not tables:
@@ -109,6 +113,8 @@ def _upgrade(engine: Engine, where: str) -> int | None:
                 return None
             for statement in _pending(found, engine.dialect.name):
                 connection.exec_driver_sql(statement)
+            tables = [name for step in range(found, SCHEMA_VERSION) for name in UPGRADES[step].tables]
+            Base.metadata.create_all(connection, tables=[Base.metadata.tables[name] for name in tables])
             connection.execute(update(Meta).where(Meta.key == "schema_version").values(value=str(SCHEMA_VERSION)))
             return found
     except DBAPIError as exc:

@@ -19,6 +19,7 @@ from gridsearch.errors import UserError
 from gridsearch.store import connection
 from gridsearch.store.connection import DEFAULT_DB, database_url, location
 from gridsearch.store.faults import DEFAULT_WAIT_SECONDS, RideOut, reason, retried
+from gridsearch.store.fronts import Fronts
 from gridsearch.store.leases import Leases, Owner
 from gridsearch.store.models import (
     Base,
@@ -43,7 +44,7 @@ CHUNK = 10_000
 """Keys per ``IN`` list of a bulk read."""
 
 
-class Storage(Leases):
+class Storage(Leases, Fronts):
     """The results database.
 
     ``readonly=True`` opens it for reading only (``status``, ``query``, reports, the web app): nothing is

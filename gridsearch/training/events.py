@@ -2,8 +2,9 @@
 
 A worker sends them to the coordinator in order for each trial of its cohort (the members of a stack
 interleaved, epoch by epoch): ``hello``, then for training ``started``, one ``epoch`` per epoch (past epochs
-again, ``replayed``, after a resume), any ``warning``, and ``done``; for an evaluation ``evaluation``; ``error``
-instead of the last one if the trial failed. The worker tags each with the trial's ``key``.
+again, ``replayed``, after a resume), any ``warning``, and ``done``; for an evaluation ``evaluation``; for a
+measurement ``measured``; ``error`` instead of the last one if the trial failed. The worker tags each with the
+trial's ``key``.
 """
 
 from __future__ import annotations
@@ -62,6 +63,12 @@ class Evaluated(Evaluation, Tagged):
     best_epoch: int
 
 
+class Measured(Tagged):
+    event: Literal["measured"]
+    inference_ms: float
+    """Milliseconds to classify one image (``gridsearch.training.inference``)."""
+
+
 class Error(Tagged):
     event: Literal["error"]
     error: str
@@ -70,5 +77,5 @@ class Error(Tagged):
     so the coordinator trains it again rather than calling it failed."""
 
 
-Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Error
+Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Measured | Error
 Emit = Callable[[Event], None]

@@ -1,11 +1,11 @@
 """``serve``: a local web app on the results database, a live sweep dashboard and a draw-a-digit recognizer.
 
 The app is assembled here from its parts: the pages and their assets (``pages``), the JSON endpoints the
-pages poll every two seconds (``api``), the figures drawn on request (``figures``), what a trained network
-learned (``trained``), the augmentation explorer (``augment``), the drawings
-classified on a thread of their own (``inference``) and the request-size limit (``limits``). Every part
-finds sweeps and trials through one :class:`~gridsearch.web.catalog.Catalog`; every refusal is answered
-here, as one JSON line (or a page, to a browser asking for one), never a traceback.
+pages poll every two seconds (``api``), the figures drawn on request (``figures``), the front of a sweep of
+several objectives (``fronts``), what a trained network learned (``trained``), the augmentation explorer
+(``augment``), the drawings classified on a thread of their own (``inference``) and the request-size limit
+(``limits``). Every part finds sweeps and trials through one :class:`~gridsearch.web.catalog.Catalog`; every
+refusal is answered here, as one JSON line (or a page, to a browser asking for one), never a traceback.
 
 The database is opened read-only: with SQLite's WAL, reading never blocks the coordinator of a running
 sweep.
@@ -29,7 +29,7 @@ from gridsearch.store.connection import describe
 from gridsearch.store.faults import reason
 from gridsearch.store.storage import Storage
 from gridsearch.training.data import default_data_dir
-from gridsearch.web import api, augment, figures, pages, trained
+from gridsearch.web import api, augment, figures, fronts, pages, trained
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
@@ -54,6 +54,7 @@ def create_app(storage: Storage, artifacts: Path, data_dir: Path | None = None) 
     app.extensions["gridsearch.live"] = live  # what computes in the background (tests wait on it)
     app.register_blueprint(api.blueprint(catalog, live, inference, digits))
     app.register_blueprint(figures.blueprint(catalog, live))
+    app.register_blueprint(fronts.blueprint(catalog, live))
     app.register_blueprint(trained.blueprint(catalog, inference, digits))
     app.register_blueprint(augment.blueprint(digits))
 

@@ -170,6 +170,42 @@ async function renderAnalysis() {
   showFigure("parallel", found ? `${BASE}/parallel.png?v=${v}` : null);
 }
 
+/** A sweep of several objectives: its front as a table, and a scatter of the two objectives chosen. */
+let fronted = null;         // the results version whose front is shown
+async function renderFront() {
+  const version = latest.sweep.results_version;
+  if (fronted === version) return;
+  const front = await getJSON(`/api/sweeps/${encodeURIComponent(SWEEP)}/front`);
+  if (front.state === "computing") return;
+  fronted = version;
+  document.getElementById("front-section").hidden = front.objectives.length < 2;
+  if (front.objectives.length < 2) return;
+  const [x, y] = [document.getElementById("front-x"), document.getElementById("front-y")];
+  if (!x.options.length) {
+    for (const [select, chosen] of [[x, front.objectives.length - 1], [y, 0]]) {
+      select.append(...front.objectives.map((o, i) => new Option(o.label, o.metric, false, i === chosen)));
+      select.addEventListener("change", () => { showFront(); loadFigures(); });
+    }
+  }
+  document.getElementById("front-note").textContent = front.note ||
+    `${front.front.length} of ${front.points} points on the front; selected by ${front.rule}.`;
+  const show = (metric, value) => (metric === "val_accuracy" ? percent(value)
+    : metric === "parameters" ? Math.round(value).toLocaleString() : value.toPrecision(4));
+  document.querySelector("#front-table thead").replaceChildren(element("tr", {},
+    ...["key", "params", ...front.objectives.map((o) => o.label), "test accuracy"].map((t) => element("th", {}, t))));
+  document.querySelector("#front-table tbody").replaceChildren(...front.front.map((p) => element("tr",
+    { class: p.selected ? "selected" : "" }, element("td", { class: "key" }, p.key), element("td", {}, p.params),
+    ...front.objectives.map((o) => element("td", { class: "num" }, show(o.metric, p.values[o.metric]))),
+    element("td", { class: "num" }, percent(p.test_accuracy)))));
+  showFront();
+}
+
+function showFront() {
+  const [x, y] = [document.getElementById("front-x").value, document.getElementById("front-y").value];
+  const v = encodeURIComponent(latest.sweep.results_version);
+  showFigure("front", x !== y ? `${BASE}/front.png?x=${x}&y=${y}&v=${v}` : null);
+}
+
 function render() {
   const { sweep } = latest;
   const v = encodeURIComponent(sweep.version);
@@ -206,5 +242,6 @@ poll(async () => {
   latest = merge(answer);
   if (changed) render();
   await renderAnalysis();
+  await renderFront();
   await loadFigures();
 });
