@@ -27,7 +27,8 @@ from typing import Any
 from gridsearch import __version__
 from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
-from gridsearch.engine.failures import commonest_error, exit_reason, headline
+from gridsearch.engine.endings import Endings
+from gridsearch.engine.failures import commonest_error, headline
 from gridsearch.engine.jobs import cohort_signature
 from gridsearch.engine.local_executor import LocalExecutor
 from gridsearch.engine.options import RunOptions
@@ -35,6 +36,7 @@ from gridsearch.engine.pool import (
     POLL_SECONDS,
     ArtifactsUnavailable,
     Executor,
+    ExecutorLost,
     Placement,
     Worker,
     WorkerPool,
@@ -44,9 +46,12 @@ from gridsearch.engine.pool import (
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.recorder import EventRecorder
 from gridsearch.engine.selection import select_and_test
+from gridsearch.engine.space import SpaceWatch, trial_bytes
 from gridsearch.engine.strategies import SearchCallbacks, strategy_for
 from gridsearch.engine.tensorboard import TensorBoardLog
+from gridsearch.errors import DISK_FULL
 from gridsearch.spec import halving
+from gridsearch.spec.bounds import parameter_count
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.sweep import Sweep, Trial, resolve_warm_starts
 from gridsearch.store import views
@@ -57,9 +62,6 @@ from gridsearch.training.run_folders import Maker
 from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_params
 
 HEARTBEAT_SECONDS = 10.0
-MAX_RESTARTS = 2
-"""How often one run restarts a trial whose worker was killed from outside, before calling it failed."""
-STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -104,10 +106,10 @@ class Coordinator(SearchCallbacks):
             fused=not options.in_turn,
             maker=Maker(database_id=storage.database_id, gridsearch=__version__, code=self.version),
         )
-        self.pool = WorkerPool(self.executor, placement, self.sweep.timeout)
+        self.pool = WorkerPool(self.executor, placement, self.sweep.timeout, options.stall_after)
         self.owner = Owner.this_process()
-        self.restarts: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
+        self.endings = Endings(self.sweep.timeout, self.sweep.retries, self._log)
+        self.evaluation_failures: dict[str, str] = {}
         self.configs: dict[str, TrialConfig] = {}
 
     def run(self) -> SweepOutcome:
@@ -140,6 +142,7 @@ class Coordinator(SearchCallbacks):
             cost.epochs_to_do,
         )
         self.storage.faults.waiting = self.progress.message
+        self.space = SpaceWatch(self.artifacts, self.options.db_wait, self.progress.message)
         self.recorder = EventRecorder(self.storage, self.progress, self.version)
         if self.options.tensorboard is not None:
             self.recorder.tensorboard = TensorBoardLog(self.options.tensorboard, self.sweep, self.configs)
@@ -154,7 +157,7 @@ class Coordinator(SearchCallbacks):
             self._stop_all(str(failure))
             self.progress.close()
             return SweepOutcome(self._statuses(), stopped=str(failure))
-        except ArtifactsUnavailable:  # the database works: the stopped trials are marked resumable
+        except (ArtifactsUnavailable, ExecutorLost):  # the database works: the stopped trials are marked resumable
             self._stop_all(None)
             self.progress.close()
             raise
@@ -208,12 +211,11 @@ class Coordinator(SearchCallbacks):
         elsewhere: set[str] = set()
         last_heartbeat = time.monotonic()
         while todo or self.pool.running or elsewhere:
-            while todo and len(self.pool) < (self.options.workers or 1):
+            while todo and len(self.pool) < (self.options.workers or 1) and self.space.room_for(self._needs(todo)):
                 cohort = self._claim_cohort(todo, budget, elsewhere)
                 if cohort:
-                    self._start(cohort, budget)
-            for worker, event in self.pool.events():
-                self.recorder.record(worker, event)
+                    self._start(cohort, budget, todo)
+            self._watch()
             for worker in self.pool.exited():
                 self._finish(worker, todo)
             self.pool.enforce_timeout()
@@ -246,75 +248,65 @@ class Coordinator(SearchCallbacks):
                 elsewhere.add(key)  # another live coordinator runs it
         return cohort
 
-    def _start(self, cohort: list[str], budget: int | None) -> None:
+    def _needs(self, todo: deque[str]) -> int:
+        """The disk space the next cohort of ``todo`` needs for its run folders."""
+        return trial_bytes(parameter_count(self.configs[todo[0]])) * min(self.options.fuse, len(todo))
+
+    def _watch(self) -> None:
+        """Record what the workers sent, kill those that stalled, and stop if the executor lost its cluster."""
+        for worker, event in self.pool.events():
+            self.recorder.record(worker, event)
+        self.pool.enforce_stalls()
+        if (lost := self.executor.lost()) is not None:
+            raise ExecutorLost(lost)
+
+    def _start(self, cohort: list[str], budget: int | None, todo: deque[str]) -> None:
         rows = self.storage.trial_rows(cohort)
-        worker = self.pool.start("train", [(key, self.configs[key]) for key in cohort], budget)
+        try:
+            worker = self.pool.start("train", [(key, self.configs[key]) for key in cohort], budget)
+        except OSError as exc:  # a full disk (the others stop the run): back to the queue, until there is room
+            assert exc.errno in DISK_FULL, exc
+            for key in cohort:
+                self.storage.finish(key, TrialStatus.INTERRUPTED)
+            todo.extendleft(reversed(cohort))
+            self.space.failed()
+            return
         for key in cohort:
             label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
             row = rows.get(key)
             self.progress.trial_started(key, label, worker.members[key].epochs, row.epochs_run if row else 0)
 
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
-        """Record how each member of a worker that has exited ended: done (or stopped at its budget) if it
-        reported so, failed if it reported an error or its worker crashed while training it, timed out, or
-        interrupted. A member killed from outside, or whose run folder failed (an infrastructure failure,
-        not the trial's), is restarted from its checkpoint, a failed one retried if the sweep allows
-        ``retries``, and one that never started goes back to the queue; a run folder that failed because the
-        artifacts folder cannot be written stops the run; with ``fail_fast`` a member that failed for good
-        stops the sweep."""
+        """Record how each member of a worker that has exited ended (``Endings``); those trained again go back to
+        the front of ``todo``. A run folder that failed because the artifacts folder cannot be written stops the
+        run (a full disk is waited for instead); with ``fail_fast`` a member that failed for good stops the sweep."""
         code = worker.handle.poll()
-        killed = code is not None and code < 0 and -code in STOP_SIGNALS and worker.stopped_by_us is None
         again: list[str] = []
         failed_for_good = None
         folder_failed = False
         for member in worker.members.values():
-            key, restart = member.key, ""
-            if member.summary is not None:
-                status, error = (TrialStatus.DONE if member.finished else TrialStatus.STOPPED), None
-            elif worker.timed_out == key:
-                status = TrialStatus.TIMEOUT
-                error = f"exceeded the sweep's timeout of {self.sweep.timeout:g} s during epoch {member.last_epoch + 1}"
-            elif member.error is not None and member.infrastructure:
-                status, error, folder_failed = TrialStatus.INTERRUPTED, member.error, True
-                if self.restarts.get(key, 0) < MAX_RESTARTS:
-                    self.restarts[key] = self.restarts.get(key, 0) + 1
-                    restart = "its run folder failed, not the trial: training it again"
-                    again.append(key)
-                else:
-                    restart = "its run folder failed again: left for the next run (selection waits for it)"
-            elif member.error is None and (killed or worker.stopped_by_us or not member.started):
-                if killed and member.started and self.restarts.get(key, 0) >= MAX_RESTARTS:
-                    status, error = TrialStatus.FAILED, exit_reason(code, self._log(key), member.log_offset, True)
-                else:
-                    status, error = TrialStatus.INTERRUPTED, None
-                    if killed and member.started:
-                        self.restarts[key] = self.restarts.get(key, 0) + 1
-                        error = f"worker killed by {signal.Signals(-(code or 0)).name} after epoch {member.last_epoch}"
-                        restart = "restarting from its checkpoint"
-                    again.append(key)
-            else:
-                status = TrialStatus.FAILED
-                error = member.error or exit_reason(code, self._log(key), member.log_offset, worker.reported)
-            if status == TrialStatus.FAILED and self.retries.get(key, 0) < self.sweep.retries:
-                self.retries[key] = self.retries.get(key, 0) + 1
-                status = TrialStatus.INTERRUPTED
-                restart = f"retry {self.retries[key]} of {self.sweep.retries}, from its checkpoint"
-                again.append(key)
-            summary = member.summary if status in SCORED else None
-            self.storage.finish(key, status, summary, error)
-            if status == TrialStatus.INTERRUPTED and not restart:
-                self.progress.trial_finished(key, status, "back in the queue: its cohort's worker ended first")
+            key = member.key
+            ending = self.endings.of(worker, member, code)
+            summary = member.summary if ending.status in SCORED else None
+            self.storage.finish(key, ending.status, summary, ending.error)
+            again += [key] if ending.again else []
+            folder_failed |= ending.folder_failed
+            if ending.status == TrialStatus.INTERRUPTED and not ending.next:
+                self.progress.trial_finished(key, ending.status, "back in the queue: its cohort's worker ended first")
                 continue
             if summary is not None:
                 detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
-                if status == TrialStatus.STOPPED:
+                if ending.status == TrialStatus.STOPPED:
                     detail += f", stopped after epoch {summary['epochs_run'] - 1}"
             else:
-                detail = f"{headline(error)}{f'; {restart}' if restart else ''}"
-            self.progress.trial_finished(key, status, detail)
-            if status in FAILURES and failed_for_good is None:
-                failed_for_good = (key, status, error)
-        if folder_failed and (problem := writable(self.artifacts)) is not None:
+                detail = f"{headline(ending.error)}{f'; {ending.next}' if ending.next else ''}"
+            self.progress.trial_finished(key, ending.status, detail)
+            if ending.status in FAILURES and failed_for_good is None:
+                failed_for_good = (key, ending.status, ending.error)
+        if any(member.disk_full for member in worker.members.values()):
+            self.space.failed()
+        problem = writable(self.artifacts) if folder_failed else None
+        if problem is not None and problem.errno not in DISK_FULL:
             raise artifacts_unavailable(self.artifacts, problem)
         todo.extendleft(reversed(again))
         if self.options.fail_fast and failed_for_good is not None:
@@ -368,9 +360,10 @@ class Coordinator(SearchCallbacks):
         if selection.best is None:
             outcome.notes.append(self._nothing_finished())
         elif not selection.tested:
-            log = self._log(selection.best)
+            failed = next(iter(self.evaluation_failures.items()), (selection.best, "no reason recorded"))
             outcome.notes.append(
-                f"the test evaluation of trial {selection.best} failed (see {log}); run again to retry"
+                f"the test evaluation of trial {failed[0]} failed: {headline(failed[1])} (its error in `gridsearch "
+                f"trials {self.sweep.name}`; its log: {self._log(failed[0])}); run again to retry"
             )
         return outcome
 
@@ -397,14 +390,18 @@ class Coordinator(SearchCallbacks):
         worker = self.pool.start("evaluate", [(key, config)])
         try:
             while worker.events_open or worker.handle.poll() is None:
-                for each, event in self.pool.events():
-                    self.recorder.record(each, event)
-        except KeyboardInterrupt:
+                self._watch()
+        except (KeyboardInterrupt, ExecutorLost):
             self.pool.stop_all()
             raise
         finally:
             self.pool.running.pop(key, None)
-        return worker.members[key].evaluation
+        member = worker.members[key]
+        reason = None if member.evaluation else self.endings.evaluation_failure(worker, member, worker.handle.poll())
+        self.storage.update_trial(key, error=reason)  # kept with the trial until an evaluation succeeds
+        if reason is not None:
+            self.evaluation_failures[key] = reason
+        return member.evaluation
 
 
 def needs_training(row: TrialRow | None, budget: int | None) -> bool:

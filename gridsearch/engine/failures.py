@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from gridsearch.store.models import TrialRow
-from gridsearch.vocabulary import FAILURES
+from gridsearch.vocabulary import FAILURES, Stage
 
 LOG_TAIL_LINES = 10
 """How many of a dead worker's last log lines its trial's error keeps when it printed no traceback."""
@@ -26,16 +26,23 @@ def log_size(log: Path) -> int:
         return 0
 
 
-def exit_reason(code: int | None, log: Path, offset: int = 0, reported: bool = False) -> str:
-    """Why a worker that sent no ``error`` event ended: its signal or exit code, then the last traceback it
-    printed to ``log`` after byte ``offset`` (this run of it), then its last lines. ``reported``: it sent
-    events before it died (else it died before it could report anything)."""
+def exit_reason(
+    code: int | None, log: Path, offset: int = 0, reported: bool = False, stage: Stage | None = None
+) -> str:
+    """Why a worker that sent no ``error`` event ended: its signal or exit code and the ``stage`` it was in, then
+    the last traceback it printed to ``log`` after byte ``offset`` (this run of it), then its last lines.
+    ``reported``: it sent events before it died (else it died before it could report anything)."""
     if code is not None and code < 0:
         reason = f"worker killed by {signal.Signals(-code).name}"
     else:
         reason = f"worker exited with code {code}"
     if not reported:
         reason += " before it reported anything"
+    return with_log(reason if stage is None else with_stage(reason, stage), log, offset)
+
+
+def with_log(reason: str, log: Path, offset: int = 0) -> str:
+    """``reason``, then the last traceback a worker printed to ``log`` after byte ``offset``, else its last lines."""
     lines = _read_from(log, offset).rstrip().splitlines()
     if not lines:
         return f"{reason}; {log} is empty (a traceback from before it opened its log goes to the run's stderr)"
@@ -43,6 +50,12 @@ def exit_reason(code: int | None, log: Path, offset: int = 0, reported: bool = F
     if start is not None:  # the traceback runs to the end of the log: it holds the last lines too
         return "\n".join([f"{reason}; the end of {log}:", *lines[start:][-TRACEBACK_LINES:]])
     return "\n".join([f"{reason}; the last lines of {log}:", *lines[-LOG_TAIL_LINES:]])
+
+
+def with_stage(error: str, stage: Stage | str) -> str:
+    """``error`` with the stage it happened in at the end of its first line: ``... (stage: checkpoint)``."""
+    first, newline, rest = error.partition("\n")
+    return f"{first} (stage: {stage}){newline}{rest}"
 
 
 def _read_from(log: Path, offset: int) -> str:

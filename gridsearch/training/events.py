@@ -3,7 +3,8 @@
 A worker sends them to the coordinator in order, for each trial of its cohort in turn: ``hello``, then for
 training ``started``, one ``epoch`` per epoch (past epochs again, ``replayed``, after a resume), any
 ``warning``, and ``done``; for an evaluation ``evaluation``; ``error`` instead of the last one if the trial
-failed. The worker tags each with the trial's ``key``.
+failed. The worker tags each with the trial's ``key``. Its heartbeat sends ``progress`` every few seconds, untagged
+(it is about the whole worker).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from typing import Literal, NotRequired, TypedDict
 
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
-from gridsearch.vocabulary import Execution
+from gridsearch.vocabulary import Execution, Stage
 
 
 class Tagged(TypedDict):
@@ -68,7 +69,20 @@ class Error(Tagged):
     infrastructure: bool
     """The failure came from outside the trial (its run folder could not be written): not the trial's fault,
     so the coordinator trains it again rather than calling it failed."""
+    stage: NotRequired[Stage]
+    """What the worker was doing when it raised."""
+    disk_full: NotRequired[bool]
+    """The failure was a full disk: the coordinator waits for space before it trains anything again."""
 
 
-Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Error
+class Progress(Tagged):
+    """The worker's heartbeat (``engine/heartbeat.py``), sent every few seconds whatever it does."""
+
+    event: Literal["progress"]
+    calls: int
+    """Module forward calls made so far: it grows while the worker trains or evaluates."""
+    stage: Stage
+
+
+Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Error | Progress
 Emit = Callable[[Event], None]
