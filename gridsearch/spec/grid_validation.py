@@ -230,7 +230,9 @@ class GridValidator:
         optimizer needs more than ``memory``; the error points at the grid if ``gridded``, else at the params."""
         why = check_memory(footprint(architecture, values), largest["batch_size"], largest["optimizer"], memory)
         if why is not None:
-            raise self.document.fail(("grid",) if gridded else ("params",), f"{architecture} with {values} {why}")
+            fixed = self.document.data.get("params") or {}
+            where = ("grid",) if gridded else ("params", *[name for name in values if name in fixed][:1])
+            raise self.document.fail(where, f"{architecture} with {values} {why}")
 
     def check_fit(self, architecture: str, model: torch.nn.Module, init_from: str, gridded: bool) -> None:
         """Refuse an ``init_from`` checkpoint that fills none of ``model``'s tensors."""
