@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import queue
 import signal
@@ -124,6 +125,8 @@ class DaskExecutor:
     def __init__(self, scheduler: str | None, local_workers: int):
         from distributed import Client, LocalCluster
 
+        # the client logs each failed reconnection with a traceback; the run says what happened in one line
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.events: queue.Queue[tuple[str, Event | None]] = queue.Queue()
         self.cluster = None
         try:
