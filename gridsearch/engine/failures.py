@@ -14,7 +14,8 @@ LOG_TAIL_LINES = 10
 """How many of a dead worker's last log lines its trial's error keeps when it printed no traceback."""
 TRACEBACK_LINES = 40
 """The most lines of a printed traceback the error keeps (its end: where it was raised)."""
-TRACEBACK_STARTS = ("Traceback (most recent call last):", "Fatal Python error:")
+CRASH_START = "Fatal Python error:"
+TRACEBACK_STARTS = ("Traceback (most recent call last):", CRASH_START)
 """How Python's and ``faulthandler``'s tracebacks begin."""
 
 
@@ -47,9 +48,21 @@ def with_log(reason: str, log: Path, offset: int = 0) -> str:
     if not lines:
         return f"{reason}; {log} is empty (a traceback from before it opened its log goes to the run's stderr)"
     start = max((i for i, line in enumerate(lines) if line.startswith(TRACEBACK_STARTS)), default=None)
+    if start is not None and lines[start].startswith(CRASH_START):
+        return "\n".join([f"{reason}; the end of {log}:", *crashed_thread(lines[start:])])
     if start is not None:  # the traceback runs to the end of the log: it holds the last lines too
         return "\n".join([f"{reason}; the end of {log}:", *lines[start:][-TRACEBACK_LINES:]])
     return "\n".join([f"{reason}; the last lines of {log}:", *lines[-LOG_TAIL_LINES:]])
+
+
+def crashed_thread(dump: list[str]) -> list[str]:
+    """``faulthandler``'s dump of a crash cut to its first line and the stack of the thread that crashed (the
+    dump also lists every other thread, the heartbeat's among them, and the extension modules)."""
+    current = next((i for i, line in enumerate(dump) if line.startswith("Current thread")), None)
+    if current is None:
+        return dump[-TRACEBACK_LINES:]
+    end = next((i for i in range(current, len(dump)) if not dump[i].strip()), len(dump))
+    return [dump[0], *dump[current:end][:TRACEBACK_LINES]]
 
 
 def with_stage(error: str, stage: Stage | str) -> str:
