@@ -108,13 +108,23 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
     """``run``, one sweep at a time: each sweep's result as soon as it has ended (the command prints them)."""
     from gridsearch.engine.coordinator import Coordinator
     from gridsearch.engine.devices import resolve_device
+    from gridsearch.spec.bounds import device_memory
     from gridsearch.spec.sweep import load_sweep
     from gridsearch.training.data import default_data_dir, prepare
 
     if not sweep_files:
         raise UserError("run: name at least one sweep file")
     options.check()
-    sweeps = [load_sweep(Path(path), options.max_trials) for path in sweep_files]  # all valid before any runs
+    if options.executor == "dask" and options.scheduler:  # refused at once, not after the sweeps are read
+        from gridsearch.engine.dask_executor import check_reachable
+
+        try:
+            check_reachable(options.scheduler)
+        except OSError as exc:
+            raise UserError(f"--scheduler {options.scheduler}: cannot reach a Dask scheduler there ({exc})") from None
+    device = resolve_device(options.device)
+    memory = device_memory(device)
+    sweeps = [load_sweep(Path(path), options.max_trials, memory=memory) for path in sweep_files]  # all valid first
     if options.tensorboard is not None:  # run --tensorboard DIR: its package is there before anything runs
         from gridsearch.engine.tensorboard import require_tensorboard
 
@@ -129,7 +139,6 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
             file=sys.stderr,
         )
     folder = writable_folder(artifacts_dir(options.db, None if options.artifacts is None else str(options.artifacts)))
-    device = resolve_device(options.device)
     pool, workers, gpus = _executor(options, device, max(s.threads for s in sweeps))
     resolved = replace(options, data_dir=data, artifacts=folder, workers=workers, device=device, gpus=gpus)
     try:

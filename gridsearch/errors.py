@@ -1,4 +1,10 @@
-"""The one exception type that reaches users as a single line and exit code 2."""
+"""The one exception type that reaches users as a single line and exit code 2, and the outages that stop a run
+with one line and exit code 1."""
+
+import errno
+
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)
+"""The ``errno`` of a full disk (or quota): an outage to wait out, never a trial's fault."""
 
 
 class UserError(Exception):

@@ -61,6 +61,15 @@ class Execution(StrEnum):
     """As one slice of a stacked model: its cohort-mates trained at the same time, in one loop."""
 
 
+class Stage(StrEnum):
+    """What a worker was doing when it failed or stalled; every failure's ``error`` names it."""
+
+    TRAINING = "training"
+    TEST_EVALUATION = "test evaluation"
+    CHECKPOINT = "checkpoint"
+    """Writing (or reading) a checkpoint file."""
+
+
 FINISHED = frozenset({TrialStatus.DONE, TrialStatus.STOPPED, TrialStatus.FAILED, TrialStatus.TIMEOUT})
 """Nothing more happens to these in the sweep as it stands: a completed successive-halving sweep has only
 finished trials, its stopped ones included (a later rung or another sweep may still resume those)."""

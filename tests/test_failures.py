@@ -7,6 +7,7 @@ import signal
 import threading
 import time
 
+import psutil
 import pytest
 import torch
 from torch import nn
@@ -15,6 +16,7 @@ import architectures
 from gridsearch.engine import worker
 from gridsearch.engine.failures import exit_reason
 from tests.conftest import cli, rows, write_sweep
+from tests.test_faults import start_run, wait_for
 
 TINY = {
     "dataset": {"train_size": 300, "val_size": 200, "test_size": 200},
@@ -69,7 +71,7 @@ def test_a_worker_killed_mid_trial_leaves_its_traceback_and_run_names_the_error_
     assert result.returncode == 1, result.stderr
     ((status, error),) = rows(db, "SELECT status, error FROM trials")
     assert status == "failed"
-    assert error.startswith(f"worker killed by SIGSEGV; the end of {tmp_path / 'runs'}")
+    assert error.startswith(f"worker killed by SIGSEGV (stage: training); the end of {tmp_path / 'runs'}")
     assert "Fatal Python error: Segmentation fault" in error and "gridsearch/training/" in error  # where it was
     retry = f"python -m gridsearch run {sweep} --workers 1 --data-dir {data_dir} --plain --retry-failed"
     assert (
@@ -77,6 +79,42 @@ def test_a_worker_killed_mid_trial_leaves_its_traceback_and_run_names_the_error_
         in (result.stdout)
     )
     assert result.stdout.rstrip().endswith(f"once fixed, run them again: {retry}")
+
+
+def test_a_test_evaluation_killed_keeps_its_reason_and_a_rerun_tests_the_trial(tmp_path, data_dir):
+    """Before: "the test evaluation of trial ... failed (see .../worker.log)", an empty log and nothing recorded."""
+    dataset = {**TINY["dataset"], "test_size": 10000}  # an evaluation of seconds, to be caught in
+    sweep = write_sweep(tmp_path, **{**TINY, "dataset": dataset, "grid": {"lr": [0.05]}})
+    db = tmp_path / "results.db"
+    run = start_run(tmp_path, data_dir)
+    wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'", run)
+    coordinator = psutil.Process(run.pid)
+    while not (workers := [p for child in coordinator.children() for p in child.children()]):  # the forkserver's
+        assert run.poll() is None, run.communicate()
+        time.sleep(0.01)
+    workers[0].kill()  # the test evaluation's worker
+    out, err = run.communicate(timeout=300)
+    ((key, error),) = rows(db, "SELECT key, error FROM trials")
+    assert run.returncode == 1 and "Traceback" not in err, err
+    killed = error.split(";")[0]  # it may be killed before it says hello: "... before it reported anything"
+    assert killed.startswith("worker killed by SIGKILL") and killed.endswith("(stage: test evaluation)"), error
+    note = f"the test evaluation of trial {key} failed: {error.splitlines()[0]} (its error in `gridsearch trials small`"
+    assert note in out, out
+    assert rows(db, "SELECT COUNT(*) FROM evaluations") == [(0,)]
+    cli("run", str(sweep), cwd=tmp_path, data_dir=data_dir, check=True)
+    assert rows(db, "SELECT status, error FROM trials") == [("done", None)]
+    assert rows(db, "SELECT COUNT(*) FROM evaluations") == [(1,)]
+
+
+def test_a_failed_checkpoint_names_its_stage(tmp_path, data_dir):
+    sweep = write_sweep(tmp_path, **{**TINY, "grid": {"lr": [0.05]}})
+    db = tmp_path / "results.db"
+    key = cli("plan", str(sweep), "--format", "csv", cwd=tmp_path, check=True).stdout.splitlines()[1].split(",")[0]
+    (tmp_path / "runs" / key / "best.pt").mkdir(parents=True)  # a folder where the best weights go
+    result = cli("run", str(sweep), "--executor", "local", cwd=tmp_path, data_dir=data_dir)
+    assert result.returncode == 1
+    ((error,),) = rows(db, "SELECT error FROM trials")
+    assert error.startswith("IsADirectoryError: [Errno 21] Is a directory: ") and error.endswith("(stage: checkpoint)")
 
 
 def test_retries_rerun_a_failed_trial_and_fail_fast_stops_the_sweep_resumably(tmp_path, data_dir):
@@ -171,4 +209,6 @@ def test_cuda_out_of_memory_in_a_trial_is_an_error_event_with_a_clear_reason(
         "error": "CUDA out of memory on GPU 1 (batch_size 50): CUDA out of memory. Tried to allocate 2.00 GiB. "
         "GPU 0 has 1.2 GiB free. (lower batch_size, or run fewer trials per GPU with --slots-per-gpu)",
         "infrastructure": False,
+        "stage": "training",
+        "disk_full": False,
     }

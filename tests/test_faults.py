@@ -329,36 +329,6 @@ def test_an_unwritable_run_folder_is_a_clear_error_before_anything_is_stored(tmp
     assert rows(tmp_path / "results.db", "SELECT COUNT(*) FROM sweeps") == [(0,)]
 
 
-@pytest.fixture
-def full_disk(tmp_path):
-    """A 16 KiB tmpfs (root only): the first checkpoint does not fit."""
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    if (
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16k", "tmpfs", str(mount)], capture_output=True).returncode
-        != 0
-    ):
-        pytest.skip("cannot mount a small tmpfs here (needs root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=True)
-
-
-@pytest.mark.slow
-def test_a_full_disk_is_an_infrastructure_failure_that_marks_nothing_done(full_disk, tmp_path, data_dir):
-    """A full disk is not the trial's fault: it is trained again (twice), then left for the next run, and
-    nothing is selected meanwhile."""
-    write_sweep(tmp_path, **{**TINY, "params": {**TINY["params"], "epochs": 1}, "grid": {"lr": [0.1]}})
-    result = gridsearch(
-        "run", str(tmp_path / "sweep.yaml"), "--artifacts", str(full_disk), cwd=tmp_path, data_dir=data_dir
-    )
-    assert result.returncode == 1, result.stderr
-    assert "Traceback" not in result.stderr
-    ((status, error),) = rows(tmp_path / "results.db", "SELECT status, error FROM trials")
-    assert status == "interrupted" and "No space left on device" in error and "\n" not in error
-    assert rows(tmp_path / "results.db", "SELECT COUNT(*) FROM evaluations") == [(0,)]
-    assert not list(full_disk.rglob("*.tmp")) and not list(full_disk.rglob("*.pt"))
-
-
 # -- the database -------------------------------------------------------------------------------------
 
 

@@ -87,8 +87,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=_seconds,
         default=DEFAULT_WAIT_SECONDS,
         metavar="SECONDS",
-        help="how long to wait out a database that is unreachable (a server restart) or locked before stopping "
-        "(default: %(default)g; the trials stay resumable)",
+        help="how long to wait out a database that is unreachable (a server restart), locked or on a full disk, "
+        "and an artifacts folder on a full disk, before stopping (default: %(default)g; the trials stay resumable)",
+    )
+    run.add_argument(
+        "--stall-after",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="kill a worker that made no progress for this long and train its trials again (default: 3 x the "
+        "trials' longest epoch, at least 60 s; 0: never)",
     )
     run.add_argument(
         "--max-trials",

@@ -28,7 +28,8 @@ from typing import Any
 from gridsearch import __version__
 from gridsearch.engine.cost import sweep_cost
 from gridsearch.engine.devices import code_version
-from gridsearch.engine.failures import commonest_error, exit_reason, headline
+from gridsearch.engine.endings import Endings
+from gridsearch.engine.failures import headline, nothing_finished
 from gridsearch.engine.jobs import Cohorts, Task
 from gridsearch.engine.local_executor import LocalExecutor
 from gridsearch.engine.objectives import select_on_front, with_values
@@ -37,7 +38,7 @@ from gridsearch.engine.pool import (
     POLL_SECONDS,
     ArtifactsUnavailable,
     Executor,
-    MemberState,
+    ExecutorLost,
     Placement,
     Worker,
     WorkerPool,
@@ -47,22 +48,22 @@ from gridsearch.engine.pool import (
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.recorder import EventRecorder
 from gridsearch.engine.selection import select_and_test
+from gridsearch.engine.space import SpaceWatch, trial_bytes
 from gridsearch.engine.strategies import SearchCallbacks, strategy_for
 from gridsearch.engine.tensorboard import TensorBoardLog
+from gridsearch.errors import DISK_FULL
 from gridsearch.spec import halving
+from gridsearch.spec.bounds import parameter_count
 from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.sweep import Sweep, Trial, resolve_warm_starts
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
-from gridsearch.store.records import Evaluation, TrialSummary
+from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Owner, Storage
 from gridsearch.training.run_folders import Maker
 from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_params
 
 HEARTBEAT_SECONDS = 10.0
-MAX_RESTARTS = 2
-"""How often one run restarts a trial whose worker was killed from outside, before calling it failed."""
-STOP_SIGNALS = (signal.SIGKILL, signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 
 
 @dataclass
@@ -107,10 +108,10 @@ class Coordinator(SearchCallbacks):
             fused=not options.in_turn,
             maker=Maker(database_id=storage.database_id, gridsearch=__version__, code=self.version),
         )
-        self.pool = WorkerPool(self.executor, placement, self.sweep.timeout)
+        self.pool = WorkerPool(self.executor, placement, self.sweep.timeout, options.stall_after)
         self.owner = Owner.this_process()
-        self.restarts: dict[str, int] = {}
-        self.retries: dict[str, int] = {}
+        self.endings = Endings(self.sweep.timeout, self.sweep.retries, self._log)
+        self.evaluation_failures: dict[str, str] = {}
         self.configs: dict[str, TrialConfig] = {}
         self.cohorts = Cohorts(options.fuse, stacked=not options.in_turn)
         self.signatures: dict[str, Hashable | None] = {}
@@ -145,6 +146,7 @@ class Coordinator(SearchCallbacks):
             cost.epochs_to_do,
         )
         self.storage.faults.waiting = self.progress.message
+        self.space = SpaceWatch(self.artifacts, self.options.db_wait, self.progress.message)
         self.recorder = EventRecorder(self.storage, self.progress, self.version)
         if self.options.tensorboard is not None:
             self.recorder.tensorboard = TensorBoardLog(self.options.tensorboard, self.sweep, self.configs)
@@ -159,7 +161,7 @@ class Coordinator(SearchCallbacks):
             self._stop_all(str(failure))
             self.progress.close()
             return SweepOutcome(self._statuses(), stopped=str(failure))
-        except ArtifactsUnavailable:  # the database works: the stopped trials are marked resumable
+        except (ArtifactsUnavailable, ExecutorLost):  # the database works: the stopped trials are marked resumable
             self._stop_all(None)
             self.progress.close()
             raise
@@ -219,12 +221,11 @@ class Coordinator(SearchCallbacks):
         elsewhere: set[str] = set()
         last_heartbeat = time.monotonic()
         while todo or self.pool.running or elsewhere:
-            while todo and len(self.pool) < (self.options.workers or 1):
+            while todo and len(self.pool) < (self.options.workers or 1) and self.space.room_for(self._needs(todo)):
                 cohort = self._claim_cohort(todo, budget, elsewhere)
                 if cohort:
-                    self._start(cohort, budget)
-            for worker, event in self.pool.events():
-                self.recorder.record(worker, event)
+                    self._start(cohort, budget, todo)
+            self._watch()
             for worker in self.pool.exited():
                 self._finish(worker, todo)
             self.pool.enforce_timeout()
@@ -262,69 +263,59 @@ class Coordinator(SearchCallbacks):
             self.signatures[key] = self.cohorts.signature(self.configs[key])
         return self.signatures[key]
 
-    def _start(self, cohort: list[str], budget: int | None) -> None:
+    def _needs(self, todo: deque[str]) -> int:
+        """The disk space the next cohort of ``todo`` needs for its run folders."""
+        return trial_bytes(parameter_count(self.configs[todo[0]])) * min(self.options.fuse, len(todo))
+
+    def _watch(self) -> None:
+        """Record what the workers sent, kill those that stalled, and stop if the executor lost its cluster."""
+        for worker, event in self.pool.events():
+            self.recorder.record(worker, event)
+        self.pool.enforce_stalls()
+        if (lost := self.executor.lost()) is not None:
+            raise ExecutorLost(lost)
+
+    def _start(self, cohort: list[str], budget: int | None, todo: deque[str]) -> None:
         rows = self.storage.trial_rows(cohort)
-        worker = self.pool.start("train", [(key, self.configs[key]) for key in cohort], budget)
+        try:
+            worker = self.pool.start("train", [(key, self.configs[key]) for key in cohort], budget)
+        except OSError as exc:  # a full disk (the others stop the run): back to the queue, until there is room
+            assert exc.errno in DISK_FULL, exc
+            for key in cohort:
+                self.storage.finish(key, TrialStatus.INTERRUPTED)
+            todo.extendleft(reversed(cohort))
+            self.space.failed()
+            return
         for key in cohort:
             label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
             row = rows.get(key)
             self.progress.trial_started(key, label, worker.members[key].epochs, row.epochs_run if row else 0)
 
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
-        """Record how each member of a worker that has exited ended: done (or stopped at its budget) if it
-        reported so, failed if it reported an error or its worker crashed while training it, timed out, or
-        interrupted. A member killed from outside, or whose run folder failed (an infrastructure failure,
-        not the trial's), is restarted from its checkpoint, a failed one retried if the sweep allows
-        ``retries``, and one that never started goes back to the queue; a run folder that failed because the
-        artifacts folder cannot be written stops the run; with ``fail_fast`` a member that failed for good
-        stops the sweep."""
+        """Record how each member of a worker that has exited ended (``Endings``); those trained again go back to
+        the front of ``todo``. A run folder that failed because the artifacts folder cannot be written stops the
+        run (a full disk is waited for instead); with ``fail_fast`` a member that failed for good stops the sweep."""
         code = worker.handle.poll()
-        killed = code is not None and code < 0 and -code in STOP_SIGNALS and worker.stopped_by_us is None
         again: list[str] = []
         failed_for_good = None
         folder_failed = False
         for member in worker.members.values():
-            key, restart = member.key, ""
-            if member.summary is not None:
-                status, error = (TrialStatus.DONE if member.finished else TrialStatus.STOPPED), None
-            elif worker.timed_out == key:
-                status = TrialStatus.TIMEOUT
-                error = f"exceeded the sweep's timeout of {self.sweep.timeout:g} s during epoch {member.last_epoch + 1}"
-            elif member.error is not None and member.infrastructure:
-                status, error, folder_failed = TrialStatus.INTERRUPTED, member.error, True
-                if self.restarts.get(key, 0) < MAX_RESTARTS:
-                    self.restarts[key] = self.restarts.get(key, 0) + 1
-                    restart = "its run folder failed, not the trial: training it again"
-                    again.append(key)
-                else:
-                    restart = "its run folder failed again: left for the next run (selection waits for it)"
-            elif member.error is None and (killed or worker.stopped_by_us or not member.started):
-                if killed and member.started and self.restarts.get(key, 0) >= MAX_RESTARTS:
-                    status, error = TrialStatus.FAILED, exit_reason(code, self._log(key), member.log_offset, True)
-                else:
-                    status, error = TrialStatus.INTERRUPTED, None
-                    if killed and member.started:
-                        self.restarts[key] = self.restarts.get(key, 0) + 1
-                        error = f"worker killed by {signal.Signals(-(code or 0)).name} after epoch {member.last_epoch}"
-                        restart = "restarting from its checkpoint"
-                    again.append(key)
-            else:
-                status = TrialStatus.FAILED
-                error = member.error or exit_reason(code, self._log(key), member.log_offset, worker.reported)
-            if status == TrialStatus.FAILED and self.retries.get(key, 0) < self.sweep.retries:
-                self.retries[key] = self.retries.get(key, 0) + 1
-                status = TrialStatus.INTERRUPTED
-                restart = f"retry {self.retries[key]} of {self.sweep.retries}, from its checkpoint"
-                again.append(key)
-            summary = member.summary if status in SCORED else None
-            self.storage.finish(key, status, summary, error)
-            if status == TrialStatus.INTERRUPTED and not restart:
-                self.progress.trial_finished(key, status, "back in the queue: its cohort's worker ended first")
+            key = member.key
+            ending = self.endings.of(worker, member, code)
+            summary = member.summary if ending.status in SCORED else None
+            self.storage.finish(key, ending.status, summary, ending.error)
+            again += [key] if ending.again else []
+            folder_failed |= ending.folder_failed
+            if ending.status == TrialStatus.INTERRUPTED and not ending.next:
+                self.progress.trial_finished(key, ending.status, "back in the queue: its cohort's worker ended first")
                 continue
-            self.progress.trial_finished(key, status, _ending(status, summary, error, restart))
-            if status in FAILURES and failed_for_good is None:
-                failed_for_good = (key, status, error)
-        if folder_failed and (problem := writable(self.artifacts)) is not None:
+            self.progress.trial_finished(key, ending.status, ending.said(summary))
+            if ending.status in FAILURES and failed_for_good is None:
+                failed_for_good = (key, ending.status, ending.error)
+        if any(member.disk_full for member in worker.members.values()):
+            self.space.failed()
+        problem = writable(self.artifacts) if folder_failed else None
+        if problem is not None and problem.errno not in DISK_FULL:
             raise artifacts_unavailable(self.artifacts, problem)
         todo.extendleft(reversed(again))
         if self.options.fail_fast and failed_for_good is not None:
@@ -380,57 +371,52 @@ class Coordinator(SearchCallbacks):
             )
         outcome = SweepOutcome(self._statuses(), selection.best if selection.tested else None)
         if selection.best is None:
-            outcome.notes.append(self._nothing_finished())
+            rows = self.storage.trials(self.sweep.name)
+            outcome.notes.append(nothing_finished(rows, self.sweep.name, self.artifacts, self._retry_command()))
         elif not selection.tested:
-            log = self._log(selection.best)
+            failed = next(iter(self.evaluation_failures.items()), (selection.best, "no reason recorded"))
             outcome.notes.append(
-                f"the test evaluation of trial {selection.best} failed (see {log}); run again to retry"
+                f"the test evaluation of trial {failed[0]} failed: {headline(failed[1])} (its error in `gridsearch "
+                f"trials {self.sweep.name}`; its log: {self._log(failed[0])}); run again to retry"
             )
         return outcome
-
-    def _nothing_finished(self) -> str:
-        """Why no trial was selected: the commonest error and the command that runs the failed trials again."""
-        rows = self.storage.trials(self.sweep.name)
-        commonest = commonest_error(rows)
-        if commonest is None:
-            return "no trial finished, so none was selected"
-        error, count, failed = commonest
-        return (
-            f"no trial finished, so none was selected: {failed} of {len(rows)} trials failed, {count} of them with: "
-            f"{error}\n(`gridsearch trials {self.sweep.name}` lists every error, and each trial's worker.log is in "
-            f"{self.artifacts}/<key>/); once fixed, run them again: {self._retry_command()}"
-        )
 
     def _retry_command(self) -> str:
         return self.options.retry_command or "the same command with --retry-failed"
 
     def _evaluate(self, key: str) -> Evaluation | None:
-        """Evaluate the trial's best weights on the test set in a worker; None if the worker failed."""
+        """Evaluate the trial's best weights on the test set in a worker; None if the worker failed (the reason
+        kept with the trial until an evaluation succeeds)."""
         self.progress.message(f"testing trial {key} on {self.sweep.dataset.test_size} test images")
-        return self._one_off("evaluate", [key])[key].evaluation
+        worker = self._one_off("evaluate", [key])
+        member = worker.members[key]
+        reason = None if member.evaluation else self.endings.evaluation_failure(worker, member, worker.handle.poll())
+        self.storage.update_trial(key, error=reason)
+        if reason is not None:
+            self.evaluation_failures[key] = reason
+        return member.evaluation
 
     def _measure(self, keys: list[str]) -> None:
         """Measure the inference time of each of ``keys`` in one worker (the recorder stores each); one that fails
         is said, and has no point (nor a promotion) until a later run measures it."""
         self.progress.message(f"measuring the inference time of {len(keys)} trial(s)")
-        for key, member in self._one_off("measure", keys).items():
+        for key, member in self._one_off("measure", keys).members.items():
             if member.error:
                 self.progress.message(f"trial {key}: inference time not measured: {headline(member.error)}")
 
-    def _one_off(self, task: Task, keys: list[str]) -> dict[str, MemberState]:
-        """Run ``task`` for the trials ``keys`` in one worker, recording its events until it ends; its members."""
+    def _one_off(self, task: Task, keys: list[str]) -> Worker:
+        """Run ``task`` for the trials ``keys`` in one worker, recording its events until it ends; the worker."""
         rows = self.storage.trial_rows([key for key in keys if key not in self.configs])
         worker = self.pool.start(task, [(key, self.configs.get(key) or rows[key].config) for key in keys])
         try:
             while worker.events_open or worker.handle.poll() is None:
-                for each, event in self.pool.events():
-                    self.recorder.record(each, event)
-        except KeyboardInterrupt:
+                self._watch()
+        except (KeyboardInterrupt, ExecutorLost):
             self.pool.stop_all()
             raise
         finally:
             self.pool.running.pop(worker.key, None)
-        return worker.members
+        return worker
 
 
 def needs_training(row: TrialRow | None, budget: int | None) -> bool:
@@ -440,14 +426,6 @@ def needs_training(row: TrialRow | None, budget: int | None) -> bool:
     if row is None or row.status not in CLAIMABLE:
         return False
     return row.status != TrialStatus.STOPPED or budget is None or row.epochs_run < budget
-
-
-def _ending(status: str, summary: TrialSummary | None, error: str | None, restart: str) -> str:
-    """How a trial's worker ended it, in a few words, for the progress line."""
-    if summary is None:
-        return f"{headline(error)}{f'; {restart}' if restart else ''}"
-    detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
-    return detail + (f", stopped after epoch {summary['epochs_run'] - 1}" if status == TrialStatus.STOPPED else "")
 
 
 def _final_standing(key: str, row: TrialRow | None, select: str) -> halving.Standing:

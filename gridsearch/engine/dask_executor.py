@@ -13,13 +13,17 @@ writer of the database.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -31,13 +35,23 @@ from gridsearch.training.events import Event
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 CHECK_SECONDS = 0.5
 """How often a running task forwards events and checks whether it was cancelled."""
+PROBE_SECONDS = 3.0
+"""How long ``--scheduler``'s address may take to accept a connection."""
+CONNECT_SECONDS = 5.0
+"""How long the client waits for the scheduler to answer (and, once it has lost it, to come back)."""
+WORKERLESS_SECONDS = 10.0
+"""How long a cluster may have no worker before the run stops."""
 RESULT_EVENTS = ("done", "evaluation", "error")
 """The events that end a job, delivered again with the task's result (epochs too, marked replayed)."""
 
 
 def run_worker_task(job: Job, topic: str) -> dict[str, Any]:
-    """The Dask task: run ``job`` in a worker subprocess on this host; returns its exit code and events."""
+    """The Dask task: run ``job`` in a worker subprocess on this host; returns its exit code and events. The
+    subprocess is killed as soon as the task is cancelled or its Dask worker loses the scheduler."""
     from distributed import get_worker
+    from distributed.core import Status
+
+    running = (Status.running, Status.paused)
 
     dask_worker = get_worker()
     task_key = dask_worker.get_current_task()
@@ -64,8 +78,10 @@ def run_worker_task(job: Job, topic: str) -> dict[str, Any]:
             line = lines.get(timeout=CHECK_SECONDS)
         except queue.Empty:
             task = dask_worker.state.tasks.get(task_key)
-            if task is None or task.state == "cancelled":  # the coordinator cancelled it, or went away
-                os.killpg(process.pid, signal.SIGKILL)
+            # cancelled by the coordinator, or the coordinator or the scheduler gone (the Dask worker then closes)
+            if task is None or task.state == "cancelled" or dask_worker.status not in running:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
             continue
         if line is None:
             break
@@ -87,6 +103,8 @@ class DaskJob:
         self.future = future
         self.code: int | None = None
         self.ended = threading.Event()
+        self.cancelled = False
+        """Whether the coordinator cancelled it (else a cancellation means the scheduler went away)."""
 
     def poll(self) -> int | None:
         return self.code
@@ -97,7 +115,9 @@ class DaskJob:
 
     def send_signal(self, signal_number: int) -> None:
         """Cancel the task: its worker subprocess is killed on its host."""
-        self.future.cancel()
+        self.cancelled = True
+        if not self.future.done():
+            self.future.cancel(reason="gridsearch stopped it")
 
 
 class DaskExecutor:
@@ -106,6 +126,8 @@ class DaskExecutor:
     def __init__(self, scheduler: str | None, local_workers: int):
         from distributed import Client, LocalCluster
 
+        # the client logs each failed reconnection with a traceback; the run says what happened in one line
+        logging.getLogger("distributed").setLevel(logging.CRITICAL)
         self.events: queue.Queue[tuple[str, Event | None]] = queue.Queue()
         self.cluster = None
         try:
@@ -115,11 +137,17 @@ class DaskExecutor:
                 )
                 self.client = Client(self.cluster)
             else:
-                self.client = Client(scheduler, timeout=10)
+                check_reachable(scheduler)
+                self.client = Client(scheduler, timeout=CONNECT_SECONDS)
         except (OSError, TimeoutError, ValueError) as exc:
             raise UserError(f"--scheduler {scheduler}: cannot reach a Dask scheduler there ({exc})") from None
+        self.address = scheduler or self.cluster.scheduler_address  # type: ignore[union-attr]
         self.topic = f"gridsearch-{uuid.uuid4().hex}"
         self.client.subscribe_topic(self.topic, self._on_event)
+        self.gone: str | None = None
+        """Why the cluster can run nothing more (its scheduler lost, or no worker left for a while)."""
+        self.workerless_since: float | None = None
+        self.next_check = 0.0
 
     def capacity(self) -> int:
         """Workers (jobs) the cluster runs at once: one per Dask worker thread."""
@@ -149,6 +177,8 @@ class DaskExecutor:
                     self.events.put((key, event))
             handle.code = result["code"]
         elif future.status == "cancelled":
+            if not handle.cancelled and self.gone is None:  # not by us: the client lost the scheduler
+                self.gone = f"the Dask scheduler {self.address} went away ({self.client.status})"
             handle.code = -signal.SIGKILL
         else:
             error = f"Dask task failed: {future.exception()!r}"
@@ -157,8 +187,41 @@ class DaskExecutor:
         self.events.put((key, None))
         handle.ended.set()
 
+    def lost(self) -> str | None:
+        """Why the cluster can run nothing more: the scheduler gone (the client lost it, and every task with it),
+        or no Dask worker left for ``WORKERLESS_SECONDS``; None while it works."""
+        now = time.monotonic()
+        if self.gone is None and self.client.status not in ("running", "newly-created"):
+            self.gone = f"the Dask scheduler {self.address} went away ({self.client.status})"
+        elif self.gone is None and now >= self.next_check:
+            self.next_check = now + CHECK_SECONDS * 4
+            if self.client.nthreads():
+                self.workerless_since = None
+            elif self.workerless_since is None:
+                self.workerless_since = now
+            elif now - self.workerless_since > WORKERLESS_SECONDS:
+                self.gone = f"the Dask cluster at {self.address} has had no worker for {WORKERLESS_SECONDS:g} s"
+        if self.gone is None:
+            return None
+        return (
+            f"{self.gone}: the run stopped, its trials are interrupted and resumable: run the same command again "
+            "against a working cluster"
+        )
+
     def close(self) -> None:
         """Disconnect from the cluster (and stop the local one)."""
-        self.client.close()
+        self.client.close(timeout=CONNECT_SECONDS)
         if self.cluster is not None:
             self.cluster.close()
+
+
+def check_reachable(scheduler: str) -> None:
+    """``OSError`` at once if nothing listens at a ``tcp://HOST:PORT`` scheduler address (Dask's own client
+    would retry for its whole timeout); other protocols are left to Dask."""
+    if "://" in scheduler and not scheduler.startswith("tcp://"):
+        return
+    host, _, port = scheduler.removeprefix("tcp://").rpartition(":")
+    if not host or not port.isdigit():
+        return
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=PROBE_SECONDS):
+        pass

@@ -43,5 +43,9 @@ class InlineExecutor:
         self.events.put((key, None))
         return FinishedJob(code)
 
+    def lost(self) -> str | None:
+        """Never: the workers run on this machine."""
+        return None
+
     def close(self) -> None:
         """Nothing to release."""

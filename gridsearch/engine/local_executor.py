@@ -122,5 +122,9 @@ class LocalExecutor:
                     break
         self.events.put((key, None))
 
+    def lost(self) -> str | None:
+        """Never: the workers run on this machine."""
+        return None
+
     def close(self) -> None:
         """Nothing to release: the forkserver exits with this process."""

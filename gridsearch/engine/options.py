@@ -48,6 +48,9 @@ class RunOptions:
     """Log lines instead of the live display (automatic when not on a terminal)."""
     tensorboard: Path | None = None
     """Write each trial's epochs and hparams as TensorBoard logs under this folder."""
+    stall_after: float | None = None
+    """Seconds a worker may make no progress before it is killed and its trials trained again (None: from the
+    trials' own epoch times, ``pool.WorkerPool.bound``; 0: never)."""
     fail_fast: bool = False
     """Stop the sweep at the first trial that fails for good (its retries spent), interrupting the others."""
     retry_command: str | None = None
@@ -73,6 +76,9 @@ class RunOptions:
                 raise UserError(f"{name}: expected a positive integer, got {value!r}")
         if isinstance(self.db_wait, bool) or not isinstance(self.db_wait, int | float) or not self.db_wait >= 0:
             raise UserError(f"db_wait: expected a number of seconds >= 0, got {self.db_wait!r}")
+        stall = self.stall_after
+        if stall is not None and (isinstance(stall, bool) or not isinstance(stall, int | float) or not stall >= 0):
+            raise UserError(f"stall_after: expected a number of seconds >= 0, got {stall!r}")
         if self.device not in DEVICES:
             raise UserError(f"device: expected one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.executor not in EXECUTORS:

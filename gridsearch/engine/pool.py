@@ -19,13 +19,20 @@ from typing import Protocol
 
 from gridsearch.engine.failures import log_size
 from gridsearch.engine.jobs import Job, Member, Task
-from gridsearch.errors import Unavailable
+from gridsearch.errors import DISK_FULL, Unavailable
 from gridsearch.spec.config import TrialConfig
 from gridsearch.store.records import Evaluation, TrialSummary
 from gridsearch.training.events import Event
 from gridsearch.training.run_folders import Maker, claim
+from gridsearch.vocabulary import Stage
 
 POLL_SECONDS = 0.5
+STALL_MIN_SECONDS = 60.0
+STALL_EPOCHS = 3
+"""A worker has stalled once it made no progress for this many of its trials' longest recorded epoch, and at
+least ``STALL_MIN_SECONDS``."""
+STALL_FIRST_SECONDS = 600.0
+"""The bound of a worker none of whose trials has a recorded epoch yet."""
 EXIT_GRACE_SECONDS = 5.0
 """How long a worker that has closed its event stream may take to exit before the loop moves on."""
 STOP_GRACE_SECONDS = 5.0
@@ -43,11 +50,14 @@ class WorkerHandle(Protocol):
 
 
 class Executor(Protocol):
-    """Starts worker jobs and delivers their events on ``events`` as ``(cohort, event)``, then ``(cohort, None)``."""
+    """Starts worker jobs and delivers their events on ``events`` as ``(cohort, event)``, then ``(cohort, None)``;
+    ``lost`` says why it can start and watch none any more (a Dask cluster gone), else None."""
 
     events: queue.Queue[tuple[str, Event | None]]
 
     def start(self, cohort: str, job: Job) -> WorkerHandle: ...
+
+    def lost(self) -> str | None: ...
 
     def close(self) -> None: ...
 
@@ -70,7 +80,11 @@ class MemberState:
     error: str | None = None
     infrastructure: bool = False
     """Its error came from outside the trial (the run folder failed), not from training it."""
+    disk_full: bool = False
+    """Its error was a full disk."""
     last_epoch: int = -1
+    longest_epoch: float = 0.0
+    """Its longest recorded epoch (seconds), replayed ones included: what its worker's stall bound grows with."""
     made_by: Maker | None = None
     """Who made its run folder, when that is another database or code version than this run."""
 
@@ -98,9 +112,19 @@ class Worker:
     gpu: str | None = None
     events_open: bool = True
     stopped_by_us: str | None = None
-    """'timeout' or 'interrupt' when the pool itself ended the process."""
+    """'timeout', 'stall' or 'interrupt' when the pool itself ended the process."""
     timed_out: str | None = None
     """The member that overran the sweep's timeout."""
+    progressed: float = field(default_factory=time.monotonic)
+    """When it last made progress (monotonic seconds): an event, or a heartbeat with more forward calls."""
+    calls: int = -1
+    """The forward calls its last heartbeat counted."""
+    stage: Stage | None = None
+    """What its last heartbeat said it was doing."""
+    stalled: float | None = None
+    """How long it had made no progress when the pool killed it for that ('stall')."""
+    stall_bound: str = ""
+    """The bound it overran, in words."""
 
     @property
     def reported(self) -> bool:
@@ -126,10 +150,14 @@ class Placement:
 class WorkerPool:
     """Workers of one run: start them, hand over their events, collect the ones that have exited."""
 
-    def __init__(self, executor: Executor, placement: Placement, timeout: float | None = None):
+    def __init__(
+        self, executor: Executor, placement: Placement, timeout: float | None = None, stall_after: float | None = None
+    ):
         self.executor = executor
         self.placement = placement
         self.timeout = timeout
+        self.stall_after = stall_after
+        """Seconds without progress after which a worker is killed (None: from its epochs; 0: never)."""
         self.running: dict[str, Worker] = {}
 
     def __len__(self) -> int:
@@ -146,6 +174,8 @@ class WorkerPool:
                 Path(member["run_dir"]).mkdir(parents=True, exist_ok=True)
                 made_by[member["key"]] = claim(Path(member["run_dir"]), place.maker) if place.maker else None
             except OSError as exc:
+                if exc.errno in DISK_FULL:
+                    raise  # the coordinator waits for space
                 raise artifacts_unavailable(place.artifacts, exc) from None
         gpu = least_busy_gpu(place.gpus, [worker.gpu for worker in self.running.values()])
         cohort_id = members[0]["key"]
@@ -217,6 +247,28 @@ class WorkerPool:
                 worker.stopped_by_us, worker.timed_out = "timeout", current.key
                 worker.handle.send_signal(signal.SIGKILL)
 
+    def bound(self, worker: Worker) -> tuple[float, str]:
+        """How long ``worker`` may make no progress before it counts as stalled, and why that long."""
+        if self.stall_after is not None:
+            return self.stall_after, f"--stall-after {self.stall_after:g} s"
+        longest = max(member.longest_epoch for member in worker.members.values())
+        if not longest:
+            return STALL_FIRST_SECONDS, f"{STALL_FIRST_SECONDS:g} s before a first epoch is recorded"
+        bound = max(STALL_MIN_SECONDS, STALL_EPOCHS * longest)
+        why = f"{STALL_EPOCHS} x its longest epoch ({longest:.1f} s), {STALL_MIN_SECONDS:g} s at least"
+        return bound, f"{bound:.0f} s: {why}"
+
+    def enforce_stalls(self) -> None:
+        """Kill workers that made no progress for their bound (marked 'stall': their trials are trained again)."""
+        if self.stall_after == 0:
+            return
+        now = time.monotonic()
+        for worker in self.running.values():
+            bound, why = self.bound(worker)
+            if worker.stopped_by_us is None and worker.events_open and now - worker.progressed > bound:
+                worker.stopped_by_us, worker.stalled, worker.stall_bound = "stall", now - worker.progressed, why
+                worker.handle.send_signal(signal.SIGKILL)
+
     def stop_all(self) -> list[Worker]:
         """Stop every worker (SIGTERM, then SIGKILL after a grace period); returns them."""
         workers = list(self.running.values())
@@ -230,6 +282,10 @@ class WorkerPool:
                 worker.handle.wait(STOP_GRACE_SECONDS)
         self.running.clear()
         return workers
+
+
+class ExecutorLost(Unavailable):
+    """The executor lost what runs the workers (the Dask scheduler, or every Dask worker): the run stops."""
 
 
 class ArtifactsUnavailable(Unavailable):

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, cast
 
+from gridsearch.engine.failures import with_stage
 from gridsearch.engine.pool import MemberState, Worker
 from gridsearch.engine.progress import SweepProgress
 from gridsearch.engine.tensorboard import TensorBoardLog
@@ -39,6 +40,7 @@ class EventRecorder:
             "evaluation": self.evaluation,
             "measured": self.measured,
             "error": self.error,
+            "progress": self.progress_event,
         }
         self.tensorboard: TensorBoardLog | None = None
         """``run --tensorboard DIR``: the live TensorBoard log every event is also handed to."""
@@ -46,6 +48,8 @@ class EventRecorder:
     def record(self, worker: Worker, event: events.Event) -> None:
         """Dispatch ``event`` of ``worker`` to its handler, with the cohort member it is about."""
         member = worker.members[event.get("key", worker.key)]
+        if event["event"] != "progress":
+            worker.progressed = time.monotonic()  # any event is progress; a heartbeat only if it counts more
         self.handlers[event["event"]](worker, member, event)
         if self.tensorboard is not None and worker.job["task"] == "train":
             self.tensorboard.record(member.key, event)
@@ -73,6 +77,7 @@ class EventRecorder:
         metrics = cast(EpochMetrics, {name: event[name] for name in EPOCH_FIELDS})  # type: ignore[literal-required]
         self.storage.record_epoch(member.key, metrics)
         member.last_epoch = metrics["epoch"]
+        member.longest_epoch = max(member.longest_epoch, metrics["seconds"])
         if not event.get("replayed"):
             self.progress.epoch(member.key, metrics, member.epochs)
 
@@ -90,5 +95,12 @@ class EventRecorder:
         self.storage.save_measurement(member.key, "inference_ms", event["inference_ms"], worker.job["device"])
 
     def error(self, worker: Worker, member: MemberState, event: events.Error) -> None:
-        member.error = event["error"]
+        member.error = with_stage(event["error"], event["stage"]) if "stage" in event else event["error"]
         member.infrastructure = event["infrastructure"]
+        member.disk_full = event.get("disk_full", False)
+
+    def progress_event(self, worker: Worker, member: MemberState, event: events.Progress) -> None:
+        """The worker's heartbeat: progress if it counts more forward calls than the last one."""
+        if event["calls"] > worker.calls:
+            worker.calls, worker.progressed = event["calls"], time.monotonic()
+        worker.stage = event["stage"]

@@ -13,6 +13,7 @@ the trial's ``worker.log``, and never touches the database: the coordinator is i
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import faulthandler
 import json
@@ -28,7 +29,9 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
+from gridsearch.engine.heartbeat import Heartbeat, failure_stage
 from gridsearch.engine.jobs import Job, Member
+from gridsearch.errors import DISK_FULL
 from gridsearch.training.events import Emit, Error, Event, Hello
 from gridsearch.vocabulary import Execution
 
@@ -126,7 +129,7 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
         try:
             run_member(job, member, send)
         except (Exception, SystemExit) as exc:
-            traceback.print_exc()
+            print_traceback()
             send(error_event(exc, job, member))
             failed = True
     return 1 if failed else 0
@@ -168,7 +171,7 @@ def run_stack(job: Job, emit: Emit, log: LogTo | None = None) -> bool:
     try:
         train_stack(stack, Path(job["data_dir"]), device, job["epoch_budget"], job["cohort"])
     except (Exception, SystemExit) as exc:
-        traceback.print_exc()
+        print_traceback()
         for member, send in zip(members, channels):
             if member["key"] not in ended:
                 send(error_event(exc, job, member))
@@ -180,6 +183,12 @@ def hello(device: Any) -> Hello:
     import torch
 
     return {"event": "hello", "pid": os.getpid(), "device": str(device), "torch_version": torch.__version__}
+
+
+def print_traceback() -> None:
+    """The exception being handled, printed to the log: unless the log's disk is full (the error event says it)."""
+    with contextlib.suppress(OSError):
+        traceback.print_exc()
 
 
 def run_member(job: Job, member: Member, emit: Emit) -> None:
@@ -203,15 +212,24 @@ def run_member(job: Job, member: Member, emit: Emit) -> None:
 
 
 def error_event(exc: BaseException, job: Job, member: Member) -> Error:
-    """The ``error`` event of a member that raised ``exc``."""
-    return {"event": "error", "error": error_reason(exc, job, member), "infrastructure": outside_trial(exc, member)}
+    """The ``error`` event of a member that raised ``exc``, with the stage it raised in."""
+    return {
+        "event": "error",
+        "error": error_reason(exc, job, member),
+        "infrastructure": outside_trial(exc, member),
+        "stage": failure_stage(exc.__traceback__, job["task"]),
+        "disk_full": isinstance(exc, OSError) and exc.errno in DISK_FULL,
+    }
 
 
 def outside_trial(exc: BaseException, member: Member) -> bool:
     """Whether ``exc`` is the member's run folder failing (removed, made read-only, its disk full) rather than
-    the trial: an ``OSError`` about a file in it."""
+    the trial: an ``OSError`` about a file in it, or a full disk wherever it was (a log line that did not fit
+    names no file)."""
     if not isinstance(exc, OSError):
         return False
+    if exc.errno in DISK_FULL:
+        return True
     run_dir = os.path.abspath(member["run_dir"])
     names = [os.path.abspath(os.fsdecode(n)) for n in (exc.filename, exc.filename2) if isinstance(n, str | bytes)]
     return any(os.path.commonpath([run_dir, name]) == run_dir for name in names)
@@ -240,9 +258,23 @@ def run_forked(job: Job, events: Connection) -> None:
     log_to(Path(job["members"][0]["run_dir"]) / "worker.log")
     faulthandler.enable()  # a crash in native code (SIGSEGV, abort) leaves its Python traceback in the log
     configure(job)
-    code = run_job(job, lambda event: events.send_bytes(json.dumps(event).encode()), log_to)
+    emit = one_at_a_time(lambda event: events.send_bytes(json.dumps(event).encode()))
+    heartbeat = Heartbeat(emit, job["task"]).start()
+    code = run_job(job, emit, log_to)
+    heartbeat.stop()
     events.close()
     sys.exit(code)
+
+
+def one_at_a_time(send: Emit) -> Emit:
+    """``send``, with one event sent at a time (the heartbeat's thread sends too)."""
+    lock = threading.Lock()
+
+    def emit(event: Event) -> None:
+        with lock:
+            send(event)
+
+    return emit
 
 
 def main() -> None:
@@ -254,10 +286,12 @@ def main() -> None:
     os.dup2(2, 1)  # stray prints from libraries go to the log, not into the protocol
     faulthandler.enable()
 
-    def emit(event: Event) -> None:
+    def send(event: Event) -> None:
         protocol.write(json.dumps(event) + "\n")
         protocol.flush()
 
+    emit = one_at_a_time(send)
+    Heartbeat(emit, job["task"]).start()
     sys.exit(run_job(job, emit, log_to))
 
 

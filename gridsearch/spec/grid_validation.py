@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import architectures
+from gridsearch.spec.bounds import Memory, check_memory, footprint
 from gridsearch.spec.document import Document, Location, suggest
 from gridsearch.spec.params import Param, coerce_type
 from gridsearch.spec.sampling import DISTRIBUTIONS, Dimension, Distribution, draw_points
@@ -183,10 +184,19 @@ class GridValidator:
             raise self.document.fail(at, f"loguniform needs low > 0, got {low}")
         return Distribution(kind, low, high)
 
-    def check_builds(self, architecture: str, default: str | None, params: dict[str, Any], grid: list[dict]) -> None:
+    def check_builds(
+        self,
+        architecture: str,
+        default: str | None,
+        params: dict[str, Any],
+        grid: list[dict],
+        memory: Memory | None = None,
+        largest: dict[str, Any] | None = None,
+    ) -> None:
         """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,
-        to catch bad values, and check that each ``init_from`` checkpoint fits it. Only its own gridded params
-        (and ``init_from``) are combined, so the grid is never expanded."""
+        to catch bad values, check that each ``init_from`` checkpoint fits it, and (given ``memory``) that it fits
+        there with the ``largest`` batch_size. Only its own gridded params (and ``init_from``) are combined, so the
+        grid is never expanded."""
         import torch  # here, not above: a sweep is read without torch (e.g. by ``plan``)
 
         entry = architectures.get(architecture)
@@ -208,8 +218,21 @@ class GridValidator:
                 except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
                     where = ("grid",) if set(point) - {"init_from"} else ("params",)
                     raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
+                if memory is not None and largest is not None:
+                    self.check_fits(architecture, values, bool(set(point) - {"init_from"}), memory, largest)
                 if is_file_reference(init_from):
                     self.check_fit(architecture, model, init_from, "init_from" in point)
+
+    def check_fits(
+        self, architecture: str, values: dict[str, Any], gridded: bool, memory: Memory, largest: dict[str, Any]
+    ) -> None:
+        """Refuse ``architecture`` built with its own ``values`` if training it with the ``largest`` batch_size and
+        optimizer needs more than ``memory``; the error points at the grid if ``gridded``, else at the params."""
+        why = check_memory(footprint(architecture, values), largest["batch_size"], largest["optimizer"], memory)
+        if why is not None:
+            fixed = self.document.data.get("params") or {}
+            where = ("grid",) if gridded else ("params", *[name for name in values if name in fixed][:1])
+            raise self.document.fail(where, f"{architecture} with {values} {why}")
 
     def check_fit(self, architecture: str, model: torch.nn.Module, init_from: str, gridded: bool) -> None:
         """Refuse an ``init_from`` checkpoint that fills none of ``model``'s tensors."""

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import architectures
 from gridsearch.errors import UserError
@@ -29,6 +29,9 @@ from gridsearch.spec.params import AUGMENTATION_PARAMS, SPEED_PARAMS, TRAINER_PA
 from gridsearch.spec.pareto import Objective, Rule
 from gridsearch.spec.sampling import Dimension
 from gridsearch.spec.search import Search
+
+if TYPE_CHECKING:
+    from gridsearch.spec.bounds import Memory
 
 OVER_SEEDS = ("mean",)
 """How ``select: {over_seeds: ...}`` scores a configuration from its seeds' scores."""
@@ -235,11 +238,14 @@ def resolved_defaults(architecture: str) -> dict[str, Any]:
     return {name: param.default for name, param in accepted_params(architecture).items() if name not in SPEED_PARAMS}
 
 
-def load_sweep(path: str | Path, max_trials: int | None = None, build: bool = True) -> Sweep:
+def load_sweep(
+    path: str | Path, max_trials: int | None = None, build: bool = True, memory: Memory | None = None
+) -> Sweep:
     """Read and validate the sweep file at ``path``; :class:`UserError` on any problem, including a grid
     of more than ``max_trials`` trials. ``build``: also build each distinct network on the meta device (with
-    torch), so that values its builder refuses fail now; ``plan`` reads sweeps without (and without torch)."""
+    torch), so that values its builder refuses fail now, and networks too large for ``memory`` (where trials
+    train) are refused; ``plan`` reads sweeps without (and without torch)."""
     # Imported here: the validator builds the classes above, so it imports this module.
     from gridsearch.spec.validation import read_sweep
 
-    return read_sweep(Path(path), max_trials, build)
+    return read_sweep(Path(path), max_trials, build, memory)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from gridsearch.errors import UserError
+from gridsearch.spec.bounds import Memory, check_sweep_bounds, given
 from gridsearch.spec.document import Document, read_document, suggest
 from gridsearch.spec.grid_validation import GridPart, GridValidator
 from gridsearch.spec.objectives import Selecting, read_objectives
@@ -48,11 +49,11 @@ MAX_RETRIES = 100
 """The most ``retries`` a sweep may ask for."""
 
 
-def read_sweep(path: Path, max_trials: int | None = None, build: bool = True) -> Sweep:
+def read_sweep(path: Path, max_trials: int | None = None, build: bool = True, memory: Memory | None = None) -> Sweep:
     """The validated sweep file at ``path``; :class:`UserError` on any problem, including a grid of more
-    than ``max_trials`` trials, and with ``build`` a network that cannot be built (see
-    :meth:`GridValidator.check_builds`)."""
-    return SweepValidator(read_document(path, max_trials), max_trials, build).validate()
+    than ``max_trials`` trials, values past the machine's bounds (``spec.bounds``), and with ``build`` a network
+    that cannot be built or (given the ``memory`` it trains in) cannot fit (see :meth:`GridValidator.check_builds`)."""
+    return SweepValidator(read_document(path, max_trials), max_trials, build, memory).validate()
 
 
 def grid_size(parts: list[GridPart], search: Search, seeds: int) -> int:
@@ -68,14 +69,22 @@ def grid_size(parts: list[GridPart], search: Search, seeds: int) -> int:
     )
 
 
+def as_list(value: Any) -> list[Any]:
+    """A grid value's list of choices (none for a distribution or nothing)."""
+    return value if isinstance(value, list) else []
+
+
 class SweepValidator:
     """Checks a parsed sweep file key by key, raising errors that point at the line; a sweep of more than
     ``max_trials`` trials is refused before its grid is expanded."""
 
-    def __init__(self, document: Document, max_trials: int | None = None, build: bool = True):
+    def __init__(
+        self, document: Document, max_trials: int | None = None, build: bool = True, memory: Memory | None = None
+    ):
         self.document = document
         self.max_trials = max_trials
         self.build = build
+        self.memory = memory
         self.fail = document.fail
         self.scalar = document.scalar
 
@@ -118,9 +127,6 @@ class SweepValidator:
             grid = [grids.grid_part(part, params) for part in parts]
         else:
             grid = grids.sampled_grid(parts, params, space, search)
-        if self.build or grids.checkpoints:  # a checkpoint file must fit its network: torch is loaded to read it
-            for used_architecture in used:
-                grids.check_builds(used_architecture, architecture, params, grid)
         if "objectives" in document:
             selecting = read_objectives(self.document, search, len(seeds))
         else:
@@ -128,6 +134,17 @@ class SweepValidator:
         threads = self.scalar(document, "threads", int, 1)
         if threads < 1:
             raise self.fail(("threads",), f"must be >= 1, got {threads}")
+        dataset = self.dataset(document.get("dataset"))
+        check_sweep_bounds(self.document, parts, threads, dataset.train_size)
+        if self.build or grids.checkpoints:  # a checkpoint file must fit its network: torch is loaded to read it
+            batch_size = max((size for _, size in given(self.document, parts, "batch_size")), default=None)
+            optimizers = {params.get("optimizer"), *(v for _, _, part in parts for v in as_list(part.get("optimizer")))}
+            largest = {
+                "batch_size": batch_size or TRAINER_PARAMS["batch_size"].default,
+                "optimizer": "adam" if "adam" in optimizers else "sgd",
+            }
+            for used_architecture in used:
+                grids.check_builds(used_architecture, architecture, params, grid, self.memory, largest)
         timeout = document.get("timeout")
         if timeout is not None:
             timeout = self.scalar(document, "timeout", float)
@@ -139,7 +156,7 @@ class SweepValidator:
         return Sweep(
             name=name,
             architecture=architecture,
-            dataset=self.dataset(document.get("dataset")),
+            dataset=dataset,
             params=params,
             grid=grid,
             seeds=seeds,

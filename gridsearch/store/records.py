@@ -46,10 +46,12 @@ class Evaluation(TypedDict):
 
 
 class TrialUpdate(TypedDict, total=False):
-    """What a running trial's worker reports about itself: where and with what it runs."""
+    """What a running trial's worker reports about itself: where and with what it runs; and why a finished
+    trial's test evaluation failed (None once one succeeds)."""
 
     worker_pid: int
     device: str
     torch_version: str
     code_version: str
     parameter_count: int
+    error: str | None

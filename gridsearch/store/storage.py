@@ -66,7 +66,9 @@ class Storage(Leases, Fronts):
     ):
         self.url = database_url(db)
         self.location = where = location(self.url)
-        self.faults = RideOut(where, (0.0 if readonly else DEFAULT_WAIT_SECONDS) if wait is None else wait)
+        seconds = (0.0 if readonly else DEFAULT_WAIT_SECONDS) if wait is None else wait
+        file = connection.sqlite_path(self.url)
+        self.faults = RideOut(where, seconds, folder=None if file is None else file.parent)
         try:
             self.engine = connection.connect(self.url, where, readonly=readonly, create=create and not readonly)
             self.session = sessionmaker(self.engine, expire_on_commit=False)

@@ -40,6 +40,10 @@ def _write_atomically(data: bytes, path: Path) -> None:
     try:
         tmp.write_bytes(data)
         os.replace(tmp, path)
+    except OSError as exc:  # a write that fails (a full disk) names no file: name the one it was writing
+        if exc.filename is None:
+            raise OSError(exc.errno, exc.strerror, str(tmp)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
 

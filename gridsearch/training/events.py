@@ -4,7 +4,7 @@ A worker sends them to the coordinator in order for each trial of its cohort (th
 interleaved, epoch by epoch): ``hello``, then for training ``started``, one ``epoch`` per epoch (past epochs
 again, ``replayed``, after a resume), any ``warning``, and ``done``; for an evaluation ``evaluation``; for a
 measurement ``measured``; ``error`` instead of the last one if the trial failed. The worker tags each with the
-trial's ``key``.
+trial's ``key``. Its heartbeat sends ``progress`` every few seconds, untagged (it is about the whole worker).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Literal, NotRequired, TypedDict
 
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
-from gridsearch.vocabulary import Execution
+from gridsearch.vocabulary import Execution, Stage
 
 
 class Tagged(TypedDict):
@@ -75,7 +75,20 @@ class Error(Tagged):
     infrastructure: bool
     """The failure came from outside the trial (its run folder could not be written): not the trial's fault,
     so the coordinator trains it again rather than calling it failed."""
+    stage: NotRequired[Stage]
+    """What the worker was doing when it raised."""
+    disk_full: NotRequired[bool]
+    """The failure was a full disk: the coordinator waits for space before it trains anything again."""
 
 
-Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Measured | Error
+class Progress(Tagged):
+    """The worker's heartbeat (``engine/heartbeat.py``), sent every few seconds whatever it does."""
+
+    event: Literal["progress"]
+    calls: int
+    """Module forward calls made so far: it grows while the worker trains or evaluates."""
+    stage: Stage
+
+
+Event = Hello | Started | Epoch | WarningEvent | Done | Evaluated | Measured | Error | Progress
 Emit = Callable[[Event], None]

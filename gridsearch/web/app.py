@@ -21,7 +21,7 @@ from flask import Flask, render_template, request
 from flask.typing import ResponseReturnValue
 from sqlalchemy.exc import SQLAlchemyError
 from werkzeug.exceptions import ClientDisconnected, HTTPException
-from werkzeug.serving import make_server, select_address_family
+from werkzeug.serving import select_address_family
 
 from gridsearch.analysis.preprocessing import BadDrawing
 from gridsearch.errors import Unavailable, UserError
@@ -33,7 +33,7 @@ from gridsearch.web import api, augment, figures, fronts, pages, trained
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference
-from gridsearch.web.limits import IDLE_SECONDS, BodyLimit, RequestHandler
+from gridsearch.web.limits import IDLE_SECONDS, BodyLimit, PooledServer, RequestHandler
 from gridsearch.web.live import LiveSweeps
 
 MAX_REQUEST_BYTES = 2 * 1024 * 1024
@@ -116,7 +116,7 @@ def serve(storage: Storage, artifacts: Path, host: str, port: int) -> None:
             listener.listen()
         except OSError as exc:
             raise UserError(f"--host {host} --port {port}: cannot listen there ({exc.strerror or exc})") from None
-        server = make_server(host, port, app, threaded=True, request_handler=RequestHandler, fd=listener.fileno())
+        server = PooledServer(host, port, app, RequestHandler, fd=listener.fileno())
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per request: the pages poll
     print(f"serving {describe(storage.url)} at http://{host}:{server.port}/ (Ctrl-C to stop)", flush=True)
     server.serve_forever()

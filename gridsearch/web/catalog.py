@@ -89,15 +89,15 @@ class Catalog:
             )
         return trial
 
-    def tested_models(self) -> list[TestedModel]:
-        """Every sweep's selected trial that was trained on digits, was tested and has its weights, best test
-        accuracy first."""
+    def tested_models(self, weights: bool = True) -> list[TestedModel]:
+        """Every sweep's selected trial that was trained on digits, was tested and has its weights (``weights``;
+        else those whose weights are missing), best test accuracy first."""
         found = []
         for name in self.storage.sweep_names():
             key = self.storage.selected_trial(name)
             test = self.storage.evaluation(key, "test") if key else None
             trial = self.storage.trial(key) if key else None
-            if test is None or trial is None or not self.has_weights(trial.key):
+            if test is None or trial is None or self.has_weights(trial.key) != weights:
                 continue
             if not DATASETS[trial.config["dataset"]["name"]].digits:
                 continue
@@ -118,6 +118,13 @@ class Catalog:
     def default_trial(self) -> str:
         """The recognizer's default model: the tested model with the best test accuracy; 404 if none."""
         found = self.tested_models()
+        if not found and (missing := self.tested_models(weights=False)):
+            raise RequestError(
+                404,
+                f"the tested model of sweep {missing[0]['sweep']}, trial {missing[0]['trial']}, has no best weights in "
+                f"its run folder under {self.artifacts} (removed? start serve with --artifacts where the run folders "
+                "are)",
+            )
         if not found:
             raise RequestError(404, "no tested model in the database yet: run a sweep to the end first")
         return found[0]["trial"]

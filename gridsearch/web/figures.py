@@ -20,11 +20,13 @@ from gridsearch.spec.config import TrialConfig
 from gridsearch.store import views
 from gridsearch.vocabulary import DATASETS, format_params
 from gridsearch.web.catalog import Catalog, RequestError
-from gridsearch.web.live import LiveSweeps, computing
+from gridsearch.web.live import LiveSweeps, computing, digest
 
 MAX_CURVES = 10
 """Most trials drawn in one learning-curves figure."""
 FIGURE_DPI = 80
+WAIT_SECONDS = 10.0
+"""How long a request waits for a figure being drawn (by it or another request) before it answers 202."""
 _pyplot = threading.Lock()
 """pyplot's figure registry is not thread-safe, and requests are served in threads."""
 
@@ -52,11 +54,12 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
     figures = Blueprint("figures", __name__, url_prefix="/sweeps/<name>")
     storage = catalog.storage
 
-    def once(name: str, figure: str, make_png: Callable[[], bytes]) -> Response:
-        """The PNG ``make_png`` makes once per results version of sweep ``name``, in the background: until it is
-        made, a 202 saying so."""
-        version = live.results_version(catalog.sweep(name))
-        made = live.ready((name, figure, version), make_png)
+    def once(name: str, figure: str, make_png: Callable[[], bytes], version: str | None = None) -> Response:
+        """The PNG ``make_png`` makes once per ``version`` (default: the results version of sweep ``name``), in the
+        background, however many requests ask for it at once: each waits for it up to ``WAIT_SECONDS``, then
+        answers 202 until it is made."""
+        version = version or live.results_version(catalog.sweep(name))
+        made = live.ready_within((name, figure, version), make_png, WAIT_SECONDS)
         return computing(version) if made is None else Response(made, mimetype="image/png")
 
     @figures.get("/heatmap.png")
@@ -89,9 +92,13 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
             values = [(param, views.config_value(config, param)) for param in row.gridded_params]
             return format_params([*values, ("seed", config["seed"])])
 
-        return png(
-            lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
-        )
+        def make() -> bytes:
+            return drawn(
+                lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
+            )
+
+        version = digest((tuple(keys), tuple(epochs.itertuples(index=False, name=None))))  # these trials' epochs
+        return once(name, "curves", make, version)
 
     def importance(name: str) -> Importance:
         catalog.sweep(name)

@@ -11,7 +11,8 @@ and drops what the client still sends, for a moment at most, before letting go o
 :class:`RequestHandler` is the server's side of each connection: what is refused before the app sees a
 request (a request line or header over 64 kB, a malformed request line, a body length declared twice) is
 answered as the app answers, ``{"error": ...}`` with a 4xx, and a connection that sends nothing for
-``IDLE_SECONDS`` (garbage without a line end, a body shorter than it said) is closed.
+``IDLE_SECONDS`` (garbage without a line end, a body shorter than it said) is closed, and a request whose client
+has left before its turn came is not answered. :class:`PooledServer` answers on a fixed pool of threads.
 """
 
 from __future__ import annotations
@@ -19,17 +20,21 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import select
 import socket
 import time
 from collections.abc import Iterable, Iterator
-from typing import IO, TYPE_CHECKING
+from concurrent.futures import ThreadPoolExecutor
+from typing import IO, TYPE_CHECKING, Any
 
-from werkzeug.serving import WSGIRequestHandler
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler
 
 if TYPE_CHECKING:
     from _typeshed.wsgi import StartResponse, WSGIApplication, WSGIEnvironment
 
 READ_SIZE = 64 * 1024
+REQUEST_THREADS = 32
+"""Requests answered at once; the others wait their turn."""
 IDLE_SECONDS = 10.0
 """How long a connection may send nothing, mid-request or between requests, before it is closed."""
 LINGER_SECONDS = 60.0
@@ -90,6 +95,17 @@ def read_at_most(stream: IO[bytes], size: int) -> bytes:
     return b"".join(parts)
 
 
+def client_left(connection: socket.socket) -> bool:
+    """Whether the client has closed its connection after sending its request: no HTTP client closes its side
+    while it waits for the answer, so it gave up (its timeout) and nobody will read what the app would make."""
+    try:
+        if not select.select([connection], [], [], 0)[0]:  # nothing more sent: the client waits for its answer
+            return False
+        return connection.recv(1, socket.MSG_PEEK) == b""  # readable: more requests, or the end of the stream
+    except OSError:  # reset
+        return True
+
+
 def linger(connection: socket.socket) -> None:
     """End the answer (the client sees the connection close after it), read and drop what the client is
     still sending until it closes, pauses for ``IDLE_SECONDS`` or ``LINGER_SECONDS`` are up, then stop
@@ -108,10 +124,40 @@ def linger(connection: socket.socket) -> None:
         connection.shutdown(socket.SHUT_RD)  # werkzeug's own draining then ends at once
 
 
+class PooledServer(BaseWSGIServer):
+    """werkzeug's server, answering on a fixed pool of ``threads`` threads rather than a thread per connection: a
+    burst of clients waits its turn (its connections queued), and the server's threads and memory stay those of the
+    pool however many arrive."""
+
+    multithread = True
+
+    def __init__(self, *args: Any, threads: int = REQUEST_THREADS, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.pool = ThreadPoolExecutor(threads, "request")
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        self.pool.submit(self._answer, request, client_address)
+
+    def _answer(self, request: Any, client_address: Any) -> None:
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+
+
 class RequestHandler(WSGIRequestHandler):
-    """werkzeug's handler of one connection, with JSON errors, one declared body length and an idle limit."""
+    """werkzeug's handler of one connection, with JSON errors, one declared body length and an idle limit; a
+    request whose client has left (it closed its connection while the request waited its turn) is not answered."""
 
     timeout = IDLE_SECONDS  # socketserver sets it on the connection: a read that waits longer ends it
+
+    def run_wsgi(self) -> None:
+        if client_left(self.connection):
+            self.close_connection = True
+            return
+        super().run_wsgi()
 
     def parse_request(self) -> bool:
         """The request line and headers; a body length declared twice (two ``Content-Length`` headers, or

@@ -10,7 +10,7 @@ remembers the last few versions of each sweep (``Snapshots``), and answers in fu
 knows.
 
 What is costly is never computed in a request: :meth:`LiveSweeps.ready` answers with the value computed for the
-sweep's current results version, or starts computing it in a thread of its own and answers None (the endpoint
+sweep's current results version, or starts computing it on a small pool of threads and answers None (the endpoint
 then says "computing", HTTP 202, and the page asks again). The results version itself is one aggregate query
 (``views.results_stamp``), not a read of every trial.
 """
@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, cast
 
@@ -38,6 +39,8 @@ SNAPSHOTS = 16
 """Versions remembered (all sweeps together) to answer ``since`` with the trials that changed."""
 CACHED = 32
 """Analyses and figures kept, all sweeps together."""
+COMPUTE_THREADS = 4
+"""Analyses and figures computed at once; the others wait their turn."""
 
 Value = TypeVar("Value")
 
@@ -136,9 +139,10 @@ class LiveSweeps:
         self._lock = threading.Lock()
         self._computing: set[Hashable] = set()
         self._idle = threading.Condition(self._lock)
+        self._pool = ThreadPoolExecutor(COMPUTE_THREADS, "compute")
 
     def ready(self, key: Hashable, make: Callable[[], Value]) -> Value | None:
-        """The value ``make`` made for ``key``, or None while it is being made: in a thread of its own, started by
+        """The value ``make`` made for ``key``, or None while it is being made: on the computing pool, started by
         the first request that finds it missing. A ``make`` that raised raises the same error again here."""
         found = self.computed.get(key)
         if isinstance(found, Failed):
@@ -149,8 +153,18 @@ class LiveSweeps:
             if key in self._computing:
                 return None
             self._computing.add(key)
-        threading.Thread(target=self._compute, args=(key, make), name=f"compute {key}", daemon=True).start()
+        self._pool.submit(self._compute, key, make)
         return None
+
+    def ready_within(self, key: Hashable, make: Callable[[], Value], seconds: float) -> Value | None:
+        """:meth:`ready`, waiting up to ``seconds`` for a value being made (by this request or another one): a
+        burst of requests for one value makes it once, and each gets it, or None if it takes longer."""
+        found = self.ready(key, make)
+        if found is None:
+            with self._idle:
+                self._idle.wait_for(lambda: key not in self._computing, seconds)
+            found = self.ready(key, make)  # made (or failed: raised here), else still being made
+        return found
 
     def _compute(self, key: Hashable, make: Callable[[], Any]) -> None:
         try:
