@@ -2,6 +2,7 @@
 error; a run that selects nothing names the commonest error and the exact --retry-failed command; ``retries`` and
 ``--fail-fast``; a CUDA out-of-memory error is a failed trial with that reason. Real trials on MNIST subsets."""
 
+import ctypes
 import os
 import signal
 import threading
@@ -46,6 +47,16 @@ def test_exit_reason_names_the_code_or_signal_the_traceback_and_the_last_log_lin
     assert reason.endswith('File "x.py"') and "old" not in reason and "line 14" not in reason
 
 
+SYS_TGKILL = 234
+"""Linux x86-64's ``tgkill``: a signal to one thread of a process."""
+
+
+def crash_main_thread(pid: int) -> None:
+    """A segmentation fault in the main (training) thread of process ``pid``, as a crash in native code raises it.
+    (``kill`` would let the kernel hand the signal to any of its threads: the heartbeat's too.)"""
+    assert ctypes.CDLL(None, use_errno=True).syscall(SYS_TGKILL, pid, pid, signal.SIGSEGV) == 0
+
+
 def test_a_worker_killed_mid_trial_leaves_its_traceback_and_run_names_the_error_and_the_retry_command(
     tmp_path, data_dir
 ):
@@ -60,7 +71,7 @@ def test_a_worker_killed_mid_trial_leaves_its_traceback_and_run_names_the_error_
             except Exception:  # the tables may not exist yet
                 found = []
             if found:
-                os.kill(found[0][0], signal.SIGSEGV)
+                crash_main_thread(found[0][0])
                 return
             time.sleep(0.05)
 
