@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, load_model, score
+from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, bf16, load_model, score
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, Paragraph, table
 from gridsearch.training.data import Images
 from gridsearch.vocabulary import format_percent
@@ -31,7 +31,7 @@ def rerun(model: BestModel, artifacts: Path, test: Images) -> Scores | WeightsUn
     try:
         network = load_model(model.trial, artifacts)
         split = test.split()
-        return score(network, split.images, split.labels)
+        return score(network, split.images, split.labels, bf16(model.trial))
     except WeightsUnavailable as missing:
         return missing
 

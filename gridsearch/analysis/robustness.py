@@ -14,7 +14,11 @@ scikit-learn's bundled ``digits`` (1,797), brought to MNIST's convention as ``PR
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -237,12 +241,46 @@ def load_sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return mnist_style(digits.images / 16.0), torch.from_numpy(digits.target.astype(np.int64))
 
 
-def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
-    """An evaluation row's values for ``model`` on one labelled set."""
+def suite_digest(images: torch.Tensor) -> str:
+    """What the conditions' images depend on, as a short digest: the transforms' code (this module and the
+    augmentation's), the suite's seeds and the images themselves."""
+    from gridsearch.training import augmentation
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], augmentation):
+        digest.update(inspect.getsource(module).encode())
+    digest.update(f"{SUITE_SEED} {tuple(images.shape)}".encode())
+    digest.update(images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def condition_images(images: torch.Tensor, cache: Path | None = None) -> dict[str, torch.Tensor]:
+    """Every condition's uint8 images of ``images`` (N, 1, 28, 28), computed once for all the models that are
+    run on them: read from the folder ``cache`` where an earlier run left them (for the same images and
+    transforms: ``suite_digest``), else computed and left there (when ``cache`` is writable)."""
+    import torch
+
+    path = cache / f"robustness-{suite_digest(images)}.npy" if cache is not None else None
+    if path is not None and path.exists():
+        stacked = torch.from_numpy(np.load(path, mmap_mode="c"))
+    else:
+        stacked = torch.stack([transformed(name, images) for name in CONDITIONS])
+        if path is not None:
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            with contextlib.suppress(OSError):  # a read-only data folder: computed again next time
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(partial, stacked.numpy())
+                os.replace(partial, path)  # atomic: a concurrent run never reads half a file
+    return dict(zip(CONDITIONS, stacked))
+
+
+def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool) -> Evaluation:
+    """An evaluation row's values for ``model`` on one labelled set, computed as the test evaluation is
+    (``trained_models.score``: the trial's precision ``bf16``)."""
     import torch
 
     started = time.perf_counter()
-    scores = score(model, images, labels)
+    scores = score(model, images, labels, bf16)
     predicted = scores.predicted
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -259,15 +297,21 @@ def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Eval
 
 
 def run_suite(
-    model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, usps: Path | None, digits: bool = True
+    model: nn.Module,
+    bf16: bool,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    usps: Path | None,
+    digits: bool = True,
+    cache: Path | None = None,
 ) -> dict[str, Evaluation]:
-    """Evaluation name -> row values for every condition; the other handwriting only for a model of a digit
-    dataset (``digits``), USPS only if ``usps/usps.h5`` exists."""
-    results: dict[str, Evaluation] = {}
-    for name in CONDITIONS:
-        started = time.perf_counter()
-        results[PREFIX + name] = result(model, transformed(name, test_images), test_labels)
-        results[PREFIX + name]["seconds"] = time.perf_counter() - started  # the transform included
+    """Evaluation name -> row values for every condition (its images from ``condition_images``, ``cache`` its
+    folder); the other handwriting only for a model of a digit dataset (``digits``), USPS only if
+    ``usps/usps.h5`` exists. ``bf16``: the trial's precision."""
+    results = {
+        PREFIX + name: result(model, images, test_labels, bf16)
+        for name, images in condition_images(test_images, cache).items()
+    }
     sets: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
     if digits and usps is not None and (usps / "usps.h5").exists():
         sets[USPS_NAME] = lambda: load_usps(usps)
@@ -275,7 +319,7 @@ def run_suite(
         sets[DIGITS_NAME] = load_sklearn_digits
     for name, load in sets.items():
         started = time.perf_counter()
-        results[name] = result(model, *load())
+        results[name] = result(model, *load(), bf16)
         results[name]["seconds"] = time.perf_counter() - started  # the loading included
     return results
 

@@ -23,7 +23,7 @@ import architectures
 from gridsearch.spec.config import TrialConfig
 from gridsearch.spec.halving import best_epoch
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
-from gridsearch.training import data
+from gridsearch.training import data, predict
 from gridsearch.training.checkpoints import (
     is_history_only,
     keep_history_only,
@@ -45,7 +45,7 @@ from gridsearch.training.models import (
 )
 from gridsearch.vocabulary import Execution, Metric, metric
 
-EVAL_BATCH_SIZE = 1000
+EVAL_BATCH_SIZE = predict.BATCH_SIZE
 
 
 class Diverged(RuntimeError):
@@ -87,22 +87,13 @@ def train_epoch(
     return total_loss.item() / seen, correct.item() / seen
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, split: Split, bf16: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, predicted labels) of ``model`` on ``split``."""
-    model.eval()
-    total_loss = torch.zeros((), device=split.images.device)
-    predictions = []
-    for start in range(0, len(split), EVAL_BATCH_SIZE):
-        images = split.images[start : start + EVAL_BATCH_SIZE].float().div_(255)
-        labels = split.labels[start : start + EVAL_BATCH_SIZE]
-        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
-            output = model(images)
-        total_loss += F.cross_entropy(output.float(), labels, reduction="sum")
-        predictions.append(output.argmax(1))
-    predicted = torch.cat(predictions)
+    """(mean loss, accuracy, predicted labels) of ``model`` on ``split``, computed as everywhere else
+    (``predict.logits``)."""
+    outputs = predict.logits(model, split.images, bf16)
+    predicted = outputs.argmax(1)
     accuracy = (predicted == split.labels).float().mean().item()
-    return total_loss.item() / len(split), accuracy, predicted.cpu()
+    return predict.mean_loss(outputs, split.labels), accuracy, predicted.cpu()
 
 
 def train_trial(
