@@ -24,7 +24,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
         )
     print(f"report written to {report.index}")
-    if report.left_out:
+    if report.without_images:
+        print(f"warning: {report.without_images}", file=sys.stderr)
+    elif report.left_out:
         missing = "; ".join(report.left_out)
         print(f"warning: ROC AUC and confidences left out of the report: {missing}", file=sys.stderr)
     if report.unreported:

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 from matplotlib.figure import Figure
 
 from gridsearch.analysis import plots
+from gridsearch.analysis.curves import learning_curves
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
 from gridsearch.spec.config import TrialConfig
@@ -89,9 +90,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
             values = [(param, views.config_value(config, param)) for param in row.gridded_params]
             return format_params([*values, ("seed", config["seed"])])
 
-        return png(
-            lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
-        )
+        return png(lambda: learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys}))
 
     def importance(name: str) -> Importance:
         catalog.sweep(name)
