@@ -14,7 +14,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.test_sets import TestImages
+from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, bf16, load_model, score
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, Paragraph, table
 from gridsearch.training.data import Images
@@ -31,7 +31,7 @@ Rerun = Scores | WeightsUnavailable | None
 (the test images are)."""
 
 
-def rerun(model: BestModel, artifacts: Path, tests: TestImages) -> Rerun:
+def rerun(model: BestModel, artifacts: Path, tests: HeldOutImages) -> Rerun:
     """The model's best weights re-run on its test images, or why they cannot be (without torch when there are
     no weights), or None without the images."""
     test = tests.for_model(model)
@@ -120,7 +120,7 @@ def image_grids(folder: Folder, model: BestModel, test: Images, confidence: np.n
     ]
 
 
-def evaluation_section(folder: Folder, model: BestModel, tests: TestImages, rerun: Rerun) -> Group:
+def evaluation_section(folder: Folder, model: BestModel, tests: HeldOutImages, rerun: Rerun) -> Group:
     """Confusion matrix, per-class metrics, confused pairs and image grids of one best model, on its test images
     (the grids only where ``tests`` has them); ``rerun`` holds the re-run model's probabilities, or why there are
     none."""

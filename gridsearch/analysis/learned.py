@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.test_sets import TestImages
+from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, bf16, inference, load_model
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note
 from gridsearch.training.data import Split
@@ -214,7 +214,7 @@ def learned_blocks(
     return blocks
 
 
-def learned_section(folder: Folder, model: BestModel, artifacts: Path, tests: TestImages) -> Group:
+def learned_section(folder: Folder, model: BestModel, artifacts: Path, tests: HeldOutImages) -> Group:
     """What the selected trial of one sweep learned, from its best weights in ``artifacts``, on its test images
     (from ``tests``; the filters alone without them); a network without convolutions, or without its weights,
     gets one line saying so (without weights on disk, without importing torch)."""

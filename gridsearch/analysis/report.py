@@ -30,7 +30,7 @@ from gridsearch.analysis.learned import learned_section
 from gridsearch.analysis.provenance import provenance_section, union_split
 from gridsearch.analysis.robustness import robustness_section
 from gridsearch.analysis.significance import significance_section
-from gridsearch.analysis.test_sets import TestImages
+from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, best_model, by_dataset, dataset_shown
 from gridsearch.analysis.uncertainty import uncertainty_section
 from gridsearch.analysis.webpage import (
@@ -86,7 +86,7 @@ class Report:
     left_out: list[str]
     unreported: list[str] = field(default_factory=list)
     without_images: str | None = None
-    """What was left out for want of dataset files (``TestImages.warning``), or None."""
+    """What was left out for want of dataset files (``HeldOutImages.warning``), or None."""
 
 
 def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
@@ -164,7 +164,7 @@ def cost_section(folder: Folder, results: pd.DataFrame, models: list[BestModel])
 
 
 def data_section(
-    folder: Folder, storage: Storage, models: list[BestModel], tests: TestImages, data_dir: Path
+    folder: Folder, storage: Storage, models: list[BestModel], tests: HeldOutImages, data_dir: Path
 ) -> list[Block]:
     """The data the sweeps of the report used, dataset by dataset: the union of their splits (each sweep's own:
     section 1); a dataset whose files are absent is left out (the report's warning names it)."""
@@ -182,7 +182,7 @@ def data_section(
 
 
 def sweep_page(
-    folder: Folder, storage: Storage, model: BestModel, artifacts: Path, tests: TestImages, rerun: Rerun
+    folder: Folder, storage: Storage, model: BestModel, artifacts: Path, tests: HeldOutImages, rerun: Rerun
 ) -> Link:
     """The page of one sweep (its grid, which knob mattered, how sure its winner is, its best model up close and
     what that network learned); the link to it."""
@@ -214,7 +214,7 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
         raise UserError("the database has no sweeps yet: nothing to report")
     models, unreported = reportable(storage, list(dict.fromkeys(names)), every=not sweeps)
     folder = Folder(out)
-    tests = TestImages.load(storage, data_dir, models)
+    tests = HeldOutImages.load(storage, data_dir, models)
     results = results_table(storage, models)
     reruns = {m.name: rerun(m, artifacts, tests) for m in models}
     labels = tests.all_labels()

@@ -33,7 +33,7 @@ from matplotlib.figure import Figure as PlotFigure
 from sklearn.datasets import load_digits
 
 from gridsearch.analysis import plots, preprocessing
-from gridsearch.analysis.test_sets import TestImages
+from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, by_dataset, score
 from gridsearch.analysis.uncertainty import wilson_intervals
 from gridsearch.analysis.webpage import Block, Figure, Folder, Note, table
@@ -376,7 +376,7 @@ def with_interval(frame: pd.DataFrame, name: str) -> pd.Series:
     )
 
 
-def robustness_section(folder: Folder, storage: Storage, models: list[BestModel], tests: TestImages) -> list[Block]:
+def robustness_section(folder: Folder, storage: Storage, models: list[BestModel], tests: HeldOutImages) -> list[Block]:
     """The stored robustness evaluations of the best models: a heatmap, a table with Wilson intervals and the
     conditions drawn on the test images of each dataset ``tests`` has."""
     frame = robustness_table(storage, models)
@@ -412,7 +412,8 @@ def robustness_section(folder: Folder, storage: Storage, models: list[BestModel]
     for alike in by_dataset(evaluated).values():
         known = alike[0].dataset
         if (images := tests.images(known.name)) is None:
-            continue  # the report's warning names what was left out
+            tests.leave_out("the robustness conditions drawn")
+            continue
         stem = "robustness_examples" if known.name == "mnist" else f"robustness_examples_{known.name}"
         blocks.append(
             Figure(

@@ -15,22 +15,25 @@ from gridsearch.errors import UserError
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.training.data import Images
+from gridsearch.vocabulary import DATASETS
 
 
 @dataclass
-class TestImages:
+class HeldOutImages:
     """Per dataset of a report's models: its first ``sizes[dataset]`` official test images (None when its files
     are absent: ``missing`` says why) and their labels (from the images, else from the database)."""
 
+    data_dir: Path
     sizes: dict[str, int]
     found: dict[str, Images]
     stored_labels: dict[str, np.ndarray]
     missing: dict[str, str]
+    """Why each absent dataset could not be read (``prepare``'s error)."""
     left_out: list[str] = field(default_factory=list)
     """What the report went without for want of images (each a short phrase), in the order sections found out."""
 
     @classmethod
-    def load(cls, storage: Storage, data_dir: Path, models: list[BestModel]) -> TestImages:
+    def load(cls, storage: Storage, data_dir: Path, models: list[BestModel]) -> HeldOutImages:
         """The test sets of ``models``' datasets, as many images of each as any of them was tested on."""
         sizes = {name: max(m.test.samples for m in alike) for name, alike in by_dataset(models).items()}
         found, stored, missing = {}, {}, {}
@@ -43,7 +46,7 @@ class TestImages:
                 labels = storage.test_labels(name)
                 if labels is not None and len(labels) >= size:
                     stored[name] = np.array(labels[:size], dtype=np.int64)
-        return cls(sizes, found, stored, missing)
+        return cls(data_dir, sizes, found, stored, missing)
 
     def images(self, dataset: str, size: int | None = None) -> Images | None:
         """The first ``size`` (all) test images of ``dataset`` with their labels, or None without its files."""
@@ -75,8 +78,9 @@ class TestImages:
         """What the report left out and why, in one line; None when nothing was."""
         if not self.missing:
             return None
-        unlabelled = [name for name in self.missing if name not in self.stored_labels]
-        parts = [f"no test images of {', '.join(self.missing)} ({'; '.join(self.missing.values())})"]
+        unlabelled = [DATASETS[name].title for name in self.missing if name not in self.stored_labels]
+        titles = ", ".join(DATASETS[name].title for name in self.missing)
+        parts = [f"no {titles} files in {self.data_dir} (--data-dir or GRIDSEARCH_DATA)"]
         if self.left_out:
             parts.append("left out: " + ", ".join(self.left_out))
         if unlabelled:
