@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -92,7 +93,8 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         files.append(str(write_sweep(tmp_path, f"{name}.yaml", **sweep)))
     state = tmp_path / "state.tar.gz"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "study/run_study.py", "--state", str(state), "--lanes", "2", "--grids", *files]
+    command = [sys.executable, "study/run_study.py", "--state", str(state), "--lanes", "2", "--allow-dirty"]
+    command += ["--grids", *files]
     result = subprocess.run(
         command + ["--", "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, env=env
     )
@@ -147,8 +149,43 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         "WHERE s.name = 'study_committee' AND e.name LIKE 'ensemble/top%'",
     )
     assert f"**{100 * committee:.2f}%**" in readme
-    assert (out / "budget.png").stat().st_size > 1000 and (out / "datasets.png").stat().st_size > 1000
+    for png in ("budget.png", "datasets.png"):
+        assert (out / png).stat().st_size > 1000
+    assert published["stn"]["epochs"] == f"{published['lenet53']['epochs']} + 1"  # fine-tuned on top of lenet53
+    assert "| selected |" in readme and "**The seed study's ranking.**" in readme and "**Verdict.**" in readme
     check_published(out, data_dir, tmp_path, good=False)
+    beaten = beat_the_selection(state, tmp_path)
+    refused = subprocess.run(
+        publish[:3] + [str(beaten)] + publish[4:5] + [str(tmp_path / "refused")] + publish[6:],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert refused.returncode != 0 and refused.stderr.startswith("error: lenet53 selected trial ")
+    assert "the selection is beaten within its sweeps" in refused.stderr and not (tmp_path / "refused").exists()
+
+
+def beat_the_selection(state: Path, tmp_path: Path) -> Path:
+    """A copy of the study's state where a trial of lenet53 other than the selected one, trained as long, has a
+    better validation accuracy than the selected one (as halving once left one beside the selection)."""
+    folder = tmp_path / "beaten"
+    with tarfile.open(state) as archive:
+        archive.extractall(folder, filter="data")
+    db = folder / "results.db"
+    [(selected,)] = rows(db, "SELECT selected_trial FROM sweeps WHERE name = 'lenet53'")
+    [(other,)] = rows(
+        db,
+        "SELECT t.key FROM trials t JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s ON s.id = m.sweep_id "
+        "WHERE s.name = 'lenet53' AND t.key != ? AND t.status = 'done' LIMIT 1",
+        selected,
+    )
+    rows(db, "UPDATE trials SET val_accuracy = 1.0 WHERE key = ?", other)
+    beaten = tmp_path / "beaten.tar.gz"
+    with tarfile.open(beaten, "w:gz") as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.add(path, str(path.relative_to(folder)), recursive=False)
+    return beaten
 
 
 @pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")
