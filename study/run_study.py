@@ -301,6 +301,15 @@ def counts(work: Path) -> dict[str, int]:
         return dict(connection.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall())
 
 
+def bf16_instructions() -> bool:
+    """Whether the CPU runs bfloat16 natively (the cpu profile trains under bfloat16 autocast)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True  # not Linux: nothing to tell
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def dirty_files() -> list[str]:
     """The tracked files of the working tree with changes not committed (none outside a git checkout)."""
     found = subprocess.run(
@@ -386,6 +395,12 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     profile = PROFILES[args.profile]
+    if profile.fp32_check and not bf16_instructions():
+        print(
+            "warning: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16): the profile's bfloat16 training "
+            "is emulated here, several times slower than on the CPU its estimate was measured on",
+            file=sys.stderr,
+        )
     started = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)

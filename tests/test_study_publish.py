@@ -200,7 +200,9 @@ def test_the_published_report_rebuilds_every_table_without_dataset_files(tmp_pat
     empty = tmp_path / "no-data"
     empty.mkdir()
     again = tmp_path / "report"
-    result = cli("report", "--db", str(DOCS / "results.db"), "--out", str(again), cwd=tmp_path, data_dir=empty)
+    result = cli(
+        "report", "--db", str(DOCS / "results.db"), "--out", str(again), "--data-dir", str(empty), cwd=tmp_path
+    )
     assert result.returncode == 0, result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("warning: no MNIST, Fashion-MNIST files")
     published = {p.name for p in (DOCS / "report").glob("*.csv") if not p.name.startswith("inspect_")}
