@@ -65,6 +65,8 @@ CONFIDENCE = 0.95
 BEST_PUBLISHED_COMMITTEE = 99.77
 """Test accuracy (%) of the best published MNIST committee the seed study cites (35 convnets, Ciresan et al. 2012)."""
 SEED_EPOCHS = 100
+HARD_SHOWN = 32
+"""Test images every model gets wrong shown in ``hard.png`` at most (4 rows: under 2,000 pixels tall)."""
 
 
 @dataclass(frozen=True)
@@ -352,9 +354,12 @@ def mnist_solved(models: dict[str, Model], runs: Path, data_dir: Path, out: Path
             evidence.Hard(dataset, [m.label for m in alike], indices, labels[indices].tolist(), named, errors, n)
         )
         if dataset == "mnist" and indices:
-            images = data.test_images(data_dir, n, dataset).images[indices, 0]
-            title = f"The {len(indices)} MNIST test images every one of the {len(alike)} models gets wrong"
-            figures.hard_figure(images, labels[indices].tolist(), named, title, out / "hard.png")
+            shown = indices[:HARD_SHOWN]
+            images = data.test_images(data_dir, n, dataset).images[shown, 0]
+            first = f"the first {len(shown)} of " if len(shown) < len(indices) else ""
+            title = f"{first}the {len(indices)} MNIST test images every one of the {len(alike)} models gets wrong"
+            answers = {name: given[: len(shown)] for name, given in named.items()}
+            figures.hard_figure(images, labels[shown].tolist(), answers, title[0].upper() + title[1:], out / "hard.png")
     return found
 
 

@@ -17,8 +17,6 @@ from matplotlib.ticker import Formatter, FuncFormatter, LogLocator, NullFormatte
 MAX_COLOURS = 10
 """Series one figure tells apart by colour (matplotlib's ten ``C0``-``C9``); past that, small multiples."""
 MAX_DECIMALS = 4
-MAX_HEIGHT_INCHES = 17.0
-"""The tallest figure: about 1,900 pixels at the report's 110 dpi."""
 
 
 class DistinctPercent(Formatter):

@@ -13,6 +13,9 @@ import pandas as pd
 
 from gridsearch.analysis.axes import MAX_COLOURS, DistinctPercent, colours, legend_beside, panels
 
+MAX_ROWS = 7
+"""Rows of small multiples at most: 7 rows of 2.4 inches stay under 2,000 pixels at the report's 110 dpi."""
+
 
 def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
     """Train (dashed) and val (solid) loss and accuracy per epoch, one colour per labelled trial and the legend
@@ -38,6 +41,7 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
 def curve_panels(curves: Mapping[str, pd.DataFrame], columns: int = 4) -> plt.Figure:
     """One small panel per labelled trial: train (dashed) and val (solid) accuracy per epoch, on axes that
     start at the lowest val accuracy after the first epoch (the first would flatten the rest)."""
+    columns = max(columns, -(-len(curves) // MAX_ROWS))  # no taller than MAX_ROWS rows of panels
     rows, columns = panels(len(curves), columns)
     figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.4), squeeze=False)
     for axis, (label, epochs) in zip(grid.flat, curves.items()):
