@@ -143,15 +143,13 @@ def importance_section(folder: Folder, storage: Storage, sweep: str) -> Group:
     caption = f"{how}: share of the variance of {found.metric} carried by each param and each pair ({found.basis})."
     together = [f"{name} (with {', '.join(others)})" for name, others in found.aliased.items()]
     if len(found.params) == 1 and found.aliased:
-        return Group(
-            sweep,
-            [
-                Note(
-                    f"The gridded params vary together over the trials ({together[0]}: each value of one goes with "
-                    "one value of the others), so no share of the variance can be credited to any one of them."
-                )
-            ],
+        ((name, others),) = found.aliased.items()
+        note = (
+            f"The gridded params vary together over the trials: the value of {name} fixes those of "
+            f"{', '.join(others)} (one point per grid part, as in a committee's pool of models), so no share of the "
+            "variance can be credited to any one of them."
         )
+        return Group(sweep, [Note(note)])
     blocks: list[Block] = [
         Figure(
             folder.png(plots.importance_bars(found.shares, f"{sweep}: {found.metric}"), f"importance_{sweep}"), caption

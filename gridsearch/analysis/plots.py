@@ -14,6 +14,7 @@ from matplotlib.collections import LineCollection
 
 from gridsearch.analysis.axes import (
     DistinctPercent,
+    legend_beside,
     log_ticks,
     place_labels,
 )
@@ -94,7 +95,7 @@ def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: st
         axis.yaxis.set_major_formatter(DistinctPercent(1))
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][0].legend(fontsize=8)
+    legend_beside(axes[0][-1])
     figure.suptitle(title)
     figure.tight_layout()
     return figure
