@@ -86,6 +86,7 @@ def check_published(out: Path, data_dir: Path, tmp_path: Path, good: bool) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # 19 minutes on the 2-core machine under load
 def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_dir):
     files = []
     for name, changes in SWEEPS.items():
