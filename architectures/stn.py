@@ -48,11 +48,17 @@ class STN(nn.Module):
         """The localisation net's parameters (trained at a reduced learning rate)."""
         return chain(self.localisation.parameters(), self.theta.parameters())
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (N, 1, 28, 28) resampled by its regressed affine transform."""
+    def sampling_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Where each output pixel of ``x`` (N, 1, 28, 28) samples its input: (N, 28, 28, 2) in [-1, 1]."""
         theta = self.theta(self.localisation(x)).view(-1, 2, 3)
         with torch.autocast(x.device.type, enabled=False):  # see sampling.bilinear_sample: float32 coordinates
-            return bilinear_sample(x, affine_grid(theta.to(x.dtype), list(x.shape)))
+            return affine_grid(theta.to(x.dtype), list(x.shape))
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, 1, 28, 28) resampled by its regressed affine transform."""
+        grid = self.sampling_grid(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return bilinear_sample(x, grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(x))

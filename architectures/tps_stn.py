@@ -91,14 +91,20 @@ class TPSSTN(nn.Module):
         """The localisation net's parameters (trained at a reduced learning rate)."""
         return chain(self.localisation.parameters(), self.control.parameters())
 
-    def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (N, 1, 28, 28) resampled along its regressed thin-plate spline."""
+    def sampling_grid(self, x: torch.Tensor) -> torch.Tensor:
+        """Where each output pixel of ``x`` (N, 1, 28, 28) samples its input: (N, 28, 28, 2) in [-1, 1]."""
         control = self.control(self.localisation(x))
         if self.bounded:
             control = torch.tanh(control)
         with torch.autocast(x.device.type, enabled=False):  # see sampling.bilinear_sample: float32 coordinates
             grid = self.grid_weights @ control.to(x.dtype).view(len(x), -1, 2)
-            return bilinear_sample(x, grid.view(len(x), IMAGE_SIZE, IMAGE_SIZE, 2))
+            return grid.view(len(x), IMAGE_SIZE, IMAGE_SIZE, 2)
+
+    def transform(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` (N, 1, 28, 28) resampled along its regressed thin-plate spline."""
+        grid = self.sampling_grid(x)
+        with torch.autocast(x.device.type, enabled=False):
+            return bilinear_sample(x, grid)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.transform(x))

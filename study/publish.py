@@ -27,13 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import jinja2
-import matplotlib
 import numpy as np
 import pandas as pd
-from scipy import stats
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -43,9 +38,12 @@ from gridsearch.analysis.best_models import confused_pairs  # noqa: E402
 from gridsearch.analysis.robustness import DIGITS_NAME, PREFIX, USPS_NAME  # noqa: E402
 from gridsearch.analysis.significance import compare  # noqa: E402
 from gridsearch.analysis.trained_models import BestModel, best_model  # noqa: E402
+from gridsearch.analysis.uncertainty import wilson_interval  # noqa: E402
 from gridsearch.spec.config import config_value  # noqa: E402
 from gridsearch.store.storage import Storage  # noqa: E402
 from gridsearch.training import data  # noqa: E402
+from study import evidence, figures  # noqa: E402
+from study.evidence import Spread  # noqa: E402
 from study.run_study import COMMITTEE, LEDGER, STUDY_MODELS, snapshot  # noqa: E402
 
 STUDY_ROLES = [name.removesuffix(".yaml") for name in STUDY_MODELS]
@@ -67,6 +65,8 @@ CONFIDENCE = 0.95
 BEST_PUBLISHED_COMMITTEE = 99.77
 """Test accuracy (%) of the best published MNIST committee the seed study cites (35 convnets, Ciresan et al. 2012)."""
 SEED_EPOCHS = 100
+HARD_SHOWN = 32
+"""Test images every model gets wrong shown in ``hard.png`` at most (4 rows: under 2,000 pixels tall)."""
 
 
 @dataclass(frozen=True)
@@ -101,6 +101,8 @@ class Model:
     """Training seconds summed over the sweep's trials."""
     seeds: list[float]
     """Test accuracy (%) of each seed of the selected configuration (its ``_seeds`` sweep), if replicated."""
+    warm_epochs: int = 0
+    """Epochs the trial it was warm-started from had trained (0: trained from scratch)."""
 
     @property
     def title(self) -> str:
@@ -125,29 +127,30 @@ class Model:
 
     @property
     def selected(self) -> str:
+        """The selected gridded params, ``lr_step`` with the seed's ``k`` it compresses (``k = lr_step x 100 /
+        epochs``)."""
         config = self.best.trial.config
-        return ", ".join(f"{name} {config_value(config, name)}" for name in self.best.gridded) or "-"
+        epochs = config["params"]["epochs"]
+        parts = []
+        for name in self.best.gridded:
+            value = config_value(config, name)
+            k = f" (k {float(value) * SEED_EPOCHS / epochs:g})" if name == "lr_step" else ""
+            parts.append(f"{name} {value}{k}")
+        return ", ".join(parts) or "-"
+
+    @property
+    def epochs(self) -> str:
+        """Epochs of training behind the weights: a fine-tuned model's own after those of the trial it started
+        from (``18 + 8``)."""
+        return f"{self.warm_epochs} + {self.own_epochs}" if self.warm_epochs else str(self.own_epochs)
+
+    @property
+    def own_epochs(self) -> int:
+        return int(self.best.trial.epochs_run or self.best.trial.config["params"]["epochs"])
 
     @property
     def spread(self) -> Spread | None:
         return Spread.of(self.seeds) if len(self.seeds) > 1 else None
-
-
-@dataclass(frozen=True)
-class Spread:
-    """Mean and sample sd of a few seeds' test accuracies (%), with the Student-t 95% interval of the mean."""
-
-    n: int
-    mean: float
-    sd: float
-    low: float
-    high: float
-
-    @classmethod
-    def of(cls, values: list[float]) -> Spread:
-        mean, sd = float(np.mean(values)), float(np.std(values, ddof=1))
-        low, high = stats.t.interval(CONFIDENCE, len(values) - 1, loc=mean, scale=sd / np.sqrt(len(values)))
-        return cls(len(values), mean, sd, float(low), float(high))
 
 
 @dataclass(frozen=True)
@@ -180,8 +183,15 @@ class Versus:
 
 def wilson(correct: int, samples: int) -> tuple[float, float]:
     """The Wilson 95% interval (%) of an accuracy of ``correct`` out of ``samples``."""
-    interval = stats.binomtest(correct, samples).proportion_ci(CONFIDENCE, method="wilson")
-    return 100 * interval.low, 100 * interval.high
+    low, high = wilson_interval(correct, samples, CONFIDENCE)
+    return 100 * low, 100 * high
+
+
+def warm_epochs(storage: Storage, trial: Any) -> int:
+    """Epochs trained by the trial ``trial`` was warm-started from (``init_from: trial:<key>``), else 0."""
+    source = str(trial.config["params"].get("init_from") or "")
+    row = storage.trial(source.removeprefix("trial:")) if source.startswith("trial:") else None
+    return int(row.epochs_run or 0) if row else 0
 
 
 def load_models(storage: Storage, suffix: str) -> dict[str, Model]:
@@ -189,20 +199,17 @@ def load_models(storage: Storage, suffix: str) -> dict[str, Model]:
     names = storage.sweep_names()
     models = {}
     for name in names:
-        if name.endswith("_seeds") or name == COMMITTEE:
+        if name.endswith(("_seeds", "_fp32")) or name == COMMITTEE:
             continue
         trials = storage.trials(name)
-        seeds = []
-        if f"{name}_seeds" in names:
-            for trial in storage.trials(f"{name}_seeds"):
-                if test := storage.evaluation(trial.key, "test"):
-                    seeds.append(100 * test.accuracy)
+        best = best_model(storage, name)
         models[name.removesuffix(suffix)] = Model(
-            best_model(storage, name),
+            best,
             name.removesuffix(suffix),
             len(trials),
             sum(t.train_seconds or 0.0 for t in trials),
-            seeds,
+            evidence.seed_accuracies(storage, f"{name}_seeds"),
+            warm_epochs(storage, best.trial),
         )
     return models
 
@@ -275,6 +282,7 @@ def results_table(models: dict[str, Model]) -> pd.DataFrame:
                 "trials": m.trials,
                 "selected_params": m.selected,
                 "parameters": m.best.trial.parameter_count,
+                "epochs": m.epochs,
                 "best_epoch": m.best.trial.best_epoch,
                 "val_accuracy": round(100 * (m.best.trial.val_accuracy or 0.0), 3),
                 "test_accuracy": round(m.accuracy, 3),
@@ -288,34 +296,6 @@ def results_table(models: dict[str, Model]) -> pd.DataFrame:
             for m in models.values()
         ]
     )
-
-
-def budget_figure(curve: list[tuple[int, float]], path: Path) -> None:
-    """Validation accuracy against the epoch budget, ours beside the seed's 100 epochs."""
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    axes.plot([e for e, _ in curve], [a for _, a in curve], "o-", label="LeNet-5-3, this study (schedule compressed)")
-    axes.plot([SEED_EPOCHS], [SEED["lenet53"].val_accuracy], "s", color="black", label="the seed study (GPU, fp32)")
-    axes.set(xscale="log", xlabel="epochs of training (log scale)", ylabel="best validation accuracy (%)")
-    axes.grid(alpha=0.3)
-    axes.legend(loc="lower right", fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
-
-
-def datasets_figure(models: dict[str, Model], path: Path) -> None:
-    """Test error (%) of the models run on both MNIST and Fashion-MNIST."""
-    pairs = [(m.title, m.accuracy, f.accuracy) for r, m in models.items() if (f := models.get(f"fashion_{r}"))]
-    figure, axes = plt.subplots(figsize=(6, 3.5))
-    x = np.arange(len(pairs))
-    axes.bar(x - 0.2, [100 - a for _, a, _ in pairs], 0.4, label="MNIST")
-    axes.bar(x + 0.2, [100 - b for _, _, b in pairs], 0.4, label="Fashion-MNIST")
-    axes.set(xticks=x, xticklabels=[t for t, _, _ in pairs], yscale="log", ylabel="test error (%, log scale)")
-    axes.grid(alpha=0.3, axis="y")
-    axes.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=110)
-    plt.close(figure)
 
 
 def copy_weights(db: Path, runs: Path, out: Path) -> dict[str, str]:
@@ -346,46 +326,158 @@ def slim(db: Path) -> None:
         connection.execute("VACUUM")
 
 
+def save_labels(db: Path, models: dict[str, Model], data_dir: Path) -> None:
+    """Keep in ``db`` the test labels of each dataset the study tested on, so that its report can be rebuilt where
+    the dataset files are absent (``gridsearch.analysis.test_sets``)."""
+    sizes: dict[str, int] = {}
+    for m in models.values():
+        sizes[m.best.dataset.name] = max(sizes.get(m.best.dataset.name, 0), m.best.test.samples)
+    with Storage(str(db)) as storage:
+        for name, size in sizes.items():
+            storage.save_test_labels(name, data.test_images(data_dir, size, name).labels.tolist())
+
+
+def mnist_solved(models: dict[str, Model], runs: Path, data_dir: Path, out: Path) -> list[evidence.Hard]:
+    """For MNIST's models and for Fashion-MNIST's: the test images every one gets wrong (a figure of MNIST's) and
+    what a committee of all of them still misses."""
+    found = []
+    for dataset in ("mnist", "fashion_mnist"):
+        alike = [m for m in models.values() if m.best.dataset.name == dataset and "budget" not in m.role]
+        if len(alike) < 2:
+            continue
+        n = min(m.best.test.samples for m in alike)
+        labels = data.test_images(data_dir, n, dataset).labels
+        indices, answers = evidence.hard_images([m.best for m in alike], labels)
+        named = {m.label: answers[m.best.name] for m in alike}
+        errors = evidence.committee_errors([m.best for m in alike], runs, data_dir)
+        found.append(
+            evidence.Hard(dataset, [m.label for m in alike], indices, labels[indices].tolist(), named, errors, n)
+        )
+        if dataset == "mnist" and indices:
+            shown = indices[:HARD_SHOWN]
+            images = data.test_images(data_dir, n, dataset).images[shown, 0]
+            first = f"the first {len(shown)} of " if len(shown) < len(indices) else ""
+            title = f"{first}the {len(indices)} MNIST test images every one of the {len(alike)} models gets wrong"
+            answers = {name: given[: len(shown)] for name, given in named.items()}
+            figures.hard_figure(images, labels[shown].tolist(), answers, title[0].upper() + title[1:], out / "hard.png")
+    return found
+
+
+def study_figures(storage: Storage, models: dict[str, Model], suffix: str, out: Path) -> None:
+    """``budget.png`` and ``datasets.png``."""
+    lenet = models["lenet53"]
+    curve = budget_curve(storage, suffix)
+    vals = evidence.seed_val_accuracies(storage, f"{lenet.best.name}_seeds")
+    epochs = lenet.best.trial.config["params"]["epochs"]
+    seeds = (epochs, (s := Spread.of(vals)).mean, s.low, s.high) if len(vals) > 1 else None
+    val_size = lenet.best.trial.config["dataset"]["val_size"]
+    figures.budget_figure(curve, val_size, seeds, (SEED_EPOCHS, SEED["lenet53"].val_accuracy), out / "budget.png")
+    pairs = [
+        (m.title, m.errors, m.best.test.samples, f.errors, f.best.test.samples)
+        for r, m in models.items()
+        if (f := models.get(f"fashion_{r}"))
+    ]
+    figures.datasets_figure(pairs, out / "datasets.png")
+
+
+def evidence_context(
+    storage: Storage, models: dict[str, Model], suffix: str, work: Path, data_dir: Path
+) -> dict[str, Any]:
+    """What the README reads beyond each model's results: the fp32 check, the transformers' displacement, the
+    seed study's ranking against ours."""
+    lenet = models["lenet53"]
+    study = [models[r] for r in STUDY_ROLES if r in models]
+    ranked = [
+        evidence.Ranked(m.role, m.title, SEED[m.role].test_accuracy, m.spread) for m in study if m.spread is not None
+    ]
+    moved = {
+        m.title: evidence.transformer_displacement(m.best, work / "runs", data_dir)
+        for m in study
+        if m.best.trial.architecture in ("stn", "tps_stn")
+    }
+    return {
+        "precision": evidence.precision_check(storage, f"{lenet.best.name}_seeds", f"{lenet.best.name}_fp32"),
+        "displacement": moved,
+        "steps": evidence.ranking_steps(ranked) if len(ranked) == len(study) else [],
+        "ranked": sorted(ranked, key=lambda r: -r.ours.mean),
+    }
+
+
 def publish(work: Path, out: Path, data_dir: Path) -> None:
-    """Write ``out`` from the unpacked study ``work`` (``results.db``, ``runs/``, ``study.json``)."""
+    """Write ``out`` from the unpacked study ``work`` (``results.db``, ``runs/``, ``study.json``). Everything is
+    written in a folder beside the repository first and moved into ``out`` at the end, so that the report's code
+    version is the commit's (no ``dirty`` from a half-written ``docs/study``)."""
     ledger = json.loads((work / LEDGER).read_text())
     suffix = SUFFIXES[ledger["profile"]]
-    if out.exists():
-        shutil.rmtree(out)
-    out.mkdir(parents=True)
-    db = out / "results.db"
-    slim(snapshot(work / "results.db", db))
-    checksums = copy_weights(db, work / "runs", out / "runs")
-    report = subprocess.run(
-        [sys.executable, "-m", "gridsearch", "report", "--db", str(db), "--out", str(out / "report")]
-        + ["--data-dir", str(data_dir)],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    )
-    if report.returncode != 0:
-        raise SystemExit(f"gridsearch report failed:\n{report.stderr}")
-    with Storage(str(db), readonly=True) as storage:
-        models = load_models(storage, suffix)
-        chosen = committee(storage)
-        curve = budget_curve(storage, suffix)
-    results_table(models).to_csv(out / "results.csv", index=False)
-    budget_figure(curve, out / "budget.png")
-    datasets_figure(models, out / "datasets.png")
+    with Storage(str(work / "results.db"), readonly=True) as storage:
+        names = storage.sweep_names()
+        budget = [f"lenet53_budget{suffix}"] if f"lenet53_budget{suffix}" in names else []
+        evidence.check_selection(storage, f"lenet53{suffix}", budget)
+    with tempfile.TemporaryDirectory() as folder:
+        stage = Path(folder) / "study"
+        stage.mkdir()
+        db = stage / "results.db"
+        slim(snapshot(work / "results.db", db))
+        checksums = copy_weights(db, work / "runs", stage / "runs")
+        with Storage(str(db), readonly=True) as storage:
+            models = load_models(storage, suffix)
+        save_labels(db, models, data_dir)
+        report = subprocess.run(
+            [sys.executable, "-m", "gridsearch", "report", "--db", str(db), "--out", str(stage / "report")]
+            + ["--data-dir", str(data_dir)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+        )
+        if report.returncode != 0:
+            raise SystemExit(f"gridsearch report failed:\n{report.stderr}")
+        with Storage(str(db), readonly=True) as storage:
+            context = readme_context(storage, models, suffix, ledger, data_dir, db)
+            context |= evidence_context(storage, models, suffix, work, data_dir)
+            study_figures(storage, models, suffix, stage)
+        context |= {"checksums": checksums, "hard": mnist_solved(models, work / "runs", data_dir, stage)}
+        results_table(models).to_csv(stage / "results.csv", index=False)
+        template = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(Path(__file__).parent),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+        ).get_template("README.md.j2")
+        (stage / "README.md").write_text(template.render(context))
+        if out.exists():
+            shutil.rmtree(out)
+        shutil.move(stage, out)
+
+
+def readme_context(
+    storage: Storage, models: dict[str, Model], suffix: str, ledger: dict[str, Any], data_dir: Path, db: Path
+) -> dict[str, Any]:
+    """The README's numbers that come from the stored evaluations."""
     study = [models[r] for r in STUDY_ROLES if r in models]
     mnist = [m for m in models.values() if m.best.dataset.name == "mnist" and not m.role.startswith("lenet53_budget")]
     fashion = [m for m in models.values() if m.best.dataset.name != "mnist"]
     lenet = models["lenet53"]
     pairs = [(models[r.removeprefix("fashion_")], m) for r, m in models.items() if r.startswith("fashion_")]
-    context: dict[str, Any] = {
+    frame = robustness(db, study + fashion)
+    samples = {m.label: m.best.test.samples for m in study + fashion}
+    plain = lenet.label
+    families = []
+    if not frame.empty and plain in frame:
+        groups = {
+            "augmentation (LeNet-5-3 augmented)": [m.label for m in study if m.role == "lenet53_augmented"],
+            "the spatial transformers (STN, TPS-STN)": [m.label for m in study if m.role in ("stn", "tps")],
+        }
+        families = [evidence.family(n, frame, plain, g) for n, g in groups.items() if g and all(x in frame for x in g)]
+    return {
         "ledger": ledger,
         "study": study,
         "seed": SEED,
         "seed_epochs": SEED_EPOCHS,
         "lenet": lenet,
-        "committee": chosen,
+        "committee": committee(storage),
         "best_committee": BEST_PUBLISHED_COMMITTEE,
-        "curve": curve,
+        "curve": budget_curve(storage, suffix),
+        "selection": selection_table(storage, lenet, suffix),
         "mnist": sorted(mnist, key=lambda m: -m.accuracy),
         "against_lenet": [versus(m, lenet, data_dir) for m in mnist if m is not lenet],
         "fashion": fashion,
@@ -393,17 +485,28 @@ def publish(work: Path, out: Path, data_dir: Path) -> None:
         "ratios": [f.errors / max(m.errors, 1) for m, f in pairs],
         "fashion_versus": [versus(a, b, data_dir) for i, a in enumerate(fashion) for b in fashion[i + 1 :]],
         "confused": confusions(lenet),
-        "robustness": robustness(db, study + fashion).round(2),
-        "checksums": checksums,
+        "robustness": evidence.robustness_intervals(frame.round(2), {}, samples) if not frame.empty else frame,
+        "families": families,
         "devices": sorted({m.best.trial.device or "?" for m in models.values()}),
     }
-    template = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(Path(__file__).parent),
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    ).get_template("README.md.j2")
-    (out / "README.md").write_text(template.render(context))
+
+
+def selection_table(storage: Storage, lenet: Model, suffix: str) -> list[tuple[str, float, float, bool]]:
+    """Every LeNet-5-3 trial trained to the final budget in its sweep and the budget sweep: (config, val %, val
+    loss, selected), best first."""
+    epochs = lenet.best.trial.config["params"]["epochs"]
+    trials = evidence.final_budget_trials(storage, [lenet.best.name, f"lenet53_budget{suffix}"], epochs)
+    rows = [
+        (
+            f"lr {t.config['params']['lr']:g}, lr_step {t.config['params']['lr_step']:g} "
+            f"(k {t.config['params']['lr_step'] * SEED_EPOCHS / epochs:g})",
+            100 * (t.val_accuracy or 0),
+            t.val_loss or 0.0,
+            t.key == lenet.best.trial.key,
+        )
+        for t in trials
+    ]
+    return sorted(rows, key=lambda r: (-r[1], r[2]))
 
 
 def main() -> None:
@@ -415,7 +518,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
         with tarfile.open(args.state) as archive:
             archive.extractall(folder, filter="data")
-        publish(Path(folder), args.out, args.data_dir)
+        publish(Path(folder), args.out.resolve(), args.data_dir)
     print(f"study published in {args.out}")
 
 

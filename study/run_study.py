@@ -8,10 +8,13 @@ from their last epoch checkpoint), and packs the state again into one file. Call
 state file until it prints ``"finished": true``. The stages, in order:
 
 1. the profile's sweep files (full: ``grids/lenet53.yaml``, ``lenet53_augmented.yaml``, ``stn.yaml``,
-   ``tps.yaml``; cpu: every file in ``grids/study-cpu/``);
+   ``tps.yaml``; cpu: every file in ``grids/study-cpu/``): the first (LeNet-5-3, which the others warm-start
+   from) alone on every lane's core, then the rest in lanes;
 2. replicates: each study model's selected configuration under the profile's seeds, selected by the mean
    over seeds (a sweep named ``<grid>_seeds``; seed 0 is the grid's own trial, trained once; warm-started
-   grids start every seed from the same selected trial, as the grid did);
+   grids start every seed from the same selected trial, as the grid did); and for a profile that trains
+   under bfloat16 autocast (cpu), the fp32 check: LeNet-5-3's selected configuration in float32 under the
+   same seeds (``<grid>_fp32``), in a lane of its own;
 3. the committee: a sweep ``study_committee`` of every replicate trial (it trains nothing);
 4. evaluations: the committee of each replicate sweep and of ``study_committee`` (``evaluate --ensemble
    auto``: K chosen on validation) and the robustness suite of each sweep's selected trial.
@@ -21,7 +24,10 @@ the stage reached, trial counts by status, and whether the study is finished. Ex
 3 when another chunk is needed, else the failing command's own code.
 
     python study/run_study.py --state study.tar.gz --chunk-seconds 540 -- --device cuda   # again until finished
-    python study/run_study.py --profile cpu --state study-cpu.tar.gz                    # about two hours
+    python study/run_study.py --profile cpu --state study-cpu.tar.gz                    # about three hours
+
+Trials record the code version they were trained by; a study is run from a commit (a working tree with
+changes to tracked files is refused unless ``--allow-dirty``), so that ``docs/study`` names one version.
 """
 
 from __future__ import annotations
@@ -38,7 +44,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from contextlib import closing
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +67,9 @@ class Profile:
     lanes: int = 1
     """How many ``gridsearch run`` processes run side by side (one worker each when more than one): the study
     models' chain in one lane, the other sweeps in the others, so that one-trial sweeps keep every core busy."""
+    fp32_check: list[str] = field(default_factory=list)
+    """Grids whose selected configuration is trained again in float32 under the seeds (those trained under
+    bfloat16 autocast): does the precision change the result?"""
 
 
 def cpu_grids() -> list[str]:
@@ -74,7 +83,14 @@ PROFILES = {
     "full": Profile(
         [f"grids/{name}" for name in STUDY_MODELS], [f"grids/{n}" for n in STUDY_MODELS], [0, 1, 2, 3, 4], 540
     ),
-    "cpu": Profile(cpu_grids(), [f"grids/study-cpu/{name}" for name in STUDY_MODELS], [0, 1, 2], 4 * 3600, lanes=2),
+    "cpu": Profile(
+        cpu_grids(),
+        [f"grids/study-cpu/{name}" for name in STUDY_MODELS],
+        [0, 1, 2],
+        4 * 3600,
+        lanes=2,
+        fp32_check=["grids/study-cpu/lenet53.yaml"],
+    ),
 }
 RESUME_FILES = ("best.pt", "best.pt.sha256", "last.pt", "last.pt.sha256", "last.prev.pt", "last.prev.pt.sha256")
 """What a trial's run folder needs to resume and to be selected, tested and served; its log is left out."""
@@ -130,9 +146,10 @@ def gridsearch(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "gridsearch", *args], capture_output=True, text=True, cwd=ROOT)
 
 
-def replicate_file(grid: Path, work: Path, seeds: list[int]) -> Path | None:
-    """A sweep file for ``grid``'s selected configuration under ``seeds``, selected by its mean over them,
-    or None if nothing is selected yet."""
+def replicate_file(grid: Path, work: Path, seeds: list[int], fp32: bool = False) -> Path | None:
+    """A sweep file for ``grid``'s selected configuration under ``seeds``, selected by its mean over them
+    (``<name>_seeds``; with ``fp32``, the same in float32: ``<name>_fp32``), or None if nothing is selected
+    yet."""
     document = yaml.safe_load(grid.read_text())
     best = gridsearch("best", document["name"], "--format", "json", "--db", str(work / "results.db"))
     if best.returncode != 0:
@@ -142,14 +159,18 @@ def replicate_file(grid: Path, work: Path, seeds: list[int]) -> Path | None:
     parts = document["grid"] if isinstance(document["grid"], list) else [document["grid"]]
     gridded = dict.fromkeys(name for part in parts for name in part)  # in order, once each
     document.pop("search", None)  # the selected point alone: nothing left to search
+    suffix, precision = ("_fp32", " in float32 (no bfloat16 autocast)") if fp32 else ("_seeds", "")
     document.update(
-        name=f"{document['name']}_seeds",
+        name=f"{document['name']}{suffix}",
         seeds=seeds,
         grid={name: [chosen["params"][name]] for name in gridded},
         select={"metric": "val_accuracy", "over_seeds": "mean"},
-        description=f"the selected configuration of {document['name']} under seeds {', '.join(map(str, seeds))}",
+        description=f"the selected configuration of {document['name']}{precision} under seeds "
+        + ", ".join(map(str, seeds)),
     )
-    path = work / "replicates" / grid.name
+    if fp32:
+        document["params"]["amp"] = "off"
+    path = work / "replicates" / f"{grid.stem}{suffix}.yaml"
     path.parent.mkdir(exist_ok=True)
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
@@ -235,14 +256,17 @@ def lanes_of(files: list[Path], lanes: int, first: int = 0) -> list[list[Path]]:
     return [group for group in [chain, *(rest[i : i + size] for i in range(0, len(rest), size))] if group]
 
 
-def run_for(lanes: list[list[Path]], work: Path, seconds: float, run_args: list[str]) -> int:
-    """``gridsearch run FILES`` for each lane at once (one worker each when there are several; they share the
-    database and its trials) for at most ``seconds``, then interrupted as by Ctrl-C. The first failing lane's
-    exit code, else INTERRUPTED if one was interrupted, else 0."""
+def run_for(
+    lanes: list[list[Path]], work: Path, seconds: float, run_args: list[str], workers: int | None = None
+) -> int:
+    """``gridsearch run FILES`` for each lane at once (``workers`` each, else one each when there are several;
+    they share the database and its trials) for at most ``seconds``, then interrupted as by Ctrl-C. The first
+    failing lane's exit code, else INTERRUPTED if one was interrupted, else 0."""
+    workers = workers or (1 if len(lanes) > 1 else None)
     processes = [
         subprocess.Popen(
             [sys.executable, "-m", "gridsearch", "run", *map(str, files), "--db", str(work / "results.db")]
-            + ["--artifacts", str(work / "runs"), "--plain", *(["--workers", "1"] if len(lanes) > 1 else [])]
+            + ["--artifacts", str(work / "runs"), "--plain", *(["--workers", str(workers)] if workers else [])]
             + run_args,
             cwd=ROOT,
             start_new_session=True,
@@ -277,7 +301,24 @@ def counts(work: Path) -> dict[str, int]:
         return dict(connection.execute("SELECT status, COUNT(*) FROM trials GROUP BY status").fetchall())
 
 
-def main(argv: list[str] | None = None) -> int:
+def bf16_instructions() -> bool:
+    """Whether the CPU runs bfloat16 natively (the cpu profile trains under bfloat16 autocast)."""
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return True  # not Linux: nothing to tell
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def dirty_files() -> list[str]:
+    """The tracked files of the working tree with changes not committed (none outside a git checkout)."""
+    found = subprocess.run(
+        ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True
+    )
+    return [line[3:] for line in found.stdout.splitlines()] if found.returncode == 0 else []
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", choices=sorted(PROFILES), default="full", help="the study's size (default: full)")
     parser.add_argument("--state", type=Path, required=True, help="the state file this chunk reads and writes")
@@ -285,49 +326,100 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--grids", nargs="+", help="sweep files to run instead of the profile's (all replicated)")
     parser.add_argument("--lanes", type=int, help="gridsearch run processes side by side (full: 1, cpu: 2)")
     parser.add_argument("--no-replicates", action="store_true", help="stop after the grids")
+    parser.add_argument("--allow-dirty", action="store_true", help="run with uncommitted changes to tracked files")
     parser.add_argument(
         "run_args",
         nargs=argparse.REMAINDER,
         help="after --: options for gridsearch run, e.g. -- --device cuda --slots-per-gpu 8",
     )
-    args = parser.parse_args(argv)
-    profile = PROFILES[args.profile]
-    lanes = args.lanes or profile.lanes
-    seconds = args.chunk_seconds or profile.chunk_seconds
-    run_args = [a for a in args.run_args if a != "--"]
-    started = time.monotonic()
+    return parser.parse_args(argv)
 
-    def left() -> float:
-        return seconds - (time.monotonic() - started)
 
-    def timed(stage: str, step: Callable[[], int]) -> int:
+@dataclass
+class Chunk:
+    """One call's work: where the study is unpacked, what it runs, and how long it may still run."""
+
+    work: Path
+    profile: str
+    lanes: int
+    run_args: list[str]
+    deadline: float
+    stage: str = "grids"
+
+    def left(self) -> float:
+        return self.deadline - time.monotonic()
+
+    def timed(self, stage: str, step: Callable[[], int]) -> int:
         """``step``'s exit code, its wall time added to ``stage`` in the ledger; INTERRUPTED if no time is left."""
-        if left() <= 5:
+        self.stage = stage
+        if self.left() <= 5:
             return INTERRUPTED
         begun = time.monotonic()
         try:
             return step()
         finally:
-            add_seconds(work, args.profile, stage, time.monotonic() - begun)
+            add_seconds(self.work, self.profile, stage, time.monotonic() - begun)
 
+    def run(self, lanes: list[list[Path]], workers: int | None = None) -> int:
+        return run_for(lanes, self.work, self.left(), self.run_args, workers)
+
+    def grids(self, grids: list[Path], chain: int) -> int:
+        """The sweep files: the chain's first (the model the others warm-start from) alone on every core,
+        then the rest in lanes, the chain's others in one of them."""
+        every_core = self.lanes if self.lanes > 1 else None  # (a GPU's run picks its own workers)
+        code = self.timed("grids", lambda: self.run([grids[:1]], every_core)) if chain else 0
+        rest = grids[1:] if chain else grids
+        if code == 0 and rest:
+            code = self.timed("grids", lambda: self.run(lanes_of(rest, self.lanes, max(chain - 1, 0))))
+        return code
+
+    def replicates(self, replicated: list[Path], fp32: list[Path], seeds: list[int]) -> tuple[int, list[Path]]:
+        """Each replicated grid's selected configuration under ``seeds`` (the fp32 checks in a lane of their
+        own), then the committee of them all; the exit code and the replicate sweep files."""
+        replicates = [path for grid in replicated if (path := replicate_file(grid, self.work, seeds))]
+        checks = [path for grid in fp32 if (path := replicate_file(grid, self.work, seeds, fp32=True))]
+        code = self.timed("replicates", lambda: self.run(lanes_of(checks + replicates, self.lanes, len(checks))))
+        if code == 0 and (committee := committee_file(replicates, self.work)):
+            code = self.timed("replicates", lambda: self.run([[committee]]))
+            replicates.append(committee)
+        return code, replicates
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    if not args.allow_dirty and (changed := dirty_files()):
+        print(
+            f"error: uncommitted changes to {', '.join(changed[:5])}{' ...' if len(changed) > 5 else ''}: commit "
+            "them first, so that every trial records the code version it was trained by (or pass --allow-dirty)",
+            file=sys.stderr,
+        )
+        return 2
+    profile = PROFILES[args.profile]
+    if profile.fp32_check and not bf16_instructions():
+        print(
+            "warning: this CPU has no bfloat16 instructions (avx512_bf16, amx_bf16): the profile's bfloat16 training "
+            "is emulated here, several times slower than on the CPU its estimate was measured on",
+            file=sys.stderr,
+        )
+    started = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
         work = Path(folder)
         unpack(args.state.resolve(), work)
+        chunk = Chunk(
+            work,
+            args.profile,
+            args.lanes or profile.lanes,
+            [a for a in args.run_args if a != "--"],
+            started + (args.chunk_seconds or profile.chunk_seconds),
+        )
         grids = [ROOT / grid for grid in args.grids or profile.grids]
         replicated = grids if args.grids else [ROOT / grid for grid in profile.replicated]
-        stage = "grids"
-        chain = 0 if args.grids else len(STUDY_MODELS)
-        code = timed(stage, lambda: run_for(lanes_of(grids, lanes, chain), work, left(), run_args))
+        fp32 = [] if args.grids else [ROOT / grid for grid in profile.fp32_check]
+        code = chunk.grids(grids, 0 if args.grids else len(STUDY_MODELS))
         if code == 0 and not args.no_replicates:
-            stage = "replicates"
-            replicates = [path for grid in replicated if (path := replicate_file(grid, work, profile.seeds))]
-            code = timed(stage, lambda: run_for(lanes_of(replicates, lanes), work, left(), run_args))
-            if code == 0 and (committee := committee_file(replicates, work)):
-                replicates.append(committee)
-                code = timed(stage, lambda: run_for([[committee]], work, left(), run_args))
+            code, replicates = chunk.replicates(replicated, fp32, profile.seeds)
             if code == 0:
-                stage = "evaluations"
-                code = timed(stage, lambda: evaluate(work, grids, replicates, run_args))
+                code = chunk.timed("evaluations", lambda: evaluate(work, grids, replicates, chunk.run_args))
         if (work / "results.db").exists():  # a run refused before storing anything leaves no state to keep
             pack(work, args.state.resolve())
         finished = code == 0
@@ -335,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "profile": args.profile,
-                    "stage": stage,
+                    "stage": chunk.stage,
                     "finished": finished,
                     "exit_code": code,
                     "trials": counts(work),

@@ -120,3 +120,18 @@ def test_tiles_scale_each_image_on_its_own():
     assert shown.shape == (3, 7) and shown.mask[:, 3].all()  # a one-pixel gap (NaN, drawn white) between the tiles
     np.testing.assert_array_equal(shown[:, :3], -1.0)
     np.testing.assert_array_equal(shown[:, 4:], np.eye(3))
+
+
+def test_the_displacement_of_a_spatial_transformer_is_measured_in_pixels():
+    from gridsearch.analysis.learned import displacement
+
+    torch.manual_seed(0)
+    images = (torch.rand(30, 1, 28, 28) * 255).to(torch.uint8)
+    stn = architectures.get("stn").build(hidden=16).eval()
+    assert displacement(stn, images, bf16=False) == pytest.approx(0.0, abs=1e-5)  # it starts as the identity
+    with torch.no_grad():  # sample 1 pixel to the right and 2 down: a translation of (2/28, 4/28) in [-1, 1]
+        stn.theta.bias.copy_(torch.tensor([1.0, 0.0, 2 / 28, 0.0, 1.0, 4 / 28]))
+    assert displacement(stn, images, bf16=False) == pytest.approx(5**0.5, rel=1e-5)
+    tps = architectures.get("tps_stn").build(hidden=16).eval()
+    assert displacement(tps, images, bf16=False) == pytest.approx(0.0, abs=1e-4)
+    assert displacement(architectures.get("lenet53").build(hidden=16), images, bf16=False) is None

@@ -26,9 +26,11 @@ from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.learned import learned_section
 from gridsearch.analysis.report import Report, build_report
 from gridsearch.analysis.significance import bootstrap_interval, mcnemar_exact
-from gridsearch.analysis.trained_models import best_model, load_model, score
+from gridsearch.analysis.test_sets import HeldOutImages
+from gridsearch.analysis.trained_models import best_model, bf16, load_model, score
 from gridsearch.analysis.webpage import Folder, Note
 from gridsearch.cli import main
+from gridsearch.engine.devices import code_version
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from tests.conftest import cli as conftest_cli
@@ -36,20 +38,24 @@ from tests.conftest import gridsearch, rows, write_sweep
 from tests.test_robustness import USPS
 
 SECTIONS = (
-    "About this report",
-    "Results",
+    "What was run",
+    "Which model is best?",
+    "How did they train?",
+    "Is the difference real?",
+    "Does a committee beat the single best?",
+    "How robust are they?",
+    "Each sweep in detail",
+    "What data?",
+)
+"""The index page's sections: one per question asked across the sweeps."""
+SWEEP_SECTIONS = (
     "Hyperparameter effects",
     "Which knob mattered?",
     "How sure is the winner?",
-    "Learning curves",
-    "Best models",
+    "Best model",
     "What the network learned",
-    "Single best vs committee",
-    "Is the difference real?",
-    "Accuracy vs cost",
-    "Robustness",
-    "Data",
 )
+"""The sections of each sweep's own page."""
 HALVED = {
     "name": "halved",
     "params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5},
@@ -117,12 +123,28 @@ def csv(report: Path, name: str) -> pd.DataFrame:
     return pd.read_csv(report / f"{name}.csv")
 
 
+def pages(report: Path) -> str:
+    """The text of every page of a report folder: its index and its sweeps' pages."""
+    return "\n".join(path.read_text() for path in sorted(report.glob("*.html")))
+
+
 def test_report_has_every_section_and_only_existing_relative_links(study):
     assert study.written == Report(study.report / "index.html", [])
     page = study.written.index.read_text()
     for title in SECTIONS:
         assert title in page
-    links = re.findall(r'(?:src|href)="([^"]+)"', page)
+    assert '<nav><h2>Contents</h2><ul><li><a href="#about">1. What was run</a></li>' in page
+    for sweep in ("lenet", "mlp", "halved"):
+        assert f'<a href="sweep_{sweep}.html">{sweep}</a>' in page
+        own = (study.report / f"sweep_{sweep}.html").read_text()
+        assert all(title in own for title in SWEEP_SECTIONS) and '<a href="index.html">Back to the report</a>' in own
+    assert sorted(path.name for path in study.report.glob("*.html")) == [
+        "index.html",
+        "sweep_halved.html",
+        "sweep_lenet.html",
+        "sweep_mlp.html",
+    ]
+    links = re.findall(r'(?:src|href)="([^"]+)"', pages(study.report))
     files = [link for link in links if not link.startswith("#")]
     assert {
         "results.csv",
@@ -234,7 +256,7 @@ def test_every_trials_val_interval_and_the_winners_margin_match_the_database(stu
     from gridsearch.analysis.uncertainty import wilson_interval
 
     db = study.folder / "results.db"
-    page = study.written.index.read_text()
+    page = pages(study.report)
     for sweep in ("lenet", "mlp", "halved"):
         stored = rows(
             db,
@@ -263,7 +285,9 @@ def test_the_header_and_the_data_section_state_what_the_sweeps_used(study):
     db = study.folder / "results.db"
     page = study.written.index.read_text()
     (version,) = {v for (v,) in rows(db, "SELECT DISTINCT code_version FROM trials")}
-    assert f"UTC by gridsearch 0.1.0 from the database {db}; its trials were trained by code version {version}." in page
+    writer = code_version()
+    assert f"UTC by gridsearch 0.1.0 (code version {writer}) from the database ../results.db; its trials were " in page
+    assert f"trained by code version {version}." in page
     sweeps = csv(study.report, "sweeps").set_index("sweep")
     for name, train, val, test, epochs, search in rows(
         db,
@@ -279,7 +303,8 @@ def test_the_header_and_the_data_section_state_what_the_sweeps_used(study):
         ]
         assert (sweeps.loc[name, "search"] == "full grid") == (json.loads(search)["strategy"] == "grid")
     assert sweeps.loc["halved", "search"] == "successive halving (factor 3; rungs of 1, 3 epochs)"
-    assert sweeps.loc["mlp", "seeds"] == "0, 1" and sweeps.loc["lenet", "trials"] == 4
+    assert sweeps.loc["mlp", "seeds"] == 2 and sweeps.loc["mlp", "seed_values"] == "0, 1"
+    assert sweeps.loc["lenet", "seeds"] == 1 and sweeps.loc["lenet", "trials"] == 4
     # the data section covers the union of the sweeps' splits: 500 / 300 / the largest test size, 400
     assert "as the sweeps of this report split it: train = the first 500 official training images, val = the " in page
     assert "last 300, test = the first 400 official test images." in page
@@ -315,7 +340,7 @@ def test_the_variance_split_of_a_complete_grid_matches_two_way_sums_of_squares(s
     shares = csv(study.report, "importance_lenet")
     assert dict(zip(shares["term"], shares["share"])) == pytest.approx(expected, abs=1e-6)
     assert list(shares["share"]) == sorted(shares["share"], reverse=True)
-    page = study.written.index.read_text()
+    page = pages(study.report)
     assert page.count("<figcaption>Exact functional ANOVA over the complete grid") == 2  # lenet; halved at rung 0
     assert "nothing to split" in page  # mlp grids one lr
 
@@ -349,7 +374,7 @@ def test_a_halving_sweeps_heatmap_places_every_trial_by_its_rung_0_budget(study)
     grid = csv(study.report, "grid_halved")
     placed = {(lr, step): value for lr, step, value in grid[["lr", "lr_step", "rung0_val_accuracy"]].to_numpy()}
     assert placed == pytest.approx(expected, rel=FLOAT32)
-    page = study.written.index.read_text()
+    page = pages(study.report)
     assert "within its first epoch: rung 0, which all trained" in page
 
     storage = Storage(str(db), readonly=True)  # what the web app's heatmap draws
@@ -364,19 +389,21 @@ def test_a_halving_sweeps_heatmap_places_every_trial_by_its_rung_0_budget(study)
 def test_what_the_network_learned_shows_each_conv_nets_filters_and_maps_and_says_what_is_missing(
     study, data_dir, tmp_path
 ):
-    page = study.written.index.read_text()
     for sweep in ("lenet", "halved"):
+        page = (study.report / f"sweep_{sweep}.html").read_text()
         for png in (f"filters_{sweep}", f"feature_maps_{sweep}_1", f"feature_maps_{sweep}_2"):
             assert f'src="{png}.png"' in page, png
-    assert page.count("No convolutions in this network") == 1  # the mlp
+    assert pages(study.report).count("No convolutions in this network") == 1  # the mlp
     assert not list(study.report.glob("*_mlp_*.png")) and not list(study.report.glob("transformer_*.png"))
-    lenet = best_model(Storage(str(study.folder / "results.db"), readonly=True), "lenet")
+    storage = Storage(str(study.folder / "results.db"), readonly=True)
+    lenet = best_model(storage, "lenet")
     with torch_settings_kept():
-        missing = learned_section(Folder(tmp_path), lenet, tmp_path / "nowhere", data.test_images(data_dir, 300))
+        tests = HeldOutImages.load(storage, data_dir, [lenet])
+        missing = learned_section(Folder(tmp_path), lenet, tmp_path / "nowhere", tests)
     assert missing.blocks == [
         Note(
             f"No best weights for trial {lenet.trial.key}: its filters and feature maps are left out "
-            "(Best models says where they were looked for)."
+            "(Best model says where they were looked for)."
         )
     ]
 
@@ -481,8 +508,8 @@ def test_a_database_without_its_run_folders_still_gets_every_database_section(
     assert err.startswith("warning: ") and len(err.splitlines()) == 1
     assert "no best weights at" in err and "pass --artifacts DIR" in err
     report = tmp_path / "reports" / "mlp"
-    page = (report / "index.html").read_text()
-    for title in SECTIONS:
+    page = pages(report)
+    for title in SECTIONS + SWEEP_SECTIONS:
         assert title in page
     assert "no pair of models to compare" in page and "No robustness evaluations yet" in page
     assert "One model in this report: no accuracy-against-cost plot to draw." in page
@@ -501,7 +528,7 @@ def test_a_database_without_its_run_folders_still_gets_every_database_section(
     code, out, err = cli(*args, cwd=tmp_path, capsys=capsys, monkeypatch=monkeypatch)
     assert code == 0 and out == "report written to full/index.html\n" and err == ""
     assert csv(tmp_path / "full", "per_class_mlp").equals(csv(study.report, "per_class_mlp"))
-    assert "--artifacts" not in (tmp_path / "full" / "index.html").read_text()
+    assert "--artifacts" not in pages(tmp_path / "full")
 
 
 def test_report_refuses_unknown_sweeps_and_named_sweeps_without_a_selected_trial(study, tmp_path, capsys, monkeypatch):
@@ -544,7 +571,11 @@ def committee_probabilities(db, runs, keys, split):
     storage = Storage(str(db), readonly=True)
     with torch_settings_kept():
         return torch.stack(
-            [score(load_model(storage.trial(k), runs), split.images, split.labels).probabilities for k in keys]
+            [
+                score(load_model(trial, runs), split.images, split.labels, bf16(trial)).probabilities
+                for trial in (storage.trial(k) for k in keys)
+                if trial is not None
+            ]
         )
 
 
@@ -670,3 +701,94 @@ def test_robustness_results_are_stored_consistent_and_repeatable(
     )
     assert code == 2 and err.startswith("error: no trial with key 'nosuchkey' in ") and len(err.splitlines()) == 1
     assert err.endswith("results.db\n")
+
+
+def test_without_dataset_files_every_table_is_written_and_one_warning_names_what_was_left_out(
+    study, data_dir, tmp_path, capsys, monkeypatch, in_process_training
+):
+    """A fresh clone: the database and the run folders, no dataset file. With the test labels the database keeps
+    (as study/publish.py keeps them) every table is written as with the data; without them, those that test
+    predictions against labels are left out too. One warning line names what was left out; exit 0."""
+    db = tmp_path / "results.db"
+    shutil.copy(study.folder / "results.db", db)
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    runs = str(study.folder / "runs")
+    code, _, err = cli(
+        "report",
+        "--data-dir",
+        str(empty),
+        "--artifacts",
+        runs,
+        "--out",
+        "bare",
+        cwd=tmp_path,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
+    assert code == 0 and len(err.splitlines()) == 1 and err.startswith(f"warning: no MNIST files in {empty}")
+    assert "left out: ROC AUC and confidences, misclassified and random test images" in err
+    assert "tables that test predictions against the labels of MNIST left out too" in err
+    bare = {p.name for p in (tmp_path / "bare").glob("*.csv")}
+    label_tables = {"significance.csv", "committees.csv"}
+    image_tables = {p.name for p in study.report.glob("inspect_*.csv")}
+    assert bare == {p.name for p in study.report.glob("*.csv")} - label_tables - image_tables
+
+    with Storage(str(db)) as storage:
+        storage.save_test_labels("mnist", data.test_images(data_dir, 400).labels.tolist())
+    code, _, err = cli(
+        "report",
+        "--data-dir",
+        str(empty),
+        "--artifacts",
+        runs,
+        "--out",
+        "labelled",
+        cwd=tmp_path,
+        capsys=capsys,
+        monkeypatch=monkeypatch,
+    )
+    assert code == 0 and len(err.splitlines()) == 1 and "tables that test" not in err
+    labelled = {p.name for p in (tmp_path / "labelled").glob("*.csv")}
+    assert labelled == {p.name for p in study.report.glob("*.csv")} - image_tables
+    for name in sorted(labelled):
+        again, full = pd.read_csv(tmp_path / "labelled" / name), pd.read_csv(study.report / name)
+        if name.startswith("per_class_"):  # ROC AUC needs the images the weights are re-run on
+            assert again["roc_auc"].isna().all()
+            again, full = again.drop(columns="roc_auc"), full.drop(columns="roc_auc")
+        pd.testing.assert_frame_equal(again, full, obj=name)
+    assert not list((tmp_path / "labelled").glob("misclassified_*.png"))
+
+
+def test_robustness_rows_carry_wilson_intervals_as_statsmodels_computes_them(study):
+    from statsmodels.stats.proportion import proportion_confint
+
+    table = csv(study.report, "robustness")
+    assert len(table) >= 13
+    for row in table.itertuples():
+        samples = int(row.lenet_samples)
+        correct = round(row.lenet * samples)
+        low, high = proportion_confint(correct, samples, alpha=0.05, method="wilson")
+        assert (row.lenet_ci95_low, row.lenet_ci95_high) == pytest.approx((low, high), abs=1e-12)
+        assert row.lenet_ci95_low <= row.lenet <= row.lenet_ci95_high
+    page = study.written.index.read_text()
+    first = table.iloc[0]
+    shown = f"{first['lenet']:.2%} [{100 * first['lenet_ci95_low']:.2f}, {100 * first['lenet_ci95_high']:.2f}]"
+    assert shown in page
+
+
+def test_params_that_vary_together_count_as_one_factor():
+    from gridsearch.analysis.importance import aliases
+
+    pool = pd.DataFrame(  # a committee's pool: each model its own lr and lr_step, three seeds each
+        {
+            "architecture": ["lenet53", "stn", "tps_stn", "lenet53_augmented"] * 3,
+            "lr": [0.08, 0.005, 0.0055, 0.08] * 3,
+            "lr_step": [0.72, 0.56, 0.52, 0.4] * 3,
+        }
+    )
+    assert aliases(pool, ["architecture", "lr", "lr_step"]) == [["architecture", "lr_step", "lr"]]
+    grid = pd.DataFrame({"lr": [0.1, 0.1, 0.2, 0.2], "lr_step": [1, 3, 1, 3]})  # crossed: two factors
+    assert aliases(grid, ["lr", "lr_step"]) == [["lr"], ["lr_step"]]
+    budget = pd.DataFrame({"epochs": [4, 9, 18], "lr_step": [0.16, 0.36, 0.72]})
+    assert aliases(budget, ["epochs", "lr_step"]) == [["epochs", "lr_step"]]

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -85,6 +86,7 @@ def check_published(out: Path, data_dir: Path, tmp_path: Path, good: bool) -> No
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(2700)  # 19 minutes on the 2-core machine under load
 def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_dir):
     files = []
     for name, changes in SWEEPS.items():
@@ -92,7 +94,8 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         files.append(str(write_sweep(tmp_path, f"{name}.yaml", **sweep)))
     state = tmp_path / "state.tar.gz"
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    command = [sys.executable, "study/run_study.py", "--state", str(state), "--lanes", "2", "--grids", *files]
+    command = [sys.executable, "study/run_study.py", "--state", str(state), "--lanes", "2", "--allow-dirty"]
+    command += ["--grids", *files]
     result = subprocess.run(
         command + ["--", "--data-dir", str(data_dir)], cwd=ROOT, capture_output=True, text=True, env=env
     )
@@ -147,10 +150,62 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         "WHERE s.name = 'study_committee' AND e.name LIKE 'ensemble/top%'",
     )
     assert f"**{100 * committee:.2f}%**" in readme
-    assert (out / "budget.png").stat().st_size > 1000 and (out / "datasets.png").stat().st_size > 1000
+    for png in ("budget.png", "datasets.png"):
+        assert (out / png).stat().st_size > 1000
+    assert published["stn"]["epochs"] == f"{published['lenet53']['epochs']} + 1"  # fine-tuned on top of lenet53
+    assert "| selected |" in readme and "**The seed study's ranking.**" in readme and "**Verdict.**" in readme
     check_published(out, data_dir, tmp_path, good=False)
+    beaten = beat_the_selection(state, tmp_path)
+    refused = subprocess.run(
+        publish[:3] + [str(beaten)] + publish[4:5] + [str(tmp_path / "refused")] + publish[6:],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert refused.returncode != 0 and refused.stderr.startswith("error: lenet53 selected trial ")
+    assert "the selection is beaten within its sweeps" in refused.stderr and not (tmp_path / "refused").exists()
+
+
+def beat_the_selection(state: Path, tmp_path: Path) -> Path:
+    """A copy of the study's state where a trial of lenet53 other than the selected one, trained as long, has a
+    better validation accuracy than the selected one (as halving once left one beside the selection)."""
+    folder = tmp_path / "beaten"
+    with tarfile.open(state) as archive:
+        archive.extractall(folder, filter="data")
+    db = folder / "results.db"
+    [(selected,)] = rows(db, "SELECT selected_trial FROM sweeps WHERE name = 'lenet53'")
+    [(other,)] = rows(
+        db,
+        "SELECT t.key FROM trials t JOIN sweep_trials m ON m.trial_key = t.key JOIN sweeps s ON s.id = m.sweep_id "
+        "WHERE s.name = 'lenet53' AND t.key != ? AND t.status = 'done' LIMIT 1",
+        selected,
+    )
+    rows(db, "UPDATE trials SET val_accuracy = 1.0 WHERE key = ?", other)
+    beaten = tmp_path / "beaten.tar.gz"
+    with tarfile.open(beaten, "w:gz") as archive:
+        for path in sorted(folder.rglob("*")):
+            archive.add(path, str(path.relative_to(folder)), recursive=False)
+    return beaten
 
 
 @pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")
 def test_the_published_study_serves_a_good_model_and_reproduces_its_report(tmp_path, data_dir):
     check_published(DOCS, data_dir, tmp_path, good=True)
+
+
+@pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")
+def test_the_published_report_rebuilds_every_table_without_dataset_files(tmp_path, monkeypatch):
+    """A fresh clone: docs/study and no dataset file. The report exits 0, names what it left out in one warning
+    line, and writes every table of the published report but the data section's (which describe the images)."""
+    empty = tmp_path / "no-data"
+    empty.mkdir()
+    monkeypatch.setenv("GRIDSEARCH_FASHION_MNIST", str(empty))  # not Debian's copy either
+    again = tmp_path / "report"
+    result = cli(
+        "report", "--db", str(DOCS / "results.db"), "--out", str(again), "--data-dir", str(empty), cwd=tmp_path
+    )
+    assert result.returncode == 0, result.stderr
+    assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("warning: no MNIST, Fashion-MNIST files")
+    published = {p.name for p in (DOCS / "report").glob("*.csv") if not p.name.startswith("inspect_")}
+    assert {p.name for p in again.glob("*.csv")} == published

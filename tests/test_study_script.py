@@ -27,6 +27,7 @@ def test_chunks_of_a_few_seconds_end_with_the_numbers_of_one_uninterrupted_run(t
         str(state),
         "--chunk-seconds",
         "25",
+        "--allow-dirty",
         "--grids",
         str(sweep),
         "--",

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, load_model, score
+from gridsearch.analysis.test_sets import HeldOutImages
+from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, bf16, load_model, score
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, Paragraph, table
 from gridsearch.training.data import Images
 from gridsearch.vocabulary import format_percent
@@ -25,31 +26,47 @@ SAMPLE_SEED = 0
 CONFUSED_PAIRS = 5
 
 
-def rerun(model: BestModel, artifacts: Path, test: Images) -> Scores | WeightsUnavailable:
+Rerun = Scores | WeightsUnavailable | None
+"""The class probabilities of a best model re-run on its test images; why not (its weights are missing); or None
+(the test images are)."""
+
+
+def rerun(model: BestModel, artifacts: Path, tests: HeldOutImages) -> Rerun:
     """The model's best weights re-run on its test images, or why they cannot be (without torch when there are
-    no weights)."""
+    no weights), or None without the images."""
+    test = tests.for_model(model)
+    if test is None:
+        tests.leave_out("ROC AUC and confidences")
+        return None
     try:
         network = load_model(model.trial, artifacts)
         split = test.split()
-        return score(network, split.images, split.labels)
+        return score(network, split.images, split.labels, bf16(model.trial))
     except WeightsUnavailable as missing:
         return missing
 
 
-def per_class_table(labels: np.ndarray, predicted: np.ndarray, probabilities: np.ndarray | None) -> pd.DataFrame:
-    """Per digit: support, precision, recall, F1 (of the stored predictions) and one-vs-rest ROC AUC (empty
-    without ``probabilities``)."""
-    precision, recall, f1, support = precision_recall_fscore_support(
-        labels, predicted, labels=range(10), zero_division=0
-    )
+def per_class_table(
+    confusion: np.ndarray, labels: np.ndarray | None = None, probabilities: np.ndarray | None = None
+) -> pd.DataFrame:
+    """Per class: support, precision, recall and F1 of the stored predictions (from their confusion matrix, as
+    scikit-learn computes them, 0 where undefined) and one-vs-rest ROC AUC (empty without ``labels`` and
+    ``probabilities``)."""
+    confusion = np.asarray(confusion)
+    right, support, predicted = np.diag(confusion), confusion.sum(1), confusion.sum(0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        precision = np.where(predicted > 0, right / predicted, 0.0)
+        recall = np.where(support > 0, right / support, 0.0)
+        f1 = np.where(support + predicted > 0, 2 * right / (support + predicted), 0.0)
+    classes = range(len(confusion))
     auc = [
-        roc_auc_score(labels == digit, probabilities[:, digit])
-        if probabilities is not None and 0 < support[digit] < len(labels)
+        roc_auc_score(labels == c, probabilities[:, c])
+        if labels is not None and probabilities is not None and 0 < support[c] < len(labels)
         else np.nan
-        for digit in range(10)
+        for c in classes
     ]
     return pd.DataFrame(
-        {"digit": range(10), "support": support, "precision": precision, "recall": recall, "f1": f1, "roc_auc": auc}
+        {"digit": classes, "support": support, "precision": precision, "recall": recall, "f1": f1, "roc_auc": auc}
     )
 
 
@@ -103,14 +120,16 @@ def image_grids(folder: Folder, model: BestModel, test: Images, confidence: np.n
     ]
 
 
-def evaluation_section(folder: Folder, model: BestModel, test: Images, rerun: Scores | WeightsUnavailable) -> Group:
-    """Confusion matrix, per-class metrics, confused pairs and image grids of one best model, on its ``test``
-    images; ``rerun`` holds the re-run model's probabilities, or why there are none."""
-    labels, predicted = test.labels, model.predictions
+def evaluation_section(folder: Folder, model: BestModel, tests: HeldOutImages, rerun: Rerun) -> Group:
+    """Confusion matrix, per-class metrics, confused pairs and image grids of one best model, on its test images
+    (the grids only where ``tests`` has them); ``rerun`` holds the re-run model's probabilities, or why there are
+    none."""
+    test, predicted = tests.for_model(model), model.predictions
     probabilities = rerun.probabilities.numpy() if isinstance(rerun, Scores) else None
-    confidence = None if probabilities is None else probabilities[np.arange(len(labels)), predicted]
+    labels = None if test is None else test.labels
+    confidence = None if probabilities is None else probabilities[np.arange(len(predicted)), predicted]
     confusion = np.array(model.test.confusion)
-    per_class = per_class_table(labels, predicted, probabilities)
+    per_class = per_class_table(confusion, labels, probabilities)
     pairs = confused_pairs(confusion)
     name = model.name
     blocks: list[Block] = [
@@ -142,8 +161,10 @@ def evaluation_section(folder: Folder, model: BestModel, test: Images, rerun: Sc
             "Most confused pairs",
             [table(pairs, folder.csv(pairs, f"confused_pairs_{name}"), {"share_of_true_digit": format_percent})],
         ),
-        *image_grids(folder, model, test, confidence),
+        *(image_grids(folder, model, test, confidence) if test is not None else []),
     ]
+    if test is None:
+        tests.leave_out("misclassified and random test images")
     if isinstance(rerun, Scores) and (differ := int((rerun.predicted.numpy() != predicted).sum())):
         blocks.append(
             Note(

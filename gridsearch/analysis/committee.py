@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from gridsearch.analysis.significance import mcnemar_exact
-from gridsearch.analysis.trained_models import BestModel, load_model, score
+from gridsearch.analysis.trained_models import BestModel, bf16, load_model, score
 from gridsearch.analysis.webpage import Block, Folder, Format, Note, Paragraph, table
 from gridsearch.errors import UserError
 from gridsearch.store import views
@@ -99,15 +99,15 @@ def build_committee(storage: Storage, sweep: str, size: int | None, artifacts: P
     if size is not None and size > len(ranked):
         raise UserError(f"--ensemble {size}: sweep {sweep!r} has only {len(ranked)} done trials")
     candidates = ranked[: size or min(MAX_AUTO, len(ranked))]
-    models = [load_model(trial, artifacts) for trial in candidates]
+    models = [(load_model(trial, artifacts), bf16(trial)) for trial in candidates]
     dataset = candidates[0].config["dataset"]
     data.prepare(data_dir, dataset["name"])
     _, val = data.training_splits(data_dir, dataset["train_size"], dataset["val_size"], dataset["name"])
-    val_probabilities = torch.stack([score(model, val.images, val.labels).probabilities for model in models])
+    val_probabilities = torch.stack([score(m, val.images, val.labels, b).probabilities for m, b in models])
     accuracies = committee_accuracies(val_probabilities, val.labels)
     chosen = size or int(np.argmax(accuracies)) + 1  # the first of equals: the smallest committee
     test = data.test_split(data_dir, row.test_size, dataset["name"])
-    averaged = torch.stack([score(m, test.images, test.labels).probabilities for m in models[:chosen]]).mean(0)
+    averaged = torch.stack([score(m, test.images, test.labels, b).probabilities for m, b in models[:chosen]]).mean(0)
     tried = {chosen: accuracies[chosen - 1]} if size else {k + 1: a for k, a in enumerate(accuracies)}
     result = evaluation(averaged, test.labels, time.perf_counter() - started)
     return Committee([t.key for t in candidates[:chosen]], tried, result)

@@ -16,6 +16,7 @@ import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
 
 from gridsearch.analysis import plots
+from gridsearch.analysis.curves import rung_curves
 from gridsearch.analysis.trained_models import BestModel
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, seconds, table
 from gridsearch.spec.search import Search
@@ -191,7 +192,7 @@ def rungs_section(folder: Folder, storage: Storage, model: BestModel) -> Group:
             ),
             Figure(
                 folder.png(
-                    plots.rung_curves(curves, rungs["epochs"].tolist(), select, f"{name}: {select} per epoch"),
+                    rung_curves(curves, rungs["epochs"].tolist(), select, f"{name}: {select} per epoch"),
                     f"rung_curves_{name}",
                 ),
                 "Every trial's validation curve, coloured by the highest rung it reached; dotted lines mark "

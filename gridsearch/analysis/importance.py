@@ -75,10 +75,29 @@ def forest_cells(scores: pd.DataFrame, params: list[str], metric: str) -> pd.Ser
     return pd.Series(predicted, index=pd.MultiIndex.from_frame(grid))
 
 
+def aliases(scores: pd.DataFrame, params: list[str]) -> list[list[str]]:
+    """``params`` in groups that vary together over the trials ``scores``, the one with the most values first:
+    two go together when the value of one fixes the value of the other (a grid of several parts, one point each,
+    such as a committee's pool of models, where each model has its own learning rate). The variance cannot be
+    split between the params of a group: they are one factor."""
+    points = scores[params].drop_duplicates()
+    groups: list[list[str]] = []
+    for name in params:
+        for group in groups:
+            pair = points[[group[0], name]].drop_duplicates()
+            if pair[group[0]].is_unique or pair[name].is_unique:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return [sorted(group, key=lambda name: -points[name].nunique()) for group in groups]
+
+
 @dataclass(frozen=True)
 class Importance:
     """A sweep's variance decomposition: ``shares`` (term, kind, variance, share), whether it is exact, and the
-    trials it came from (``scores``: one row per trial, the gridded ``params`` and ``metric`` as columns)."""
+    trials it came from (``scores``: one row per trial, the gridded ``params`` and ``metric`` as columns). Params
+    that vary together count as one, named by the first of them (``aliased``: the others, by that name)."""
 
     shares: pd.DataFrame
     exact: bool
@@ -86,23 +105,26 @@ class Importance:
     params: list[str]
     metric: str
     basis: str
+    aliased: dict[str, list[str]]
 
 
 def sweep_importance(storage: Storage, sweep: str) -> Importance | None:
     """The variance decomposition of ``sweep``'s select metric over its varying gridded params (a halving
-    sweep's val accuracy at rung 0, which every trial trained); None when no param varies or fewer than
-    ``MIN_TRIALS`` trials are scored."""
+    sweep's val accuracy at rung 0, which every trial trained), params that vary together counted as one;
+    None when no param varies or fewer than ``MIN_TRIALS`` trials are scored."""
     row = storage.sweep(sweep)
     effects = grid_effects(storage, row)
     metric = "val_accuracy" if Search.from_record(row.search).describes_rungs else row.select_metric
     scores = effects.scores.dropna(subset=[metric]) if len(effects.scores) else effects.scores
     if not effects.params or len(scores) < MIN_TRIALS:
         return None
-    params = effects.params
+    groups = aliases(scores, effects.params)
+    params = [group[0] for group in groups]
+    aliased = {group[0]: group[1:] for group in groups if len(group) > 1}
     exact = is_complete(scores, params)
     cells = scores.groupby(params)[metric].mean() if exact else forest_cells(scores, params, metric)
     basis = f"{metric} of {effects.basis}" if metric != "val_accuracy" else effects.basis
-    return Importance(functional_anova(cells), exact, scores, params, metric, basis)
+    return Importance(functional_anova(cells), exact, scores, params, metric, basis, aliased)
 
 
 def importance_section(folder: Folder, storage: Storage, sweep: str) -> Group:
@@ -119,6 +141,15 @@ def importance_section(folder: Folder, storage: Storage, sweep: str) -> Group:
         "was fitted to the trials and its predictions over the complete grid were decomposed"
     )
     caption = f"{how}: share of the variance of {found.metric} carried by each param and each pair ({found.basis})."
+    together = [f"{name} (with {', '.join(others)})" for name, others in found.aliased.items()]
+    if len(found.params) == 1 and found.aliased:
+        ((name, others),) = found.aliased.items()
+        note = (
+            f"The gridded params vary together over the trials: the value of {name} fixes those of "
+            f"{', '.join(others)} (one point per grid part, as in a committee's pool of models), so no share of the "
+            "variance can be credited to any one of them."
+        )
+        return Group(sweep, [Note(note)])
     blocks: list[Block] = [
         Figure(
             folder.png(plots.importance_bars(found.shares, f"{sweep}: {found.metric}"), f"importance_{sweep}"), caption
@@ -135,4 +166,6 @@ def importance_section(folder: Folder, storage: Storage, sweep: str) -> Group:
             f"Every compared trial as one line through its gridded params, coloured by {found.metric} ({found.basis}).",
         ),
     ]
+    if together:
+        blocks.append(Note(f"Params that vary together count as one, named by the first: {'; '.join(together)}."))
     return Group(sweep, blocks)

@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, cast
 import numpy as np
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, inference, load_model
+from gridsearch.analysis.test_sets import HeldOutImages
+from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, bf16, inference, load_model
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note
-from gridsearch.training.data import Images, Split
+from gridsearch.training.data import Split
 from gridsearch.vocabulary import DATASETS, Dataset
 
 if TYPE_CHECKING:
@@ -136,16 +137,47 @@ def transformed(model: nn.Module, images: torch.Tensor) -> Transformed | None:
     return Transformed(before[:, 0].numpy().copy(), transform(before)[:, 0].numpy().copy())
 
 
+@inference
+def displacement(model: nn.Module, images: torch.Tensor, bf16: bool) -> float | None:
+    """How far the model's spatial transformer moves the pixels of uint8 ``images``: the mean length, in pixels,
+    of the difference between its sampling grid and the identity's, over every output pixel of every image (its
+    own precision ``bf16``, in batches as ``training.predict`` runs them); None without a transformer."""
+    import torch
+
+    from gridsearch.training.predict import BATCH_SIZE
+
+    grid_of = getattr(model, "sampling_grid", None)
+    if not callable(grid_of):
+        return None
+    model.eval()
+    total, count = 0.0, 0
+    for start in range(0, len(images), BATCH_SIZE):
+        batch = images[start : start + BATCH_SIZE].float().div_(255)
+        with torch.autocast(batch.device.type, torch.bfloat16, enabled=bf16):
+            grid = grid_of(batch).float()
+        height, width = grid.shape[1:3]
+        ys = (2 * torch.arange(height) + 1) / height - 1  # pixel centres, in [-1, 1] (align_corners False)
+        xs = (2 * torch.arange(width) + 1) / width - 1
+        identity = torch.stack(torch.meshgrid(xs, ys, indexing="xy"), dim=-1)
+        moved = (grid - identity) * torch.tensor([width / 2, height / 2])  # [-1, 1] -> pixels
+        total += float(moved.norm(dim=-1).sum())
+        count += moved.shape[0] * height * width
+    return total / count
+
+
 def learned_blocks(
-    folder: Folder, name: str, model: nn.Module, test: Split, dataset: Dataset = DATASETS["mnist"]
+    folder: Folder,
+    name: str,
+    model: nn.Module,
+    test: Split | None,
+    dataset: Dataset = DATASETS["mnist"],
+    bf16: bool = False,
 ) -> list[Block]:
     """Filters, feature maps of test image ``DIGIT`` and the transformer's output of sweep ``name``'s ``model``, on
-    the ``test`` images of its ``dataset``."""
+    the ``test`` images of its ``dataset`` (the filters alone without them); ``bf16``: the trial's precision."""
     filters = first_layer_filters(model)
     if filters is None:
         return [Note("No convolutions in this network: no filters or feature maps to show.")]
-    digit, label = test.images[DIGIT], dataset.classes[int(test.labels[DIGIT])]
-    seen = ", transformed as the classifier sees it" if transformer(model) else ""
     blocks: list[Block] = [
         Figure(
             folder.png(plots.tiles(filters, f"{name}: first-layer filters", signed=True), f"filters_{name}"),
@@ -153,6 +185,10 @@ def learned_blocks(
             "each on its own scale: red positive, blue negative, white zero.",
         )
     ]
+    if test is None:
+        return blocks
+    digit, label = test.images[DIGIT], dataset.classes[int(test.labels[DIGIT])]
+    seen = ", transformed as the classifier sees it" if transformer(model) else ""
     for maps in feature_maps(model, digit):
         title = f"{name}: feature maps after convolution {maps.layer}"
         blocks.append(
@@ -164,27 +200,36 @@ def learned_blocks(
             )
         )
     if (batch := transformed(model, test.images[:TRANSFORMED])) is not None:
+        moved = displacement(model, test.images, bf16)
         figure = plots.before_after(batch.before, batch.after, f"{name}: what the spatial transformer does")
         blocks.append(
             Figure(
                 folder.png(figure, f"transformer_{name}"),
                 f"The first {len(batch.before)} test images (left) and the same images after the model's "
-                "spatial transformer (right), which the classifier then reads.",
+                "spatial transformer (right), which the classifier then reads. Over all "
+                f"{len(test):,} test images the transformer moves a pixel by {moved:.2f} pixels on average "
+                "(the mean distance between its sampling grid and the identity's).",
             )
         )
     return blocks
 
 
-def learned_section(folder: Folder, model: BestModel, artifacts: Path, test: Images) -> Group:
-    """What the selected trial of one sweep learned, from its best weights in ``artifacts``, on its ``test``
-    images; a network without convolutions, or without its weights, gets one line saying so (without weights on
-    disk, without importing torch)."""
+def learned_section(folder: Folder, model: BestModel, artifacts: Path, tests: HeldOutImages) -> Group:
+    """What the selected trial of one sweep learned, from its best weights in ``artifacts``, on its test images
+    (from ``tests``; the filters alone without them); a network without convolutions, or without its weights,
+    gets one line saying so (without weights on disk, without importing torch)."""
     try:
         network = load_model(model.trial, artifacts)
     except WeightsUnavailable:
         note = Note(
             f"No best weights for trial {model.trial.key}: its filters and feature maps are left out "
-            "(Best models says where they were looked for)."
+            "(Best model says where they were looked for)."
         )
         return Group(model.name, [note])
-    return Group(model.name, learned_blocks(folder, model.name, network, test.split(), model.dataset))
+    test = tests.for_model(model)
+    if test is None:
+        tests.leave_out("feature maps and what the transformers do")
+    blocks = learned_blocks(
+        folder, model.name, network, None if test is None else test.split(), model.dataset, bf16(model.trial)
+    )
+    return Group(model.name, blocks)

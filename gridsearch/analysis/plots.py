@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 
 import matplotlib
 
@@ -12,6 +12,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.collections import LineCollection
 
+from gridsearch.analysis.axes import (
+    DistinctPercent,
+    legend_beside,
+    log_ticks,
+    place_labels,
+)
 from gridsearch.vocabulary import DATASETS, Dataset, format_percent, format_value
 
 MAX_TICK_LABELS = 20
@@ -42,7 +48,9 @@ def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
     image = axes.imshow(values, cmap="viridis", aspect="auto", interpolation="nearest")
     xs, ys = sparse_ticks(columns), sparse_ticks(rows)
     x_values, y_values = grid.columns.tolist(), grid.index.tolist()  # Python scalars, as format_value takes them
-    axes.set_xticks(xs, [format_value(x_values[i]) for i in xs], rotation=90 if columns > 12 else 0)
+    names = [format_value(x_values[i]) for i in xs]
+    crowded = max(map(len, names)) * 0.08 > (width - 2.5) / max(len(xs), 1)  # inches of text against of cell
+    axes.set_xticks(xs, names, rotation=45 if crowded else 0, ha="right" if crowded else "center")
     axes.set_yticks(ys, [format_value(y_values[i]) for i in ys])
     axes.set_xlabel(str(grid.columns.name))
     axes.set_ylabel(str(grid.index.name))
@@ -60,7 +68,7 @@ def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
                     fontsize=8,
                     color="black" if value > middle else "white",
                 )
-    figure.colorbar(image, ax=axes, label=label, format=matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+    figure.colorbar(image, ax=axes, label=label, format=DistinctPercent(1))
     shown = [f"{rows} x {columns} cells"]
     if not readable:
         shown.append("too many to write each value: see the table")
@@ -84,70 +92,11 @@ def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: st
         levels = grouped.index.tolist()
         axis.set_xticks(ticks, [format_value(levels[i]) for i in ticks])
         axis.set_xlabel(f"{param} ({len(grouped)} values)" if many else param)
-        axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
+        axis.yaxis.set_major_formatter(DistinctPercent(1))
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)
-    axes[0][0].legend()
+    legend_beside(axes[0][-1])
     figure.suptitle(title)
-    figure.tight_layout()
-    return figure
-
-
-def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
-    """Train (dashed) and val (solid) loss and accuracy per epoch; one colour per labelled trial."""
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(11, 3.8))
-    for index, (label, epochs) in enumerate(curves.items()):
-        colour = f"C{index}"
-        loss.plot(epochs["epoch"], epochs["train_loss"], "--", color=colour)
-        loss.plot(epochs["epoch"], epochs["val_loss"], "-o", color=colour, markersize=3, label=label)
-        accuracy.plot(epochs["epoch"], epochs["train_accuracy"], "--", color=colour)
-        accuracy.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color=colour, markersize=3, label=label)
-    loss.set_ylabel("loss (dashed: train, solid: val)")
-    accuracy.set_ylabel("accuracy (dashed: train, solid: val)")
-    accuracy.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
-    one_epoch = all(len(epochs) < 2 for epochs in curves.values())
-    for axis in (loss, accuracy):
-        axis.set_xlabel("epoch")
-        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-        if one_epoch:  # a single point has no range: matplotlib would span -0.05 to 0.05
-            axis.set_xlim(-0.5, 0.5)
-        axis.grid(alpha=0.3)
-    accuracy.legend(fontsize=8)
-    figure.tight_layout()
-    return figure
-
-
-def rung_curves(
-    curves: Sequence[tuple[int, pd.DataFrame]], budgets: Sequence[int], metric: str, title: str
-) -> plt.Figure:
-    """``metric`` per epoch of each (rung reached, epochs) curve, one colour per rung, with a dotted line
-    at each rung's epoch budget."""
-    figure, axes = plt.subplots(figsize=(8, 3.8))
-    for rung, epochs in sorted(curves, key=lambda curve: curve[0]):
-        axes.plot(
-            epochs["epoch"],
-            epochs[metric],
-            "-o",
-            color=f"C{rung}",
-            alpha=0.8,
-            linewidth=1,
-            markersize=3,
-            label=f"reached rung {rung}",
-        )
-    for budget in budgets[:-1]:
-        axes.axvline(budget - 0.5, color="grey", linestyle=":")
-    handles, labels = axes.get_legend_handles_labels()
-    unique = dict(zip(labels, handles))
-    axes.legend(unique.values(), unique.keys(), fontsize=8)
-    values = pd.concat([epochs[metric] for _, epochs in curves]) if curves else pd.Series(dtype=float)
-    if metric == "val_accuracy" and len(values):
-        axes.set_ylim(bottom=values.quantile(0.05))  # the first epochs' low values would flatten the rest
-        axes.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
-    axes.set_xlabel("epoch")
-    axes.set_ylabel(metric)
-    axes.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    axes.grid(alpha=0.3)
-    axes.set_title(title)
     figure.tight_layout()
     return figure
 
@@ -206,56 +155,36 @@ def image_grid(
 
 
 def scatter_cost(table: pd.DataFrame) -> plt.Figure:
-    """Test accuracy against parameter count and against training seconds, one labelled point per model."""
-    figure, axes = plt.subplots(1, 2, figsize=(11, 3.8))
-    for axis, column, label in (
-        (axes[0], "parameter_count", "parameters"),
-        (axes[1], "train_seconds", "training time of the best trial (s)"),
-    ):
-        axis.scatter(table[column], table["test_accuracy"], s=40, c=[f"C{i}" for i in range(len(table))])
-        for _, row in table.iterrows():
-            axis.annotate(
-                row["sweep"], (row[column], row["test_accuracy"]), fontsize=8, xytext=(4, 4), textcoords="offset points"
-            )
-        values = table[column].astype(float)
-        logarithmic = values.min() > 0 and values.max() / values.min() > 20
-        if logarithmic:
-            axis.set_xscale("log")
-            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
-        else:
-            axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
-        axis.xaxis.set_major_formatter(
-            matplotlib.ticker.EngFormatter(sep="")
-            if column == "parameter_count"
-            else matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}")
-        )
-        axis.margins(x=0.2, y=0.2)
-        axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # no accuracy above 100%
-        axis.set_xlabel(label + (" (log scale)" if logarithmic else ""))
-        axis.set_ylabel("test accuracy")
-        axis.yaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=1))
-        axis.grid(alpha=0.3, which="both")
-    figure.tight_layout()
-    return figure
-
-
-def grouped_bars(table: pd.DataFrame, title: str) -> plt.Figure:
-    """Horizontal bars of accuracies: one group per row of ``table``, one bar per column."""
-    groups, series = len(table), len(table.columns)
-    height = 0.8 / series
-    figure, axes = plt.subplots(figsize=(9, 0.32 * groups * series + 1.5))
-    for index, column in enumerate(table.columns):
-        positions = np.arange(groups) + index * height
-        axes.barh(positions, table[column], height=height, label=str(column))
-    axes.set_yticks(np.arange(groups) + 0.4 - height / 2, table.index)
-    axes.invert_yaxis()
-    axes.set_xlim(0, 1)
-    axes.xaxis.set_major_formatter(matplotlib.ticker.PercentFormatter(1.0, decimals=0))
-    axes.set_xlabel("accuracy")
-    axes.grid(alpha=0.3, axis="x")
-    axes.legend(fontsize=8, loc="lower right")
-    axes.set_title(title)
-    figure.tight_layout()
+    """Test accuracy against parameter count and against training seconds, each point labelled with its sweep
+    (labels moved apart where they would overprint); with a ``dataset`` column, one row of panels per dataset."""
+    groups = list(table.groupby("dataset", sort=False)) if "dataset" in table else [("", table)]
+    figure, grid = plt.subplots(len(groups), 2, figsize=(12, 4.2 * len(groups)), squeeze=False)
+    for (dataset, rows), axes in zip(groups, grid):
+        for axis, column, label in (
+            (axes[0], "parameter_count", "parameters"),
+            (axes[1], "train_seconds", "training time of the best trial (s)"),
+        ):
+            values = rows[column].astype(float)
+            axis.scatter(values, rows["test_accuracy"], s=30, color="C0", zorder=3)
+            logarithmic = values.min() > 0 and values.max() / values.min() > 20
+            if logarithmic:
+                axis.set_xscale("log")
+                log_ticks(axis.xaxis)
+            else:
+                axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(nbins=4))
+            if column == "parameter_count":
+                axis.xaxis.set_major_formatter(matplotlib.ticker.EngFormatter(sep=""))
+            axis.margins(x=0.1, y=0.15)
+            low, high = axis.get_xlim()
+            axis.set_xlim(low, high * 4 if logarithmic else high + (high - low) * 0.6)  # room for the labels
+            axis.set_ylim(top=min(axis.get_ylim()[1], 1.0))  # no accuracy above 100%
+            axis.set_xlabel(label + (" (log scale)" if logarithmic else ""))
+            axis.set_ylabel(f"test accuracy{f' ({dataset})' if dataset else ''}")
+            axis.yaxis.set_major_formatter(DistinctPercent())
+            axis.grid(alpha=0.3, which="both")
+        figure.tight_layout()
+        for axis, column in zip(axes, ("parameter_count", "train_seconds")):
+            place_labels(axis, rows[column].astype(float).tolist(), rows["test_accuracy"].tolist(), list(rows["sweep"]))
     return figure
 
 
@@ -300,8 +229,8 @@ def histogram(counts: pd.DataFrame, title: str, xlabel: str) -> plt.Figure:
 def importance_bars(shares: pd.DataFrame, title: str) -> plt.Figure:
     """Horizontal bars of each term's share of the variance (largest on top)."""
     figure, axes = plt.subplots(figsize=(7, 0.35 * len(shares) + 1.4))
-    colours = {"main": "C0", "interaction": "C1", "rest": "C7"}
-    axes.barh(range(len(shares)), shares["share"].fillna(0), color=[colours[k] for k in shares["kind"]])
+    kinds = {"main": "C0", "interaction": "C1", "rest": "C7"}
+    axes.barh(range(len(shares)), shares["share"].fillna(0), color=[kinds[k] for k in shares["kind"]])
     axes.set_yticks(range(len(shares)), shares["term"])
     axes.invert_yaxis()
     axes.set_xlim(0, 1)
@@ -379,7 +308,7 @@ def parallel_coordinates(
     axes.set_xlim(-0.2, len(columns) - 0.6)
     axes.set_ylim(-0.05, 1.05)
     mappable = matplotlib.cm.ScalarMappable(matplotlib.colors.Normalize(low, high), "viridis")
-    percent = matplotlib.ticker.PercentFormatter(1.0, decimals=1) if metric == "val_accuracy" else None
+    percent = DistinctPercent(1) if metric == "val_accuracy" else None
     figure.colorbar(mappable, ax=axes, label=metric, format=percent)
     shown = (
         f"every trial, coloured by {metric}"

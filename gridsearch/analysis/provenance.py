@@ -3,6 +3,7 @@ the data split, epochs and search it ran with (read from its trials' configs, no
 
 from __future__ import annotations
 
+import os
 from datetime import datetime
 
 import pandas as pd
@@ -10,8 +11,10 @@ import pandas as pd
 from gridsearch import __version__
 from gridsearch.analysis.inspection import SplitSizes
 from gridsearch.analysis.trained_models import BestModel, dataset_shown
-from gridsearch.analysis.webpage import Block, Folder, Paragraph, table
+from gridsearch.analysis.webpage import Block, Folder, Note, Paragraph, table
+from gridsearch.engine.devices import code_version
 from gridsearch.spec.search import Search
+from gridsearch.store.connection import sqlite_path
 from gridsearch.store.models import SweepRow
 from gridsearch.store.storage import Storage
 from gridsearch.vocabulary import format_value
@@ -29,7 +32,7 @@ def search_text(sweep: SweepRow) -> str:
 
 def sweep_overview(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
     """Per sweep: architecture, the data split its trials used (and their dataset, when one is not MNIST), their
-    epochs, seeds, trial count and search."""
+    epochs, how many seeds and which, trial count and search."""
     records = []
     shown = dataset_shown(models)
     for model in models:
@@ -43,7 +46,8 @@ def sweep_overview(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
                 "val_size": values_text({c["dataset"]["val_size"] for c in configs}),
                 "test_size": model.sweep.test_size,
                 "epochs": values_text({c["params"]["epochs"] for c in configs}),
-                "seeds": values_text({c["seed"] for c in configs}),
+                "seeds": len({c["seed"] for c in configs}),
+                "seed_values": values_text({c["seed"] for c in configs}),
                 "trials": len(configs),
                 "search": search_text(model.sweep),
                 "select": model.sweep.select_metric,
@@ -63,15 +67,24 @@ def union_split(storage: Storage, models: list[BestModel]) -> SplitSizes:
     )
 
 
+def database_name(storage: Storage, folder: Folder) -> str:
+    """The database as the report names it: an SQLite file by its path from the report's folder (the two move
+    together, e.g. ``../results.db``), another database by its URL without the password."""
+    path = sqlite_path(storage.url)
+    return os.path.relpath(path.resolve(), folder.path.resolve()) if path else storage.location
+
+
 def provenance_section(folder: Folder, storage: Storage, models: list[BestModel], written: datetime) -> list[Block]:
-    """The report's date, database (password hidden), code versions, and each sweep's split, epochs and search."""
+    """The report's date, database (relative to the report; password hidden), the code version that wrote it and
+    those that trained its trials, and each sweep's split, epochs, seeds and search."""
     versions = {trial.code_version for m in models for trial in storage.trials(m.name) if trial.code_version}
     trained = f"trained by code version {values_text(set(versions))}" if versions else "no code version recorded"
     overview = sweep_overview(storage, models)
     return [
         Paragraph(
-            f"Written {written:%Y-%m-%d %H:%M} UTC by gridsearch {__version__} from the database "
-            f"{storage.location}; its trials were {trained}."
+            f"Written {written:%Y-%m-%d %H:%M} UTC by gridsearch {__version__} (code version {code_version()}) from "
+            f"the database {database_name(storage, folder)}; its trials were {trained}."
         ),
         table(overview, folder.csv(overview, "sweeps")),
+        Note("seeds: how many seeds the sweep's trials ran under; seed values: which."),
     ]

@@ -1,9 +1,12 @@
-"""The study report: ``results.db`` turned into one offline folder of HTML, PNG figures and CSV tables.
+"""The study report: ``results.db`` turned into one offline folder of HTML, PNG figures and CSV tables: an index
+page with one section per question asked across the sweeps, and a page per sweep with its detail.
 
 Every number comes from the database, except what needs the model itself: the best trials' weights
 are re-run on the test images they were evaluated on for class probabilities (confidence, ROC AUC).
 Without a trial's run folder those are left out, and the rest of the report is written all the same, without
-importing torch (only the sections that run weights, or draw stored robustness conditions, load it).
+importing torch (only the sections that run weights, or draw stored robustness conditions, load it). Without a
+dataset's files, what shows its images is left out, and every table is written from the database (the test
+labels from the database when it keeps them: ``analysis.test_sets``).
 """
 
 from __future__ import annotations
@@ -13,12 +16,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.best_models import evaluation_section, rerun
+from gridsearch.analysis.axes import MAX_COLOURS
+from gridsearch.analysis.best_models import Rerun, evaluation_section, rerun
 from gridsearch.analysis.committee import committee_section
+from gridsearch.analysis.curves import learning_curves
 from gridsearch.analysis.effects import effects_section
 from gridsearch.analysis.fronts import front_part
 from gridsearch.analysis.importance import importance_section
@@ -27,14 +31,26 @@ from gridsearch.analysis.learned import learned_section
 from gridsearch.analysis.provenance import provenance_section, union_split
 from gridsearch.analysis.robustness import robustness_section
 from gridsearch.analysis.significance import significance_section
+from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, best_model, by_dataset, dataset_shown
 from gridsearch.analysis.uncertainty import uncertainty_section
-from gridsearch.analysis.webpage import Block, Download, Figure, Folder, Format, Note, Section, seconds, table
+from gridsearch.analysis.webpage import (
+    Block,
+    Download,
+    Figure,
+    Folder,
+    Format,
+    Link,
+    Links,
+    Note,
+    Section,
+    seconds,
+    table,
+)
 from gridsearch.errors import UserError
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.training import data
 from gridsearch.vocabulary import FINISHED, format_percent
 
 RESULT_FORMATS: dict[str, Format] = {
@@ -70,6 +86,8 @@ class Report:
     index: Path
     left_out: list[str]
     unreported: list[str] = field(default_factory=list)
+    without_images: str | None = None
+    """What was left out for want of dataset files (``HeldOutImages.warning``), or None."""
 
 
 def results_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
@@ -110,25 +128,29 @@ def results_section(folder: Folder, results: pd.DataFrame) -> list[Block]:
 
 def curves_section(folder: Folder, storage: Storage, models: list[BestModel]) -> list[Block]:
     epochs = views.epochs(storage, [m.trial.key for m in models])
-    curves = {m.name: epochs[epochs["trial_key"] == m.trial.key] for m in models}
+    per_model = {m.name: epochs[epochs["trial_key"] == m.trial.key] for m in models}
+    shown = (
+        "Loss and accuracy per epoch of each sweep's best trial"
+        if len(per_model) <= MAX_COLOURS
+        else "Accuracy per epoch of each sweep's best trial, one panel each (the losses are in the CSV)"
+    )
     return [
         Figure(
-            folder.png(plots.learning_curves(curves), "learning_curves"),
-            "Loss and accuracy per epoch of each sweep's best trial "
-            "(train dashed, val solid; train metrics are measured during the epoch).",
+            folder.png(learning_curves(per_model), "learning_curves"),
+            f"{shown} (train dashed, val solid; train metrics are measured during the epoch).",
         ),
         Download("Per-epoch numbers", folder.csv(epochs, "learning_curves")),
     ]
 
 
 def cost_section(folder: Folder, results: pd.DataFrame, models: list[BestModel]) -> list[Block]:
-    cost = results[["sweep", "model", "parameter_count", "test_accuracy"]].assign(
-        train_seconds=[m.trial.train_seconds for m in models]
-    )
+    columns = ["sweep", *(["dataset"] if "dataset" in results else []), "model", "parameter_count", "test_accuracy"]
+    cost = results[columns].assign(train_seconds=[m.trial.train_seconds for m in models])
     if len(models) > 1:
         figure: Block = Figure(
             folder.png(plots.scatter_cost(cost), "accuracy_vs_cost"),
-            "Test accuracy of each best model against its size and its own training time.",
+            "Test accuracy of each best model against its size and its own training time"
+            + (", one row of panels per dataset." if "dataset" in cost else "."),
         )
     else:
         figure = Note("One model in this report: no accuracy-against-cost plot to draw.")
@@ -142,68 +164,84 @@ def cost_section(folder: Folder, results: pd.DataFrame, models: list[BestModel])
     ]
 
 
-def data_section(folder: Folder, storage: Storage, models: list[BestModel], data_dir: Path) -> list[Block]:
+def data_section(
+    folder: Folder, storage: Storage, models: list[BestModel], tests: HeldOutImages, data_dir: Path
+) -> list[Block]:
     """The data the sweeps of the report used, dataset by dataset: the union of their splits (each sweep's own:
-    section 1)."""
+    section 1); a dataset whose files are absent is left out (the report's warning names it)."""
     groups = by_dataset(models)
     blocks: list[Block] = []
     for dataset, alike in groups.items():
+        if tests.images(dataset) is None:
+            tests.leave_out(f"the data section of {alike[0].dataset.title}")
+            continue
         whose = f"sweep {alike[0].name}" if len(alike) == 1 else "the sweeps of this report"
         if len(alike) > 1 and len(groups) > 1:
             whose = f"the {alike[0].dataset.title} sweeps of this report"
         blocks += inspection_section(folder, data_dir, dataset, union_split(storage, alike), whose)
-    return blocks
+    return blocks or [Note("No dataset files to inspect.")]
 
 
-def test_labels(models: list[BestModel], data_dir: Path) -> dict[str, np.ndarray]:
-    """Per dataset of the ``models``: the labels of as many of its official test images as any of them was
-    tested on."""
-    return {
-        dataset: data.test_images(data_dir, max(m.test.samples for m in alike), dataset).labels
-        for dataset, alike in by_dataset(models).items()
-    }
+def sweep_page(
+    folder: Folder, storage: Storage, model: BestModel, artifacts: Path, tests: HeldOutImages, rerun: Rerun
+) -> Link:
+    """The page of one sweep (its grid, which knob mattered, how sure its winner is, its best model up close and
+    what that network learned); the link to it."""
+    filename = f"sweep_{model.name}.html"
+    labels = tests.labels(model.dataset.name)
+    parts: list[tuple[str, str, Sequence[Block]]] = [
+        ("effects", "Hyperparameter effects", [effects_section(folder, storage, model)]),
+        ("importance", "Which knob mattered?", [importance_section(folder, storage, model.name)]),
+        ("uncertainty", "How sure is the winner?", [uncertainty_section(folder, storage, model.name, labels)]),
+        ("evaluation", "Best model", [evaluation_section(folder, model, tests, rerun)]),
+        ("learned", "What the network learned", [learned_section(folder, model, artifacts, tests)]),
+    ]
+    sections = [Section(anchor, f"{n}. {title}", blocks) for n, (anchor, title, blocks) in enumerate(parts, 1)]
+    folder.page(f"gridsearch report: sweep {model.name}", sections, filename, up="index.html")
+    summary = (
+        f"{model.trial.architecture}, {model.config_text}: test accuracy {format_percent(model.test.accuracy)} "
+        f"({model.test.errors} errors in {model.test.samples:,})"
+    )
+    return Link(filename, model.name, summary)
 
 
 def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path, data_dir: Path) -> Report:
-    """Write the report on ``sweeps`` (all when empty) into ``out``, the best weights read from the run
-    folders in ``artifacts``; a best model whose weights are not there is reported without them."""
+    """Write the report on ``sweeps`` (all when empty) into ``out``: one page of the questions across sweeps and
+    a page per sweep, the best weights read from the run folders in ``artifacts``; a best model whose weights are
+    not there, or a dataset whose files are not, is reported without what needs them."""
     storage = ReadOnce(storage)
     names = sweeps or storage.sweep_names()
     if not names:
         raise UserError("the database has no sweeps yet: nothing to report")
     models, unreported = reportable(storage, list(dict.fromkeys(names)), every=not sweeps)
-    for dataset in by_dataset(models):
-        data.prepare(data_dir, dataset)
     folder = Folder(out)
+    tests = HeldOutImages.load(storage, data_dir, models)
     results = results_table(storage, models)
-    tests = {m.name: data.test_images(data_dir, m.test.samples, m.dataset.name) for m in models}
-    reruns = {m.name: rerun(m, artifacts, tests[m.name]) for m in models}
-    labels = test_labels(models, data_dir)
+    reruns = {m.name: rerun(m, artifacts, tests) for m in models}
+    labels = tests.all_labels()
+    labelled = [m for m in models if m.dataset.name in labels]
+    pages = [sweep_page(folder, storage, m, artifacts, tests, reruns[m.name]) for m in models]
     parts: list[tuple[str, str, Sequence[Block]]] = [
-        ("about", "About this report", provenance_section(folder, storage, models, datetime.now(UTC))),
-        ("results", "Results", results_section(folder, results)),
-        *front_part(folder, storage, models),
-        ("effects", "Hyperparameter effects", [effects_section(folder, storage, m) for m in models]),
-        ("importance", "Which knob mattered?", [importance_section(folder, storage, m.name) for m in models]),
+        ("about", "What was run", provenance_section(folder, storage, models, datetime.now(UTC))),
         (
-            "uncertainty",
-            "How sure is the winner?",
-            [uncertainty_section(folder, storage, m.name, labels[m.dataset.name]) for m in models],
+            "results",
+            "Which model is best?",
+            [*results_section(folder, results), *cost_section(folder, results, models)],
         ),
-        ("curves", "Learning curves", curves_section(folder, storage, models)),
-        ("evaluation", "Best models", [evaluation_section(folder, m, tests[m.name], reruns[m.name]) for m in models]),
-        ("learned", "What the network learned", [learned_section(folder, m, artifacts, tests[m.name]) for m in models]),
-        ("committees", "Single best vs committee", committee_section(folder, storage, models, labels)),
-        ("significance", "Is the difference real?", significance_section(folder, models, labels)),
-        ("cost", "Accuracy vs cost", cost_section(folder, results, models)),
-        ("robustness", "Robustness", robustness_section(folder, storage, models, data_dir)),
-        ("data", "Data", data_section(folder, storage, models, data_dir)),
+        *front_part(folder, storage, models),
+        ("curves", "How did they train?", curves_section(folder, storage, models)),
+        ("significance", "Is the difference real?", significance_section(folder, labelled, labels)),
+        ("committees", "Does a committee beat the single best?", committee_section(folder, storage, labelled, labels)),
+        ("robustness", "How robust are they?", robustness_section(folder, storage, models, tests)),
+        ("sweeps", "Each sweep in detail", [Links(pages)]),
+        ("data", "What data?", data_section(folder, storage, models, tests, data_dir)),
     ]
     sections = [
         Section(anchor, f"{number}. {title}", blocks) for number, (anchor, title, blocks) in enumerate(parts, 1)
     ]
     index = folder.page(f"gridsearch report: {', '.join(m.name for m in models)}", sections)
-    return Report(index, [str(r) for r in reruns.values() if isinstance(r, WeightsUnavailable)], unreported)
+    weights = [str(r) for r in reruns.values() if isinstance(r, WeightsUnavailable)]
+    return Report(index, weights, unreported, tests.warning())
 
 
 def reportable(storage: Storage, names: list[str], every: bool) -> tuple[list[BestModel], list[str]]:

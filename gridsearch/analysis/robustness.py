@@ -14,7 +14,11 @@ scikit-learn's bundled ``digits`` (1,797), brought to MNIST's convention as ``PR
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import inspect
 import os
+import sys
 import time
 import zlib
 from collections.abc import Callable
@@ -29,7 +33,9 @@ from matplotlib.figure import Figure as PlotFigure
 from sklearn.datasets import load_digits
 
 from gridsearch.analysis import plots, preprocessing
+from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, by_dataset, score
+from gridsearch.analysis.uncertainty import wilson_intervals
 from gridsearch.analysis.webpage import Block, Figure, Folder, Note, table
 from gridsearch.store import views
 from gridsearch.store.records import Evaluation
@@ -237,12 +243,46 @@ def load_sklearn_digits() -> tuple[torch.Tensor, torch.Tensor]:
     return mnist_style(digits.images / 16.0), torch.from_numpy(digits.target.astype(np.int64))
 
 
-def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Evaluation:
-    """An evaluation row's values for ``model`` on one labelled set."""
+def suite_digest(images: torch.Tensor) -> str:
+    """What the conditions' images depend on, as a short digest: the transforms' code (this module and the
+    augmentation's), the suite's seeds and the images themselves."""
+    from gridsearch.training import augmentation
+
+    digest = hashlib.sha256()
+    for module in (sys.modules[__name__], augmentation):
+        digest.update(inspect.getsource(module).encode())
+    digest.update(f"{SUITE_SEED} {tuple(images.shape)}".encode())
+    digest.update(images.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def condition_images(images: torch.Tensor, cache: Path | None = None) -> dict[str, torch.Tensor]:
+    """Every condition's uint8 images of ``images`` (N, 1, 28, 28), computed once for all the models that are
+    run on them: read from the folder ``cache`` where an earlier run left them (for the same images and
+    transforms: ``suite_digest``), else computed and left there (when ``cache`` is writable)."""
+    import torch
+
+    path = cache / f"robustness-{suite_digest(images)}.npy" if cache is not None else None
+    if path is not None and path.exists():
+        stacked = torch.from_numpy(np.load(path, mmap_mode="c"))
+    else:
+        stacked = torch.stack([transformed(name, images) for name in CONDITIONS])
+        if path is not None:
+            partial = path.with_name(f"{path.stem}.{os.getpid()}.tmp.npy")
+            with contextlib.suppress(OSError):  # a read-only data folder: computed again next time
+                path.parent.mkdir(parents=True, exist_ok=True)
+                np.save(partial, stacked.numpy())
+                os.replace(partial, path)  # atomic: a concurrent run never reads half a file
+    return dict(zip(CONDITIONS, stacked))
+
+
+def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool) -> Evaluation:
+    """An evaluation row's values for ``model`` on one labelled set, computed as the test evaluation is
+    (``trained_models.score``: the trial's precision ``bf16``)."""
     import torch
 
     started = time.perf_counter()
-    scores = score(model, images, labels)
+    scores = score(model, images, labels, bf16)
     predicted = scores.predicted
     confusion = torch.zeros(10, 10, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
@@ -259,15 +299,21 @@ def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Eval
 
 
 def run_suite(
-    model: nn.Module, test_images: torch.Tensor, test_labels: torch.Tensor, usps: Path | None, digits: bool = True
+    model: nn.Module,
+    bf16: bool,
+    test_images: torch.Tensor,
+    test_labels: torch.Tensor,
+    usps: Path | None,
+    digits: bool = True,
+    cache: Path | None = None,
 ) -> dict[str, Evaluation]:
-    """Evaluation name -> row values for every condition; the other handwriting only for a model of a digit
-    dataset (``digits``), USPS only if ``usps/usps.h5`` exists."""
-    results: dict[str, Evaluation] = {}
-    for name in CONDITIONS:
-        started = time.perf_counter()
-        results[PREFIX + name] = result(model, transformed(name, test_images), test_labels)
-        results[PREFIX + name]["seconds"] = time.perf_counter() - started  # the transform included
+    """Evaluation name -> row values for every condition (its images from ``condition_images``, ``cache`` its
+    folder); the other handwriting only for a model of a digit dataset (``digits``), USPS only if
+    ``usps/usps.h5`` exists. ``bf16``: the trial's precision."""
+    results = {
+        PREFIX + name: result(model, images, test_labels, bf16)
+        for name, images in condition_images(test_images, cache).items()
+    }
     sets: dict[str, Callable[[], tuple[torch.Tensor, torch.Tensor]]] = {}
     if digits and usps is not None and (usps / "usps.h5").exists():
         sets[USPS_NAME] = lambda: load_usps(usps)
@@ -275,7 +321,7 @@ def run_suite(
         sets[DIGITS_NAME] = load_sklearn_digits
     for name, load in sets.items():
         started = time.perf_counter()
-        results[name] = result(model, *load())
+        results[name] = result(model, *load(), bf16)
         results[name]["seconds"] = time.perf_counter() - started  # the loading included
     return results
 
@@ -284,24 +330,31 @@ def run_suite(
 
 
 def robustness_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
-    """Robustness accuracies of the best models: one row per condition, one column per sweep."""
+    """Robustness accuracies of the best models: one row per condition; per sweep its accuracy, samples and the
+    Wilson 95% interval of the accuracy (``<sweep>_ci95_low``, ``<sweep>_ci95_high``)."""
     evaluations = views.evaluations(storage, [m.trial.key for m in models])
     known = descriptions()
     evaluations = evaluations[evaluations["name"].isin(known)]
     by_key = {m.trial.key: m.name for m in models}
     frame = pd.DataFrame({"condition": list(known), "description": list(known.values())})
     for key, group in evaluations.groupby("trial_key"):
-        column = group.set_index("name")
-        frame[by_key[key]] = frame["condition"].map(column["accuracy"])
-        frame[f"{by_key[key]}_samples"] = frame["condition"].map(column["samples"])
+        column, name = group.set_index("name"), by_key[key]
+        frame[name] = frame["condition"].map(column["accuracy"])
+        frame[f"{name}_samples"] = frame["condition"].map(column["samples"])
+        errors = frame["condition"].map(column["errors"])
+        scored = frame[name].notna()
+        low, high = wilson_intervals(
+            (frame[f"{name}_samples"] - errors)[scored].to_numpy(dtype=int),
+            frame[f"{name}_samples"][scored].to_numpy(dtype=int),
+        )
+        frame.loc[scored, f"{name}_ci95_low"], frame.loc[scored, f"{name}_ci95_high"] = low, high
     present = [m.name for m in models if m.name in frame]
     return frame.dropna(subset=present, how="all").reset_index(drop=True) if present else frame.iloc[:0]
 
 
-def condition_examples(data_dir: Path, dataset: Dataset, count: int = 10) -> PlotFigure:
-    """The first ``count`` test images of ``dataset`` under each condition, one row per condition."""
-    images = data.test_split(data_dir, count, dataset.name).images
-    rows = [transformed(name, images)[:, 0].numpy() for name in CONDITIONS]
+def condition_examples(dataset: Dataset, images: torch.Tensor, count: int = 10) -> PlotFigure:
+    """The first ``count`` of ``dataset``'s test ``images`` under each condition, one row per condition."""
+    rows = [transformed(name, images[:count])[:, 0].numpy() for name in CONDITIONS]
     captions = [name if index == 0 else "" for name in CONDITIONS for index in range(count)]
     return plots.image_grid(
         np.concatenate(rows),
@@ -312,22 +365,38 @@ def condition_examples(data_dir: Path, dataset: Dataset, count: int = 10) -> Plo
     )
 
 
-def robustness_section(folder: Folder, storage: Storage, models: list[BestModel], data_dir: Path) -> list[Block]:
-    """The stored robustness evaluations of the best models: a chart, a table and the conditions drawn."""
+def with_interval(frame: pd.DataFrame, name: str) -> pd.Series:
+    """Sweep ``name``'s accuracies with their Wilson intervals, as the page shows them: ``99.56% [99.41, 99.68]``."""
+    return pd.Series(
+        [
+            "" if pd.isna(a) else f"{format_percent(a)} [{100 * low:.2f}, {100 * high:.2f}]"
+            for a, low, high in zip(frame[name], frame[f"{name}_ci95_low"], frame[f"{name}_ci95_high"])
+        ],
+        index=frame.index,
+    )
+
+
+def robustness_section(folder: Folder, storage: Storage, models: list[BestModel], tests: HeldOutImages) -> list[Block]:
+    """The stored robustness evaluations of the best models: a heatmap, a table with Wilson intervals and the
+    conditions drawn on the test images of each dataset ``tests`` has."""
     frame = robustness_table(storage, models)
     if frame.empty:
         return [Note("No robustness evaluations yet: run `python -m gridsearch evaluate SWEEP --suite robustness`.")]
     evaluated = [m for m in models if m.name in frame]
     present = [m.name for m in evaluated]
     chart = frame.assign(condition=frame["condition"].str.removeprefix(PREFIX)).set_index("condition")[present]
+    chart.columns.name = "sweep"
     others = [m for m in evaluated if not m.dataset.digits]
+    shown = frame[["condition"]].assign(**{name: with_interval(frame, name) for name in present})
     blocks: list[Block] = [
         Figure(
-            folder.png(plots.grouped_bars(chart, "Accuracy under shifted conditions"), "robustness"),
+            folder.png(plots.heatmap(chart, "Accuracy under shifted conditions", "test accuracy"), "robustness"),
             "Accuracy of each best model on its dataset's transformed test images"
-            + (" and on other handwriting." if len(others) < len(evaluated) else "."),
+            + (" and on other handwriting" if len(others) < len(evaluated) else "")
+            + " (blank: not run for that model).",
         ),
-        table(frame, folder.csv(frame, "robustness"), {name: format_percent for name in present}),
+        table(shown, folder.csv(frame, "robustness")),
+        Note("Each accuracy with its Wilson score 95% interval, in percent (the CSV has the samples and bounds)."),
     ]
     if others:
         trained = ", ".join(sorted({m.dataset.title for m in others}))
@@ -342,10 +411,13 @@ def robustness_section(folder: Folder, storage: Storage, models: list[BestModel]
     blocks.append(Note(TRANSFORMING))
     for alike in by_dataset(evaluated).values():
         known = alike[0].dataset
+        if (images := tests.images(known.name)) is None:
+            tests.leave_out("the robustness conditions drawn")
+            continue
         stem = "robustness_examples" if known.name == "mnist" else f"robustness_examples_{known.name}"
         blocks.append(
             Figure(
-                folder.png(condition_examples(data_dir, known), stem),
+                folder.png(condition_examples(known, images.split().images), stem),
                 f"What each condition does to {known.title} test images (random conditions as seeded in the "
                 "suite). Like every figure here, ink is drawn dark on light, so inverted images show light on dark.",
             )

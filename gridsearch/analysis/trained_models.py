@@ -132,8 +132,9 @@ def best_model(storage: Storage, sweep: str) -> BestModel:
 
 
 def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
-    """The network of ``trial`` with its best weights, in eval mode on CPU (channels-last: 2x faster);
-    :class:`WeightsUnavailable` if ``artifacts/<key>/best.pt`` is missing (said without importing torch) or damaged."""
+    """The network of ``trial`` with its best weights, in eval mode on CPU, built as the trial trained it (its
+    memory format); :class:`WeightsUnavailable` if ``artifacts/<key>/best.pt`` is missing (said without importing
+    torch) or damaged."""
     path = artifacts / trial.key / "best.pt"
     if not path.exists():
         raise WeightsUnavailable(
@@ -151,19 +152,21 @@ def load_model(trial: TrialRow, artifacts: Path) -> nn.Module:
         model.load_state_dict(load_verified(path, "cpu")["model"])
     except CorruptCheckpoint as exc:
         raise WeightsUnavailable(f"trial {trial.key}: {exc}") from None
-    return model.eval().to(memory_format=torch.channels_last)
+    return model.eval()
+
+
+def bf16(trial: TrialRow) -> bool:
+    """Whether ``trial`` runs its forward passes under bfloat16 autocast: every evaluation of it does too."""
+    from gridsearch.training.models import uses_bf16
+
+    return uses_bf16(cast(TrialConfig, trial.config))
 
 
 @inference
-def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> Scores:
-    """Probabilities of ``model`` on uint8 ``images`` (N, 1, 28, 28), scaled to [0, 1] as in training."""
-    import torch
-    import torch.nn.functional as F
+def score(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: bool) -> Scores:
+    """Probabilities of ``model`` on uint8 ``images`` (N, C, H, W), computed as the test evaluation computes them
+    (``training.predict``: the trial's precision ``bf16``, the same batches and scaling)."""
+    from gridsearch.training import predict
 
-    outputs = [
-        model(images[start : start + BATCH_SIZE].float().div_(255).contiguous(memory_format=torch.channels_last))
-        for start in range(0, len(images), BATCH_SIZE)
-    ]
-    logits = torch.cat(outputs)
-    loss = F.cross_entropy(logits, labels).item()
-    return Scores(logits.softmax(1), labels, loss)
+    logits = predict.logits(model, images, bf16)
+    return Scores(logits.softmax(1), labels, predict.mean_loss(logits, labels))

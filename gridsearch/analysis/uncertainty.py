@@ -198,7 +198,7 @@ def margin_text(margin: Margin) -> str:
     )
 
 
-def uncertainty_section(folder: Folder, storage: Storage, sweep: str, labels: np.ndarray) -> Group:
+def uncertainty_section(folder: Folder, storage: Storage, sweep: str, labels: np.ndarray | None) -> Group:
     """One sweep's trials with intervals, the winner's margin, and its seeds' spread."""
     found = sweep_uncertainty(storage, sweep, labels)
     if found.intervals.empty:

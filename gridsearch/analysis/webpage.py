@@ -68,6 +68,23 @@ class Download:
 
 
 @dataclass(frozen=True)
+class Link:
+    """A page of the folder, what it holds, in a :class:`Links` list."""
+
+    href: str
+    label: str
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class Links:
+    """A list of links to other pages of the folder (the per-sweep pages)."""
+
+    links: list[Link]
+    kind: ClassVar[str] = "links"
+
+
+@dataclass(frozen=True)
 class Cell:
     text: str
     numeric: bool
@@ -95,7 +112,7 @@ class Group:
     kind: ClassVar[str] = "group"
 
 
-Block = Paragraph | Note | Figure | Download | Table | Group
+Block = Paragraph | Note | Figure | Download | Links | Table | Group
 
 
 @dataclass(frozen=True)
@@ -130,10 +147,12 @@ class Folder:
         )
         return filename
 
-    def page(self, title: str, sections: Sequence[Section], filename: str = "index.html") -> Path:
-        """Render ``sections`` into the page ``filename``; returns its path."""
+    def page(
+        self, title: str, sections: Sequence[Section], filename: str = "index.html", up: str | None = None
+    ) -> Path:
+        """Render ``sections`` into the page ``filename`` (with a link back to the page ``up``); its path."""
         path = self.path / filename
-        html = TEMPLATES.get_template("page.html").render(title=title, sections=sections)
+        html = TEMPLATES.get_template("page.html").render(title=title, sections=sections, up=up)
         path.write_text(html, encoding="utf-8")
         return path
 

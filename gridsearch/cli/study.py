@@ -24,7 +24,9 @@ def cmd_report(args: argparse.Namespace) -> int:
             storage, args.sweeps, out, artifacts_dir(args.db, args.artifacts), args.data_dir or default_data_dir()
         )
     print(f"report written to {report.index}")
-    if report.left_out:
+    if report.without_images:
+        print(f"warning: {report.without_images}", file=sys.stderr)
+    elif report.left_out:
         missing = "; ".join(report.left_out)
         print(f"warning: ROC AUC and confidences left out of the report: {missing}", file=sys.stderr)
     if report.unreported:
@@ -58,8 +60,8 @@ def _evaluate_front(storage: Storage, args: argparse.Namespace) -> int:
 
 def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     from gridsearch.analysis import robustness
-    from gridsearch.analysis.trained_models import load_model, selected_trial
-    from gridsearch.training.data import default_data_dir, prepare, test_split
+    from gridsearch.analysis.trained_models import bf16, load_model, selected_trial
+    from gridsearch.training.data import arrays_dir, default_data_dir, prepare, test_split
     from gridsearch.vocabulary import DATASETS, TrialStatus
 
     trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
@@ -73,7 +75,9 @@ def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     prepare(data_dir, dataset.name)
     test = test_split(data_dir, args.test_size, dataset.name)
     usps = robustness.usps_folder(args.usps)
-    results = robustness.run_suite(model, test.images, test.labels, usps, dataset.digits)
+    results = robustness.run_suite(
+        model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset.name)
+    )
     for name, result in results.items():
         storage.save_evaluation(trial.key, name, result)
     table = pd.DataFrame(

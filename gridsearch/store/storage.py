@@ -7,6 +7,7 @@ binds its values; nothing is formatted into SQL.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any, Unpack
@@ -25,6 +26,7 @@ from gridsearch.store.models import (
     Base,
     EpochRow,
     EvaluationRow,
+    Meta,
     SweepRow,
     SweepTrialRow,
     TrialParamRow,
@@ -42,6 +44,8 @@ __all__ = ["Owner", "Storage"]  # Owner: for the engine, which names owners
 
 CHUNK = 10_000
 """Keys per ``IN`` list of a bulk read."""
+TEST_LABELS = "test_labels:"
+"""``meta`` key prefix of a dataset's test labels (``save_test_labels``)."""
 
 
 class Storage(Leases, Fronts):
@@ -357,6 +361,20 @@ class Storage(Leases, Fronts):
             return session.scalar(
                 select(EvaluationRow).where(EvaluationRow.trial_key == key, EvaluationRow.name == name)
             )
+
+    @retried
+    def save_test_labels(self, dataset: str, labels: list[int]) -> None:
+        """Keep the labels of ``dataset``'s first ``len(labels)`` official test images in the database (``meta``),
+        so that a report can test stored predictions against them where the dataset's files are absent."""
+        with self.session.begin() as session:
+            session.merge(Meta(key=f"{TEST_LABELS}{dataset}", value=json.dumps(labels)))
+
+    @retried
+    def test_labels(self, dataset: str) -> list[int] | None:
+        """The test labels of ``dataset`` kept by :meth:`save_test_labels`, or None."""
+        with self.session() as session:
+            value = session.scalar(select(Meta.value).where(Meta.key == f"{TEST_LABELS}{dataset}"))
+        return None if value is None else list(json.loads(value))
 
 
 def _table(model: type[Base]) -> Table:

@@ -19,7 +19,7 @@ from torch import nn
 
 from gridsearch.spec.config import TrialConfig
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
-from gridsearch.training import data
+from gridsearch.training import data, predict
 from gridsearch.training.checkpoints import load_verified
 from gridsearch.training.data import Split
 from gridsearch.training.events import Emit
@@ -27,7 +27,7 @@ from gridsearch.training.lifecycle import Randomness, Training, training_splits
 from gridsearch.training.models import Augment, build_model, make_augmenter, make_deterministic, uses_bf16
 from gridsearch.vocabulary import Execution
 
-EVAL_BATCH_SIZE = 1000
+EVAL_BATCH_SIZE = predict.BATCH_SIZE
 
 
 def train_epoch(
@@ -65,22 +65,13 @@ def train_epoch(
     return total_loss.item() / seen, correct.item() / seen
 
 
-@torch.no_grad()
 def evaluate(model: nn.Module, split: Split, bf16: bool = False) -> tuple[float, float, torch.Tensor]:
-    """(mean loss, accuracy, predicted labels) of ``model`` on ``split``."""
-    model.eval()
-    total_loss = torch.zeros((), device=split.images.device)
-    predictions = []
-    for start in range(0, len(split), EVAL_BATCH_SIZE):
-        images = split.images[start : start + EVAL_BATCH_SIZE].float().div_(255)
-        labels = split.labels[start : start + EVAL_BATCH_SIZE]
-        with torch.autocast(images.device.type, torch.bfloat16, enabled=bf16):
-            output = model(images)
-        total_loss += F.cross_entropy(output.float(), labels, reduction="sum")
-        predictions.append(output.argmax(1))
-    predicted = torch.cat(predictions)
+    """(mean loss, accuracy, predicted labels) of ``model`` on ``split``, computed as everywhere else
+    (``predict.logits``)."""
+    outputs = predict.logits(model, split.images, bf16)
+    predicted = outputs.argmax(1)
     accuracy = (predicted == split.labels).float().mean().item()
-    return total_loss.item() / len(split), accuracy, predicted.cpu()
+    return predict.mean_loss(outputs, split.labels), accuracy, predicted.cpu()
 
 
 def train_trial(

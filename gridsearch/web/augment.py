@@ -119,7 +119,14 @@ def blueprint(digits: Digits) -> Blueprint:
 
     @augment.get("/augment")
     def page() -> str:
-        return render_template("augment.html", title="Augmentation explorer", sliders=sliders(), max_rows=MAX_ROWS)
+        try:
+            digits.test()
+            absent = None
+        except RequestError as exc:  # the sliders and the YAML work without the images; the figure does not
+            absent = str(exc)
+        return render_template(
+            "augment.html", title="Augmentation explorer", sliders=sliders(), max_rows=MAX_ROWS, absent=absent
+        )
 
     @augment.get("/api/augment")
     def described() -> AugmentAnswer:

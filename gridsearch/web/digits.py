@@ -27,10 +27,17 @@ class Digits:
             if dataset not in self._tests:
                 try:
                     prepare(self.data_dir, dataset)
-                except UserError as exc:
-                    raise RequestError(503, f"no {DATASETS[dataset].title} test images to show: {exc}") from None
+                except UserError:
+                    raise RequestError(503, self.absent(dataset)) from None
                 self._tests[dataset] = test_split(self.data_dir, dataset=dataset)
             return self._tests[dataset]
+
+    def absent(self, dataset: str = "mnist") -> str:
+        """Why there are no test images of ``dataset`` to show, in one line."""
+        return (
+            f"no {DATASETS[dataset].title} test images to show: its files are not in {self.data_dir} "
+            "(serve with GRIDSEARCH_DATA set to the data folder that holds them)"
+        )
 
     def index(self, text: str | None, default: int = 0, dataset: str = "mnist") -> int:
         """A test image's index given in a query (``None``: ``default``); 400 unless a whole number in range."""

@@ -14,6 +14,7 @@ from flask import Blueprint, Response, request
 from matplotlib.figure import Figure
 
 from gridsearch.analysis import plots
+from gridsearch.analysis.curves import learning_curves
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
 from gridsearch.spec.config import TrialConfig
@@ -94,7 +95,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
 
         def make() -> bytes:
             return drawn(
-                lambda: plots.learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
+                lambda: learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
             )
 
         version = digest((tuple(keys), tuple(epochs.itertuples(index=False, name=None))))  # these trials' epochs

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
-from gridsearch.analysis.trained_models import load_model
+from gridsearch.analysis.trained_models import bf16, load_model
 from gridsearch.errors import UserError
 from gridsearch.store.models import TrialRow
 from gridsearch.web.catalog import Catalog, RequestError
@@ -72,7 +72,7 @@ class Inference:
         ink = drawing(image)
         digit = mnist_style(ink)
         trial = self.catalog.recognizer_trial(self.catalog.default_trial() if key is None else key)
-        return Prediction(trial, digit, recognize(self._model(trial), digit), ink_extent(ink))
+        return Prediction(trial, digit, recognize(self._model(trial), digit, bf16(trial)), ink_extent(ink))
 
     def with_model(self, key: str, work: Callable[[TrialRow, nn.Module], T]) -> T:
         """``work(trial, model)`` for the trained trial ``key``, on a pool thread once one is free (the model

@@ -16,6 +16,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from gridsearch.training import predict
+
 PATCH = 4
 """Side in pixels of the square erased at each position of the occlusion map."""
 STRIDE = 2
@@ -64,12 +66,14 @@ class Recognition:
         return int(self.probabilities.argmax())
 
 
-def recognize(model: nn.Module, digit: np.ndarray) -> Recognition:
-    """Classify a uint8 ``(28, 28)`` MNIST-style digit with ``model`` (in eval mode), scaled to [0, 1] as
-    in training, and map where the model looks for its predicted class."""
-    image = torch.from_numpy(np.ascontiguousarray(digit)).float().div(255).view(1, 1, 28, 28)
+def recognize(model: nn.Module, digit: np.ndarray, bf16: bool = False) -> Recognition:
+    """Classify a uint8 ``(28, 28)`` MNIST-style digit with ``model`` as the test evaluation would
+    (``training.predict``: scaled to [0, 1], under the trial's precision ``bf16``), and map where the model
+    looks for its predicted class (in float32: the map needs the logits' resolution, not the answer's)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, 28, 28)
     with torch.inference_mode():
-        probabilities = model(image).softmax(1)[0].numpy()
+        probabilities = predict.logits(model, pixels, bf16).softmax(1)[0].numpy()
+    image = pixels.float().div(255)
     return Recognition(probabilities, occlusion(model, image, int(probabilities.argmax())))
 
 

@@ -36,9 +36,9 @@ class Network:
     transformer: bool
 
 
-def describe(trial: TrialRow, model: nn.Module, digit: torch.Tensor) -> Network:
+def describe(trial: TrialRow, model: nn.Module, digit: torch.Tensor | None) -> Network:
     filters = learned.first_layer_filters(model)
-    maps = learned.feature_maps(model, digit) if filters is not None else []
+    maps = learned.feature_maps(model, digit) if filters is not None and digit is not None else []
     return Network(
         trial,
         None if filters is None else (len(filters), filters.shape[1], filters.shape[2]),
@@ -61,8 +61,14 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
     def page(key: str) -> str:
         text = request.args.get("digit")
 
-        def look(trial: TrialRow, model: nn.Module) -> tuple[Network, Split, int, Dataset]:
-            test, index, dataset = shown(trial, text)
+        def look(trial: TrialRow, model: nn.Module) -> tuple[Network, Split | None, int, Dataset]:
+            dataset = DATASETS[trial.config["dataset"]["name"]]
+            try:
+                test, index, dataset = shown(trial, text)
+            except RequestError as exc:
+                if exc.status != 503:  # the dataset's files are absent: the filters alone
+                    raise
+                return describe(trial, model, None), None, 0, dataset
             return describe(trial, model, test.images[index]), test, index, dataset
 
         network, test, index, dataset = inference.with_model(key, look)
@@ -71,10 +77,11 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
             title=f"What trial {key} learned",
             network=network,
             digit=index,
-            label=dataset.classes[int(test.labels[index])],
-            digits=len(test),
+            label=dataset.classes[int(test.labels[index])] if test is not None else "",
+            digits=len(test) if test is not None else 0,
             dataset=dataset,
             transformed=TRANSFORMED,
+            absent=None if test is not None else digits.absent(dataset.name),
         )
 
     def without_convolutions(trial: TrialRow) -> RequestError:

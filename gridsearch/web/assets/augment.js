@@ -29,7 +29,7 @@ async function update() {
     document.getElementById("yaml").textContent = answer.yaml;
     params.set("seed", seed);
     params.set("rows", document.getElementById("rows").value);
-    image.src = `/augment.png?${params}`;
+    if (image) image.src = `/augment.png?${params}`;  // absent without test images: the page says so
     message("");
   } catch (error) {
     if (number === asked) message(error.message, true);
