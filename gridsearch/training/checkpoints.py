@@ -96,16 +96,19 @@ def is_history_only(state: dict[str, Any]) -> bool:
     return bool(state.get(FINISHED))
 
 
-def resume_state(run_dir: Path, device: torch.device, warn: Callable[[str], None]) -> dict[str, Any] | None:
+def resume_state(run_dir: Path, warn: Callable[[str], None]) -> dict[str, Any] | None:
     """The newest intact resume checkpoint of a trial (``last.pt``, else the one before it), or None to
     start afresh. Damaged checkpoints are skipped with a warning, and so is a resume whose ``best.pt``
-    is damaged (the trial then restarts: it is deterministic, so it ends with the same numbers)."""
+    is damaged (the trial then restarts: it is deterministic, so it ends with the same numbers).
+
+    Loaded on the CPU whatever the trial's device: its random states must stay CPU byte tensors (``set_state``
+    takes no other), and ``load_state_dict`` moves the weights and optimizer state to their parameters' device."""
     last = run_dir / "last.pt"
     if not last.exists() and not previous_path(last).exists():
         return None
     for path in (last, previous_path(last)):
         try:
-            state = load_verified(path, device)
+            state = load_verified(path, "cpu")
         except CorruptCheckpoint as exc:
             warn(f"{exc}; trying an earlier checkpoint")
             continue

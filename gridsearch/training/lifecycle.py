@@ -124,7 +124,7 @@ class Training:
         optimizer = make_optimizer(model, params)
         schedule = make_schedule(optimizer, params)
         training = cls(config, run_dir, emit, model, optimizer, schedule, Randomness.now(device))
-        state = resume_state(run_dir, device, training.warn)
+        state = resume_state(run_dir, training.warn)
         if state is not None and is_history_only(state) and not over(state["history"], config):
             training.warn(
                 "last.pt holds only the history of a trial that finished before this one's end; "
