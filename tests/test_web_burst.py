@@ -49,13 +49,13 @@ def copy(study, tmp_path) -> Path:
 def drawings(monkeypatch) -> list[int]:
     """How many learning-curves figures the app draws (each call goes on to the real drawing)."""
     calls: list[int] = []
-    real = figures.plots.learning_curves
+    real = figures.learning_curves
 
     def counted(*args, **kwargs):
         calls.append(1)
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(figures.plots, "learning_curves", counted)
+    monkeypatch.setattr(figures, "learning_curves", counted)
     return calls
 
 
