@@ -129,5 +129,5 @@ def test_the_scale_benchmark_measures_every_step_at_a_small_size(tmp_path, data_
     )
     imported = {line.split("|")[-1].strip() for line in report.stderr.splitlines() if line.startswith("import time:")}
     assert "gridsearch.analysis.report" in imported and "torch" not in imported
-    page = (tmp_path / "report" / "index.html").read_text()
+    page = (tmp_path / "report" / "sweep_scale.html").read_text()  # the sweep's own page of the report
     assert "Without the best weights, ROC AUC and the confidences are left out" in page
