@@ -44,6 +44,8 @@ class Job(TypedDict):
     """The worker ends itself as soon as this process ends (a ``kill -9`` of the coordinator alone)."""
     fused: NotRequired[bool]
     """Train the members as one stacked model (``gridsearch.training.fused``) rather than one after another."""
+    code_path: NotRequired[list[str]]
+    """Folders first on the worker's import path (the sweep file's), so the user's own code imports there."""
     parent_pid: NotRequired[int]
     """A Dask worker's subprocess: the task process it must die with."""
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from gridsearch.vocabulary import as_written
 
@@ -26,6 +26,8 @@ class TrialConfig(TypedDict):
     seed: int
     threads: int
     select: str
+    code: NotRequired[dict[str, str]]
+    """The user's own modules the trial trains (module -> SHA-256 of its source); absent for built-ins."""
 
 
 def config_value(config: TrialConfig, name: str) -> Any:

@@ -71,13 +71,15 @@ class Trial:
     seed: int
     threads: int
     select: str
+    code: dict[str, str] = field(default_factory=dict)
+    """The user's own modules it trains (module -> source digest): part of its key, so an edit is a new trial."""
 
     def config(self) -> TrialConfig:
         """The canonical resolved config; its hash is the trial key.
 
         ``select`` belongs here because it decides early stopping and which weights are kept.
         """
-        return {
+        config: TrialConfig = {
             "architecture": self.architecture,
             "params": dict(sorted(self.params.items())),
             "dataset": self.dataset,
@@ -85,6 +87,9 @@ class Trial:
             "threads": self.threads,
             "select": self.select,
         }
+        if self.code:
+            config["code"] = dict(sorted(self.code.items()))
+        return config
 
     @cached_property
     def key(self) -> str:
@@ -133,6 +138,10 @@ class Sweep:
     """How many times a run trains a failed trial again (from its checkpoint); not part of any trial."""
     description: str = ""
     source: str = field(default="", compare=False)
+    code: dict[str, str] = field(default_factory=dict)
+    """Each of the user's own architectures (``package.module:builder``) -> its module's source digest."""
+    folder: str = field(default="", compare=False)
+    """The sweep file's folder: first on every worker's import path, so the user's code beside it imports."""
 
     @property
     def architectures(self) -> list[str]:
@@ -186,6 +195,7 @@ class Sweep:
         """The trials of one point (gridded name -> value), one per seed."""
         point = dict(point)
         architecture = point.pop("architecture", self.architecture)
+        code = {architecture.partition(":")[0]: self.code[architecture]} if architecture in self.code else {}
         params = {**resolved_defaults(architecture), **self.params, **point}
         params = {
             name: value
@@ -193,7 +203,7 @@ class Sweep:
             if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default
         }
         return [
-            Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
+            Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select, code)
             for seed in self.seeds
         ]
 

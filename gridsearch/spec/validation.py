@@ -10,6 +10,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import architectures
 from gridsearch.errors import UserError
 from gridsearch.spec.bounds import Memory, check_sweep_bounds, given
 from gridsearch.spec.document import Document, read_document, suggest
@@ -25,6 +26,7 @@ from gridsearch.spec.sweep import (
     DatasetSplit,
     Sweep,
 )
+from gridsearch.spec.usercode import CodeRef, code_path
 from gridsearch.vocabulary import DATASETS, METRICS
 
 TOP_LEVEL_KEYS = (
@@ -53,6 +55,7 @@ def read_sweep(path: Path, max_trials: int | None = None, build: bool = True, me
     """The validated sweep file at ``path``; :class:`UserError` on any problem, including a grid of more
     than ``max_trials`` trials, values past the machine's bounds (``spec.bounds``), and with ``build`` a network
     that cannot be built or (given the ``memory`` it trains in) cannot fit (see :meth:`GridValidator.check_builds`)."""
+    code_path([path.parent])  # the user's code beside the sweep file imports, as beside a script
     return SweepValidator(read_document(path, max_trials), max_trials, build, memory).validate()
 
 
@@ -168,7 +171,15 @@ class SweepValidator:
             retries=retries,
             description=self.scalar(document, "description", str, ""),
             source=self.document.text,
+            code={name: self.digest(name) for name in used if architectures.is_reference(name)},
+            folder=str(self.document.path.parent.resolve()),
         )
+
+    def digest(self, reference: str) -> str:
+        """The source digest of the module the user's architecture ``reference`` is defined in."""
+        ref = CodeRef.parse(reference)
+        assert ref is not None  # the grid validator accepted it
+        return ref.digest()
 
     def dataset(self, mapping: Any) -> DatasetSplit:
         """The ``dataset`` split: train and validation images cut from the official training set."""
