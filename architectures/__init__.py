@@ -128,6 +128,9 @@ def _declare_reference(name: str) -> Architecture:
         signature = _signature_in(ast.parse(source.read_text(), filename=str(source)), builder)
     except LookupError:
         signature = _imported_signature(module, builder)
+    except (SyntaxError, ValueError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{builder}: its parameters' defaults must be literals ({why})") from None
     for parameter in signature:
         if parameter.annotation not in _TYPES and (
             parameter.default is parameter.empty or parameter.annotation is not parameter.empty

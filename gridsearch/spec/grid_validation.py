@@ -53,7 +53,7 @@ class GridValidator:
             try:
                 architectures.get(name)
             except ValueError as exc:
-                raise self.document.fail(at, f"architecture {name}: {exc}") from None
+                raise self.document.fail(at, f"{name}: {exc}") from None
             self.named.setdefault(name, at)
             return name
         if not isinstance(name, str) or name not in architectures.REGISTRY:
@@ -214,7 +214,7 @@ class GridValidator:
             entry.build  # noqa: B018 -- the user's module imported here, its failure one error at its line
         except Exception as exc:
             at = self.named.get(architecture, ("architecture",))
-            raise self.document.fail(at, f"architecture {architecture}: {type(exc).__name__}: {exc}") from None
+            raise self.document.fail(at, f"{architecture}: importing it raised {type(exc).__name__}: {exc}") from None
         own, defaults = set(entry.params()), entry.defaults()
         tried: set[str] = set()
         for part in grid:
