@@ -34,6 +34,9 @@ TRANSFORMER = "transformer"
 defines ``transformer_parameters()``."""
 EXTRAS = frozenset({AUGMENTATION, TRANSFORMER})
 """Every trainer-side extra an architecture may name in ``training_params``."""
+DATA_PARAMS = ("image_shape", "classes")
+"""Builder parameters that are not sweep params: the engine fills them from the dataset (one image's shape as
+channels, height, width; the number of classes), so that one architecture fits any dataset."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +63,13 @@ class Architecture:
         return _BUILDERS[self.name]
 
     def params(self) -> dict[str, inspect.Parameter]:
-        """The builder's keyword parameters: name -> ``inspect.Parameter`` (annotation, default)."""
-        return {p.name: p for p in self.signature}
+        """The builder's keyword parameters that a sweep sets: name -> ``inspect.Parameter`` (annotation, default)."""
+        return {p.name: p for p in self.signature if p.name not in DATA_PARAMS}
+
+    def data_params(self, image_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+        """The ``DATA_PARAMS`` the builder names, for a dataset of ``classes`` classes of ``image_shape`` images."""
+        given = {"image_shape": tuple(image_shape), "classes": classes}
+        return {p.name: given[p.name] for p in self.signature if p.name in DATA_PARAMS}
 
     def defaults(self) -> dict[str, Any]:
         """Default values of the builder's parameters."""

@@ -14,6 +14,13 @@ class DatasetPart(TypedDict):
     name: str
     train_size: int
     val_size: int
+    loader: NotRequired[str]
+    """A loader's data (``spec.datasets``): the loader, its source's digest, and what it gave."""
+    digest: NotRequired[str]
+    shape: NotRequired[list[int]]
+    classes: NotRequired[list[str]]
+    digits: NotRequired[bool]
+    sizes: NotRequired[list[int]]
 
 
 class TrialConfig(TypedDict):

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import architectures
 from gridsearch.errors import UserError
 from gridsearch.spec.config import DatasetPart, TrialConfig
+from gridsearch.spec.datasets import DATASETS, Dataset
 from gridsearch.spec.params import AUGMENTATION_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, TRANSFORMER_PARAMS, Param
 from gridsearch.spec.pareto import Objective, Rule
 from gridsearch.spec.sampling import Dimension
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 OVER_SEEDS = ("mean",)
 """How ``select: {over_seeds: ...}`` scores a configuration from its seeds' scores."""
 TEST_SET_SIZE = 10000
-"""Images in the official test set of every dataset (``vocabulary.DATASETS``)."""
+"""The test images a sweep is evaluated on unless it says (or its dataset has fewer)."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 """A sweep name: 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit."""
 EXTRA_PARAMS: dict[str, dict[str, Param]] = {
@@ -55,10 +56,17 @@ class DatasetSplit:
     val_size: int = 10000
     test_size: int = TEST_SET_SIZE
     """How many of the official test images the selected trial is evaluated on."""
+    loaded: Dataset | None = None
+    """The description of a loader's data (None: the built-in dataset ``name``)."""
+
+    @property
+    def description(self) -> Dataset:
+        """What the whole engine reads of the dataset: its shape, classes, sizes."""
+        return self.loaded or DATASETS[self.name]
 
     def trial_part(self) -> DatasetPart:
         """The part of the split that shapes a trial's training (and so its key)."""
-        return {"name": self.name, "train_size": self.train_size, "val_size": self.val_size}
+        return self.description.part(self.train_size, self.val_size)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
