@@ -14,7 +14,7 @@ from tests.conftest import ROOT, epoch_metrics, gridsearch, rows
 from tests.test_faults import RESULTS, SELECTION, kill_9_at, start_run
 
 EXAMPLE = ROOT / "examples" / "own_model"
-SMALL = {"dataset": {"name": "mnist", "train_size": 300, "val_size": 200, "test_size": 200}}
+SMALL = {"dataset": {"loader": "mypkg.data:load", "train_size": 300, "val_size": 200, "test_size": 200}}
 USER_MODEL = "mypkg.models:SmallNet"
 
 
