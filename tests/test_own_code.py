@@ -98,3 +98,20 @@ def test_a_model_that_cannot_be_used_is_one_error_line_and_nothing_stored(case, 
     (line,) = result.stderr.strip().splitlines()
     assert line.startswith("error: sweep.yaml:2: architecture: ") and said in line, line
     assert not (folder / "results.db").exists() and not (folder / "runs").exists()
+
+
+def test_a_worker_that_cannot_import_the_model_stops_the_run_with_one_error(tmp_path, data_dir):
+    folder = example(tmp_path / "own_model")
+    models = folder / "mypkg" / "models.py"
+    only_in_the_coordinator = (
+        "import multiprocessing\n"
+        "if multiprocessing.parent_process() is not None:  # a forked worker, not the coordinator\n"
+        "    raise ModuleNotFoundError('torchvision.ops is not installed on this worker')\n"
+    )
+    models.write_text(only_in_the_coordinator + models.read_text())
+    result = gridsearch("run", "sweep.yaml", "--workers", "2", cwd=folder, data_dir=data_dir)
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot import mypkg.models:SmallNet" in errors[0], result.stderr
+    assert "torchvision.ops is not installed on this worker" in errors[0]
+    assert ("failed",) not in rows(folder / "results.db", "SELECT DISTINCT status FROM trials")
