@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ast
 import importlib
+import importlib.util
 import inspect
 import pkgutil
 from collections.abc import Callable
@@ -33,6 +34,9 @@ TRANSFORMER = "transformer"
 defines ``transformer_parameters()``."""
 EXTRAS = frozenset({AUGMENTATION, TRANSFORMER})
 """Every trainer-side extra an architecture may name in ``training_params``."""
+DATA_PARAMS = ("image_shape", "classes")
+"""Builder parameters that are not sweep params: the engine fills them from the dataset (one image's shape as
+channels, height, width; the number of classes), so that one architecture fits any dataset."""
 
 
 @dataclass(frozen=True)
@@ -54,12 +58,18 @@ class Architecture:
     def build(self) -> Callable[..., nn.Module]:
         """The builder, its module imported on first use (with torch)."""
         if self.name not in _BUILDERS:
-            importlib.import_module(self.module)  # its register() call fills in the builder
+            module = importlib.import_module(self.module)  # a built-in's register() call fills in the builder
+            _BUILDERS.setdefault(self.name, getattr(module, self.builder))
         return _BUILDERS[self.name]
 
     def params(self) -> dict[str, inspect.Parameter]:
-        """The builder's keyword parameters: name -> ``inspect.Parameter`` (annotation, default)."""
-        return {p.name: p for p in self.signature}
+        """The builder's keyword parameters that a sweep sets: name -> ``inspect.Parameter`` (annotation, default)."""
+        return {p.name: p for p in self.signature if p.name not in DATA_PARAMS}
+
+    def data_params(self, image_shape: tuple[int, int, int], classes: int) -> dict[str, Any]:
+        """The ``DATA_PARAMS`` the builder names, for a dataset of ``classes`` classes of ``image_shape`` images."""
+        given = {"image_shape": tuple(image_shape), "classes": classes}
+        return {p.name: given[p.name] for p in self.signature if p.name in DATA_PARAMS}
 
     def defaults(self) -> dict[str, Any]:
         """Default values of the builder's parameters."""
@@ -97,8 +107,73 @@ def register(
 
 
 def get(name: str) -> Architecture:
-    """The registered architecture called ``name`` (``KeyError`` if there is none)."""
+    """The registered architecture called ``name``, or the user's builder ``name`` references
+    (``package.module:builder``, declared on first use from its source); ``KeyError`` if there is none."""
+    if name not in REGISTRY and is_reference(name):
+        REGISTRY[name] = _declare_reference(name)
     return REGISTRY[name]
+
+
+def is_reference(name: str) -> bool:
+    """Whether ``name`` is a reference to the user's own builder, ``package.module:builder``."""
+    module, _, builder = name.partition(":")
+    return bool(builder) and builder.isidentifier() and all(part.isidentifier() for part in module.split("."))
+
+
+def _declare_reference(name: str) -> Architecture:
+    """The entry of the user's builder ``name`` (``package.module:builder``): its signature read from the module's
+    source without importing it (its parent packages are), or from the imported module if the builder is not
+    defined in that source; ``ValueError`` saying what is missing or wrong."""
+    module, _, builder = name.partition(":")
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception as exc:  # a missing or raising parent package
+        raise ValueError(f"cannot find module {module!r} ({type(exc).__name__}: {exc})") from None
+    if spec is None or spec.origin is None or not Path(spec.origin).is_file():
+        raise ValueError(f"no module {module!r} on the import path (the sweep file's folder first)")
+    source = Path(spec.origin)
+    try:
+        signature = _signature_in(ast.parse(source.read_text(), filename=str(source)), builder)
+    except LookupError:
+        signature = _imported_signature(module, builder)
+    except (SyntaxError, ValueError) as exc:
+        why = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{builder}: its parameters' defaults must be literals ({why})") from None
+    for parameter in signature:
+        if parameter.annotation not in _TYPES and (
+            parameter.default is parameter.empty or parameter.annotation is not parameter.empty
+        ):
+            raise ValueError(
+                f"{builder}({parameter.name}): each keyword parameter needs a literal default or an int, float, bool "
+                "or str annotation"
+            )
+    signature = tuple(
+        p.replace(annotation=type(p.default).__name__) if p.annotation is p.empty else p for p in signature
+    )
+    return Architecture(name, module, builder, f"{builder} from {source}", signature)
+
+
+_TYPES = ("int", "float", "bool", "str")
+"""The annotations (as written) a user's builder parameter may have."""
+
+
+def _imported_signature(module: str, builder: str) -> tuple[inspect.Parameter, ...]:
+    """The keyword parameters of ``builder`` in ``module`` once imported (it was defined elsewhere)."""
+    try:
+        found = getattr(importlib.import_module(module), builder)
+    except AttributeError:
+        raise ValueError(f"module {module!r} defines no {builder!r}") from None
+    except Exception as exc:
+        raise ValueError(f"importing {module!r} raised {type(exc).__name__}: {exc}") from None
+    if not callable(found):
+        raise ValueError(f"{module}:{builder} is not a class or function")
+    parameters = keyword_params(inspect.signature(found))
+    return tuple(
+        p.replace(
+            annotation=getattr(p.annotation, "__name__", p.annotation) if p.annotation is not p.empty else p.empty
+        )
+        for p in parameters
+    )
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -128,17 +203,28 @@ def _source(module: str) -> ast.Module:
 def _signature(module: str, builder: str) -> tuple[inspect.Parameter, ...]:
     """The keyword parameters of ``builder`` (a class or function defined in, or imported from this package
     into, ``module``), read from the source."""
-    for node in _source(module).body:
+    tree = _source(module)
+    for node in tree.body:
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(f"{__name__}."):
+            origins = [alias.name for alias in node.names if (alias.asname or alias.name) == builder]
+            if origins:
+                return _signature(node.module.removeprefix(f"{__name__}."), origins[0])
+    try:
+        return _signature_in(tree, builder)
+    except LookupError:
+        raise ValueError(f"{__name__}.{module}: no class or function {builder!r} in its source") from None
+
+
+def _signature_in(tree: ast.Module, builder: str) -> tuple[inspect.Parameter, ...]:
+    """The keyword parameters of the class or function ``builder`` defined at the top of ``tree``
+    (``LookupError`` if it defines none)."""
+    for node in tree.body:
         if isinstance(node, ast.ClassDef) and node.name == builder:
             init = [f for f in node.body if isinstance(f, ast.FunctionDef) and f.name == "__init__"]
             return _arguments(init[0].args) if init else ()
         if isinstance(node, ast.FunctionDef) and node.name == builder:
             return _arguments(node.args)
-        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith(f"{__name__}."):
-            origins = [alias.name for alias in node.names if (alias.asname or alias.name) == builder]
-            if origins:
-                return _signature(node.module.removeprefix(f"{__name__}."), origins[0])
-    raise ValueError(f"{__name__}.{module}: no class or function {builder!r} in its source")
+    raise LookupError(builder)
 
 
 def _arguments(arguments: ast.arguments) -> tuple[inspect.Parameter, ...]:

@@ -1,4 +1,6 @@
-"""A small multilayer perceptron baseline (784-128-64-10)."""
+"""A small multilayer perceptron baseline (784-128-64-10 on MNIST; its input and output fit any dataset)."""
+
+import math
 
 import torch
 from torch import nn
@@ -7,17 +9,17 @@ from architectures import register
 
 
 class MLP(nn.Module):
-    """Two ReLU hidden layers of 128 and 64 units on the flattened 28x28 image."""
+    """Two ReLU hidden layers of 128 and 64 units on the flattened image."""
 
-    def __init__(self):
+    def __init__(self, image_shape: tuple = (1, 28, 28), classes: int = 10):
         super().__init__()
         self.layers = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(28 * 28, 128),
+            nn.Linear(math.prod(image_shape), 128),
             nn.ReLU(inplace=True),
             nn.Linear(128, 64),
             nn.ReLU(inplace=True),
-            nn.Linear(64, 10),
+            nn.Linear(64, classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -130,7 +130,7 @@ def sweep_results(sweep_files: Sequence[str | Path], options: RunOptions) -> Gen
 
         require_tensorboard()
     data = options.data_dir if options.data_dir is not None else default_data_dir()
-    for dataset in dict.fromkeys(sweep.dataset.name for sweep in sweeps):
+    for dataset in {sweep.dataset.name: sweep.dataset.description for sweep in sweeps}.values():
         prepare(data, dataset)  # before the database: a run refused for want of its data leaves no file behind
     storage = Storage(options.db, upgrade=True, wait=options.db_wait)
     if storage.upgraded_from is not None:

@@ -132,50 +132,6 @@ def metric(name: str) -> Metric:
     return METRICS[name]
 
 
-@dataclass(frozen=True)
-class Dataset:
-    """A dataset of 28x28 grey images in 10 classes that a sweep may name (``dataset: {name: ...}``)."""
-
-    name: str
-    training_size: int
-    """Images in its official training set (train and validation images are cut from it)."""
-    title: str
-    """Its name as people write it, e.g. ``Fashion-MNIST``."""
-    classes: tuple[str, ...]
-    """The name of each label, in label order."""
-    digits: bool
-    """Whether its images are handwritten digits (the recognizer and the other-handwriting sets apply)."""
-
-    @property
-    def noun(self) -> str:
-        """What one of its classes is called: ``digit`` or ``class``."""
-        return "digit" if self.digits else "class"
-
-
-DATASETS: dict[str, Dataset] = {
-    "mnist": Dataset("mnist", 60000, "MNIST", tuple(str(digit) for digit in range(10)), digits=True),
-    "fashion_mnist": Dataset(
-        "fashion_mnist",
-        60000,
-        "Fashion-MNIST",
-        (
-            "T-shirt/top",
-            "Trouser",
-            "Pullover",
-            "Dress",
-            "Coat",
-            "Sandal",
-            "Shirt",
-            "Sneaker",
-            "Bag",
-            "Ankle boot",
-        ),
-        digits=False,
-    ),
-}
-"""The datasets a sweep may name, by name (each has 10,000 official test images)."""
-
-
 def as_written(value: Any) -> Any:
     """A param value as a sweep file writes it: a whole float as an int (``lr_step`` 4.0 -> 4, as a float
     param stores it), lists item by item, anything else as it is. Every reader of params shows this: the

@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from gridsearch.errors import UserError
+from gridsearch.spec.datasets import DATASETS
 from gridsearch.training import data
-from gridsearch.vocabulary import DATASETS
 from tests.conftest import cli, rows, write_sweep
 
 TINY = {

@@ -216,7 +216,7 @@ def test_a_stopped_member_stays_frozen_while_the_others_train(in_process_trainin
     for c in configs:
         torch.manual_seed(0)
         models.append(build_model(c))
-    stack = Stack(models, torch.device("cpu"))
+    stack = Stack(models, torch.device("cpu"), torch.zeros(2, 1, 28, 28))
     optimizer = FusedOptimizer(stack, "sgd")
     lr = torch.tensor([[0.05], [0.1]], dtype=torch.float64).expand(2, len(stack.names))
     optimizer.set_hyper(Hyper(lr, torch.tensor([0.9, 0.9]), torch.tensor([1.0, 1.0]), torch.tensor([5e-4, 5e-4])))

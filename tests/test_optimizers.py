@@ -53,7 +53,7 @@ def test_every_member_steps_as_torch_optim_steps_it_alone(architecture, kind):
     schedules = [make_schedule(optimizer, each["params"]) for optimizer, each in zip(optimizers, trials)]
     if architecture == "stn":  # two parameter groups, the transformer's at its own lr
         assert all(len(optimizer.param_groups) == 2 for optimizer in optimizers)
-    stack = Stack(models, torch.device("cpu"))
+    stack = Stack(models, torch.device("cpu"), torch.zeros(2, 1, 28, 28))
     fused = FusedOptimizer(stack, kind)
     gradients = torch.Generator().manual_seed(0)
     for step in range(STEPS):

@@ -47,17 +47,19 @@ def ranked_trials(storage: Storage, sweep: str) -> list[TrialRow]:
 
 
 def committee_accuracies(probabilities: torch.Tensor, labels: torch.Tensor) -> list[float]:
-    """Accuracy of the committee of the first k members for each k, from (members, N, 10) probabilities."""
+    """Accuracy of the committee of the first k members for each k, from (members, N, classes) probabilities."""
     running = probabilities.cumsum(0)
     return [float((running[k].argmax(1) == labels).double().mean()) for k in range(len(probabilities))]
 
 
 def evaluation(probabilities: torch.Tensor, labels: torch.Tensor, seconds: float) -> Evaluation:
-    """An evaluation row of averaged ``probabilities`` (N, 10): the loss is their mean negative log-likelihood."""
+    """An evaluation row of averaged ``probabilities`` (N, classes): the loss is their mean negative
+    log-likelihood."""
     import torch
 
     predicted = probabilities.argmax(1)
-    confusion = torch.zeros(10, 10, dtype=torch.long)
+    classes = probabilities.shape[1]
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     errors = int((predicted != labels).sum())
     likelihood = probabilities[torch.arange(len(labels)), labels].clamp_min(1e-12)
@@ -101,12 +103,12 @@ def build_committee(storage: Storage, sweep: str, size: int | None, artifacts: P
     candidates = ranked[: size or min(MAX_AUTO, len(ranked))]
     models = [(load_model(trial, artifacts), bf16(trial)) for trial in candidates]
     dataset = candidates[0].config["dataset"]
-    data.prepare(data_dir, dataset["name"])
-    _, val = data.training_splits(data_dir, dataset["train_size"], dataset["val_size"], dataset["name"])
+    data.prepare(data_dir, dataset)
+    _, val = data.training_splits(data_dir, dataset["train_size"], dataset["val_size"], dataset)
     val_probabilities = torch.stack([score(m, val.images, val.labels, b).probabilities for m, b in models])
     accuracies = committee_accuracies(val_probabilities, val.labels)
     chosen = size or int(np.argmax(accuracies)) + 1  # the first of equals: the smallest committee
-    test = data.test_split(data_dir, row.test_size, dataset["name"])
+    test = data.test_split(data_dir, row.test_size, dataset)
     averaged = torch.stack([score(m, test.images, test.labels, b).probabilities for m, b in models[:chosen]]).mean(0)
     tried = {chosen: accuracies[chosen - 1]} if size else {k + 1: a for k, a in enumerate(accuracies)}
     result = evaluation(averaged, test.labels, time.perf_counter() - started)

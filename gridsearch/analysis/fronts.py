@@ -192,7 +192,7 @@ def test_front(storage: Storage, sweep: str, artifacts: Path, data_dir: Path) ->
         from gridsearch.training import data
         from gridsearch.training.loop import evaluate_trial
 
-        data.prepare(data_dir, todo[0].config["dataset"]["name"])
+        data.prepare(data_dir, todo[0].config["dataset"])
         for trial in todo:
             result, _ = evaluate_trial(
                 trial.config, artifacts / trial.key, data_dir, torch.device("cpu"), row.test_size

@@ -13,8 +13,9 @@ import pandas as pd
 
 from gridsearch.analysis import plots
 from gridsearch.analysis.webpage import Block, Figure, Folder, Note, Section, table
+from gridsearch.spec.datasets import DATASETS, Dataset
 from gridsearch.training import data
-from gridsearch.vocabulary import DATASETS, Dataset, format_percent
+from gridsearch.vocabulary import format_percent
 
 SAMPLE_SEED = 0
 SAMPLES_PER_CLASS = 10

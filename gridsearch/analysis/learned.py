@@ -20,8 +20,8 @@ from gridsearch.analysis import plots
 from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, bf16, inference, load_model
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note
+from gridsearch.spec.datasets import DATASETS, Dataset
 from gridsearch.training.data import Split
-from gridsearch.vocabulary import DATASETS, Dataset
 
 if TYPE_CHECKING:
     import torch

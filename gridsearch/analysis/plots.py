@@ -18,7 +18,8 @@ from gridsearch.analysis.axes import (
     log_ticks,
     place_labels,
 )
-from gridsearch.vocabulary import DATASETS, Dataset, format_percent, format_value
+from gridsearch.spec.datasets import DATASETS, Dataset
+from gridsearch.vocabulary import format_percent, format_value
 
 MAX_TICK_LABELS = 20
 """Most value labels along one axis: with more values, every k-th is labelled."""

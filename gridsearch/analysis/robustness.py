@@ -37,11 +37,12 @@ from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, by_dataset, score
 from gridsearch.analysis.uncertainty import wilson_intervals
 from gridsearch.analysis.webpage import Block, Figure, Folder, Note, table
+from gridsearch.spec.datasets import Dataset
 from gridsearch.store import views
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
-from gridsearch.vocabulary import Dataset, format_percent
+from gridsearch.vocabulary import format_percent
 
 if TYPE_CHECKING:
     import torch

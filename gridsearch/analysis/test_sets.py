@@ -12,10 +12,10 @@ import numpy as np
 
 from gridsearch.analysis.trained_models import BestModel, by_dataset
 from gridsearch.errors import UserError
+from gridsearch.spec.datasets import DATASETS
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.training.data import Images
-from gridsearch.vocabulary import DATASETS
 
 
 @dataclass

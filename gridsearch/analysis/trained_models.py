@@ -17,9 +17,10 @@ import numpy as np
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import TrialConfig, config_value
+from gridsearch.spec.datasets import Dataset, described
 from gridsearch.store.models import EvaluationRow, SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import DATASETS, Dataset, format_params
+from gridsearch.vocabulary import format_params
 
 if TYPE_CHECKING:
     import torch
@@ -83,7 +84,7 @@ class BestModel:
     @property
     def dataset(self) -> Dataset:
         """The dataset the trial trained and was tested on."""
-        return DATASETS[self.trial.config["dataset"]["name"]]
+        return described(self.trial.config["dataset"])
 
     @property
     def predictions(self) -> np.ndarray:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 
 from gridsearch.spec.config import config_value
+from gridsearch.spec.datasets import described
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import DATASETS, format_params, format_percent, format_value, tidy_float
+from gridsearch.vocabulary import format_params, format_percent, format_value, tidy_float
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
 SECONDS_DECIMALS = 3
@@ -26,7 +27,7 @@ def selected_line(storage: Storage, sweep: str) -> str:
     if test is not None:
         tested = f"test {format_percent(test.accuracy, 3)} ({test.errors} errors in {test.samples})"
     val = format_percent(trial.val_accuracy, 3)
-    dataset = DATASETS[trial.config["dataset"]["name"]]
+    dataset = described(trial.config["dataset"])
     on = "" if dataset.name == "mnist" else f" on {dataset.title}"
     return f"selected trial {trial.key} ({gridded}){on}: val {val} at epoch {trial.best_epoch}; {tested}"
 

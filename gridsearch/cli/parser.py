@@ -7,9 +7,9 @@ from pathlib import Path
 
 from gridsearch import __version__
 from gridsearch.engine.options import DEFAULT_MAX_TRIALS, DEVICES, EXECUTORS
+from gridsearch.spec.datasets import DATASETS
 from gridsearch.store.connection import DEFAULT_DB
 from gridsearch.store.faults import DEFAULT_WAIT_SECONDS
-from gridsearch.vocabulary import DATASETS
 
 DESCRIPTION = "Deterministic hyperparameter grid searches over digit-recognition networks."
 

@@ -8,11 +8,12 @@ import json
 import pandas as pd
 
 from gridsearch.cli.output import format_table, percent_columns, selected_line
+from gridsearch.spec.datasets import described
 from gridsearch.spec.params import applicable
 from gridsearch.store import views
 from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import DATASETS, FINISHED, format_value
+from gridsearch.vocabulary import FINISHED, format_value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -81,7 +82,7 @@ def cmd_best(args: argparse.Namespace) -> int:
         if test is not None:
             confusion = pd.DataFrame(test.confusion)
             confusion.index.name = "true\\pred"
-            noun = DATASETS[trial.config["dataset"]["name"]].noun
+            noun = described(trial.config["dataset"]).noun
             print(f"test loss {test.loss:.4f}; confusion matrix (rows: true {noun}, columns: predicted):")
             print(confusion.to_string())
         return 0

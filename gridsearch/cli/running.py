@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
 import sys
+from collections import Counter
 from contextlib import closing
 from dataclasses import fields
 from pathlib import Path
@@ -104,6 +106,9 @@ def cmd_plan(args: argparse.Namespace) -> int:
         )
         for line in fit_lines(trials):
             print(line)
+        if storage is not None:
+            for line in code_change_lines(sweep, trials, stored, storage):
+                print(line)
         for name in dict.fromkeys(unselected):
             print(
                 f"init_from best:{name}: sweep {name!r} has no selected trial yet; these keys will "
@@ -129,6 +134,35 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if storage is not None:
         storage.close()  # the last reader to close removes SQLite's -wal and -shm files
     return 0
+
+
+def code_change_lines(sweep: Sweep, trials: list[Trial], stored: Mapping[str, TrialRow], storage: Storage) -> list[str]:
+    """For each of the user's modules whose source changed since the sweep's stored trials trained it: how many
+    of the sweep's trials are new for that alone (the same config, another digest), and the module's file."""
+    from gridsearch.spec.usercode import CodeRef
+
+    if not any(t.code for t in trials) or sweep.name not in storage.sweep_names():
+        return []
+
+    def without_code(config: Mapping[str, object]) -> str:
+        return json.dumps({k: v for k, v in config.items() if k != "code"}, sort_keys=True)
+
+    before: dict[str, dict[str, str]] = {}
+    for row in storage.trials(sweep.name):
+        if "code" in row.config:
+            before[without_code(row.config)] = row.config["code"]
+    changed: Counter[str] = Counter()
+    for trial in trials:
+        old = before.get(without_code(trial.config())) if trial.key not in stored else None
+        for module in (m for m, digest in trial.code.items() if old is not None and old.get(m) != digest):
+            changed[module] += 1
+    folder = Path(sweep.folder or ".")
+    lines = []
+    for module, count in changed.items():
+        source = CodeRef(module, "_").source_file()
+        shown = source.relative_to(folder) if source.is_relative_to(folder) else source
+        lines.append(f"{count} trial(s) new since their code changed: {shown}")
+    return lines
 
 
 def _cost_lines(

@@ -61,8 +61,9 @@ def _evaluate_front(storage: Storage, args: argparse.Namespace) -> int:
 def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     from gridsearch.analysis import robustness
     from gridsearch.analysis.trained_models import bf16, load_model, selected_trial
+    from gridsearch.spec.datasets import described
     from gridsearch.training.data import arrays_dir, default_data_dir, prepare, test_split
-    from gridsearch.vocabulary import DATASETS, TrialStatus
+    from gridsearch.vocabulary import TrialStatus
 
     trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
     if trial is None:
@@ -71,12 +72,12 @@ def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
         raise UserError(f"trial {trial.key} is {trial.status}, not done: nothing to evaluate")
     model = load_model(trial, artifacts_dir(args.db, args.artifacts))
     data_dir = args.data_dir or default_data_dir()
-    dataset = DATASETS[trial.config["dataset"]["name"]]
-    prepare(data_dir, dataset.name)
-    test = test_split(data_dir, args.test_size, dataset.name)
+    dataset = described(trial.config["dataset"])
+    prepare(data_dir, dataset)
+    test = test_split(data_dir, args.test_size, dataset)
     usps = robustness.usps_folder(args.usps)
     results = robustness.run_suite(
-        model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset.name)
+        model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset)
     )
     for name, result in results.items():
         storage.save_evaluation(trial.key, name, result)

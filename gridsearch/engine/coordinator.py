@@ -37,6 +37,7 @@ from gridsearch.engine.options import RunOptions
 from gridsearch.engine.pool import (
     POLL_SECONDS,
     ArtifactsUnavailable,
+    CodeUnavailable,
     Executor,
     ExecutorLost,
     Placement,
@@ -107,6 +108,7 @@ class Coordinator(SearchCallbacks):
             self.sweep.dataset.test_size,
             fused=not options.in_turn,
             maker=Maker(database_id=storage.database_id, gridsearch=__version__, code=self.version),
+            code_path=(self.sweep.folder,) if self.sweep.folder else (),
         )
         self.pool = WorkerPool(self.executor, placement, self.sweep.timeout, options.stall_after)
         self.owner = Owner.this_process()
@@ -312,6 +314,12 @@ class Coordinator(SearchCallbacks):
             self.progress.trial_finished(key, ending.status, ending.said(summary))
             if ending.status in FAILURES and failed_for_good is None:
                 failed_for_good = (key, ending.status, ending.error)
+        unimportable = [m.error for m in worker.members.values() if m.unimportable]
+        if unimportable:
+            raise CodeUnavailable(
+                f"{unimportable[0]}; the run stopped, its trials are resumable: make the code importable on every "
+                "worker (the sweep file's folder at the same path, or the package installed) and run it again"
+            )
         if any(member.disk_full for member in worker.members.values()):
             self.space.failed()
         problem = writable(self.artifacts) if folder_failed else None

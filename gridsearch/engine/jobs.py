@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NotRequired, TypedDict
 
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.datasets import described
 from gridsearch.spec.params import AUGMENTATION_PARAMS, TRANSFORMER_PARAMS
 from gridsearch.vocabulary import format_params, format_value
 
@@ -44,6 +45,8 @@ class Job(TypedDict):
     """The worker ends itself as soon as this process ends (a ``kill -9`` of the coordinator alone)."""
     fused: NotRequired[bool]
     """Train the members as one stacked model (``gridsearch.training.fused``) rather than one after another."""
+    code_path: NotRequired[list[str]]
+    """Folders first on the worker's import path (the sweep file's), so the user's own code imports there."""
     parent_pid: NotRequired[int]
     """A Dask worker's subprocess: the task process it must die with."""
 
@@ -84,19 +87,22 @@ class Cohorts:
 
     def signature(self, config: TrialConfig) -> Hashable | None:
         """What ``config`` shares with its cohort-mates; None if it has none."""
-        if self.fuse == 1 or self.no_stacked_form(config["architecture"]) is not None:
+        if self.fuse == 1 or self.no_stacked_form(config) is not None:
             return None
         return cohort_signature(config)
 
-    def no_stacked_form(self, architecture: str) -> str | None:
-        """Why trials of ``architecture`` cannot train stacked, when they must (None: they can, or need not)."""
+    def no_stacked_form(self, config: TrialConfig) -> str | None:
+        """Why trials of ``config``'s architecture on its dataset cannot train stacked, when they must (None: they
+        can, or need not)."""
         if not self.stacked:
             return None
-        if architecture not in self._unstackable:
+        dataset = described(config["dataset"])
+        found = f"{config['architecture']} {dataset.shape} {len(dataset.classes)}"
+        if found not in self._unstackable:
             from gridsearch.training.stack import stacked_form  # torch: only when cohorts train stacked
 
-            self._unstackable[architecture] = stacked_form(architecture)
-        return self._unstackable[architecture]
+            self._unstackable[found] = stacked_form(config["architecture"], dataset)
+        return self._unstackable[found]
 
     def form(self, configs: Sequence[TrialConfig]) -> list[list[int]]:
         """The cohorts of ``configs`` (by index) in the order they are handed out."""
@@ -123,8 +129,8 @@ class Cohorts:
         apart = _differing([_shared(config) for config in configs])
         if apart and len(cohorts) > 1:
             line += f"; trials that differ in {', '.join(apart)} cannot share a cohort"
-        for architecture in dict.fromkeys(config["architecture"] for config in configs):
-            if (reason := self.no_stacked_form(architecture)) is not None:
+        for architecture, config in {config["architecture"]: config for config in configs}.items():
+            if (reason := self.no_stacked_form(config)) is not None:
                 line += f"; {architecture} has no stacked form ({reason}): each of its trials trains per-trial alone"
         if keys is None:
             return [line]

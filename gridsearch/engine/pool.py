@@ -82,6 +82,8 @@ class MemberState:
     """Its error came from outside the trial (the run folder failed), not from training it."""
     disk_full: bool = False
     """Its error was a full disk."""
+    unimportable: bool = False
+    """Its worker could not import the user's code it trains: the run stops."""
     last_epoch: int = -1
     longest_epoch: float = 0.0
     """Its longest recorded epoch (seconds), replayed ones included: what its worker's stall bound grows with."""
@@ -145,6 +147,8 @@ class Placement:
     """Train a cohort of several trials as one stacked model (else its members one after another)."""
     maker: Maker | None = None
     """This run, as each run folder records who made it (None: not recorded)."""
+    code_path: tuple[str, ...] = ()
+    """Folders first on each worker's import path: the sweep file's, where the user's own code is."""
 
 
 class WorkerPool:
@@ -190,6 +194,7 @@ class WorkerPool:
             epoch_budget=budget,
             coordinator_pid=os.getpid(),
             fused=place.fused and task == "train" and len(members) > 1,
+            code_path=list(place.code_path),
         )
         states = {
             member["key"]: MemberState(
@@ -286,6 +291,10 @@ class WorkerPool:
 
 class ExecutorLost(Unavailable):
     """The executor lost what runs the workers (the Dask scheduler, or every Dask worker): the run stops."""
+
+
+class CodeUnavailable(Unavailable):
+    """A worker could not import the user's own code: the run stops (its trials resumable)."""
 
 
 class ArtifactsUnavailable(Unavailable):

@@ -98,6 +98,7 @@ class EventRecorder:
         member.error = with_stage(event["error"], event["stage"]) if "stage" in event else event["error"]
         member.infrastructure = event["infrastructure"]
         member.disk_full = event.get("disk_full", False)
+        member.unimportable = event.get("unimportable", False)
 
     def progress_event(self, worker: Worker, member: MemberState, event: events.Progress) -> None:
         """The worker's heartbeat: progress if it counts more forward calls than the last one."""

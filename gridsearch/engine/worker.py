@@ -110,6 +110,13 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
     one going on. The exit code: 1 if any member failed. ``log``: switches the process's output to each member's
     ``worker.log`` as it starts."""
     members = job["members"]
+    unimportable = import_user_code(job)
+    if unimportable is not None:
+        for member in members:
+            tagged(member["key"], emit)(
+                Error(event="error", error=unimportable, infrastructure=True, unimportable=True)
+            )
+        return 1
     if job.get("fused") and job["task"] == "train" and len(members) > 1:
         return 1 if run_stack(job, emit, log) else 0
     failed = False
@@ -133,6 +140,22 @@ def run_job(job: Job, emit: Emit, log: LogTo | None = None) -> int:
             send(error_event(exc, job, member))
             failed = True
     return 1 if failed else 0
+
+
+def import_user_code(job: Job) -> str | None:
+    """Put the job's ``code_path`` first on the import path and import the user's own architectures its members
+    train; None, or the one line saying what could not be imported."""
+    import architectures
+    from gridsearch.spec.usercode import code_path
+
+    code_path(job.get("code_path", []))
+    for name in dict.fromkeys(member["config"]["architecture"] for member in job["members"]):
+        if architectures.is_reference(name):
+            try:
+                architectures.get(name).build  # noqa: B018 -- imports the user's module
+            except Exception as exc:
+                return f"worker on {os.uname().nodename} cannot import {name}: {type(exc).__name__}: {exc}"
+    return None
 
 
 def tagged(key: str, emit: Emit, ended: dict[str, str] | None = None) -> Emit:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from gridsearch.vocabulary import as_written
 
@@ -14,6 +14,13 @@ class DatasetPart(TypedDict):
     name: str
     train_size: int
     val_size: int
+    loader: NotRequired[str]
+    """A loader's data (``spec.datasets``): the loader, its source's digest, and what it gave."""
+    digest: NotRequired[str]
+    shape: NotRequired[list[int]]
+    classes: NotRequired[list[str]]
+    digits: NotRequired[bool]
+    sizes: NotRequired[list[int]]
 
 
 class TrialConfig(TypedDict):
@@ -26,6 +33,8 @@ class TrialConfig(TypedDict):
     seed: int
     threads: int
     select: str
+    code: NotRequired[dict[str, str]]
+    """The user's own modules the trial trains (module -> SHA-256 of its source); absent for built-ins."""
 
 
 def config_value(config: TrialConfig, name: str) -> Any:

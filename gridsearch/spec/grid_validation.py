@@ -43,9 +43,19 @@ class GridValidator:
         self.document = document
         self.checkpoints: dict[Path, CheckpointFile] = {}
         """Every ``init_from`` file read, by path."""
+        self.named: dict[str, Location] = {}
+        """Where each of the user's own architectures is first named."""
 
     def architecture(self, at: Location, name: Any) -> str:
-        """``name``, which must be a registered architecture."""
+        """``name``, which must be a registered architecture or name the user's own builder
+        (``package.module:builder``, found with the sweep file's folder first on the import path)."""
+        if isinstance(name, str) and architectures.is_reference(name):
+            try:
+                architectures.get(name)
+            except ValueError as exc:
+                raise self.document.fail(at, f"{name}: {exc}") from None
+            self.named.setdefault(name, at)
+            return name
         if not isinstance(name, str) or name not in architectures.REGISTRY:
             raise self.document.fail(
                 at,
@@ -200,6 +210,11 @@ class GridValidator:
         import torch  # here, not above: a sweep is read without torch (e.g. by ``plan``)
 
         entry = architectures.get(architecture)
+        try:
+            entry.build  # noqa: B018 -- the user's module imported here, its failure one error at its line
+        except Exception as exc:
+            at = self.named.get(architecture, ("architecture",))
+            raise self.document.fail(at, f"{architecture}: importing it raised {type(exc).__name__}: {exc}") from None
         own, defaults = set(entry.params()), entry.defaults()
         tried: set[str] = set()
         for part in grid:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import architectures
 from gridsearch.errors import UserError
 from gridsearch.spec.config import DatasetPart, TrialConfig
+from gridsearch.spec.datasets import DATASETS, Dataset
 from gridsearch.spec.params import AUGMENTATION_PARAMS, SPEED_PARAMS, TRAINER_PARAMS, TRANSFORMER_PARAMS, Param
 from gridsearch.spec.pareto import Objective, Rule
 from gridsearch.spec.sampling import Dimension
@@ -36,7 +37,7 @@ if TYPE_CHECKING:
 OVER_SEEDS = ("mean",)
 """How ``select: {over_seeds: ...}`` scores a configuration from its seeds' scores."""
 TEST_SET_SIZE = 10000
-"""Images in the official test set of every dataset (``vocabulary.DATASETS``)."""
+"""The test images a sweep is evaluated on unless it says (or its dataset has fewer)."""
 NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
 """A sweep name: 1-100 letters, digits, '_', '.' or '-', starting with a letter or digit."""
 EXTRA_PARAMS: dict[str, dict[str, Param]] = {
@@ -55,10 +56,17 @@ class DatasetSplit:
     val_size: int = 10000
     test_size: int = TEST_SET_SIZE
     """How many of the official test images the selected trial is evaluated on."""
+    loaded: Dataset | None = None
+    """The description of a loader's data (None: the built-in dataset ``name``)."""
+
+    @property
+    def description(self) -> Dataset:
+        """What the whole engine reads of the dataset: its shape, classes, sizes."""
+        return self.loaded or DATASETS[self.name]
 
     def trial_part(self) -> DatasetPart:
         """The part of the split that shapes a trial's training (and so its key)."""
-        return {"name": self.name, "train_size": self.train_size, "val_size": self.val_size}
+        return self.description.part(self.train_size, self.val_size)  # type: ignore[return-value]
 
 
 @dataclass(frozen=True)
@@ -71,13 +79,15 @@ class Trial:
     seed: int
     threads: int
     select: str
+    code: dict[str, str] = field(default_factory=dict)
+    """The user's own modules it trains (module -> source digest): part of its key, so an edit is a new trial."""
 
     def config(self) -> TrialConfig:
         """The canonical resolved config; its hash is the trial key.
 
         ``select`` belongs here because it decides early stopping and which weights are kept.
         """
-        return {
+        config: TrialConfig = {
             "architecture": self.architecture,
             "params": dict(sorted(self.params.items())),
             "dataset": self.dataset,
@@ -85,6 +95,9 @@ class Trial:
             "threads": self.threads,
             "select": self.select,
         }
+        if self.code:
+            config["code"] = dict(sorted(self.code.items()))
+        return config
 
     @cached_property
     def key(self) -> str:
@@ -133,6 +146,10 @@ class Sweep:
     """How many times a run trains a failed trial again (from its checkpoint); not part of any trial."""
     description: str = ""
     source: str = field(default="", compare=False)
+    code: dict[str, str] = field(default_factory=dict)
+    """Each of the user's own architectures (``package.module:builder``) -> its module's source digest."""
+    folder: str = field(default="", compare=False)
+    """The sweep file's folder: first on every worker's import path, so the user's code beside it imports."""
 
     @property
     def architectures(self) -> list[str]:
@@ -186,6 +203,7 @@ class Sweep:
         """The trials of one point (gridded name -> value), one per seed."""
         point = dict(point)
         architecture = point.pop("architecture", self.architecture)
+        code = {architecture.partition(":")[0]: self.code[architecture]} if architecture in self.code else {}
         params = {**resolved_defaults(architecture), **self.params, **point}
         params = {
             name: value
@@ -193,7 +211,7 @@ class Sweep:
             if name not in SPEED_PARAMS or value != SPEED_PARAMS[name].default
         }
         return [
-            Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select)
+            Trial(architecture, params, self.dataset.trial_part(), seed, self.threads, self.select, code)
             for seed in self.seeds
         ]
 

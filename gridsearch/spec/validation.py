@@ -10,8 +10,10 @@ import math
 from pathlib import Path
 from typing import Any
 
+import architectures
 from gridsearch.errors import UserError
 from gridsearch.spec.bounds import Memory, check_sweep_bounds, given
+from gridsearch.spec.datasets import DATASETS, Dataset, from_loader
 from gridsearch.spec.document import Document, read_document, suggest
 from gridsearch.spec.grid_validation import GridPart, GridValidator
 from gridsearch.spec.objectives import Selecting, read_objectives
@@ -25,7 +27,8 @@ from gridsearch.spec.sweep import (
     DatasetSplit,
     Sweep,
 )
-from gridsearch.vocabulary import DATASETS, METRICS
+from gridsearch.spec.usercode import CodeRef, code_path
+from gridsearch.vocabulary import METRICS
 
 TOP_LEVEL_KEYS = (
     "name",
@@ -42,7 +45,7 @@ TOP_LEVEL_KEYS = (
     "timeout",
     "retries",
 )
-DATASET_KEYS = ("name", "train_size", "val_size", "test_size")
+DATASET_KEYS = ("name", "loader", "classes", "digits", "train_size", "val_size", "test_size")
 SEARCH_KEYS = ("strategy", "factor", "min_epochs", "sample", "trials", "batch", "seed", "population")
 SELECT_KEYS = ("metric", "over_seeds")
 MAX_RETRIES = 100
@@ -53,6 +56,7 @@ def read_sweep(path: Path, max_trials: int | None = None, build: bool = True, me
     """The validated sweep file at ``path``; :class:`UserError` on any problem, including a grid of more
     than ``max_trials`` trials, values past the machine's bounds (``spec.bounds``), and with ``build`` a network
     that cannot be built or (given the ``memory`` it trains in) cannot fit (see :meth:`GridValidator.check_builds`)."""
+    code_path([path.parent])  # the user's code beside the sweep file imports, as beside a script
     return SweepValidator(read_document(path, max_trials), max_trials, build, memory).validate()
 
 
@@ -168,37 +172,72 @@ class SweepValidator:
             retries=retries,
             description=self.scalar(document, "description", str, ""),
             source=self.document.text,
+            code={name: self.digest(name) for name in used if architectures.is_reference(name)},
+            folder=str(self.document.path.parent.resolve()),
         )
 
+    def digest(self, reference: str) -> str:
+        """The source digest of the module the user's architecture ``reference`` is defined in."""
+        ref = CodeRef.parse(reference)
+        assert ref is not None  # the grid validator accepted it
+        return ref.digest()
+
     def dataset(self, mapping: Any) -> DatasetSplit:
-        """The ``dataset`` split: train and validation images cut from the official training set."""
+        """The ``dataset`` split: train and validation images cut from the dataset's training set (a built-in's
+        ``name``, or a ``loader``'s data, which it runs here); sizes checked against the dataset's own."""
         if mapping is None:
             return DatasetSplit()
         at = ("dataset",)
         if not isinstance(mapping, dict):
-            raise self.fail(at, "must be a mapping (name, train_size, val_size, test_size)")
+            raise self.fail(at, "must be a mapping (name or loader, train_size, val_size, test_size)")
         for key in mapping:
             if key not in DATASET_KEYS:
                 raise self.fail((*at, key), "unknown key" + suggest(key, DATASET_KEYS))
-        name = self.scalar(mapping, "name", str, "mnist", at)
-        if name not in DATASETS:
+        loaded = self.loaded(mapping) if "loader" in mapping else None
+        name = loaded.name if loaded else self.scalar(mapping, "name", str, "mnist", at)
+        if loaded is None and name not in DATASETS:
             raise self.fail((*at, "name"), f"unknown dataset {name!r} (known: {', '.join(DATASETS)})")
-        sizes = {
-            key: self.scalar(mapping, key, int, getattr(DatasetSplit, key), at)
-            for key in ("train_size", "val_size", "test_size")
+        known = loaded or DATASETS[name]
+        val_default = known.training_size // 6
+        defaults = {
+            "train_size": known.training_size - val_default,
+            "val_size": val_default,
+            "test_size": min(TEST_SET_SIZE, known.test_size),
         }
+        sizes = {key: self.scalar(mapping, key, int, default, at) for key, default in defaults.items()}
         for key, size in sizes.items():
-            limit = TEST_SET_SIZE if key == "test_size" else DATASETS[name].training_size
+            limit = known.test_size if key == "test_size" else known.training_size
             if not 1 <= size <= limit:
-                raise self.fail((*at, key), f"must be between 1 and {limit}, got {size}")
-        if sizes["train_size"] + sizes["val_size"] > DATASETS[name].training_size:
+                raise self.fail((*at, key), f"must be between 1 and {limit} ({known.title}'s size), got {size}")
+        if sizes["train_size"] + sizes["val_size"] > known.training_size:
             raise self.fail(
                 (*at, "val_size"),
                 f"train_size + val_size = "
                 f"{sizes['train_size'] + sizes['val_size']} is more than the "
-                f"{DATASETS[name].training_size} images of the {name} training set",
+                f"{known.training_size} images of the {known.title} training set",
             )
-        return DatasetSplit(name, **sizes)
+        return DatasetSplit(name, **sizes, loaded=loaded)
+
+    def loaded(self, mapping: dict[str, Any]) -> Dataset:
+        """The description of the data that ``dataset: {loader: package.module:name}`` gives: the loader is
+        imported with the sweep file's folder first on the import path and run (once per process)."""
+        at = ("dataset",)
+        text = self.scalar(mapping, "loader", str, None, at)
+        ref = CodeRef.parse(text)
+        if ref is None:
+            raise self.fail((*at, "loader"), f"must be package.module:function, got {text!r}")
+        classes = mapping.get("classes")
+        if classes is not None and (
+            not isinstance(classes, list) or not classes or not all(isinstance(c, str) for c in classes)
+        ):
+            raise self.fail((*at, "classes"), "must be a list of class names, in label order")
+        digits = self.scalar(mapping, "digits", bool, False, at)
+        name = self.scalar(mapping, "name", str, None, at)
+        code_path([self.document.path.parent])
+        try:
+            return from_loader(ref, name, classes, digits)
+        except UserError as exc:
+            raise self.fail((*at, "loader"), str(exc)) from None
 
     def select(self, value: Any, search: Search) -> tuple[str, str | None]:
         """The ``select`` metric, and how a configuration's seeds are combined (``select: {metric: ...,

@@ -79,6 +79,8 @@ class Error(Tagged):
     """What the worker was doing when it raised."""
     disk_full: NotRequired[bool]
     """The failure was a full disk: the coordinator waits for space before it trains anything again."""
+    unimportable: NotRequired[bool]
+    """The worker could not import the user's own code: the coordinator stops the run with this one error."""
 
 
 class Progress(Tagged):

@@ -37,7 +37,7 @@ def inference_ms(config: TrialConfig, run_dir: Path, data_dir: Path, device: tor
         model.load_state_dict(load_verified(run_dir / "best.pt", device)["model"])
     model.eval()
     split = config["dataset"]
-    _, val = data.training_splits(data_dir, split["train_size"], split["val_size"], split["name"])
+    _, val = data.training_splits(data_dir, split["train_size"], split["val_size"], split)
     images = val.images[:IMAGES].to(device).float().div_(255)
     bf16 = uses_bf16(config)
 

@@ -44,7 +44,7 @@ from gridsearch.vocabulary import Execution, Metric, metric
 def training_splits(config: TrialConfig, data_dir: Path, device: torch.device) -> tuple[data.Split, data.Split]:
     """The trial's training and validation images, on ``device``."""
     split = config["dataset"]
-    train, val = data.training_splits(data_dir, split["train_size"], split["val_size"], split["name"])
+    train, val = data.training_splits(data_dir, split["train_size"], split["val_size"], split)
     return train.to(device), val.to(device)
 
 

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.datasets import described
 from gridsearch.store.records import EpochMetrics, Evaluation, TrialSummary
 from gridsearch.training import data, predict
 from gridsearch.training.checkpoints import load_verified
@@ -122,11 +123,12 @@ def evaluate_trial(
     model = build_model(config).to(device)
     state = load_verified(run_dir / "best.pt", device)
     model.load_state_dict(state["model"])
-    test = data.test_split(data_dir, test_size, config["dataset"]["name"]).to(device)
+    test = data.test_split(data_dir, test_size, config["dataset"]).to(device)
     started = time.perf_counter()
     loss, accuracy, predicted = evaluate(model, test, uses_bf16(config))
     labels = test.labels.cpu()
-    confusion = torch.zeros(10, 10, dtype=torch.long)
+    classes = len(described(config["dataset"]).classes)
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     evaluation = Evaluation(
         samples=len(test),

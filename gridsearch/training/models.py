@@ -15,6 +15,7 @@ from torch import nn
 
 import architectures
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.datasets import described
 from gridsearch.spec.warm_start import content_digest, load_tensors, matching_tensors, split_reference
 from gridsearch.training.augmentation import BatchAugmenter
 
@@ -59,7 +60,8 @@ def build_model(config: TrialConfig) -> nn.Module:
     """The trial's network, with its architecture's own params."""
     entry = architectures.get(config["architecture"])
     own = {name: value for name, value in config["params"].items() if name in entry.params()}
-    model = entry.build(**own)
+    dataset = described(config["dataset"])
+    model = entry.build(**own, **entry.data_params(dataset.shape, len(dataset.classes)))
     if config["params"].get("channels_last"):
         model = model.to(memory_format=torch.channels_last)
     return model

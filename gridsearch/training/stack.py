@@ -35,29 +35,29 @@ from gridsearch.training.data import Split
 from gridsearch.training.loop import EVAL_BATCH_SIZE
 
 if TYPE_CHECKING:
+    from gridsearch.spec.datasets import Dataset
     from gridsearch.training.optimizers import FusedOptimizer
 
-PROBE_SHAPE = (2, 1, 28, 28)
-"""The example batch the stack probes take when none is given: two MNIST-sized images."""
-_forms: dict[tuple[str, tuple[int, ...]], str | None] = {}
+_forms: dict[tuple[str, tuple[int, ...], int], str | None] = {}
 
 
-def stacked_form(architecture: str, example: torch.Tensor | None = None) -> str | None:
-    """None if ``architecture`` trains stacked (a two-member stack of its default model runs forward and backward
-    under ``vmap`` on ``example``, a batch of images: by default two of MNIST's size), else why not, in a few
-    words. Tried once per architecture and image shape."""
-    example = torch.zeros(PROBE_SHAPE) if example is None else example
-    found = (architecture, tuple(example.shape[1:]))
+def stacked_form(architecture: str, dataset: Dataset) -> str | None:
+    """None if ``architecture`` trains stacked on ``dataset`` (a two-member stack of its default model runs
+    forward and backward under ``vmap`` on two images of the dataset's shape), else why not, in a few words.
+    Tried once per architecture, image shape and number of classes."""
+    found = (architecture, dataset.shape, len(dataset.classes))
     if found not in _forms:
-        _forms[found] = _try_stacking(architecture, example)
+        _forms[found] = _try_stacking(architecture, dataset)
     return _forms[found]
 
 
-def _try_stacking(architecture: str, example: torch.Tensor) -> str | None:
+def _try_stacking(architecture: str, dataset: Dataset) -> str | None:
     entry = architectures.get(architecture)
+    example = torch.zeros(2, *dataset.shape)
+    fits = entry.data_params(dataset.shape, len(dataset.classes))
     try:
         with torch.random.fork_rng(devices=[]):  # the process's random streams stay as they were
-            stack = Stack([entry.build(), entry.build()], torch.device("cpu"), example)
+            stack = Stack([entry.build(**fits), entry.build(**fits)], torch.device("cpu"), example)
             noise = stack.noise(len(example), [torch.get_rng_state()] * 2)
             stack.forward(stack.params(), stack.buffers | noise, example).sum().backward()
     except Exception as exc:  # any failure to trace means no stacked form, whatever its kind
@@ -113,13 +113,13 @@ class Stack:
     """K single models of one structure as one: a flat parameter tensor, stacked buffers, a template module.
 
     Parameter ``i`` lives in ``flat`` as K contiguous copies, member by member, after the parameters before it.
-    ``example``: a batch of the images it trains on (by default two of MNIST's size), to trace its dropouts.
+    ``example``: a batch of the images it trains on, to trace its dropouts.
     """
 
-    def __init__(self, models: list[nn.Module], device: torch.device, example: torch.Tensor | None = None):
+    def __init__(self, models: list[nn.Module], device: torch.device, example: torch.Tensor):
         self.k = len(models)
         self.device = device
-        self.shapes = _dropouts(models[0], torch.zeros(PROBE_SHAPE) if example is None else example)
+        self.shapes = _dropouts(models[0], example)
         """The shape of one sample at each dropout module's input, in the order the forward pass calls them."""
         self.dropouts = list(self.shapes)
         self.rates = [_rates(model, self.dropouts) for model in models]

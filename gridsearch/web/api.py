@@ -16,8 +16,9 @@ from gridsearch.analysis.effects import grid_effects
 from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
 from gridsearch.analysis.report import ReadOnce
 from gridsearch.analysis.uncertainty import margin_text, sweep_uncertainty
+from gridsearch.spec.datasets import DATASETS
 from gridsearch.store import views
-from gridsearch.vocabulary import DATASETS, FINISHED, STATUS_ORDER
+from gridsearch.vocabulary import FINISHED, STATUS_ORDER
 from gridsearch.web.catalog import Catalog, RequestError, TestedModel
 from gridsearch.web.digits import Digits
 from gridsearch.web.inference import Inference

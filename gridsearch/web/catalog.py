@@ -10,10 +10,11 @@ from typing import TypedDict
 
 from gridsearch.errors import UserError
 from gridsearch.spec.config import config_value
+from gridsearch.spec.datasets import described
 from gridsearch.store.connection import describe
 from gridsearch.store.models import SweepRow, TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import DATASETS, TrialStatus
+from gridsearch.vocabulary import TrialStatus
 
 TRIAL_KEY = re.compile(r"[0-9a-f]{16}")
 
@@ -82,7 +83,7 @@ class Catalog:
         """The trial ``key`` as :meth:`model_trial` finds it, trained on a digit dataset (the recognizer reads drawn
         digits); 409 if it was trained on another dataset."""
         trial = self.model_trial(key)
-        dataset = DATASETS[trial.config["dataset"]["name"]]
+        dataset = described(trial.config["dataset"])
         if not dataset.digits:
             raise RequestError(
                 409, f"trial {trial.key} was trained on {dataset.title}, not digits: the recognizer reads drawn digits"
@@ -99,7 +100,7 @@ class Catalog:
             trial = self.storage.trial(key) if key else None
             if test is None or trial is None or self.has_weights(trial.key) != weights:
                 continue
-            if not DATASETS[trial.config["dataset"]["name"]].digits:
+            if not described(trial.config["dataset"]).digits:
                 continue
             gridded = self.storage.sweep(name).gridded_params
             found.append(

@@ -8,8 +8,8 @@ import threading
 from pathlib import Path
 
 from gridsearch.errors import UserError
+from gridsearch.spec.datasets import DATASETS
 from gridsearch.training.data import Split, prepare, test_split
-from gridsearch.vocabulary import DATASETS
 from gridsearch.web.catalog import RequestError
 
 

@@ -18,8 +18,9 @@ from gridsearch.analysis.curves import learning_curves
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.datasets import described
 from gridsearch.store import views
-from gridsearch.vocabulary import DATASETS, format_params
+from gridsearch.vocabulary import format_params
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.live import LiveSweeps, computing, digest
 
@@ -136,7 +137,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
             test = storage.evaluation(row.selected_trial, "test") if row.selected_trial else None
             if test is None:
                 raise RequestError(404, f"sweep {name} has no tested trial yet")
-            dataset = DATASETS[storage.trial_rows([test.trial_key])[test.trial_key].config["dataset"]["name"]]
+            dataset = described(storage.trial_rows([test.trial_key])[test.trial_key].config["dataset"])
             title = f"{name}: test confusion matrix"
             return drawn(lambda: plots.confusion_matrix(np.array(test.confusion), title, dataset))
 

@@ -12,9 +12,9 @@ from flask import Blueprint, Response, render_template, request
 from torch import nn
 
 from gridsearch.analysis import learned, plots
+from gridsearch.spec.datasets import Dataset, described
 from gridsearch.store.models import TrialRow
 from gridsearch.training.data import Split
-from gridsearch.vocabulary import DATASETS, Dataset
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.digits import Digits
 from gridsearch.web.figures import png
@@ -54,7 +54,7 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
 
     def shown(trial: TrialRow, text: str | None) -> tuple[Split, int, Dataset]:
         """The test set of the trial's dataset, the index of the test image ``text`` names in it, and the dataset."""
-        dataset = DATASETS[trial.config["dataset"]["name"]]
+        dataset = described(trial.config["dataset"])
         return digits.test(dataset.name), digits.index(text, dataset=dataset.name), dataset
 
     @trained.get("/learned")
@@ -62,7 +62,7 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
         text = request.args.get("digit")
 
         def look(trial: TrialRow, model: nn.Module) -> tuple[Network, Split | None, int, Dataset]:
-            dataset = DATASETS[trial.config["dataset"]["name"]]
+            dataset = described(trial.config["dataset"])
             try:
                 test, index, dataset = shown(trial, text)
             except RequestError as exc:

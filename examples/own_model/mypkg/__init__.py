@@ -1,0 +1,1 @@
+"""A researcher's own package: a model and a data loader, nothing from gridsearch."""
