@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from PIL import Image
 from torch import nn
 
 from gridsearch.training import predict
@@ -56,7 +57,8 @@ def feedback(extent: float, top_probability: float) -> str | None:
 
 @dataclass(frozen=True)
 class Recognition:
-    """Class probabilities ``(10,)`` of one digit and its occlusion map ``(28, 28)`` in [0, 1] for the top class."""
+    """Class probabilities ``(classes,)`` of one digit and its occlusion map ``(H, W)`` in [0, 1] for the top
+    class."""
 
     probabilities: np.ndarray
     saliency: np.ndarray
@@ -66,11 +68,20 @@ class Recognition:
         return int(self.probabilities.argmax())
 
 
+def at_size(digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An MNIST-style uint8 digit resized (bilinear, antialiased) to ``size`` (height, width), the images a
+    model of another digit dataset trained on; as it is if it has that size already."""
+    if digit.shape == tuple(size):
+        return digit
+    return np.asarray(Image.fromarray(digit).resize((size[1], size[0]), Image.Resampling.BILINEAR))
+
+
 def recognize(model: nn.Module, digit: np.ndarray, bf16: bool = False) -> Recognition:
-    """Classify a uint8 ``(28, 28)`` MNIST-style digit with ``model`` as the test evaluation would
+    """Classify a uint8 ``(H, W)`` MNIST-style digit (``at_size`` of its model's images) with ``model`` as the
+    test evaluation would
     (``training.predict``: scaled to [0, 1], under the trial's precision ``bf16``), and map where the model
     looks for its predicted class (in float32: the map needs the logits' resolution, not the answer's)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, 28, 28)
+    pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, *digit.shape)
     with torch.inference_mode():
         probabilities = predict.logits(model, pixels, bf16).softmax(1)[0].numpy()
     image = pixels.float().div(255)
