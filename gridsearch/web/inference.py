@@ -25,13 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
+from gridsearch.analysis.preprocessing import BadDrawing, at_size, mnist_style, png_ink
 from gridsearch.analysis.trained_models import bf16, load_model
 from gridsearch.errors import UserError
 from gridsearch.spec.datasets import described
 from gridsearch.store.models import TrialRow
 from gridsearch.web.catalog import Catalog, RequestError
-from gridsearch.web.recognizer import Recognition, at_size, ink_extent, recognize
+from gridsearch.web.recognizer import Recognition, ink_extent, recognize
 
 T = TypeVar("T")
 

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
 from gridsearch.training import predict
@@ -68,27 +67,9 @@ class Recognition:
         return int(self.probabilities.argmax())
 
 
-def at_size(digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """An MNIST-style uint8 digit made into the ``size`` (height, width) images a model of another digit dataset
-    trained on: cropped to its ink and scaled (aspect kept) to fill that frame, centred, as USPS's and
-    scikit-learn's digits are; as it is if it has that size already."""
-    if digit.shape == tuple(size):
-        return digit
-    rows, columns = np.flatnonzero(digit.max(1)), np.flatnonzero(digit.max(0))
-    crop = digit[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1] if len(rows) else digit
-    scale = min(size[0] / crop.shape[0], size[1] / crop.shape[1])
-    height, width = (max(1, round(side * scale)) for side in crop.shape)
-    scaled = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BILINEAR))
-    framed = np.zeros(size, np.uint8)
-    top, left = (size[0] - height) // 2, (size[1] - width) // 2
-    framed[top : top + height, left : left + width] = scaled
-    return framed
-
-
 def recognize(model: nn.Module, digit: np.ndarray, bf16: bool = False) -> Recognition:
-    """Classify a uint8 ``(H, W)`` MNIST-style digit (``at_size`` of its model's images) with ``model`` as the
-    test evaluation would
-    (``training.predict``: scaled to [0, 1], under the trial's precision ``bf16``), and map where the model
+    """Classify a uint8 ``(H, W)`` MNIST-style digit (``preprocessing.at_size`` of its model's images) with
+    ``model`` as the test evaluation would (``training.predict``: scaled to [0, 1], under the trial's precision ``bf16``), and map where the model
     looks for its predicted class (in float32: the map needs the logits' resolution, not the answer's)."""
     pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, *digit.shape)
     with torch.inference_mode():
