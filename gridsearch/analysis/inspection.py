@@ -80,14 +80,14 @@ def pixel_statistics(splits: dict[str, data.Images], counts: pd.DataFrame) -> pd
     return pd.DataFrame.from_records(records)
 
 
-def mean_images(split: data.Images, classes: int = 10) -> np.ndarray:
-    """(classes, 28, 28): the mean image of each class."""
+def mean_images(split: data.Images, classes: int) -> np.ndarray:
+    """(classes, H, W): the mean image (its first channel) of each class."""
     images, labels = split.images[:, 0], split.labels
     return np.stack([images[labels == label].mean(axis=0, dtype=np.float64) for label in range(classes)])
 
 
 def class_samples(
-    split: data.Images, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED, classes: int = 10
+    split: data.Images, classes: int, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED
 ) -> np.ndarray:
     """Indices of ``per_class`` random images of each class (seeded), class by class."""
     generator = np.random.default_rng(seed)
