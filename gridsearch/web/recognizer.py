@@ -70,7 +70,8 @@ class Recognition:
 def recognize(model: nn.Module, digit: np.ndarray, bf16: bool = False) -> Recognition:
     """Classify a uint8 ``(H, W)`` MNIST-style digit (``preprocessing.at_size`` of its model's images) with
     ``model`` as the test evaluation would (``training.predict``: scaled to [0, 1], under the trial's precision
-    ``bf16``), and map where the model looks for its predicted class (in float32: the map needs the logits' resolution, not the answer's)."""
+    ``bf16``), and map where the model looks for its predicted class (in float32: the map needs the logits'
+    resolution, not the answer's)."""
     pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, *digit.shape)
     with torch.inference_mode():
         probabilities = predict.logits(model, pixels, bf16).softmax(1)[0].numpy()
