@@ -17,6 +17,7 @@ import pandas as pd
 import pytest
 
 from gridsearch.errors import UserError
+from gridsearch.spec import datasets
 from gridsearch.spec.datasets import DATASETS
 from gridsearch.training import data
 from tests.conftest import cli, rows, write_sweep
@@ -34,7 +35,7 @@ def fashion_source(data_dir: Path) -> Path:
     """The folder holding Fashion-MNIST's four raw files, as ``prepare`` looks for them; skipped (failed under CI)
     without one."""
     found = next(
-        (f for f in data.raw_folders(data_dir, "fashion_mnist") if all((f / n).is_file() for n in data.RAW_FILES)),
+        (f for f in datasets.fashion_folders(data_dir) if all((f / n).is_file() for n in datasets.IDX_FILES)),
         None,
     )
     if found is None:
@@ -55,10 +56,10 @@ def fashion(data_dir: Path) -> Path:
     return data_dir
 
 
-def test_every_dataset_has_a_folder_and_ten_classes():
-    assert set(data.FOLDERS) == set(DATASETS)
-    for known in DATASETS.values():
-        assert len(known.classes) == 10 and known.training_size == 60000
+def test_every_dataset_has_a_folder_of_its_own_and_the_mnists_ten_classes():
+    assert len({known.folder for known in DATASETS.values()}) == len(DATASETS)
+    for known in (DATASETS["mnist"], DATASETS["fashion_mnist"]):
+        assert len(known.classes) == 10 and known.training_size == 60000 and known.shape == (1, 28, 28)
     assert DATASETS["fashion_mnist"].classes[0] == "T-shirt/top" and not DATASETS["fashion_mnist"].digits
 
 
@@ -69,7 +70,7 @@ def test_fashion_arrays_are_what_torchvisions_parser_reads(fashion, tmp_path):
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
     source = fashion_source(fashion)
-    for name in data.RAW_FILES:
+    for name in datasets.IDX_FILES:
         with gzip.open(source / name) as packed, open(raw / name.removesuffix(".gz"), "wb") as unpacked:
             shutil.copyfileobj(packed, unpacked)
     train, val = data.training_images(fashion, 60000 - 500, 500, "fashion_mnist")
@@ -91,21 +92,21 @@ def idx(path: Path, array: np.ndarray) -> None:
 def test_raw_files_that_are_not_fashion_mnists_are_refused_in_one_line(tmp_path, monkeypatch):
     raw = tmp_path / "FashionMNIST" / "raw"
     raw.mkdir(parents=True)
-    monkeypatch.setenv(data.FASHION_MNIST_VARIABLE, str(tmp_path / "nowhere"))
+    monkeypatch.setenv(datasets.FASHION_MNIST_VARIABLE, str(tmp_path / "nowhere"))
     images, labels = np.zeros((5, 28, 28)), np.arange(5)
-    for name, array in zip(data.RAW_FILES, (images, labels, images, labels)):
+    for name, array in zip(datasets.IDX_FILES, (images, labels, images, labels)):
         idx(raw / name, array)
     with pytest.raises(
-        UserError, match=f"^{re.escape(f'{raw / data.RAW_FILES[0]}: 5 images, not')} Fashion-MNIST's 60,000$"
+        UserError, match=re.escape("Fashion-MNIST: 5 training images of shape (1, 28, 28), not Fashion-MNIST's 60,000")
     ):
         data.prepare(tmp_path, "fashion_mnist")
-    idx(raw / data.RAW_FILES[3], np.arange(4))
-    with pytest.raises(UserError, match=re.escape("are not Fashion-MNIST's (28x28 images, one label of 10 each)")):
+    idx(raw / datasets.IDX_FILES[3], np.arange(4))
+    with pytest.raises(UserError, match=re.escape("Fashion-MNIST: test_labels must be 5 integer labels")):
         data.prepare(tmp_path, "fashion_mnist")
-    (raw / data.RAW_FILES[1]).write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"))
+    (raw / datasets.IDX_FILES[1]).write_bytes(gzip.compress(b"\x00\x00\x08\x01\x00\x00\x00\x09abc"))
     with pytest.raises(UserError, match=r"the idx file is cut short or has extra bytes$"):
         data.prepare(tmp_path, "fashion_mnist")
-    (raw / data.RAW_FILES[0]).write_bytes(b"not gzip")
+    (raw / datasets.IDX_FILES[0]).write_bytes(b"not gzip")
     with pytest.raises(UserError, match=re.escape("not a readable .gz file")):
         data.prepare(tmp_path, "fashion_mnist")
     assert not data.arrays_dir(tmp_path, "fashion_mnist").exists()
@@ -197,14 +198,14 @@ def test_a_sweep_without_its_fashion_files_is_refused_in_one_line_before_anythin
     for made in (empty, folder, work):
         made.mkdir()
     (folder / "MNIST").symlink_to(data_dir / "MNIST", target_is_directory=True)
-    monkeypatch.setenv(data.FASHION_MNIST_VARIABLE, str(empty))
+    monkeypatch.setenv(datasets.FASHION_MNIST_VARIABLE, str(empty))
     write_sweep(work, "digits.yaml", name="digits", **TINY)
     write_sweep(work, "fashion.yaml", name="fashion", **{**TINY, "dataset": {"name": "fashion_mnist"}})
     result = cli("run", "digits.yaml", "fashion.yaml", cwd=work, data_dir=folder)
     assert result.returncode == 2 and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith(f"error: Fashion-MNIST is not in {folder / 'FashionMNIST' / 'raw'} nor {empty}: ")
-    for needed in (*data.RAW_FILES, "apt-get install dataset-fashion-mnist", "GRIDSEARCH_FASHION_MNIST"):
+    for needed in (*datasets.IDX_FILES, "apt-get install dataset-fashion-mnist", "GRIDSEARCH_FASHION_MNIST"):
         assert needed in line
     assert sorted(p.name for p in work.iterdir()) == ["digits.yaml", "fashion.yaml"]  # no database, no runs/
     assert not (folder / "FashionMNIST").exists()

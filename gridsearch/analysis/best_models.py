@@ -71,7 +71,7 @@ def per_class_table(
 
 
 def confused_pairs(confusion: np.ndarray, top: int = CONFUSED_PAIRS) -> pd.DataFrame:
-    """The ``top`` most frequent (true, predicted) mistakes, with their share of the true digit's images."""
+    """The ``top`` most frequent (true, predicted) mistakes, with their share of the true class's images."""
     records = [
         {
             "true": t,
@@ -79,8 +79,8 @@ def confused_pairs(confusion: np.ndarray, top: int = CONFUSED_PAIRS) -> pd.DataF
             "errors": int(confusion[t, p]),
             "share_of_true_digit": confusion[t, p] / confusion[t].sum(),
         }
-        for t in range(10)
-        for p in range(10)
+        for t in range(len(confusion))
+        for p in range(len(confusion))
         if t != p and confusion[t, p] > 0
     ]
     frame = pd.DataFrame.from_records(records, columns=["true", "predicted", "errors", "share_of_true_digit"])

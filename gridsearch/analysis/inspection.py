@@ -5,6 +5,7 @@ images): by default the study's, 50,000 / 10,000 / 10,000; in a report, the spli
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pandas as pd
 
 from gridsearch.analysis import plots
 from gridsearch.analysis.webpage import Block, Figure, Folder, Note, Section, table
-from gridsearch.spec.datasets import DATASETS, Dataset
+from gridsearch.spec.datasets import DATASETS, Dataset, described
 from gridsearch.training import data
 from gridsearch.vocabulary import format_percent
 
@@ -34,7 +35,7 @@ class SplitSizes:
 STUDY = SplitSizes(50000, 10000, 10000)
 
 
-def splits(data_dir: Path, sizes: SplitSizes, dataset: str = "mnist") -> dict[str, data.Images]:
+def splits(data_dir: Path, sizes: SplitSizes, dataset: data.DatasetRef = "mnist") -> dict[str, data.Images]:
     """train, val and test of ``dataset`` split as ``sizes``."""
     train, val = data.training_images(data_dir, sizes.train, sizes.val, dataset)
     return {"train": train, "val": val, "test": data.test_images(data_dir, sizes.test, dataset)}
@@ -80,14 +81,14 @@ def pixel_statistics(splits: dict[str, data.Images], counts: pd.DataFrame) -> pd
     return pd.DataFrame.from_records(records)
 
 
-def mean_images(split: data.Images, classes: int = 10) -> np.ndarray:
-    """(classes, 28, 28): the mean image of each class."""
+def mean_images(split: data.Images, classes: int) -> np.ndarray:
+    """(classes, H, W): the mean image (its first channel) of each class."""
     images, labels = split.images[:, 0], split.labels
     return np.stack([images[labels == label].mean(axis=0, dtype=np.float64) for label in range(classes)])
 
 
 def class_samples(
-    split: data.Images, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED, classes: int = 10
+    split: data.Images, classes: int, per_class: int = SAMPLES_PER_CLASS, seed: int = SAMPLE_SEED
 ) -> np.ndarray:
     """Indices of ``per_class`` random images of each class (seeded), class by class."""
     generator = np.random.default_rng(seed)
@@ -100,16 +101,21 @@ def class_samples(
 def file_stem(dataset: str) -> str:
     """The start of the inspection's file names: ``inspect``, ``inspect_fashion_mnist`` for a dataset other than
     MNIST (so a report on several datasets keeps each one's files apart)."""
-    return "inspect" if dataset == "mnist" else f"inspect_{dataset}"
+    return "inspect" if dataset == "mnist" else "inspect_" + re.sub(r"[^A-Za-z0-9_-]+", "_", dataset)
 
 
 def inspection_section(
-    folder: Folder, data_dir: Path, dataset: str = "mnist", sizes: SplitSizes = STUDY, whose: str = "the study"
+    folder: Folder,
+    data_dir: Path,
+    dataset: Dataset | str = "mnist",
+    sizes: SplitSizes = STUDY,
+    whose: str = "the study",
 ) -> list[Block]:
-    """Write the inspection figures and tables of ``dataset`` split as ``sizes`` (``whose`` split, for the
-    text) into ``folder``; returns their blocks."""
-    known, stem = DATASETS[dataset], file_stem(dataset)
-    parts = splits(data_dir, sizes, dataset)
+    """Write the inspection figures and tables of ``dataset`` (its description, or a built-in's name) split as
+    ``sizes`` (``whose`` split, for the text) into ``folder``; returns their blocks."""
+    known = described(dataset)
+    stem = file_stem(known.name)
+    parts = splits(data_dir, sizes, known)
     train = parts["train"]
     per_class = np.bincount(train.labels, minlength=len(known.classes))
     labels = label_distribution(parts, known)

@@ -48,7 +48,7 @@ class FeatureMaps:
 
 @dataclass(frozen=True)
 class Transformed:
-    """A batch of digits before and after a spatial transformer: (N, 28, 28) floats in [0, 1]."""
+    """A batch of images before and after a spatial transformer: (N, H, W) floats in [0, 1] (the first channel)."""
 
     before: np.ndarray
     after: np.ndarray
@@ -77,8 +77,8 @@ def feature_path(model: nn.Module) -> nn.Sequential | None:
 
 
 def pixels(images: torch.Tensor) -> torch.Tensor:
-    """uint8 digits (any shape of N x 784 pixels) as the float (N, 1, 28, 28) batch in [0, 1] the model trained on."""
-    return images.reshape(-1, 1, 28, 28).float().div(255)
+    """uint8 images (N, C, H, W), or one (C, H, W), as the float (N, C, H, W) batch in [0, 1] the model trained on."""
+    return (images if images.ndim == 4 else images[None]).float().div(255)
 
 
 def first_layer_filters(model: nn.Module) -> np.ndarray | None:
@@ -108,7 +108,7 @@ def _layer_ends(path: nn.Sequential) -> list[int]:
 
 @inference
 def feature_maps(model: nn.Module, digit: torch.Tensor, layers: int = FEATURE_LAYERS) -> list[FeatureMaps]:
-    """The feature maps of the uint8 ``digit`` (784 pixels) after each of the first ``layers`` convolutions
+    """The feature maps of the uint8 image ``digit`` (C, H, W) after each of the first ``layers`` convolutions
     that sit directly in the feature path (a residual block's inner ones do not: fewer maps then); empty
     without convolutions. A spatial transformer's model is run on its transformed digit."""
     path = feature_path(model)
@@ -129,7 +129,7 @@ def feature_maps(model: nn.Module, digit: torch.Tensor, layers: int = FEATURE_LA
 
 @inference
 def transformed(model: nn.Module, images: torch.Tensor) -> Transformed | None:
-    """uint8 ``images`` (N x 784 pixels) before and after the model's spatial transformer; None without one."""
+    """uint8 ``images`` (N, C, H, W) before and after the model's spatial transformer; None without one."""
     transform = transformer(model)
     if transform is None:
         return None

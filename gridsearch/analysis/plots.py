@@ -103,7 +103,7 @@ def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: st
 
 
 def confusion_matrix(matrix: np.ndarray, title: str, dataset: Dataset = DATASETS["mnist"]) -> plt.Figure:
-    """A 10x10 confusion matrix of ``dataset``'s classes (rows: true, columns: predicted), off-diagonal cells
+    """An N x N confusion matrix of ``dataset``'s N classes (rows: true, columns: predicted), off-diagonal cells
     highlighted."""
     matrix = np.asarray(matrix)
     off = np.where(np.eye(len(matrix), dtype=bool), 0, matrix)
@@ -119,8 +119,8 @@ def confusion_matrix(matrix: np.ndarray, title: str, dataset: Dataset = DATASETS
             fontsize=7,
             color="#1a5e1a" if row == column else ("white" if value > off.max() / 2 else "black"),
         )
-    axes.set_xticks(range(10), dataset.classes, rotation=0 if dataset.digits else 90)
-    axes.set_yticks(range(10), dataset.classes)
+    axes.set_xticks(range(len(matrix)), dataset.classes, rotation=0 if dataset.digits else 90)
+    axes.set_yticks(range(len(matrix)), dataset.classes)
     axes.set_xlabel(f"predicted {dataset.noun}")
     axes.set_ylabel(f"true {dataset.noun}")
     axes.set_title(title, fontsize=10)

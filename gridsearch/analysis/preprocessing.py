@@ -75,3 +75,20 @@ def mnist_style(ink: np.ndarray, threshold: float = 0.0) -> np.ndarray:
     padded = np.zeros((SIZE + 2 * BOX, SIZE + 2 * BOX), dtype=np.float32)
     padded[BOX + top : BOX + top + height, BOX + left : BOX + left + width] = digit
     return np.rint(padded[BOX : BOX + SIZE, BOX : BOX + SIZE] * 255).astype(np.uint8)
+
+
+def at_size(digit: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """An MNIST-style uint8 digit made into the ``size`` (height, width) images a model of another digit dataset
+    trained on: cropped to its ink and scaled (aspect kept) to fill that frame, centred, as USPS's and
+    scikit-learn's digits are; as it is if it has that size already."""
+    if digit.shape == tuple(size):
+        return digit
+    rows, columns = np.flatnonzero(digit.max(1)), np.flatnonzero(digit.max(0))
+    crop = digit[rows[0] : rows[-1] + 1, columns[0] : columns[-1] + 1] if len(rows) else digit
+    scale = min(size[0] / crop.shape[0], size[1] / crop.shape[1])
+    height, width = (max(1, round(side * scale)) for side in crop.shape)
+    scaled = np.asarray(Image.fromarray(crop).resize((width, height), Image.Resampling.BILINEAR))
+    framed = np.zeros(size, np.uint8)
+    top, left = (size[0] - height) // 2, (size[1] - width) // 2
+    framed[top : top + height, left : left + width] = scaled
+    return framed

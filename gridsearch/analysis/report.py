@@ -178,7 +178,7 @@ def data_section(
         whose = f"sweep {alike[0].name}" if len(alike) == 1 else "the sweeps of this report"
         if len(alike) > 1 and len(groups) > 1:
             whose = f"the {alike[0].dataset.title} sweeps of this report"
-        blocks += inspection_section(folder, data_dir, dataset, union_split(storage, alike), whose)
+        blocks += inspection_section(folder, data_dir, alike[0].dataset, union_split(storage, alike), whose)
     return blocks or [Note("No dataset files to inspect.")]
 
 

@@ -307,10 +307,12 @@ def run_suite(
     usps: Path | None,
     digits: bool = True,
     cache: Path | None = None,
+    dataset: str = "mnist",
 ) -> dict[str, Evaluation]:
     """Evaluation name -> row values for every condition (its images from ``condition_images``, ``cache`` its
-    folder); the other handwriting only for a model of a digit dataset (``digits``), USPS only if
-    ``usps/usps.h5`` exists. ``bf16``: the trial's precision."""
+    folder); the other handwriting only for a model of a digit dataset (``digits``; not the set it trained on),
+    USPS only if ``usps/usps.h5`` exists, each digit made into the model's image size. ``bf16``: the trial's
+    precision."""
     results = {
         PREFIX + name: result(model, images, test_labels, bf16)
         for name, images in condition_images(test_images, cache).items()
@@ -320,9 +322,17 @@ def run_suite(
         sets[USPS_NAME] = lambda: load_usps(usps)
     if digits:
         sets[DIGITS_NAME] = load_sklearn_digits
+    size = (int(test_images.shape[-2]), int(test_images.shape[-1]))
     for name, load in sets.items():
+        if name == dataset:
+            continue
         started = time.perf_counter()
-        results[name] = result(model, *load(), bf16)
+        images, labels = load()
+        if tuple(images.shape[-2:]) != size:
+            import torch
+
+            images = torch.from_numpy(np.stack([preprocessing.at_size(i, size) for i in images[:, 0].numpy()]))[:, None]
+        results[name] = result(model, images, labels, bf16)
         results[name]["seconds"] = time.perf_counter() - started  # the loading included
     return results
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from gridsearch.analysis.trained_models import BestModel, by_dataset
 from gridsearch.errors import UserError
-from gridsearch.spec.datasets import DATASETS
+from gridsearch.spec.datasets import Dataset
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.training.data import Images
@@ -29,24 +29,28 @@ class HeldOutImages:
     stored_labels: dict[str, np.ndarray]
     missing: dict[str, str]
     """Why each absent dataset could not be read (``prepare``'s error)."""
+    datasets: dict[str, Dataset] = field(default_factory=dict)
+    """The description of each dataset, by name."""
     left_out: list[str] = field(default_factory=list)
     """What the report went without for want of images (each a short phrase), in the order sections found out."""
 
     @classmethod
     def load(cls, storage: Storage, data_dir: Path, models: list[BestModel]) -> HeldOutImages:
         """The test sets of ``models``' datasets, as many images of each as any of them was tested on."""
-        sizes = {name: max(m.test.samples for m in alike) for name, alike in by_dataset(models).items()}
+        groups = by_dataset(models)
+        sizes = {name: max(m.test.samples for m in alike) for name, alike in groups.items()}
+        datasets = {name: alike[0].dataset for name, alike in groups.items()}
         found, stored, missing = {}, {}, {}
         for name, size in sizes.items():
             try:
-                data.prepare(data_dir, name)
-                found[name] = data.test_images(data_dir, size, name)
+                data.prepare(data_dir, datasets[name])
+                found[name] = data.test_images(data_dir, size, datasets[name])
             except UserError as exc:
                 missing[name] = str(exc)
                 labels = storage.test_labels(name)
                 if labels is not None and len(labels) >= size:
                     stored[name] = np.array(labels[:size], dtype=np.int64)
-        return cls(data_dir, sizes, found, stored, missing)
+        return cls(data_dir, sizes, found, stored, missing, datasets=datasets)
 
     def images(self, dataset: str, size: int | None = None) -> Images | None:
         """The first ``size`` (all) test images of ``dataset`` with their labels, or None without its files."""
@@ -78,8 +82,8 @@ class HeldOutImages:
         """What the report left out and why, in one line; None when nothing was."""
         if not self.missing:
             return None
-        unlabelled = [DATASETS[name].title for name in self.missing if name not in self.stored_labels]
-        titles = ", ".join(DATASETS[name].title for name in self.missing)
+        unlabelled = [self.datasets[name].title for name in self.missing if name not in self.stored_labels]
+        titles = ", ".join(self.datasets[name].title for name in self.missing)
         parts = [f"no {titles} files in {self.data_dir} (--data-dir or GRIDSEARCH_DATA)"]
         if self.left_out:
             parts.append("left out: " + ", ".join(self.left_out))

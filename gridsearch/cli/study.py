@@ -77,7 +77,7 @@ def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     test = test_split(data_dir, args.test_size, dataset)
     usps = robustness.usps_folder(args.usps)
     results = robustness.run_suite(
-        model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset)
+        model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset), dataset.name
     )
     for name, result in results.items():
         storage.save_evaluation(trial.key, name, result)

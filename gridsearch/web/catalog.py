@@ -84,9 +84,11 @@ class Catalog:
         digits); 409 if it was trained on another dataset."""
         trial = self.model_trial(key)
         dataset = described(trial.config["dataset"])
-        if not dataset.digits:
+        if not dataset.digits or dataset.channels != 1:
             raise RequestError(
-                409, f"trial {trial.key} was trained on {dataset.title}, not digits: the recognizer reads drawn digits"
+                409,
+                f"trial {trial.key} was trained on {dataset.title}, not one-channel digits: the recognizer reads "
+                "drawn digits",
             )
         return trial
 
@@ -100,7 +102,7 @@ class Catalog:
             trial = self.storage.trial(key) if key else None
             if test is None or trial is None or self.has_weights(trial.key) != weights:
                 continue
-            if not described(trial.config["dataset"]).digits:
+            if not described(trial.config["dataset"]).digits or described(trial.config["dataset"]).channels != 1:
                 continue
             gridded = self.storage.sweep(name).gridded_params
             found.append(

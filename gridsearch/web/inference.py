@@ -25,9 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from gridsearch.analysis.preprocessing import BadDrawing, mnist_style, png_ink
+from gridsearch.analysis.preprocessing import BadDrawing, at_size, mnist_style, png_ink
 from gridsearch.analysis.trained_models import bf16, load_model
 from gridsearch.errors import UserError
+from gridsearch.spec.datasets import described
 from gridsearch.store.models import TrialRow
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.recognizer import Recognition, ink_extent, recognize
@@ -43,8 +44,8 @@ THREADS = min(4, os.cpu_count() or 1)
 
 @dataclass(frozen=True)
 class Prediction:
-    """A drawing as the model saw it (uint8 ``(28, 28)``), the trial that classified it, what it said, and how
-    much of the pad the ink spans (``recognizer.ink_extent``)."""
+    """A drawing as the model saw it (uint8 ``(H, W)``, its dataset's image size), the trial that classified it,
+    what it said, and how much of the pad the ink spans (``recognizer.ink_extent``)."""
 
     trial: TrialRow
     digit: np.ndarray
@@ -70,8 +71,8 @@ class Inference:
 
     def _predict(self, image: object, key: object) -> Prediction:
         ink = drawing(image)
-        digit = mnist_style(ink)
         trial = self.catalog.recognizer_trial(self.catalog.default_trial() if key is None else key)
+        digit = at_size(mnist_style(ink), described(trial.config["dataset"]).shape[1:])
         return Prediction(trial, digit, recognize(self._model(trial), digit, bf16(trial)), ink_extent(ink))
 
     def with_model(self, key: str, work: Callable[[TrialRow, nn.Module], T]) -> T:

@@ -56,7 +56,8 @@ def feedback(extent: float, top_probability: float) -> str | None:
 
 @dataclass(frozen=True)
 class Recognition:
-    """Class probabilities ``(10,)`` of one digit and its occlusion map ``(28, 28)`` in [0, 1] for the top class."""
+    """Class probabilities ``(classes,)`` of one digit and its occlusion map ``(H, W)`` in [0, 1] for the top
+    class."""
 
     probabilities: np.ndarray
     saliency: np.ndarray
@@ -67,10 +68,11 @@ class Recognition:
 
 
 def recognize(model: nn.Module, digit: np.ndarray, bf16: bool = False) -> Recognition:
-    """Classify a uint8 ``(28, 28)`` MNIST-style digit with ``model`` as the test evaluation would
-    (``training.predict``: scaled to [0, 1], under the trial's precision ``bf16``), and map where the model
-    looks for its predicted class (in float32: the map needs the logits' resolution, not the answer's)."""
-    pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, 28, 28)
+    """Classify a uint8 ``(H, W)`` MNIST-style digit (``preprocessing.at_size`` of its model's images) with
+    ``model`` as the test evaluation would (``training.predict``: scaled to [0, 1], under the trial's precision
+    ``bf16``), and map where the model looks for its predicted class (in float32: the map needs the logits'
+    resolution, not the answer's)."""
+    pixels = torch.from_numpy(np.ascontiguousarray(digit)).view(1, 1, *digit.shape)
     with torch.inference_mode():
         probabilities = predict.logits(model, pixels, bf16).softmax(1)[0].numpy()
     image = pixels.float().div(255)
