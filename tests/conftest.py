@@ -129,8 +129,9 @@ class Result:
 
 def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False) -> Result:
     """Run ``gridsearch ARGS`` through the CLI's own ``main`` in this process, in folder ``cwd``. With
-    ``data_dir``, ``run`` trains inline (``--executor inline``: one trial at a time, in this process), unless
-    the command picks its own ``--executor`` or ``--workers``; torch's global settings are restored after."""
+    ``data_dir``, every command reads its datasets there (``cwd``'s default ``data`` folder holds nothing) and
+    ``run`` trains inline (``--executor inline``: one trial at a time, in this process), unless the command picks
+    its own ``--executor`` or ``--workers``; torch's global settings and the environment are restored after."""
     from gridsearch.cli import main
 
     command = list(args)
@@ -140,8 +141,10 @@ def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False
             command += ["--executor", "inline"]
     out, err = io.StringIO(), io.StringIO()
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    previous = Path.cwd()
+    previous, configured = Path.cwd(), os.environ.get("GRIDSEARCH_DATA")
     os.chdir(cwd)
+    if data_dir is not None:
+        os.environ["GRIDSEARCH_DATA"] = str(data_dir)
     try:
         with redirect_stdout(out), redirect_stderr(err):
             try:
@@ -150,6 +153,10 @@ def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
         os.chdir(previous)
+        if configured is None:
+            os.environ.pop("GRIDSEARCH_DATA", None)
+        else:
+            os.environ["GRIDSEARCH_DATA"] = configured
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     result = Result(code, out.getvalue(), err.getvalue())
