@@ -10,7 +10,12 @@ import torch
 from gridsearch.analysis import robustness
 from tests.conftest import ROOT, needs
 
-USPS = Path(os.environ.get("GRIDSEARCH_USPS") or ROOT.parent / "shared" / "datasets" / "usps")
+USPS = Path(
+    os.environ.get("GRIDSEARCH_USPS")
+    or next((f for f in (ROOT / "data" / "usps", ROOT.parent / "shared" / "datasets" / "usps") if f.is_dir()), "")
+    or ROOT / "data" / "usps"
+)
+"""USPS as ``evaluate`` finds it (``$GRIDSEARCH_USPS``, else ``data/usps``), or in the shared datasets folder."""
 
 
 def digit_images() -> torch.Tensor:
