@@ -27,13 +27,22 @@ MNIST_FILES = (
 )
 
 
+def needs(what: str, install: str) -> None:
+    """Skip the calling test with one line saying what ``install`` provides ``what``; under ``CI`` (where
+    everything must be present) fail instead."""
+    message = f"{what} not found: {install} (see docs/testing.md)"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
 def _mnist_source() -> Path | None:
-    configured = os.environ.get("GRIDSEARCH_DATA")
-    if configured and all((Path(configured) / "MNIST" / "raw" / name).exists() for name in MNIST_FILES):
-        return Path(configured) / "MNIST" / "raw"
-    if all((SHARED_MNIST / name).exists() for name in MNIST_FILES):
-        return SHARED_MNIST
-    return None
+    """MNIST's raw files: in ``$GRIDSEARCH_DATA``, else in the checkout's ``data`` folder (the CLI's default when
+    run from here), else in the shared datasets folder."""
+    candidates = [ROOT / "data" / "MNIST" / "raw", SHARED_MNIST]
+    if os.environ.get("GRIDSEARCH_DATA"):
+        candidates.insert(0, Path(os.environ["GRIDSEARCH_DATA"]) / "MNIST" / "raw")
+    return next((c for c in candidates if all((c / name).exists() for name in MNIST_FILES)), None)
 
 
 @pytest.fixture(scope="session")
@@ -41,9 +50,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A data folder holding the real MNIST files (linked), parsed once for the whole session."""
     source = _mnist_source()
     if source is None:
-        if os.environ.get("CI"):
-            pytest.fail("MNIST files not found: set GRIDSEARCH_DATA (see .ci/run)")
-        pytest.skip("MNIST files not found: set GRIDSEARCH_DATA to a folder with MNIST/raw/*.gz")
+        needs("MNIST", "put MNIST/raw/*.gz in ./data or set GRIDSEARCH_DATA")
     root = tmp_path_factory.mktemp("data")
     raw = root / "MNIST" / "raw"
     raw.mkdir(parents=True)
@@ -95,11 +102,14 @@ def checkpoint_file(path: Path, architecture: str = "lenet53", seed: int = 0, **
 def gridsearch(
     *args: str, cwd: Path, data_dir: Path | None = None, check: bool = False, timeout: float = 300
 ) -> subprocess.CompletedProcess:
-    """Run ``python -m gridsearch ARGS`` as a real subprocess in ``cwd``."""
+    """Run ``python -m gridsearch ARGS`` as a real subprocess in ``cwd``; with ``data_dir``, every command reads
+    its datasets there (``cwd``'s default ``data`` folder holds nothing)."""
     command = [sys.executable, "-m", "gridsearch", *args]
-    if data_dir is not None and args and args[0] == "run":
-        command += ["--data-dir", str(data_dir), "--plain"]
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    if data_dir is not None:
+        env["GRIDSEARCH_DATA"] = str(data_dir)
+        if args and args[0] == "run":
+            command += ["--data-dir", str(data_dir), "--plain"]
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     if check and result.returncode != 0:
         raise AssertionError(
@@ -119,8 +129,9 @@ class Result:
 
 def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False) -> Result:
     """Run ``gridsearch ARGS`` through the CLI's own ``main`` in this process, in folder ``cwd``. With
-    ``data_dir``, ``run`` trains inline (``--executor inline``: one trial at a time, in this process), unless
-    the command picks its own ``--executor`` or ``--workers``; torch's global settings are restored after."""
+    ``data_dir``, every command reads its datasets there (``cwd``'s default ``data`` folder holds nothing) and
+    ``run`` trains inline (``--executor inline``: one trial at a time, in this process), unless the command picks
+    its own ``--executor`` or ``--workers``; torch's global settings and the environment are restored after."""
     from gridsearch.cli import main
 
     command = list(args)
@@ -130,8 +141,10 @@ def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False
             command += ["--executor", "inline"]
     out, err = io.StringIO(), io.StringIO()
     threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    previous = Path.cwd()
+    previous, configured = Path.cwd(), os.environ.get("GRIDSEARCH_DATA")
     os.chdir(cwd)
+    if data_dir is not None:
+        os.environ["GRIDSEARCH_DATA"] = str(data_dir)
     try:
         with redirect_stdout(out), redirect_stderr(err):
             try:
@@ -140,6 +153,10 @@ def cli(*args: str, cwd: Path, data_dir: Path | None = None, check: bool = False
                 code = exc.code if isinstance(exc.code, int) else 1
     finally:
         os.chdir(previous)
+        if configured is None:
+            os.environ.pop("GRIDSEARCH_DATA", None)
+        else:
+            os.environ["GRIDSEARCH_DATA"] = configured
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic)
     result = Result(code, out.getvalue(), err.getvalue())

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import html
 import json
-import os
 import re
 import shutil
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ from gridsearch.errors import UserError
 from gridsearch.spec import datasets
 from gridsearch.spec.datasets import DATASETS
 from gridsearch.training import data
-from tests.conftest import cli, rows, write_sweep
+from tests.conftest import cli, needs, rows, write_sweep
 
 TINY = {
     "architecture": "lenet53",
@@ -39,12 +38,7 @@ def fashion_source(data_dir: Path) -> Path:
         None,
     )
     if found is None:
-        message = (
-            "Fashion-MNIST files not found: apt-get install dataset-fashion-mnist, or set GRIDSEARCH_FASHION_MNIST"
-        )
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        needs("Fashion-MNIST", "apt-get install dataset-fashion-mnist, or set GRIDSEARCH_FASHION_MNIST")
     return found
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, needs, write_sweep
 
 POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # Debian's layout
 
@@ -28,12 +28,6 @@ def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         return probe.getsockname()[1]
-
-
-def _missing(what: str) -> None:
-    if os.environ.get("CI"):
-        pytest.fail(f"{what} is not installed (see .ci/run)")
-    pytest.skip(f"{what} is not installed")
 
 
 @dataclass
@@ -69,8 +63,11 @@ def postgres_server() -> Iterator[PostgresServer]:
     """A new :class:`PostgresServer`, started; stopped and removed at the end."""
     initdb = POSTGRES_BINS[-1] if POSTGRES_BINS else Path(shutil.which("initdb") or "/nonexistent")
     if not initdb.exists():
-        _missing("PostgreSQL (Debian package postgresql)")
-    pytest.importorskip("psycopg")
+        needs("PostgreSQL", "apt-get install postgresql")
+    try:
+        import psycopg  # noqa: F401
+    except ImportError:
+        needs("psycopg", "pip install -e '.[test]'")
     folder = Path(tempfile.mkdtemp(prefix="gridsearch-pg-"))
     as_user = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
     if as_user:

@@ -38,18 +38,37 @@ def test_plan_counts_the_cost_and_estimates_it_from_recorded_epochs(tmp_path, da
         "estimate: nothing left to train",
     ]
     median = statistics.median(seconds for (seconds,) in rows(tmp_path / "results.db", "SELECT seconds FROM epochs"))
+    # epochs of another setting (bf16 + channels_last) in the same database are never counted for fp32 ones
+    fast = {
+        **TINY,
+        "params": {**TINY["params"], "epochs": 1, "amp": "bf16", "channels_last": True},
+        "grid": {"lr": [0.05]},
+    }
+    cli(
+        "run", str(write_sweep(tmp_path, "fast.yaml", name="fast", **fast)), cwd=tmp_path, data_dir=data_dir, check=True
+    )
+    assert len(rows(tmp_path / "results.db", "SELECT seconds FROM epochs")) == 5
     cost, estimate = plan_lines(more, tmp_path, "--workers", "3", "--device", "cpu")
     assert cost == "cost: 6 epochs, 1,800 training samples (300 per epoch); 6 epochs (1,800 samples) still to train"
     assert estimate == (  # the median epoch x 6 epochs over 3 workers, however slow this machine is today
         f"estimate: {format_duration(median * 6 / 3)} for 6 epochs, 3 workers, at {median:.2f} s per epoch of "
-        "lenet53 (median of 4 recorded) on 300 training images on cpu"
+        "lenet53 at batch 50 on 1 thread (median of 4 recorded) on 300 training images on cpu"
     )
+    more_fast = write_sweep(tmp_path, "more_fast.yaml", name="more_fast", **{**fast, "grid": {"lr": [0.5]}})
+    assert (
+        "s per epoch of lenet53 with bf16 and channels_last at batch 50 on 1 thread (median of 1 recorded)"
+        in (plan_lines(more_fast, tmp_path)[1])
+    )
+    for changed in ({"params": {**TINY["params"], "batch_size": 25}}, {"threads": 2}):
+        unlike = write_sweep(tmp_path, "unlike.yaml", name="unlike", **{**TINY, **changed})
+        assert plan_lines(unlike, tmp_path)[1].startswith("estimate: nothing to go on: no epochs of lenet53 at batch")
     # another training split, or successive halving (its rungs' epochs at most)
     other = write_sweep(
         tmp_path, "other.yaml", name="other", **{**TINY, "dataset": {**TINY["dataset"], "train_size": 400}}
     )
     assert plan_lines(other, tmp_path)[1] == (
-        "estimate: nothing to go on: no epochs of lenet53 on 400 training images on cpu are recorded in this "
+        "estimate: nothing to go on: no epochs of lenet53 at batch 50 on 1 thread on 400 training images on cpu "
+        "are recorded in this "
         "database (run a few trials, then plan again)"
     )
     halving_sweep = write_sweep(
@@ -83,6 +102,19 @@ def test_the_eta_counts_epochs_down_on_the_plain_and_the_live_display(capsys):
     live.epoch("a", {**epoch, "seconds": 30.0}, 3)
     live.close()
     assert live.bars.tasks[0].description == "s: 1 running · 1 pending · ETA 1m00s"
+
+
+def test_the_eta_waits_for_an_epoch_of_every_setting_still_to_train(capsys):
+    """Trials of two settings (fp32 and bf16): one's epochs say nothing about the other's."""
+    statuses = {"a": "pending", "b": "pending"}
+    progress = SweepProgress("s", statuses, workers=1, live=False, epochs_to_do={"fp32": 2, "bf16": 2})
+    epoch = {"epoch": 0, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.0, "val_accuracy": 0.5, "lr": 1.0}
+    progress.trial_started("a", "amp=off", 2, setting="fp32")
+    progress.epoch("a", {**epoch, "seconds": 4.0}, 2)
+    assert " · ETA " not in capsys.readouterr().err  # nothing to go on for the bf16 epochs
+    progress.trial_started("b", "amp=bf16", 2, setting="bf16")
+    progress.epoch("b", {**epoch, "seconds": 1.0}, 2)  # 1 fp32 epoch at 4 s + 1 bf16 epoch at 1 s
+    assert capsys.readouterr().err.rstrip().endswith("ETA 0m05s")
 
 
 def test_plan_reads_the_sweep_without_torch_and_run_builds_its_networks(tmp_path):

@@ -8,9 +8,14 @@ import pytest
 import torch
 
 from gridsearch.analysis import robustness
-from tests.conftest import ROOT
+from tests.conftest import ROOT, needs
 
-USPS = Path(os.environ.get("GRIDSEARCH_USPS") or ROOT.parent / "shared" / "datasets" / "usps")
+USPS = Path(
+    os.environ.get("GRIDSEARCH_USPS")
+    or next((f for f in (ROOT / "data" / "usps", ROOT.parent / "shared" / "datasets" / "usps") if f.is_dir()), "")
+    or ROOT / "data" / "usps"
+)
+"""USPS as ``evaluate`` finds it (``$GRIDSEARCH_USPS``, else ``data/usps``), or in the shared datasets folder."""
 
 
 def digit_images() -> torch.Tensor:
@@ -67,7 +72,7 @@ def test_external_sets_load_in_mnist_format():
     images, labels = robustness.load_sklearn_digits()
     assert images.shape == (1797, 1, 28, 28) and images.dtype == torch.uint8 and labels.tolist()[:3] == [0, 1, 2]
     if not (USPS / "usps.h5").exists():
-        pytest.skip(f"USPS not found at {USPS} (set GRIDSEARCH_USPS)")
+        needs(f"USPS at {USPS}", "set GRIDSEARCH_USPS to a folder with usps.h5")
     images, labels = robustness.load_usps(USPS)
     assert images.shape == (2007, 1, 28, 28) and np.bincount(labels.numpy()).tolist()[:3] == [359, 264, 198]
     ink = images[:, 0] > 0

@@ -21,6 +21,7 @@ from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.web.app import create_app
 from tests.conftest import ROOT, cli, rows, write_sweep
+from tests.test_datasets import fashion_source
 from tests.test_web_api import answer, data_url
 
 DOCS = ROOT / "docs" / "study"
@@ -88,6 +89,7 @@ def check_published(out: Path, data_dir: Path, tmp_path: Path, good: bool) -> No
 @pytest.mark.slow
 @pytest.mark.timeout(2700)  # 19 minutes on the 2-core machine under load
 def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_dir):
+    fashion_source(data_dir)  # two of its sweeps train on Fashion-MNIST
     files = []
     for name, changes in SWEEPS.items():
         sweep = {**TINY, "params": PARAMS, **changes, "name": name}

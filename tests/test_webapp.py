@@ -23,7 +23,7 @@ import pytest
 
 from benchmarks.web_predict_memory import burst, rss_mb, seven
 from gridsearch.web.limits import IDLE_SECONDS
-from tests.conftest import ROOT, rows, write_sweep
+from tests.conftest import ROOT, needs, rows, write_sweep
 from tests.test_web_api import web_study
 
 CHROMIUM = Path(os.environ.get("GRIDSEARCH_CHROMIUM", "/usr/bin/chromium"))
@@ -135,17 +135,12 @@ def live_run(study, data_dir):
 @pytest.fixture(scope="module")
 def browser(tmp_path_factory):
     """Headless Chromium (Debian's) driven by Playwright, with a fresh profile."""
-    reason = None
     try:
         from playwright.sync_api import sync_playwright
     except ImportError:
-        reason = "Playwright is not installed: pip install -e '.[test]'"
-    if reason is None and not CHROMIUM.exists():
-        reason = f"no Chromium at {CHROMIUM}: apt-get install chromium (or set GRIDSEARCH_CHROMIUM)"
-    if reason:
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        needs("Playwright", "pip install -e '.[test]'")
+    if not CHROMIUM.exists():
+        needs(f"Chromium at {CHROMIUM}", "apt-get install chromium (or set GRIDSEARCH_CHROMIUM)")
     with sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
             tmp_path_factory.mktemp("chromium-profile"),

@@ -6,6 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Sequence
 
+from gridsearch.cli.compat import TORCH_COMMANDS, check_torchvision
 from gridsearch.cli.parser import build_parser
 from gridsearch.cli.results import cmd_best, cmd_db, cmd_query, cmd_status, cmd_trials
 from gridsearch.cli.running import cmd_plan, cmd_run
@@ -32,6 +33,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "export": cmd_export,
     }[args.command]
     try:
+        if args.command in TORCH_COMMANDS:
+            check_torchvision()
         return handler(args)
     except UserError as exc:
         print("error: " + " ".join(str(exc).split()), file=sys.stderr)  # always one line

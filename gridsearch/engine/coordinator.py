@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from gridsearch import __version__
-from gridsearch.engine.cost import sweep_cost
+from gridsearch.engine.cost import Setting, sweep_cost
 from gridsearch.engine.devices import code_version
 from gridsearch.engine.endings import Endings
 from gridsearch.engine.failures import headline, nothing_finished
@@ -145,7 +145,7 @@ class Coordinator(SearchCallbacks):
             self._statuses(),
             self.options.workers or 1,
             False if self.options.plain else None,
-            cost.epochs_to_do,
+            cost.to_do,
         )
         self.storage.faults.waiting = self.progress.message
         self.space = SpaceWatch(self.artifacts, self.options.db_wait, self.progress.message)
@@ -291,7 +291,8 @@ class Coordinator(SearchCallbacks):
         for key in cohort:
             label = trial_label(self.configs[key], self.sweep.gridded_params, len(self.sweep.seeds) > 1)
             row = rows.get(key)
-            self.progress.trial_started(key, label, worker.members[key].epochs, row.epochs_run if row else 0)
+            trained, setting = row.epochs_run if row else 0, Setting.of_config(self.configs[key])
+            self.progress.trial_started(key, label, worker.members[key].epochs, trained, setting)
 
     def _finish(self, worker: Worker, todo: deque[str]) -> None:
         """Record how each member of a worker that has exited ended (``Endings``); those trained again go back to

@@ -19,12 +19,18 @@ import multiprocessing
 import os
 import queue
 import threading
+import time
 from multiprocessing import context, forkserver, popen_forkserver, reduction, spawn, util
 from typing import Any
 
 from gridsearch.engine import worker
 from gridsearch.engine.jobs import Job
+from gridsearch.errors import Unavailable
 from gridsearch.training.events import Event
+
+START_ATTEMPTS = 3
+"""How many times a worker's start is tried when the forkserver dies while starting (``EOFError``): the standard
+library starts a new forkserver on the next try."""
 
 MAIN_MODULE_KEYS = ("init_main_from_name", "init_main_from_path")
 """What ``multiprocessing`` sends a child so that it re-imports the parent's ``__main__`` first."""
@@ -95,6 +101,10 @@ class ForkedWorker:
                 continue
 
 
+class ForkserverFailed(Unavailable):
+    """The forkserver that starts this machine's workers died while starting, on every try: the run stops."""
+
+
 class LocalExecutor:
     """Runs worker jobs as processes of this machine, forked from a preloaded forkserver."""
 
@@ -105,13 +115,28 @@ class LocalExecutor:
         self.context.set_forkserver_preload(worker.PRELOAD)
 
     def start(self, key: str, job: Job) -> ForkedWorker:
-        """Fork a worker for ``job``; its events go to the queue as ``(key, event)``, then ``(key, None)``."""
-        reader, writer = self.context.Pipe(duplex=False)
-        process = _WorkerProcess(target=worker.run_forked, args=(job, writer), name=f"trial-{key}")
-        process.start()
-        writer.close()  # the worker holds the only write end: end of file means it has exited
-        threading.Thread(target=self._forward, args=(key, reader), daemon=True).start()
-        return ForkedWorker(process)
+        """Fork a worker for ``job``; its events go to the queue as ``(key, event)``, then ``(key, None)``. A
+        forkserver that dies while starting is replaced (``START_ATTEMPTS`` tries), then stops the run."""
+        failure: Exception | None = None
+        for attempt in range(1, START_ATTEMPTS + 1):
+            reader, writer = self.context.Pipe(duplex=False)
+            process = _WorkerProcess(target=worker.run_forked, args=(job, writer), name=f"trial-{key}")
+            try:
+                process.start()
+            except (EOFError, ConnectionError) as exc:
+                reader.close()
+                writer.close()
+                failure = exc
+                time.sleep(0.2 * attempt)  # lets the dead forkserver exit, so that the next try replaces it
+                continue
+            writer.close()  # the worker holds the only write end: end of file means it has exited
+            threading.Thread(target=self._forward, args=(key, reader), daemon=True).start()
+            return ForkedWorker(process)
+        raise ForkserverFailed(
+            f"the forkserver that starts workers died while starting, {START_ATTEMPTS} times ({failure or 'EOF'}); "
+            "the run stopped, its trials are resumable: check memory and the installation "
+            "(python -c 'import torch'), then run the same command again"
+        )
 
     def _forward(self, key: str, reader: Any) -> None:
         with reader:

@@ -1,11 +1,14 @@
 """Progress of a running sweep: a live rich display on a terminal, plain log lines otherwise; both with an
-ETA from the epochs still to train and the seconds this run's epochs took, so it moves during long trials."""
+ETA from the epochs still to train and the seconds this run's like epochs took (same setting: see
+``gridsearch.engine.cost.Setting``), so it moves during long trials."""
 
 from __future__ import annotations
 
 import sys
 import time
 from collections import Counter
+from collections.abc import Hashable, Mapping
+from typing import Any
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
@@ -22,17 +25,28 @@ class SweepProgress:
     rung being run).
 
     ``live=None`` picks the rich display when stderr is a terminal. ``epochs_to_do``: what the run has to
-    train (see ``gridsearch.engine.cost``), counted down as epochs come in.
+    train, by setting (``Cost.to_do``, see ``gridsearch.engine.cost``), counted down as epochs come in.
     """
 
     def __init__(
-        self, sweep: str, statuses: dict[str, str], workers: int, live: bool | None = None, epochs_to_do: int = 0
+        self,
+        sweep: str,
+        statuses: dict[str, str],
+        workers: int,
+        live: bool | None = None,
+        epochs_to_do: int | Mapping[Any, int] = 0,
     ):
         self.sweep = sweep
         self.statuses = dict(statuses)
         self.workers = workers
-        self.epochs_to_do = epochs_to_do
-        self.epoch_seconds: list[float] = []
+        self.to_do: dict[Hashable, int] = (
+            dict(epochs_to_do) if isinstance(epochs_to_do, Mapping) else {None: epochs_to_do}
+        )
+        """Epochs still to train, by setting (``None``: one setting for all)."""
+        self.epoch_seconds: dict[Hashable, list[float]] = {}
+        """This run's seconds per epoch, by setting."""
+        self.settings: dict[str, Hashable] = {}
+        """Running trial -> its setting."""
         self.targets: dict[str, int] = {}
         """Running trial -> the epoch count it trains to."""
         self.reached: dict[str, int] = {}
@@ -65,14 +79,25 @@ class SweepProgress:
         return f"{self.sweep}{self.rung}: " + " · ".join(parts)
 
     def _eta(self) -> str:
-        """' · ETA 1m20s': the epochs still to train x this run's recent seconds per epoch, spread over the
-        workers (no more than the trials left to run); '' before the first epoch or after the last."""
-        if not self.epoch_seconds or not self.epochs_to_do:
+        """' · ETA 1m20s': the epochs still to train of each setting x this run's recent seconds per epoch of
+        that setting, spread over the workers (no more than the trials left to run); '' after the last epoch
+        and while a setting with epochs to train has none trained yet (nothing to go on)."""
+        left = {setting: epochs for setting, epochs in self.to_do.items() if epochs}
+        if not left or any(setting not in self.epoch_seconds for setting in left):
             return ""
-        recent = self.epoch_seconds[-ETA_WINDOW:]
+        seconds = sum(
+            sum(recent) / len(recent) * epochs
+            for setting, epochs in left.items()
+            for recent in [self.epoch_seconds[setting][-ETA_WINDOW:]]
+        )
         unfinished = len(self.statuses) - self._finished()
         lanes = max(1, min(self.workers, unfinished))
-        return f" · ETA {format_duration(sum(recent) / len(recent) * self.epochs_to_do / lanes)}"
+        return f" · ETA {format_duration(seconds / lanes)}"
+
+    def _trained(self, key: str, epochs: int) -> None:
+        setting = self.settings.get(key)
+        if setting in self.to_do:
+            self.to_do[setting] = max(0, self.to_do[setting] - epochs)
 
     def _log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
@@ -90,9 +115,12 @@ class SweepProgress:
         if self.live:
             self.bars.update(self.overall, total=len(self.statuses), description=self._summary())
 
-    def trial_started(self, key: str, label: str, epochs: int, trained: int = 0) -> None:
-        """Trial ``key`` starts (or resumes after ``trained`` epochs) to train to ``epochs`` epochs."""
+    def trial_started(
+        self, key: str, label: str, epochs: int, trained: int = 0, setting: Hashable | None = None
+    ) -> None:
+        """Trial ``key`` (of ``setting``) starts (or resumes after ``trained`` epochs) to train to ``epochs``."""
         self.statuses[key] = TrialStatus.RUNNING
+        self.settings[key] = setting
         self.labels[key] = label
         self.targets[key], self.reached[key] = epochs, trained
         if self.live:
@@ -104,8 +132,8 @@ class SweepProgress:
     def epoch(self, key: str, metrics: EpochMetrics, epochs: int) -> None:
         """A newly trained epoch (not one replayed after a resume), shown as a count of epochs trained: epoch
         numbers count from 0 everywhere (the database, "best epoch", "resumed after epoch")."""
-        self.epochs_to_do = max(0, self.epochs_to_do - 1)
-        self.epoch_seconds.append(metrics["seconds"])
+        self._trained(key, 1)
+        self.epoch_seconds.setdefault(self.settings.get(key), []).append(metrics["seconds"])
         self.reached[key] = metrics["epoch"] + 1
         text = (
             f"{metrics['epoch'] + 1}/{epochs} epochs · val accuracy {format_percent(metrics['val_accuracy'])}"
@@ -124,7 +152,7 @@ class SweepProgress:
     def trial_finished(self, key: str, status: str, detail: str) -> None:
         self.statuses[key] = status
         if status in FINISHED:  # it trains no further (early stop, failure): its untrained epochs are off
-            self.epochs_to_do = max(0, self.epochs_to_do - (self.targets.get(key, 0) - self.reached.get(key, 0)))
+            self._trained(key, self.targets.get(key, 0) - self.reached.get(key, 0))
         self.targets.pop(key, None)
         self.reached.pop(key, None)
         if self.live:
