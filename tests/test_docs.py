@@ -1,5 +1,6 @@
-"""The README and the manual in docs/ as a reader meets them: every shell block either runs as written, in the
-order shown, or is marked ``<!-- not run: why -->`` on the line before it; every link between the pages resolves.
+"""The README and the manual in docs/ as a reader meets them: every shell and Python block either runs as written,
+in the order shown, or is marked ``<!-- not run: why -->`` on the line before it; every link between the pages
+resolves.
 
 A page's blocks run in one fresh folder, one after another, as a reader would type them in a clone: it holds the
 sweep files (``grids/``), the published study's database (``docs/study/results.db``) and, as after a run, a copy
@@ -23,22 +24,24 @@ PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 NOT_RUN = re.compile(r"<!-- not run: (?P<why>\S.*?) -->")
 FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
 SHELL = {"bash", "sh", "shell", "console"}
+RUNNABLE = SHELL | {"python"}
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\((?P<target>[^)\s]+)\)|!\[[^\]]*\]\((?P<image>[^)\s]+)\)")
 BLOCK_SECONDS = 120
 
 
 @dataclass(frozen=True)
 class Block:
-    """One fenced shell block: where it is, its text, and why it is not run (``None``: it is run)."""
+    """One fenced shell or Python block: where it is, its text, and why it is not run (``None``: it is run)."""
 
     page: Path
     line: int
+    lang: str
     text: str
     not_run: str | None
 
 
-def shell_blocks(page: Path) -> list[Block]:
-    """The page's fenced shell blocks in order, each with the ``not run`` mark of the line before it."""
+def runnable_blocks(page: Path) -> list[Block]:
+    """The page's fenced shell and Python blocks in order, each with the ``not run`` mark of the line before it."""
     lines = page.read_text().split("\n")
     blocks: list[Block] = []
     index = 0
@@ -48,10 +51,10 @@ def shell_blocks(page: Path) -> list[Block]:
             index += 1
             continue
         end = next(i for i in range(index + 1, len(lines)) if lines[i].startswith("```"))
-        if fence["lang"] in SHELL:
+        if fence["lang"] in RUNNABLE:
             mark = NOT_RUN.search(lines[index - 1]) if index else None
             text = "\n".join(lines[index + 1 : end])
-            blocks.append(Block(page, index + 1, text, mark["why"] if mark else None))
+            blocks.append(Block(page, index + 1, fence["lang"], text, mark["why"] if mark else None))
         index = end + 1
     return blocks
 
@@ -100,14 +103,15 @@ def reader_env(folder: Path) -> dict[str, str]:
 
 
 @pytest.mark.parametrize("page", PAGES, ids=lambda p: p.relative_to(ROOT).as_posix())
-def test_every_shell_block_runs_or_says_why_not(page: Path, tmp_path: Path) -> None:
+def test_every_block_runs_or_says_why_not(page: Path, tmp_path: Path) -> None:
     folder = reader_folder(tmp_path)
     env = reader_env(folder)
-    for block in shell_blocks(page):
+    for block in runnable_blocks(page):
         if block.not_run is not None:
             continue
+        shell = ["bash", "-e", "-o", "pipefail", "-c"] if block.lang in SHELL else [sys.executable, "-c"]
         done = subprocess.run(
-            ["bash", "-e", "-o", "pipefail", "-c", block.text],
+            [*shell, block.text],
             cwd=folder,
             env=env,
             capture_output=True,
@@ -122,7 +126,7 @@ def test_every_shell_block_runs_or_says_why_not(page: Path, tmp_path: Path) -> N
 def test_the_readme_fits_on_a_page_and_runs_something() -> None:
     readme = ROOT / "README.md"
     assert len(readme.read_text().split("\n")) <= 250
-    blocks = shell_blocks(readme)
+    blocks = runnable_blocks(readme)
     assert any(block.not_run is None for block in blocks)
     cpu_hint = next(i for i, b in enumerate(blocks) if "download.pytorch.org/whl/cpu" in b.text)
     set_up = next(i for i, b in enumerate(blocks) if "pip install -e ." in b.text and "whl/cpu" not in b.text)
@@ -146,8 +150,8 @@ def test_links_between_pages_resolve(page: Path) -> None:
             assert anchor in anchors(resolved), f"{page.relative_to(ROOT)}: {target}: no such heading"
 
 
-def test_shell_blocks_are_found_and_marks_give_a_reason() -> None:
-    blocks = [block for page in PAGES for block in shell_blocks(page)]
+def test_blocks_are_found_and_marks_give_a_reason() -> None:
+    blocks = [block for page in PAGES for block in runnable_blocks(page)]
     assert len(blocks) >= 10
     for page in PAGES:
         lines = page.read_text().split("\n")
@@ -156,4 +160,4 @@ def test_shell_blocks_are_found_and_marks_give_a_reason() -> None:
                 where = f"{page.relative_to(ROOT)}:{number}"
                 assert NOT_RUN.search(line), f"{where}: say why: <!-- not run: why -->"
                 fence = FENCE.match(lines[number]) if number < len(lines) else None
-                assert fence and fence["lang"] in SHELL, f"{where}: a mark belongs right before a shell block"
+                assert fence and fence["lang"] in RUNNABLE, f"{where}: a mark precedes a shell or Python block"
