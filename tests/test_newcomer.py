@@ -1,4 +1,4 @@
-"""What a newcomer following the README meets: a run refused for want of MNIST leaves no file behind, the
+"""What a newcomer following the README and docs/ meets: a run refused for want of MNIST leaves no file behind, the
 TensorBoard example writes the logs of trials an earlier run trained, one number format everywhere,
 optimizer params shown only where they apply, and the ignore file."""
 

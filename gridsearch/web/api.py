@@ -1,5 +1,5 @@
 """The JSON endpoints under ``/api/``: the sweeps with their trial counts, one sweep's trials, the tested
-models and a drawing classified. The pages poll them; their shapes are in README ("Web app")."""
+models and a drawing classified. The pages poll them; their shapes are in docs/webapp.md."""
 
 from __future__ import annotations
 
