@@ -102,8 +102,9 @@ class SweepProgress:
             self._log(f"trial {key} {label} started")
 
     def epoch(self, key: str, metrics: EpochMetrics, epochs: int) -> None:
-        """A newly trained epoch (not one replayed after a resume), shown as a count of epochs trained: epoch
-        numbers count from 0 everywhere (the database, "best epoch", "resumed after epoch")."""
+        """A newly trained epoch (not one replayed after a resume), shown as a count of epochs trained: what a
+        person reads counts epochs from 1 ("1/100 epochs", "at epoch 1", "resumed after epoch 1"; the database
+        counts from 0, see ``format_epoch``)."""
         self.epochs_to_do = max(0, self.epochs_to_do - 1)
         self.epoch_seconds.append(metrics["seconds"])
         self.reached[key] = metrics["epoch"] + 1
