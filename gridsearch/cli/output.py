@@ -38,7 +38,8 @@ def selected_line(storage: Storage, sweep: str) -> str:
     gridded = format_params((name, config_value(trial.config, name)) for name in row.gridded_params)
     tested = "not tested"
     if test is not None:
-        tested = f"test {format_percent(test.accuracy)} ({format_count(test.errors)} errors in {format_count(test.samples)})"
+        errors = f"{format_count(test.errors)} errors in {format_count(test.samples)}"
+        tested = f"test {format_percent(test.accuracy)} ({errors})"
     val = format_percent(trial.val_accuracy)
     dataset = DATASETS[trial.config["dataset"]["name"]]
     on = "" if dataset.name == "mnist" else f" on {dataset.title}"
@@ -109,10 +110,10 @@ def narrow(table: pd.DataFrame, width: int = TERMINAL_COLUMNS) -> pd.DataFrame:
     counts = [status.value for status in STATUS_ORDER if status.value in table]
     table = table.drop(columns=[column for column in counts if not table[column].any()])
     if "error" in table:
-        table["error"] = table["error"].map(lambda v: v if isinstance(v, str) else "")
-        room = width - _width(table.drop(columns="error")) - 2
-        table["error"] = table["error"].map(lambda text: text if len(text) <= room else text[: max(room - 1, 0)] + "…")
-        if not table["error"].str.len().any():
+        errors = table["error"].map(lambda v: v if isinstance(v, str) else "")
+        room = max(width - _width(table.drop(columns="error")) - 1, len("error"))
+        table["error"] = errors.map(lambda text: text if len(text) <= room else text[: room - 1] + "…")
+        if not errors.str.len().any():
             table = table.drop(columns="error")
     for column in LESS_READ:
         if _width(table) <= width:
