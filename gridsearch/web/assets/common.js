@@ -34,6 +34,11 @@ function count(value) {
   return value == null ? "" : Number(value).toLocaleString("en-US");
 }
 
+/** A trial key as narrow tables show it: its first 8 characters (the whole key is in its title). */
+function shortKey(key) {
+  return key.slice(0, 8);
+}
+
 /** A stored epoch (counted from 0) as a person counts it, from 1. */
 function epochNumber(value) {
   return value == null ? "" : String(value + 1);
