@@ -161,13 +161,31 @@ def format_params(params: Iterable[tuple[str, Any]]) -> str:
     return " ".join(f"{name}={format_value(value)}" for name, value in params)
 
 
-def format_percent(fraction: float | None, decimals: int = 2) -> str:
+TERMINAL_COLUMNS = 100
+"""The width the CLI's tables fit unless asked for ``--wide``."""
+SHORT_KEY = 8
+"""How many characters of a trial key a narrow table shows (as the progress lines do)."""
+PERCENT_DECIMALS = 2
+"""Every accuracy a person reads has two decimals (98.40%): the CLI, the report, the web app and the progress lines."""
+
+
+def format_percent(fraction: float | None, decimals: int = PERCENT_DECIMALS) -> str:
     """An accuracy (a fraction) as a percentage with fixed decimals: ``98.70%``; '' for None."""
     return (
         ""
         if fraction is None or (isinstance(fraction, float) and math.isnan(fraction))
         else f"{fraction * 100:.{decimals}f}%"
     )
+
+
+def format_count(count: int | None) -> str:
+    """A count with thousands separators: ``10,000``; '' for None."""
+    return "" if count is None else f"{count:,}"
+
+
+def format_epoch(epoch: int | None) -> str:
+    """An epoch as a person counts it, from 1 (the database counts from 0): stored epoch 0 -> ``1``; '' for None."""
+    return "" if epoch is None else str(epoch + 1)
 
 
 def tidy_float(value: float) -> float:

@@ -141,7 +141,7 @@ def test_failing_trials_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
     statuses = dict(rows(db, "SELECT json_extract(config, '$.params.lr'), status FROM trials"))
     assert statuses == {0.05: "done", 1e6: "failed"}
     (error,) = rows(db, "SELECT error FROM trials WHERE status = 'failed'")[0]
-    assert error.startswith("Diverged: training loss is nan at epoch 0")
+    assert error.startswith("Diverged: training loss is nan at epoch 1")
     assert rows(
         db, "SELECT json_extract(t.config, '$.params.lr') FROM sweeps s JOIN trials t ON t.key = s.selected_trial"
     ) == [(0.05,)]

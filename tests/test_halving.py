@@ -214,7 +214,7 @@ def test_the_best_of_rung_0_go_on_from_their_checkpoints_and_the_rest_stop(halve
     )
     assert dict(rows(db, "SELECT key, attempts FROM trials")) == {key: 2 if key in promoted else 1 for key in trials}
     for key in promoted:
-        assert f"trial {key} resumed after epoch 0" in log
+        assert f"trial {key} resumed after epoch 1" in log
         assert f"trial {key} 1/1 epochs " in log and f"trial {key} 1/3 epochs " not in log  # epoch 0 not retrained
         assert f"trial {key} 3/3 epochs " in log
     # the selected trial: the best of the last rung, tested once
@@ -271,7 +271,7 @@ def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_
     )
     # resumed from its last checkpoint: rung 0's, or one its worker wrote in rung 1 (perhaps after the kill,
     # before it noticed the coordinator had died)
-    assert re.search(rf"trial {killed} resumed after epoch [012]\b", result.stderr), result.stderr
+    assert re.search(rf"trial {killed} resumed after epoch [123]\b", result.stderr), result.stderr
     assert rows(db, TRIALS) == rows(reference, TRIALS)
     assert epoch_metrics(db) == epoch_metrics(reference) and epoch_metrics(db).items() >= rung_0.items()
     assert rows(db, SELECTION) == rows(reference, SELECTION) and len(rows(db, SELECTION)) == 1
@@ -286,7 +286,7 @@ def test_a_grid_sweep_of_the_same_points_resumes_the_stopped_trials(halved, tmp_
     full = write_sweep(folder, "full.yaml", **{**HALVED, "name": "full", "search": {"strategy": "grid"}})
     result = cli("run", str(full), cwd=folder, data_dir=data_dir, check=True)
     assert result.stderr.count(" started") == len(stopped) == 2  # the 2 done trials are not touched
-    assert all(f"trial {key} resumed after epoch 0" in result.stderr for key in stopped)
+    assert all(f"trial {key} resumed after epoch 1" in result.stderr for key in stopped)
     assert rows(db, "SELECT COUNT(*) FROM trials WHERE status = 'done' AND epochs_run = 3") == [(4,)]
     assert epoch_metrics(db).items() >= before.items() and len(epoch_metrics(db)) == 12
     # the halving sweep again: nothing to train, the same decisions (they read only the epochs below each budget)

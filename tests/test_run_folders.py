@@ -32,7 +32,7 @@ def test_a_fresh_database_beside_another_databases_run_folders_trains_its_own(tm
     assert sorted({name.split("/")[0] for name in before}) == sorted(keys)
 
     fresh = cli("run", str(sweep), "--db", "other.db", cwd=tmp_path, data_dir=data_dir, check=True)
-    assert "resumed" not in fresh.stderr  # it was "resumed after epoch 1", and nothing trained
+    assert "resumed" not in fresh.stderr  # it was "resumed after epoch 2", and nothing trained
     assert all((tmp_path / "runs" / "other" / key / "best.pt").exists() for key in keys)
     assert digests(tmp_path / "runs") == before | {f"other/{k}": v for k, v in digests(tmp_path / "runs/other").items()}
     assert epoch_metrics(tmp_path / "other.db") == epoch_metrics(tmp_path / "results.db")  # trained, same numbers
@@ -78,7 +78,7 @@ def test_each_run_folder_records_its_maker_and_a_reuse_on_purpose_says_whose_che
     selected = Storage(str(tmp_path / "other.db"), readonly=True).selected_trial("small")
     assert sorted(said) == sorted(
         [
-            *(f"trial {key} resumed after epoch 1, from checkpoints {by}" for key in keys),
+            *(f"trial {key} resumed after epoch 2, from checkpoints {by}" for key in keys),
             f"trial {selected}: testing the weights {by}",
         ]
     ), borrowed.stderr

@@ -12,7 +12,7 @@ from gridsearch.engine.selection import seeds_of, select_best, select_configurat
 from gridsearch.errors import UserError
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.store.models import TrialRow
-from gridsearch.vocabulary import TrialStatus
+from gridsearch.vocabulary import TrialStatus, format_percent
 from tests.conftest import cli, rows, write_sweep
 
 
@@ -127,4 +127,4 @@ def test_a_plain_sweep_picks_the_best_trial_and_an_over_seeds_one_the_best_mean(
     assert chosen["mean"]["test_accuracy"] == pytest.approx((tests[steady[0][0]] + tests[steady[1][0]]) / 2)
     text = cli("best", "mean", cwd=tmp_path, check=True).stdout
     assert "best mean val_accuracy over its 2 seeds (the selected trial is its best seed)" in text
-    assert f"mean val {means[steady_lr]:.3%}" in text
+    assert f"mean val {format_percent(means[steady_lr])}" in text

@@ -18,7 +18,7 @@ from gridsearch.analysis.test_sets import HeldOutImages
 from gridsearch.analysis.trained_models import BestModel, Scores, WeightsUnavailable, bf16, load_model, score
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, Paragraph, table
 from gridsearch.training.data import Images
-from gridsearch.vocabulary import format_percent
+from gridsearch.vocabulary import format_count, format_epoch, format_percent
 
 GRID_SIZE = 30
 """Images in each grid of misclassified and of random test predictions."""
@@ -134,9 +134,9 @@ def evaluation_section(folder: Folder, model: BestModel, tests: HeldOutImages, r
     name = model.name
     blocks: list[Block] = [
         Paragraph(
-            f"Trial {model.trial.key} ({model.config_text}), best epoch {model.trial.best_epoch}: "
-            f"test accuracy {format_percent(model.test.accuracy)}, {model.test.errors} errors in "
-            f"{model.test.samples:,} test images, test loss {model.test.loss:.4f}."
+            f"Trial {model.trial.key} ({model.config_text}), best epoch {format_epoch(model.trial.best_epoch)}: "
+            f"test accuracy {format_percent(model.test.accuracy)}, {format_count(model.test.errors)} errors in "
+            f"{format_count(model.test.samples)} test images, test loss {model.test.loss:.4f}."
         ),
     ]
     if isinstance(rerun, WeightsUnavailable):

@@ -51,7 +51,7 @@ from gridsearch.errors import UserError
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import FINISHED, format_percent
+from gridsearch.vocabulary import FINISHED, format_count, format_percent
 
 RESULT_FORMATS: dict[str, Format] = {
     "val_accuracy": format_percent,
@@ -200,7 +200,7 @@ def sweep_page(
     folder.page(f"gridsearch report: sweep {model.name}", sections, filename, up="index.html")
     summary = (
         f"{model.trial.architecture}, {model.config_text}: test accuracy {format_percent(model.test.accuracy)} "
-        f"({model.test.errors} errors in {model.test.samples:,})"
+        f"({format_count(model.test.errors)} errors in {format_count(model.test.samples)})"
     )
     return Link(filename, model.name, summary)
 

@@ -7,9 +7,22 @@ import pandas as pd
 from gridsearch.spec.config import config_value
 from gridsearch.spec.datasets import described
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import format_params, format_percent, format_value, tidy_float
+from gridsearch.vocabulary import (
+    SHORT_KEY,
+    STATUS_ORDER,
+    TERMINAL_COLUMNS,
+    format_count,
+    format_epoch,
+    format_params,
+    format_percent,
+    format_value,
+    tidy_float,
+)
 
 PERCENT_COLUMNS = ("val_accuracy", "accuracy", "test_accuracy")
+EPOCH_COLUMNS = ("best_epoch", "epoch")
+"""Columns that hold a stored (0-based) epoch number, shown from 1 on a terminal."""
+COUNT_COLUMNS = ("parameter_count", "parameters", "samples", "errors", "train_size", "epochs_run")
 SECONDS_DECIMALS = 3
 """Durations in CSV and JSON: to the millisecond (a sum of epoch times is 38.32, not 38.319873280000024)."""
 
@@ -25,20 +38,26 @@ def selected_line(storage: Storage, sweep: str) -> str:
     gridded = format_params((name, config_value(trial.config, name)) for name in row.gridded_params)
     tested = "not tested"
     if test is not None:
-        tested = f"test {format_percent(test.accuracy, 3)} ({test.errors} errors in {test.samples})"
-    val = format_percent(trial.val_accuracy, 3)
+        errors = f"{format_count(test.errors)} errors in {format_count(test.samples)}"
+        tested = f"test {format_percent(test.accuracy)} ({errors})"
+    val = format_percent(trial.val_accuracy)
     dataset = described(trial.config["dataset"])
     on = "" if dataset.name == "mnist" else f" on {dataset.title}"
-    return f"selected trial {trial.key} ({gridded}){on}: val {val} at epoch {trial.best_epoch}; {tested}"
+    return f"selected trial {trial.key} ({gridded}){on}: val {val} at epoch {format_epoch(trial.best_epoch)}; {tested}"
 
 
 def percent_columns(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` as people read it on a terminal: accuracies as percentages, losses to 4 decimals, seconds
-    to a tenth, other numbers as written in sweep files (``lr_step`` 4, not 4.0)."""
+    to a tenth, counts with thousands separators, epochs from 1, other numbers as written in sweep files
+    (``lr_step`` 4, not 4.0)."""
     table = table.copy()
     for column in table.columns:
         if column in PERCENT_COLUMNS:
-            shown = table[column].map(lambda v: format_percent(v, 3) if pd.notna(v) else "")
+            shown = table[column].map(lambda v: format_percent(v) if pd.notna(v) else "")
+        elif column in EPOCH_COLUMNS:
+            shown = table[column].map(lambda v: format_epoch(int(v)) if pd.notna(v) else "")
+        elif column in COUNT_COLUMNS:
+            shown = table[column].map(lambda v: format_count(int(v)) if pd.notna(v) else "")
         elif column.endswith("loss"):
             shown = table[column].map(lambda v: f"{v:.4f}" if pd.notna(v) else "")
         elif column.endswith("seconds"):
@@ -73,3 +92,37 @@ def format_table(table: pd.DataFrame, fmt: str) -> str:
     if table.empty:
         return "(no rows)"
     return table.to_string(index=False, na_rep="")
+
+
+KEY_COLUMNS = ("key", "selected")
+LESS_READ = ("train_seconds", "val_loss", "epochs_run", "seed")
+"""What a narrow table drops first, in order, when it cannot fit otherwise."""
+
+
+def narrow(table: pd.DataFrame, width: int = TERMINAL_COLUMNS) -> pd.DataFrame:
+    """``table`` (as ``percent_columns`` shows it, or ``status``'s counts) cut to fit ``width`` columns: trial keys to
+    their first ``SHORT_KEY`` characters, count columns that are all 0 dropped, errors cut with '…', then the
+    columns of ``LESS_READ`` dropped until it fits (``--wide`` shows it all)."""
+    table = table.copy()
+    for column in KEY_COLUMNS:
+        if column in table:
+            table[column] = table[column].map(lambda v: v[:SHORT_KEY] if isinstance(v, str) else "")
+    counts = [status.value for status in STATUS_ORDER if status.value in table]
+    table = table.drop(columns=[column for column in counts if not table[column].any()])
+    if "error" in table:
+        errors = table["error"].map(lambda v: v if isinstance(v, str) else "")
+        room = max(width - _width(table.drop(columns="error")) - 1, len("error"))
+        table["error"] = errors.map(lambda text: text if len(text) <= room else text[: room - 1] + "…")
+        if not errors.str.len().any():
+            table = table.drop(columns="error")
+    for column in LESS_READ:
+        if _width(table) <= width:
+            break
+        if column in table:
+            table = table.drop(columns=column)
+    return table
+
+
+def _width(table: pd.DataFrame) -> int:
+    """How many characters the widest line of ``table`` as a plain-text table takes."""
+    return max((len(line) for line in format_table(table, "table").splitlines()), default=0)

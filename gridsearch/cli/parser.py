@@ -10,6 +10,7 @@ from gridsearch.engine.options import DEFAULT_MAX_TRIALS, DEVICES, EXECUTORS
 from gridsearch.spec.datasets import DATASETS
 from gridsearch.store.connection import DEFAULT_DB
 from gridsearch.store.faults import DEFAULT_WAIT_SECONDS
+from gridsearch.vocabulary import TERMINAL_COLUMNS
 
 DESCRIPTION = "Deterministic hyperparameter grid searches over digit-recognition networks."
 
@@ -140,11 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _format_option(plan)
 
-    command("status", "every sweep in the database with its trial counts")
+    status = command("status", "every sweep in the database with its trial counts")
+    _wide_option(status)
 
     trials = command("trials", "the trials of a sweep, best first")
     trials.add_argument("sweep")
     trials.add_argument("--top", type=_positive_int, default=None, help="show only the best N")
+    _wide_option(trials)
     _format_option(trials)
 
     best = command("best", "the selected trial of a sweep and its test evaluation")
@@ -254,6 +257,12 @@ def _model_options(parser: argparse.ArgumentParser) -> None:
         type=Path,
         default=None,
         help="where the datasets live (MNIST is downloaded there; default: $GRIDSEARCH_DATA, else ./data)",
+    )
+
+
+def _wide_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--wide", action="store_true", help=f"every column in full (default: the table fits {TERMINAL_COLUMNS} columns)"
     )
 
 

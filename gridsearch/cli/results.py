@@ -7,13 +7,13 @@ import json
 
 import pandas as pd
 
-from gridsearch.cli.output import format_table, percent_columns, selected_line
+from gridsearch.cli.output import format_table, narrow, percent_columns, selected_line
 from gridsearch.spec.datasets import described
 from gridsearch.spec.params import applicable
 from gridsearch.store import views
 from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import FINISHED, format_value
+from gridsearch.vocabulary import FINISHED, format_percent, format_value
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -24,7 +24,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     if (table["dataset"] == "mnist").all():  # the dataset is shown when a sweep trains on another
         table = table.drop(columns="dataset")
-    print(format_table(table, "table"))
+    print(format_table(table if args.wide else narrow(table), "table"))
     return 0
 
 
@@ -33,7 +33,9 @@ def cmd_trials(args: argparse.Namespace) -> int:
         table = views.trials_table(storage, args.sweep)
     if args.top:
         table = table.head(args.top)
-    print(format_table(percent_columns(table) if args.format == "table" else table, args.format))
+    if args.format == "table":
+        table = percent_columns(table) if args.wide else narrow(percent_columns(table))
+    print(format_table(table, args.format))
     return 0
 
 
@@ -78,7 +80,8 @@ def cmd_best(args: argparse.Namespace) -> int:
             print(_over_seeds_line(row.select_metric, _over_seeds(storage, args.sweep, trial.key)))
         print(f"architecture {trial.architecture}, seed {trial.seed}, params:")
         for name, value in params.items():
-            print(f"  {name}: {format_value(value)}")
+            if format_value(value) != "":  # an empty field (init_from: none) is not printed
+                print(f"  {name}: {format_value(value)}")
         if test is not None:
             confusion = pd.DataFrame(test.confusion)
             confusion.index.name = "true\\pred"
@@ -117,15 +120,15 @@ def _over_seeds(storage: Storage, sweep: str, key: str) -> dict:
 def _over_seeds_line(select: str, chosen: dict) -> str:
     """How an ``over_seeds: mean`` sweep selected: the configuration's means, then each of its seeds."""
     mean = chosen["mean"]
-    test = "not tested" if mean["test_accuracy"] is None else f"test {mean['test_accuracy']:.3%}"
+    test = "not tested" if mean["test_accuracy"] is None else f"test {format_percent(mean['test_accuracy'])}"
     seeds = "; ".join(
-        f"seed {s['seed']}: val {s['val_accuracy']:.3%}"
-        + ("" if s["test_accuracy"] is None else f", test {s['test_accuracy']:.3%}")
+        f"seed {s['seed']}: val {format_percent(s['val_accuracy'])}"
+        + ("" if s["test_accuracy"] is None else f", test {format_percent(s['test_accuracy'])}")
         for s in chosen["seeds"]
     )
     return (
         f"selected the configuration with the best mean {select} over its {len(chosen['seeds'])} seeds "
-        f"(the selected trial is its best seed): mean val {mean['val_accuracy']:.3%}, {test} ({seeds})"
+        f"(the selected trial is its best seed): mean val {format_percent(mean['val_accuracy'])}, {test} ({seeds})"
     )
 
 

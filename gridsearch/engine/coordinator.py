@@ -62,7 +62,7 @@ from gridsearch.store.models import TrialRow
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Owner, Storage
 from gridsearch.training.run_folders import Maker
-from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_params
+from gridsearch.vocabulary import CLAIMABLE, FAILURES, SCORED, TrialStatus, format_count, format_params
 
 HEARTBEAT_SECONDS = 10.0
 
@@ -396,7 +396,7 @@ class Coordinator(SearchCallbacks):
     def _evaluate(self, key: str) -> Evaluation | None:
         """Evaluate the trial's best weights on the test set in a worker; None if the worker failed (the reason
         kept with the trial until an evaluation succeeds)."""
-        self.progress.message(f"testing trial {key} on {self.sweep.dataset.test_size} test images")
+        self.progress.message(f"testing trial {key} on {format_count(self.sweep.dataset.test_size)} test images")
         worker = self._one_off("evaluate", [key])
         member = worker.members[key]
         reason = None if member.evaluation else self.endings.evaluation_failure(worker, member, worker.handle.poll())

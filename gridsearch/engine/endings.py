@@ -20,7 +20,7 @@ from gridsearch.engine.failures import exit_reason, headline, with_log, with_sta
 from gridsearch.engine.heartbeat import task_stage
 from gridsearch.engine.pool import MemberState, Worker
 from gridsearch.store.records import TrialSummary
-from gridsearch.vocabulary import TrialStatus
+from gridsearch.vocabulary import TrialStatus, format_epoch, format_percent
 
 MAX_RESTARTS = 2
 """How often one run trains a trial again after a failure from outside it, before leaving it for the next run."""
@@ -45,9 +45,9 @@ class Ending:
         """How it ended (with ``summary``, its scores if it has them), in a few words, for the progress line."""
         if summary is None:
             return f"{headline(self.error)}{f'; {self.next}' if self.next else ''}"
-        detail = f"val {summary['val_accuracy']:.2%} at epoch {summary['best_epoch']}"
+        detail = f"val {format_percent(summary['val_accuracy'])} at epoch {format_epoch(summary['best_epoch'])}"
         if self.status == TrialStatus.STOPPED:
-            detail += f", stopped after epoch {summary['epochs_run'] - 1}"
+            detail += f", stopped after epoch {summary['epochs_run']}"
         return detail
 
 

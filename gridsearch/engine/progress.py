@@ -130,8 +130,9 @@ class SweepProgress:
             self._log(f"trial {key} {label} started")
 
     def epoch(self, key: str, metrics: EpochMetrics, epochs: int) -> None:
-        """A newly trained epoch (not one replayed after a resume), shown as a count of epochs trained: epoch
-        numbers count from 0 everywhere (the database, "best epoch", "resumed after epoch")."""
+        """A newly trained epoch (not one replayed after a resume), shown as a count of epochs trained: what a
+        person reads counts epochs from 1 ("1/100 epochs", "at epoch 1", "resumed after epoch 1"; the database
+        counts from 0, see ``format_epoch``)."""
         self._trained(key, 1)
         self.epoch_seconds.setdefault(self.settings.get(key), []).append(metrics["seconds"])
         self.reached[key] = metrics["epoch"] + 1

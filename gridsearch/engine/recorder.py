@@ -71,7 +71,7 @@ class EventRecorder:
         self.storage.update_trial(member.key, parameter_count=event["parameter_count"])
         if event["resumed_from_epoch"]:
             made_by = f", from checkpoints made by {describe(member.made_by)}" if member.made_by else ""
-            self.progress.message(f"trial {member.key} resumed after epoch {event['resumed_from_epoch'] - 1}{made_by}")
+            self.progress.message(f"trial {member.key} resumed after epoch {event['resumed_from_epoch']}{made_by}")
 
     def epoch(self, worker: Worker, member: MemberState, event: events.Epoch) -> None:
         metrics = cast(EpochMetrics, {name: event[name] for name in EPOCH_FIELDS})  # type: ignore[literal-required]

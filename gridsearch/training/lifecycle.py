@@ -203,7 +203,7 @@ class Training:
     def check(self, train_loss: float, lr: float) -> None:
         """:class:`Diverged` if the epoch it just trained (at ``lr``) has a loss that is not finite."""
         if not math.isfinite(train_loss):
-            raise Diverged(f"training loss is {train_loss} at epoch {len(self.history)} (lr {lr:g})")
+            raise Diverged(f"training loss is {train_loss} at epoch {len(self.history) + 1} (lr {lr:g})")
 
     def record(self, metrics: EpochMetrics, rng: Randomness) -> None:
         """An epoch trained (its model and optimizer hold its end; ``rng``, the random state after it): step the

@@ -94,10 +94,13 @@ class Catalog:
 
     def tested_models(self, weights: bool = True) -> list[TestedModel]:
         """Every sweep's selected trial that was trained on digits, was tested and has its weights (``weights``;
-        else those whose weights are missing), best test accuracy first."""
-        found = []
+        else those whose weights are missing), each once (named by the first sweep that selected it), best test
+        accuracy first."""
+        found: list[TestedModel] = []
         for name in self.storage.sweep_names():
             key = self.storage.selected_trial(name)
+            if key in {model["trial"] for model in found}:  # a trial several sweeps selected is one model
+                continue
             test = self.storage.evaluation(key, "test") if key else None
             trial = self.storage.trial(key) if key else None
             if test is None or trial is None or self.has_weights(trial.key) != weights:

@@ -1,7 +1,7 @@
 // The recognizer: draw on the pad; on release the server makes it an MNIST digit and classifies it.
 "use strict";
 
-const STROKE_WIDTH = 22;   // on the 280-pixel pad: about MNIST's stroke once scaled into its 20-pixel box
+const strokeInput = document.getElementById("stroke");  // 22 by default on the 280-pixel pad: about MNIST's stroke
 const pad = document.getElementById("pad");
 const pen = pad.getContext("2d");
 const modelSelect = document.getElementById("model");
@@ -39,7 +39,7 @@ function position(event) {
 
 function strokeTo(point) {
   pen.strokeStyle = "black";
-  pen.lineWidth = STROKE_WIDTH;
+  pen.lineWidth = Number(strokeInput.value);
   pen.lineCap = pen.lineJoin = "round";
   pen.beginPath();
   pen.moveTo(...last);
@@ -53,7 +53,7 @@ function strokeTo(point) {
 function dot(point) {
   pen.fillStyle = "black";
   pen.beginPath();
-  pen.arc(...point, STROKE_WIDTH / 2, 0, 2 * Math.PI);
+  pen.arc(...point, Number(strokeInput.value) / 2, 0, 2 * Math.PI);
   pen.fill();
   inked = true;
 }
@@ -157,9 +157,10 @@ async function loadModels() {
 modelSelect.addEventListener("change", recognize);
 saliencyToggle.addEventListener("change", () => {
   saliencyCanvas.hidden = !saliencyToggle.checked;
-  document.getElementById("legend").hidden = !saliencyToggle.checked;
+  document.getElementById("legend").style.visibility = saliencyToggle.checked ? "visible" : "hidden";
   saliencyCaption();
 });
 document.getElementById("clear").addEventListener("click", clearPad);
+strokeInput.addEventListener("input", () => { document.getElementById("stroke-width").value = strokeInput.value; });
 clearPad();
 loadModels().catch((error) => message(error.message, true));

@@ -24,7 +24,7 @@ function columns(sweep) {
     { title: "seed", value: (t) => t.seed, show: String },
     { title: "status", value: (t) => t.status, cell: statusCell },
     { title: "epochs", value: (t) => t.epochs_run, cell: (t) => `${t.epochs_run} / ${t.epochs}` },
-    { title: "best epoch", value: (t) => t.best_epoch, show: (v) => (v == null ? "" : String(v)) },
+    { title: "best epoch", value: (t) => t.best_epoch, show: epochNumber },
     { title: "val accuracy", value: (t) => t.val_accuracy, show: (v) => percent(v) },
     { title: "val loss", value: (t) => t.val_loss, show: number(4) },
     { title: "train s", value: (t) => t.train_seconds, show: number(1) },
@@ -93,7 +93,7 @@ function renderTable() {
   }
   const shown = document.getElementById("trials-shown");
   shown.hidden = trials.length <= MAX_ROWS;
-  shown.textContent = `The first ${MAX_ROWS} of ${trials.length.toLocaleString()} trials; sort by a column to see others.`;
+  shown.textContent = `The first ${MAX_ROWS} of ${count(trials.length)} trials; sort by a column to see others.`;
   const rows = trials.slice(0, MAX_ROWS).map((trial) => element("tr", {
     "data-key": trial.key, class: trial.key === sweep.selected_trial ? "selected" : "" },
     ...cols.map((column) => {
@@ -138,9 +138,9 @@ function renderTest() {
   const params = Object.entries(trial.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
   document.getElementById("test").replaceChildren(
     element("p", {}, "Trial ", element("span", { class: "key" }, test.trial), ` (${params}, seed ${trial.seed}): `,
-            `validation ${score(sweep.select, trial[sweep.select])} at epoch ${trial.best_epoch}.`),
+            `validation ${score(sweep.select, trial[sweep.select])} at epoch ${epochNumber(trial.best_epoch)}.`),
     element("p", { class: "test-result" }, element("strong", {}, `Test accuracy ${percent(test.accuracy)}`),
-            `: ${test.errors} errors in ${test.samples.toLocaleString()} test images, ` +
+            `: ${count(test.errors)} errors in ${count(test.samples)} test images, ` +
             `test loss ${test.loss.toFixed(4)}.`),
     element("p", {}, element("a", { href: `/recognizer?trial=${test.trial}` }, "Draw a digit for this model →"), " · ",
             element("a", { href: `/trials/${test.trial}/learned` }, "What it learned →")));
@@ -190,7 +190,7 @@ async function renderFront() {
   document.getElementById("front-note").textContent = front.note ||
     `${front.front.length} of ${front.points} points on the front; selected by ${front.rule}.`;
   const show = (metric, value) => (metric === "val_accuracy" ? percent(value)
-    : metric === "parameters" ? Math.round(value).toLocaleString() : value.toPrecision(4));
+    : metric === "parameters" ? count(Math.round(value)) : value.toPrecision(4));
   document.querySelector("#front-table thead").replaceChildren(element("tr", {},
     ...["key", "params", ...front.objectives.map((o) => o.label), "test accuracy"].map((t) => element("th", {}, t))));
   document.querySelector("#front-table tbody").replaceChildren(...front.front.map((p) => element("tr",

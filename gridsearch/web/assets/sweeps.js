@@ -5,18 +5,19 @@ function sweepRow(sweep) {
   const link = element("a", { href: `/sweeps/${encodeURIComponent(sweep.name)}` }, sweep.name);
   const selected = !sweep.selected_trial ? ""
     : sweep.digits
-      ? element("a", { class: "key", href: `/recognizer?trial=${sweep.selected_trial}`,
-                       title: "draw a digit for this model" }, sweep.selected_trial)
-      : element("a", { class: "key", href: `/trials/${sweep.selected_trial}/learned`,
-                       title: `what this model learned (${sweep.dataset}: no digits to draw)` }, sweep.selected_trial);
+      ? element("a", { class: "key", href: `/recognizer?trial=${sweep.selected_trial}`, "data-key": sweep.selected_trial,
+                       title: `${sweep.selected_trial}: draw a digit for this model` }, shortKey(sweep.selected_trial))
+      : element("a", { class: "key", href: `/trials/${sweep.selected_trial}/learned`, "data-key": sweep.selected_trial,
+                       title: `${sweep.selected_trial}: what this model learned (${sweep.dataset}: no digits to draw)` },
+                shortKey(sweep.selected_trial));
   return element("tr", { "data-sweep": sweep.name },
     element("td", {}, link),
     element("td", {}, sweep.dataset ? `${sweep.architecture} on ${sweep.dataset}` : sweep.architecture),
     element("td", {}, progressBar(sweep.finished, sweep.trials)),
-    ...STATUSES.map((status) => element("td", { class: sweep[status] ? "num" : "num zero", "data-count": status },
-                                        String(sweep[status]))),
     element("td", { class: "num", title: sweep.select || "" }, score(sweep.select, sweep.best)),
-    element("td", {}, selected));
+    element("td", {}, selected),
+    ...STATUSES.map((status) => element("td", { class: sweep[status] ? "num" : "num zero", "data-count": status },
+                                        String(sweep[status]))));
 }
 
 async function refresh() {
