@@ -267,7 +267,9 @@ def test_the_recognizer_offers_only_models_trained_on_digits(both, fashion):
     models = client.get("/api/models").get_json()
     assert [m["trial"] for m in models["models"]] == [digits] and models["default"] == digits
     refused = client.get(f"/api/models/{clothes}")
-    assert refused.status_code == 409 and "trained on Fashion-MNIST, not one-channel digits" in refused.get_json()["error"]
+    assert (
+        refused.status_code == 409 and "trained on Fashion-MNIST, not one-channel digits" in refused.get_json()["error"]
+    )
     sweeps = {s["name"]: s for s in client.get("/api/sweeps").get_json()["sweeps"]}
     assert (sweeps["fashion"]["dataset"], sweeps["fashion"]["digits"]) == ("Fashion-MNIST", False)
     assert (sweeps["digits"]["dataset"], sweeps["digits"]["digits"]) == (None, True)
