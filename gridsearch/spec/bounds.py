@@ -28,7 +28,8 @@ THREADS_PER_CORE = 4
 """``threads`` above the machine's cores are warned about, and refused above this many times them."""
 FLOAT_BYTES = 4
 IMAGE_SHAPE = (1, 28, 28)
-"""The shape of one image of every dataset (``vocabulary.DATASETS``)."""
+"""The image shape the memory bounds assume: MNIST's (``spec.datasets`` entries of other shapes are not yet bounded at
+their own size)."""
 OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2}
 """Tensors of optimizer state per parameter (SGD's momentum; Adam's two moments)."""
 
