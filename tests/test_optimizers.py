@@ -34,7 +34,11 @@ MEMBERS: dict[str, list[dict[str, Any]]] = {
 
 
 def trial(architecture: str, kind: str, **params: Any) -> dict:
-    return {"architecture": architecture, "params": {**resolved_defaults(architecture), "optimizer": kind, **params}}
+    return {
+        "architecture": architecture,
+        "params": {**resolved_defaults(architecture), "optimizer": kind, **params},
+        "dataset": {"name": "mnist", "train_size": 1_000, "val_size": 100},
+    }
 
 
 def relative(a: torch.Tensor, b: torch.Tensor) -> float:

@@ -21,7 +21,7 @@ from gridsearch.errors import UserError
 from gridsearch.store import views
 from gridsearch.store.models import SCHEMA_VERSION
 from gridsearch.store.storage import Storage
-from gridsearch.vocabulary import TrialStatus
+from gridsearch.vocabulary import SHORT_KEY, TrialStatus
 from tests.conftest import ROOT, rows, write_sweep
 
 FIXTURES = ROOT / "tests" / "fixtures"
@@ -96,7 +96,7 @@ def test_a_version_2_database_reads_unchanged_by_every_read_only_command_and_is_
         assert code == 0 and err == "", (args, err)
         outputs[args[0] + (args[1] if args[0] in ("trials", "best") else "")] = out
     selected = dict(rows(v2, "SELECT name, selected_trial FROM sweeps"))
-    assert all(key in outputs["status"] for key in selected.values())
+    assert all(key[:SHORT_KEY] in outputs["status"] for key in selected.values())
     assert "done" in outputs["trialsold"] and selected["old"] in outputs["bestold"]
     # the halving sweep selects by val_loss: its last rung first, then the lowest loss
     trials = json.loads(outputs["trialsoldhalving"])
@@ -137,6 +137,14 @@ def test_storage_reads_a_version_2_database_as_typed_rows(v2):
     assert best["old"] == ("val_accuracy", rows(v2, of_sweep.format("MAX(val_accuracy)"), "old")[0][0])
     evaluation = storage.evaluation(row.selected_trial, "test")
     assert evaluation is not None and len(evaluation.predictions) == evaluation.samples == 20
+
+
+def test_a_short_key_finds_its_one_trial_and_a_prefix_of_several_finds_them_all(v2):
+    storage = Storage(str(v2), readonly=True)
+    keys = sorted(key for (key,) in rows(v2, "SELECT key FROM trials"))
+    assert [row.key for row in storage.trials_starting(keys[0][:SHORT_KEY])] == [keys[0]]
+    assert [row.key for row in storage.trials_starting("", limit=len(keys) + 1)] == keys
+    assert storage.trials_starting("%") == [] and storage.trials_starting("zz") == []
 
 
 def test_a_new_sqlite_database_has_the_tables_of_version_2_and_stores_json_as_the_same_text(v2, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -12,6 +13,9 @@ from gridsearch.cli.output import format_table, percent_columns
 from gridsearch.errors import UserError
 from gridsearch.store.connection import artifacts_dir
 from gridsearch.store.storage import Storage
+
+if TYPE_CHECKING:
+    from gridsearch.store.models import TrialRow
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -58,6 +62,18 @@ def _evaluate_front(storage: Storage, args: argparse.Namespace) -> int:
     return 0
 
 
+def _trial(storage: Storage, key: str) -> TrialRow:
+    """The trial ``key`` names in full or by a prefix of it (the short keys ``status`` and ``trials`` print)."""
+    found = storage.trial(key)
+    if found is not None:
+        return found
+    matches = storage.trials_starting(key) if key else []
+    if len(matches) != 1:
+        problem = "no trial" if not matches else "more than one trial"
+        raise UserError(f"{problem} with key {key!r} in {storage.location}")
+    return matches[0]
+
+
 def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     from gridsearch.analysis import robustness
     from gridsearch.analysis.trained_models import bf16, load_model, selected_trial
@@ -65,9 +81,7 @@ def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     from gridsearch.training.data import arrays_dir, default_data_dir, prepare, test_split
     from gridsearch.vocabulary import TrialStatus
 
-    trial = selected_trial(storage, args.sweep) if args.sweep else storage.trial(args.trial)
-    if trial is None:
-        raise UserError(f"no trial with key {args.trial!r} in {storage.location}")
+    trial = selected_trial(storage, args.sweep) if args.sweep else _trial(storage, args.trial)
     if trial.status != TrialStatus.DONE:
         raise UserError(f"trial {trial.key} is {trial.status}, not done: nothing to evaluate")
     model = load_model(trial, artifacts_dir(args.db, args.artifacts))

@@ -261,6 +261,13 @@ class Storage(Leases, Fronts):
             return session.get(TrialRow, key)
 
     @retried
+    def trials_starting(self, prefix: str, limit: int = 2) -> list[TrialRow]:
+        """Up to ``limit`` trials whose key starts with ``prefix`` (a key as ``status`` shortens it), by key."""
+        with self.session() as session:
+            query = select(TrialRow).where(TrialRow.key.startswith(prefix, autoescape=True))
+            return list(session.scalars(query.order_by(TrialRow.key).limit(limit)))
+
+    @retried
     def trial_rows(self, keys: Iterable[str]) -> dict[str, TrialRow]:
         """The stored trials among ``keys``, by key in the order given, read in bulk (one query per
         ``CHUNK`` keys) rather than one query each; keys with no trial are left out."""
