@@ -157,8 +157,9 @@ def format_value(value: Any) -> str:
 
 
 def format_params(params: Iterable[tuple[str, Any]]) -> str:
-    """``name=value`` pairs, e.g. ``lr=0.05 lr_step=3``."""
-    return " ".join(f"{name}={format_value(value)}" for name, value in params)
+    """``name=value`` pairs, e.g. ``lr=0.05 lr_step=3``; a param without a value (None: one its trial's architecture
+    does not take, as in a committee's pool of models) is left out, as every empty field is."""
+    return " ".join(f"{name}={format_value(value)}" for name, value in params if value is not None)
 
 
 TERMINAL_COLUMNS = 100

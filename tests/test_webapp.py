@@ -306,7 +306,8 @@ def test_sweep_page_shows_trials_best_first_figures_and_the_test_result(browser,
     ]
     assert keys == expected and len(keys) == LIVE_TRIALS
     page.click("#trials th:text-is('val loss')")
-    losses = [float(text) for text in page.locator("#trials tbody td:nth-child(10)").all_inner_texts()]
+    column = page.locator("#trials th").all_inner_texts().index("val loss") + 1
+    losses = [float(text) for text in page.locator(f"#trials tbody td:nth-child({column})").all_inner_texts()]
     assert losses == sorted(losses) and len(losses) == LIVE_TRIALS
     page.wait_for_function("""['curves', 'heatmap', 'confusion'].every(id => {
         const image = document.getElementById(id);

@@ -20,12 +20,13 @@ from gridsearch.analysis.significance import mcnemar_exact
 from gridsearch.analysis.trained_models import BestModel, bf16, load_model, score
 from gridsearch.analysis.webpage import Block, Folder, Format, Note, Paragraph, table
 from gridsearch.errors import UserError
+from gridsearch.spec.config import config_value
 from gridsearch.store import views
 from gridsearch.store.models import TrialRow
 from gridsearch.store.records import Evaluation
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
-from gridsearch.vocabulary import TrialStatus, format_percent, metric
+from gridsearch.vocabulary import TrialStatus, format_params, format_percent, metric
 
 if TYPE_CHECKING:
     import torch
@@ -113,6 +114,88 @@ def build_committee(storage: Storage, sweep: str, size: int | None, artifacts: P
     tried = {chosen: accuracies[chosen - 1]} if size else {k + 1: a for k, a in enumerate(accuracies)}
     result = evaluation(averaged, test.labels, time.perf_counter() - started)
     return Committee([t.key for t in candidates[:chosen]], tried, result)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One trial of a stored committee, as its sweep's page lists it."""
+
+    key: str
+    architecture: str
+    params: str
+    """The params that set it apart from the other members (``lr=0.008``; '' when none does), empty ones left out."""
+    seed: int
+    sweeps: list[str]
+    """Every sweep the trial belongs to (the committee's own among them)."""
+    val_accuracy: float | None
+    test_accuracy: float | None
+    """Its own ``test`` evaluation, when a sweep selected and tested it (None: not tested alone)."""
+
+
+@dataclass(frozen=True)
+class StoredCommittee:
+    """The latest committee evaluation stored on a sweep's selected trial, with its members: the first K of the
+    sweep's done trials as selection ranks them, as ``build_committee`` chose them (the members themselves are not
+    stored). ``others``: the sweeps that select the same trial but whose K best differ, for one of which it may
+    have been built instead."""
+
+    name: str
+    candidates: int
+    accuracy: float
+    errors: int
+    samples: int
+    members: list[Member]
+    others: list[str]
+
+
+def stored_committee(storage: Storage, sweep: str) -> StoredCommittee | None:
+    """The committee of ``sweep`` stored by ``evaluate --ensemble`` (the latest, if several), None if none is."""
+    row = storage.sweep(sweep)
+    if row.selected_trial is None:
+        return None
+    stored = views.evaluation_scores(storage, [row.selected_trial], PREFIX)
+    ranked = ranked_trials(storage, sweep)
+    found = stored[-1] if stored else None
+    size = int(found.name.removeprefix(PREFIX)) if found and found.name.removeprefix(PREFIX).isdigit() else 0
+    if found is None or not 0 < size <= len(ranked):
+        return None
+    chosen = ranked[:size]
+    keys = [trial.key for trial in chosen]
+    sweeps = views.trial_sweeps(storage, keys)
+    tested = {
+        score.trial_key: score.accuracy
+        for score in views.evaluation_scores(storage, keys, "test")
+        if score.name == "test"
+    }
+    values = {t.key: {p: config_value(t.config, p) for p in row.gridded_params if p != "architecture"} for t in chosen}
+    apart = [p for p in row.gridded_params if p != "architecture" and len({repr(v[p]) for v in values.values()}) > 1]
+    others = [
+        name
+        for name in sweeps[row.selected_trial]
+        if name != sweep
+        and storage.selected_trial(name) == row.selected_trial
+        and [t.key for t in ranked_trials(storage, name)[:size]] != keys
+    ]
+    return StoredCommittee(
+        name=found.name,
+        candidates=len(ranked),
+        accuracy=found.accuracy,
+        errors=found.errors,
+        samples=found.samples,
+        members=[
+            Member(
+                key=t.key,
+                architecture=t.architecture,
+                params=format_params((p, values[t.key][p]) for p in apart),
+                seed=t.seed,
+                sweeps=sweeps.get(t.key, []),
+                val_accuracy=t.val_accuracy,
+                test_accuracy=tested.get(t.key),
+            )
+            for t in chosen
+        ],
+        others=others,
+    )
 
 
 def committee_table(storage: Storage, models: list[BestModel], labels: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Mapping, Sequence
 
 import matplotlib
@@ -11,31 +12,44 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from gridsearch.analysis.axes import MAX_COLOURS, DistinctPercent, colours, legend_beside, panels
+from gridsearch.analysis.axes import MAX_COLOURS, DistinctPercent, colours, panels
 
+LABEL_WIDTH = 60
+"""Characters of a legend label's line: longer labels wrap."""
+PANEL_LABEL_WIDTH = 45
+"""Characters of a line of a small multiple's title."""
+LEGEND_CHARACTERS = 170
+"""About how many characters of 8-point legend text fit across a learning-curves figure (12.5 inches)."""
 MAX_ROWS = 7
 """Rows of small multiples at most: 7 rows of 2.4 inches stay under 2,000 pixels at the report's 110 dpi."""
 
 
 def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
     """Train (dashed) and val (solid) loss and accuracy per epoch, one colour per labelled trial and the legend
-    beside the plots; past ``MAX_COLOURS`` trials, small multiples of accuracy (``curve_panels``)."""
+    under the plots, its labels wrapped (the plots keep their width however long the labels are); past
+    ``MAX_COLOURS`` trials, small multiples of accuracy (``curve_panels``)."""
     if len(curves) > MAX_COLOURS:
         return curve_panels(curves)
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(12.5, 3.8))
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(12.5, 3.8), layout="constrained")
     for colour, (label, epochs) in zip(colours(len(curves)), curves.items()):
         loss.plot(epochs["epoch"], epochs["train_loss"], "--", color=colour)
-        loss.plot(epochs["epoch"], epochs["val_loss"], "-o", color=colour, markersize=3, label=label)
+        loss.plot(epochs["epoch"], epochs["val_loss"], "-o", color=colour, markersize=3, label=wrapped(label))
         accuracy.plot(epochs["epoch"], epochs["train_accuracy"], "--", color=colour)
-        accuracy.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color=colour, markersize=3, label=label)
+        accuracy.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color=colour, markersize=3)
     loss.set_ylabel("loss (dashed: train, solid: val)")
     accuracy.set_ylabel("accuracy (dashed: train, solid: val)")
     accuracy.yaxis.set_major_formatter(DistinctPercent())
     for axis in (loss, accuracy):
         _epoch_axis(axis, curves)
-    legend_beside(accuracy)
-    figure.tight_layout()
+    longest = max((len(line) for label in curves for line in wrapped(label).splitlines()), default=1)
+    columns = max(1, min(len(curves), LEGEND_CHARACTERS // (longest + 6)))
+    figure.legend(loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
     return figure
+
+
+def wrapped(label: str) -> str:
+    """A legend label on lines of at most ``LABEL_WIDTH`` characters, broken between its ``name=value`` pairs."""
+    return textwrap.fill(label, LABEL_WIDTH, break_long_words=False, break_on_hyphens=False)
 
 
 def curve_panels(curves: Mapping[str, pd.DataFrame], columns: int = 4) -> plt.Figure:
@@ -43,7 +57,9 @@ def curve_panels(curves: Mapping[str, pd.DataFrame], columns: int = 4) -> plt.Fi
     start at the lowest val accuracy after the first epoch (the first would flatten the rest)."""
     columns = max(columns, -(-len(curves) // MAX_ROWS))  # no taller than MAX_ROWS rows of panels
     rows, columns = panels(len(curves), columns)
-    figure, grid = plt.subplots(rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.4), squeeze=False)
+    figure, grid = plt.subplots(
+        rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.4), squeeze=False, layout="constrained"
+    )
     for axis, (label, epochs) in zip(grid.flat, curves.items()):
         axis.plot(epochs["epoch"], epochs["train_accuracy"], "--", color="C0", linewidth=1)
         axis.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color="C0", markersize=2.5, linewidth=1)
@@ -51,12 +67,11 @@ def curve_panels(curves: Mapping[str, pd.DataFrame], columns: int = 4) -> plt.Fi
         if len(later):
             axis.set_ylim(bottom=min(later.min(), epochs["train_accuracy"].iloc[-1]) - 0.002, top=1.0)
         axis.yaxis.set_major_formatter(DistinctPercent())
-        axis.set_title(label, fontsize=8)
+        axis.set_title(textwrap.fill(label, PANEL_LABEL_WIDTH, break_long_words=False), fontsize=8)
         _epoch_axis(axis, {label: epochs})
     for axis in list(grid.flat)[len(curves) :]:
         axis.axis("off")
     figure.suptitle("accuracy per epoch (dashed: train, solid: val)", fontsize=10)
-    figure.tight_layout()
     return figure
 
 

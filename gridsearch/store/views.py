@@ -321,3 +321,49 @@ def last_evaluation(storage: Storage, sweep: str) -> int:
             .where(SweepRow.name == sweep)
         )
     return int(found or 0)
+
+
+def trial_sweeps(storage: Storage, keys: Iterable[str]) -> dict[str, list[str]]:
+    """The sweeps each trial of ``keys`` belongs to (a trial can be in several: its key is its config's hash), in
+    the order the sweeps were made."""
+    query = (
+        select(SweepTrialRow.trial_key, SweepRow.name)
+        .join(SweepRow, SweepRow.id == SweepTrialRow.sweep_id)
+        .where(SweepTrialRow.trial_key.in_(list(keys)))
+        .order_by(SweepRow.id)
+    )
+    found: dict[str, list[str]] = {}
+    with storage.session() as session:
+        for key, name in session.execute(query):
+            found.setdefault(key, []).append(name)
+    return found
+
+
+class Score(NamedTuple):
+    """An evaluation of a trial without its confusion matrix and predictions."""
+
+    id: int
+    trial_key: str
+    name: str
+    accuracy: float
+    errors: int
+    samples: int
+
+
+def evaluation_scores(storage: Storage, keys: Iterable[str], prefix: str = "") -> list[Score]:
+    """The evaluations of the trials ``keys`` whose name starts with ``prefix`` (all: ``""``), oldest first, without
+    their predictions (only the scores leave the database)."""
+    query = (
+        select(
+            EvaluationRow.id,
+            EvaluationRow.trial_key,
+            EvaluationRow.name,
+            EvaluationRow.accuracy,
+            EvaluationRow.errors,
+            EvaluationRow.samples,
+        )
+        .where(EvaluationRow.trial_key.in_(list(keys)), EvaluationRow.name.startswith(prefix, autoescape=True))
+        .order_by(EvaluationRow.id)
+    )
+    with storage.session() as session:
+        return [Score(*row) for row in session.execute(query)]

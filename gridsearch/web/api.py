@@ -12,6 +12,7 @@ from typing import Any, TypedDict, cast
 import numpy as np
 from flask import Blueprint, Response, request
 
+from gridsearch.analysis.committee import stored_committee
 from gridsearch.analysis.effects import grid_effects
 from gridsearch.analysis.importance import MIN_TRIALS, sweep_importance
 from gridsearch.analysis.report import ReadOnce
@@ -159,9 +160,35 @@ class MarginSummary(TypedDict):
     text: str
 
 
+class CommitteeMember(TypedDict):
+    key: str
+    architecture: str
+    params: str
+    """What sets it apart from the other members (``lr=0.008``), empty params left out; '' when nothing does."""
+    seed: int
+    sweeps: list[str]
+    val_accuracy: float | None
+    test_accuracy: float | None
+    """Its own test accuracy, when a sweep selected and tested it."""
+
+
+class CommitteeSummary(TypedDict):
+    name: str
+    """The evaluation it is stored as on the selected trial, ``ensemble/top<K>``."""
+    candidates: int
+    accuracy: float
+    errors: int
+    samples: int
+    members: list[CommitteeMember]
+    others: list[str]
+    """Sweeps that select the same trial but whose K best differ: it may have been built for one of them."""
+
+
 class AnalysisAnswer(TypedDict):
     importance: ImportanceSummary | None
     margin: MarginSummary | None
+    committee: CommitteeSummary | None
+    """The latest committee of the sweep ``evaluate --ensemble`` stored, with its members; None: none yet."""
     notes: dict[str, str]
     """One line for each of importance and margin that is null, saying why."""
     results_version: str
@@ -295,6 +322,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
                 margin = sweep_uncertainty(reading, name, digits.test(dataset).labels.numpy()).margin
         if margin is None:
             notes["margin"] = "No margin yet: it needs a selected trial and a runner-up, two done trials."
+        committee = stored_committee(storage, name)
         return AnalysisAnswer(
             importance=importance,
             margin=None
@@ -306,6 +334,28 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
                 winner_correct=margin.winner_correct,
                 runner_up_correct=margin.runner_up_correct,
                 text=margin_text(margin),
+            ),
+            committee=None
+            if committee is None
+            else CommitteeSummary(
+                name=committee.name,
+                candidates=committee.candidates,
+                accuracy=committee.accuracy,
+                errors=committee.errors,
+                samples=committee.samples,
+                members=[
+                    CommitteeMember(
+                        key=m.key,
+                        architecture=m.architecture,
+                        params=m.params,
+                        seed=m.seed,
+                        sweeps=m.sweeps,
+                        val_accuracy=m.val_accuracy,
+                        test_accuracy=m.test_accuracy,
+                    )
+                    for m in committee.members
+                ],
+                others=committee.others,
             ),
             notes=notes,
             results_version=version,

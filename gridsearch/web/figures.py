@@ -17,10 +17,10 @@ from gridsearch.analysis import plots
 from gridsearch.analysis.curves import learning_curves
 from gridsearch.analysis.effects import grid_effects, grid_heatmap
 from gridsearch.analysis.importance import MIN_TRIALS, Importance, sweep_importance
-from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.config import TrialConfig, config_value
 from gridsearch.spec.datasets import described
 from gridsearch.store import views
-from gridsearch.vocabulary import format_params
+from gridsearch.vocabulary import SHORT_KEY, format_params
 from gridsearch.web.catalog import Catalog, RequestError
 from gridsearch.web.live import LiveSweeps, computing, digest
 
@@ -48,6 +48,18 @@ def drawn(make_figure: Callable[[], Figure]) -> bytes:
 def png(make_figure: Callable[[], Figure]) -> Response:
     """The figure ``make_figure`` draws, as a PNG response."""
     return Response(drawn(make_figure), mimetype="image/png")
+
+
+def curve_labels(configs: dict[str, TrialConfig], gridded: list[str]) -> dict[str, str]:
+    """Each trial's legend label: its key as the tables show it, then the gridded params (and seed) that set it
+    apart from the other trials drawn, empty ones left out (``3f2a9c1e lr=0.05 seed=1``)."""
+    values = {key: [*((p, config_value(c, p)) for p in gridded), ("seed", c["seed"])] for key, c in configs.items()}
+    apart = [
+        i
+        for i, (_, first) in enumerate(next(iter(values.values()), []))
+        if any(v[i][1] != first for v in values.values())
+    ]
+    return {key: " ".join([key[:SHORT_KEY], format_params(v[i] for i in apart)]).strip() for key, v in values.items()}
 
 
 def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
@@ -90,14 +102,9 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
                 raise RequestError(404, f"sweep {name} has no trial {key[:40]!r}")
         epochs = views.epochs(storage, keys)
 
-        def label(config: TrialConfig) -> str:
-            values = [(param, views.config_value(config, param)) for param in row.gridded_params]
-            return format_params([*values, ("seed", config["seed"])])
-
         def make() -> bytes:
-            return drawn(
-                lambda: learning_curves({label(members[key]): epochs[epochs["trial_key"] == key] for key in keys})
-            )
+            labels = curve_labels({key: members[key] for key in keys}, row.gridded_params)
+            return drawn(lambda: learning_curves({labels[key]: epochs[epochs["trial_key"] == key] for key in keys}))
 
         version = digest((tuple(keys), tuple(epochs.itertuples(index=False, name=None))))  # these trials' epochs
         return once(name, "curves", make, version)

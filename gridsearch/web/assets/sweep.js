@@ -13,21 +13,31 @@ let ticked = null;          // trial keys whose curves are drawn; null: the best
 let analysed = null;        // the results version whose analysis is shown
 const wanted = new Map();   // figure id -> the URL it should show (drawn in the background: asked until drawn)
 
-/** The trials table's columns: title, value of a trial, how to show it. */
+/** A param's value as a sweep file writes it; nothing for none (a param its trial's architecture does not take). */
+function asWritten(value) {
+  return value == null ? "" : typeof value === "object" ? JSON.stringify(value) : String(value);
+}
+
+/** The gridded params that take more than one value among the trials known (the others are said once). */
+function varying(sweep) {
+  return sweep.gridded.filter((name) => new Set(latest.trials.map((t) => asWritten(t.params[name]))).size > 1);
+}
+
+/** The trials table's columns: title, value of a trial, how to show it; the scores before the params, so that a
+ * sweep of many params (a committee's pool of models) keeps them in view. */
 function columns(sweep) {
   const number = (digits) => (v) => (v == null ? "" : v.toFixed(digits));
   return [
     { title: "curve", value: (t) => (curveKeys().includes(t.key) ? 0 : 1), cell: tickBox },
-    { title: "key", value: (t) => t.key, cell: (t) => element("span", { class: "key" }, t.key) },
-    ...sweep.gridded.map((name) => ({ title: name, value: (t) => t.params[name],
-                                      show: (v) => (typeof v === "object" ? JSON.stringify(v) : String(v)) })),
-    { title: "seed", value: (t) => t.seed, show: String },
+    { title: "key", value: (t) => t.key, cell: (t) => element("span", { class: "key", title: t.key }, shortKey(t.key)) },
     { title: "status", value: (t) => t.status, cell: statusCell },
     { title: "epochs", value: (t) => t.epochs_run, cell: (t) => `${t.epochs_run} / ${t.epochs}` },
     { title: "best epoch", value: (t) => t.best_epoch, show: epochNumber },
     { title: "val accuracy", value: (t) => t.val_accuracy, show: (v) => percent(v) },
     { title: "val loss", value: (t) => t.val_loss, show: number(4) },
     { title: "train s", value: (t) => t.train_seconds, show: number(1) },
+    ...varying(sweep).map((name) => ({ title: name, value: (t) => t.params[name], show: asWritten })),
+    { title: "seed", value: (t) => t.seed, show: String },
   ];
 }
 
@@ -101,6 +111,11 @@ function renderTable() {
       const content = column.cell ? column.cell(trial) : column.show(value);
       return element("td", { class: typeof value === "number" && !column.cell ? "num" : "" }, content);
     })));
+  const same = sweep.gridded.filter((name) => !varying(sweep).includes(name) && latest.trials.length
+    && latest.trials[0].params[name] != null);
+  const note = document.getElementById("trials-same");
+  note.hidden = !same.length;
+  note.textContent = `The same in every trial: ${same.map((name) => `${name}=${asWritten(latest.trials[0].params[name])}`).join(", ")}.`;
   document.querySelector("#trials thead").replaceChildren(head);
   document.querySelector("#trials tbody").replaceChildren(...rows);
 }
@@ -135,9 +150,10 @@ function renderTest() {
   const { sweep, test } = latest;
   if (!test) return;
   const trial = latest.trials.find((t) => t.key === test.trial);
-  const params = Object.entries(trial.params).map(([k, v]) => `${k}=${JSON.stringify(v)}`).join(", ");
+  const params = varying(sweep).filter((name) => trial.params[name] != null)  // the others are said above the table
+    .map((name) => `${name}=${asWritten(trial.params[name])}`).join(", ");
   document.getElementById("test").replaceChildren(
-    element("p", {}, "Trial ", element("span", { class: "key" }, test.trial), ` (${params}, seed ${trial.seed}): `,
+    element("p", {}, "Trial ", element("span", { class: "key" }, test.trial), ` (${params ? `${params}, ` : ""}seed ${trial.seed}): `,
             `validation ${score(sweep.select, trial[sweep.select])} at epoch ${epochNumber(trial.best_epoch)}.`),
     element("p", { class: "test-result" }, element("strong", {}, `Test accuracy ${percent(test.accuracy)}`),
             `: ${count(test.errors)} errors in ${count(test.samples)} test images, ` +
@@ -168,6 +184,38 @@ async function renderAnalysis() {
     : analysis.notes.importance;
   showFigure("importance", found ? `${BASE}/importance.png?v=${v}` : null);
   showFigure("parallel", found ? `${BASE}/parallel.png?v=${v}` : null);
+  renderCommittee(analysis.committee);
+}
+
+/** The committee `evaluate --ensemble` stored for the sweep, member by member (none: the section stays hidden). */
+function renderCommittee(committee) {
+  document.getElementById("committee-section").hidden = !committee;
+  if (!committee) return;
+  const size = committee.members.length;
+  document.getElementById("committee-note").replaceChildren(
+    element("strong", {}, `Test accuracy ${percent(committee.accuracy)}`),
+    `: ${count(committee.errors)} errors in ${count(committee.samples)} test images, the softmax probabilities of ` +
+    `the ${size === 1 ? "best done trial" : `${size} best done trials`} of ${count(committee.candidates)} by ` +
+    `validation averaged (evaluation ${committee.name} of the selected trial).`);
+  const apart = committee.members.some((m) => m.params);  // what sets members apart, when anything does
+  const titles = ["key", "architecture", ...(apart ? ["params"] : []), "seed", "sweeps", "val accuracy",
+                  "test accuracy"];
+  document.querySelector("#committee thead").replaceChildren(
+    element("tr", {}, ...titles.map((title) => element("th", { scope: "col" }, title))));
+  document.querySelector("#committee tbody").replaceChildren(...committee.members.map((m) => element("tr",
+    { "data-key": m.key }, element("td", {}, element("span", { class: "key", title: m.key }, shortKey(m.key))),
+    element("td", {}, m.architecture), ...(apart ? [element("td", {}, m.params)] : []),
+    element("td", { class: "num" }, String(m.seed)),
+    element("td", { class: "wrap" }, ...m.sweeps.flatMap((name, i) => [i ? ", " : "",
+      element("a", { href: `/sweeps/${encodeURIComponent(name)}` }, name)])),
+    element("td", { class: "num" }, percent(m.val_accuracy)),
+    element("td", { class: "num", title: m.test_accuracy == null ? "not tested alone" : "" },
+            percent(m.test_accuracy)))));
+  const others = document.getElementById("committee-others");
+  others.hidden = !committee.others.length;
+  others.textContent = `The evaluation is stored on the selected trial, which ${committee.others.join(", ")} ` +
+    `${committee.others.length === 1 ? "selects" : "select"} too, with other ${size} best: the committee may have ` +
+    "been built for one of them.";
 }
 
 /** A sweep of several objectives: its front as a table, and a scatter of the two objectives chosen. */
@@ -213,13 +261,14 @@ function render() {
   document.getElementById("summary").textContent =
     `${sweep.architecture}${sweep.dataset ? ` on ${sweep.dataset}` : ""} · ` +
     `${sweep.trials} ${sweep.trials === 1 ? "trial" : "trials"} ` +
-    `over ${sweep.gridded.join(", ") || "no gridded param"} · ` +
+    `over ${varying(sweep).join(", ") || sweep.gridded.join(", ") || "no gridded param"} · ` +
     `best by ${sweep.select} · ` + STATUSES.filter((s) => sweep[s]).map((s) => `${sweep[s]} ${s}`).join(", ");
   document.getElementById("progress").replaceChildren(progressBar(sweep.finished, sweep.trials));
   renderTable();
   const keys = curveKeys();
   showFigure("curves", keys.length ? `${BASE}/curves.png?trials=${keys.join(",")}&v=${v}` : null, "no-curves");
   showFigure("heatmap", sweep.heatmap ? `${BASE}/heatmap.png?v=${r}` : null, "no-heatmap");
+  document.getElementById("hyperparameters").hidden = !sweep.heatmap && sweep.finished === sweep.trials;
   document.getElementById("no-heatmap").textContent = sweep.gridded.length < 2
     ? `This sweep grids ${sweep.gridded.length ? "only " + sweep.gridded[0] : "no param"}: a heatmap needs two.`
     : "The heatmap appears once the trials trained so far cover two values of two gridded params.";

@@ -12,7 +12,7 @@ function sweepRow(sweep) {
                 shortKey(sweep.selected_trial));
   return element("tr", { "data-sweep": sweep.name },
     element("td", {}, link),
-    element("td", {}, sweep.dataset ? `${sweep.architecture} on ${sweep.dataset}` : sweep.architecture),
+    element("td", { class: "wrap" }, sweep.dataset ? `${sweep.architecture} on ${sweep.dataset}` : sweep.architecture),
     element("td", {}, progressBar(sweep.finished, sweep.trials)),
     element("td", { class: "num", title: sweep.select || "" }, score(sweep.select, sweep.best)),
     element("td", {}, selected),
@@ -24,6 +24,10 @@ async function refresh() {
   const data = await getJSON("/api/sweeps");
   document.getElementById("empty").hidden = data.sweeps.length > 0;
   document.querySelector("#sweeps tbody").replaceChildren(...data.sweeps.map(sweepRow));
+  for (const status of STATUSES) {  // a status no sweep has is no column (as in `status`)
+    const none = data.sweeps.every((sweep) => !sweep[status]);
+    for (const cell of document.querySelectorAll(`#sweeps [data-count="${status}"]`)) cell.hidden = none;
+  }
 }
 
 poll(refresh);
