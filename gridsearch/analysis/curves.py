@@ -16,6 +16,8 @@ from gridsearch.analysis.axes import MAX_COLOURS, DistinctPercent, colours, pane
 
 LABEL_WIDTH = 60
 """Characters of a legend label's line: longer labels wrap."""
+LEGEND_LINE = 0.15
+"""Inches a line of 8-point legend text takes: the figure grows by the legend's height, the plots keep theirs."""
 PANEL_LABEL_WIDTH = 45
 """Characters of a line of a small multiple's title."""
 LEGEND_CHARACTERS = 170
@@ -30,19 +32,22 @@ def learning_curves(curves: Mapping[str, pd.DataFrame]) -> plt.Figure:
     ``MAX_COLOURS`` trials, small multiples of accuracy (``curve_panels``)."""
     if len(curves) > MAX_COLOURS:
         return curve_panels(curves)
-    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(12.5, 3.8), layout="constrained")
+    labels = [wrapped(label) for label in curves]
+    longest = max((len(line) for label in labels for line in label.splitlines()), default=1)
+    columns = max(1, min(len(curves), LEGEND_CHARACTERS // (longest + 6)))
+    rows = -(-len(labels) // columns)
+    lines = rows * max((label.count("\n") + 1 for label in labels), default=1)
+    figure, (loss, accuracy) = plt.subplots(1, 2, figsize=(12.5, 3.8 + LEGEND_LINE * lines), layout="constrained")
     for colour, (label, epochs) in zip(colours(len(curves)), curves.items()):
-        loss.plot(epochs["epoch"], epochs["train_loss"], "--", color=colour)
-        loss.plot(epochs["epoch"], epochs["val_loss"], "-o", color=colour, markersize=3, label=wrapped(label))
-        accuracy.plot(epochs["epoch"], epochs["train_accuracy"], "--", color=colour)
-        accuracy.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color=colour, markersize=3)
+        loss.plot(epochs["epoch"] + 1, epochs["train_loss"], "--", color=colour)
+        loss.plot(epochs["epoch"] + 1, epochs["val_loss"], "-o", color=colour, markersize=3, label=wrapped(label))
+        accuracy.plot(epochs["epoch"] + 1, epochs["train_accuracy"], "--", color=colour)
+        accuracy.plot(epochs["epoch"] + 1, epochs["val_accuracy"], "-o", color=colour, markersize=3)
     loss.set_ylabel("loss (dashed: train, solid: val)")
     accuracy.set_ylabel("accuracy (dashed: train, solid: val)")
     accuracy.yaxis.set_major_formatter(DistinctPercent())
     for axis in (loss, accuracy):
         _epoch_axis(axis, curves)
-    longest = max((len(line) for label in curves for line in wrapped(label).splitlines()), default=1)
-    columns = max(1, min(len(curves), LEGEND_CHARACTERS // (longest + 6)))
     figure.legend(loc="outside lower center", ncols=columns, fontsize=8, frameon=False)
     return figure
 
@@ -57,17 +62,23 @@ def curve_panels(curves: Mapping[str, pd.DataFrame], columns: int = 4) -> plt.Fi
     start at the lowest val accuracy after the first epoch (the first would flatten the rest)."""
     columns = max(columns, -(-len(curves) // MAX_ROWS))  # no taller than MAX_ROWS rows of panels
     rows, columns = panels(len(curves), columns)
+    titles = [textwrap.fill(label, PANEL_LABEL_WIDTH, break_long_words=False) for label in curves]
+    title_lines = max((title.count("\n") for title in titles), default=0)  # past the first: the panels grow by them
     figure, grid = plt.subplots(
-        rows, columns, figsize=(3.2 * columns, 2.4 * rows + 0.4), squeeze=False, layout="constrained"
+        rows,
+        columns,
+        figsize=(3.2 * columns, (2.4 + LEGEND_LINE * title_lines) * rows + 0.4),
+        squeeze=False,
+        layout="constrained",
     )
-    for axis, (label, epochs) in zip(grid.flat, curves.items()):
-        axis.plot(epochs["epoch"], epochs["train_accuracy"], "--", color="C0", linewidth=1)
-        axis.plot(epochs["epoch"], epochs["val_accuracy"], "-o", color="C0", markersize=2.5, linewidth=1)
+    for axis, title, (label, epochs) in zip(grid.flat, titles, curves.items()):
+        axis.plot(epochs["epoch"] + 1, epochs["train_accuracy"], "--", color="C0", linewidth=1)
+        axis.plot(epochs["epoch"] + 1, epochs["val_accuracy"], "-o", color="C0", markersize=2.5, linewidth=1)
         later = epochs["val_accuracy"].iloc[1:] if len(epochs) > 1 else epochs["val_accuracy"]
         if len(later):
             axis.set_ylim(bottom=min(later.min(), epochs["train_accuracy"].iloc[-1]) - 0.002, top=1.0)
         axis.yaxis.set_major_formatter(DistinctPercent())
-        axis.set_title(textwrap.fill(label, PANEL_LABEL_WIDTH, break_long_words=False), fontsize=8)
+        axis.set_title(title, fontsize=8)
         _epoch_axis(axis, {label: epochs})
     for axis in list(grid.flat)[len(curves) :]:
         axis.axis("off")
@@ -76,10 +87,12 @@ def curve_panels(curves: Mapping[str, pd.DataFrame], columns: int = 4) -> plt.Fi
 
 
 def _epoch_axis(axis: plt.Axes, curves: Mapping[str, pd.DataFrame]) -> None:
+    """An x axis of epochs counted from 1, as people count them (stored from 0)."""
     axis.set_xlabel("epoch", fontsize=8)
     axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(integer=True))
-    if all(len(epochs) < 2 for epochs in curves.values()):  # a single point has no range: -0.05 to 0.05
-        axis.set_xlim(-0.5, 0.5)
+    if all(len(epochs) < 2 for epochs in curves.values()):  # a single point has no range: one tick, at epoch 1
+        axis.set_xlim(0.5, 1.5)
+        axis.set_xticks([1])
     axis.grid(alpha=0.3)
 
 
@@ -91,7 +104,7 @@ def rung_curves(
     figure, axes = plt.subplots(figsize=(8, 3.8))
     for rung, epochs in sorted(curves, key=lambda curve: curve[0]):
         axes.plot(
-            epochs["epoch"],
+            epochs["epoch"] + 1,
             epochs[metric],
             "-o",
             color=f"C{rung}",
@@ -101,7 +114,7 @@ def rung_curves(
             label=f"reached rung {rung}",
         )
     for budget in budgets[:-1]:
-        axes.axvline(budget - 0.5, color="grey", linestyle=":")
+        axes.axvline(budget + 0.5, color="grey", linestyle=":")  # after its budget's last epoch, counted from 1
     handles, labels = axes.get_legend_handles_labels()
     unique = dict(zip(labels, handles))
     axes.legend(unique.values(), unique.keys(), fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))

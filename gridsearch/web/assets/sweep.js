@@ -12,6 +12,7 @@ let ascending = true;
 let ticked = null;          // trial keys whose curves are drawn; null: the best DEFAULT_CURVES so far
 let analysed = null;        // the results version whose analysis is shown
 const wanted = new Map();   // figure id -> the URL it should show (drawn in the background: asked until drawn)
+const placeholders = new Map();  // figure id -> the note shown in its place (a refused figure's reason)
 
 /** A param's value as a sweep file writes it; nothing for none (a param its trial's architecture does not take). */
 function asWritten(value) {
@@ -122,7 +123,10 @@ function renderTable() {
 
 /** Show figure `id` from `url` (none: hide it) once the server has drawn it; until then the last one stays. */
 function showFigure(id, url, placeholderId) {
-  if (placeholderId) document.getElementById(placeholderId).hidden = Boolean(url);
+  if (placeholderId) placeholders.set(id, document.getElementById(placeholderId));
+  if (placeholderId && document.getElementById(id).dataset.url !== url) {
+    document.getElementById(placeholderId).hidden = Boolean(url);
+  }
   if (!url) {
     const img = document.getElementById(id);
     img.hidden = true;
@@ -140,7 +144,14 @@ async function loadFigures() {
     if (response.status === 202) continue;
     img.dataset.url = url;
     img.hidden = !response.ok;  // a 4xx says in JSON why there is no such figure (yet)
-    if (!response.ok) continue;
+    if (!response.ok) {
+      const placeholder = placeholders.get(id);
+      if (placeholder) {  // said where the figure would be, not an empty section
+        placeholder.textContent = (await response.json().catch(() => ({}))).error || placeholder.textContent;
+        placeholder.hidden = false;
+      }
+      continue;
+    }
     if (img.src.startsWith("blob:")) URL.revokeObjectURL(img.src);
     img.src = URL.createObjectURL(await response.blob());
   }
@@ -267,11 +278,14 @@ function render() {
   renderTable();
   const keys = curveKeys();
   showFigure("curves", keys.length ? `${BASE}/curves.png?trials=${keys.join(",")}&v=${v}` : null, "no-curves");
+  if (!sweep.heatmap) {
+    document.getElementById("no-heatmap").textContent = sweep.gridded.length < 2
+      ? `This sweep grids ${sweep.gridded.length ? "only " + sweep.gridded[0] : "no param"}: a heatmap needs two.`
+      : "The heatmap appears once the trials trained so far cover two values of two gridded params.";
+  }
   showFigure("heatmap", sweep.heatmap ? `${BASE}/heatmap.png?v=${r}` : null, "no-heatmap");
+  // a finished sweep with no heatmap to come: no section for it (the test result takes the row)
   document.getElementById("hyperparameters").hidden = !sweep.heatmap && sweep.finished === sweep.trials;
-  document.getElementById("no-heatmap").textContent = sweep.gridded.length < 2
-    ? `This sweep grids ${sweep.gridded.length ? "only " + sweep.gridded[0] : "no param"}: a heatmap needs two.`
-    : "The heatmap appears once the trials trained so far cover two values of two gridded params.";
   showFigure("confusion", latest.test ? `${BASE}/confusion.png?v=${r}` : null);
   renderTest();
 }
