@@ -71,3 +71,35 @@ def test_status_and_trials_fit_100_columns_and_show_everything_with_wide(small_r
     assert all(len(line.split()[0]) > 8 for line in wide[1:])  # the whole key
     csv = cli("trials", name, "--format", "csv", cwd=folder, check=True).stdout.splitlines()
     assert "key" in csv[0] and all("%" not in line for line in csv)  # machines read fractions
+
+
+def test_narrow_fits_a_committees_pool_in_100_columns():
+    """A committee's pool (study_committee): every param gridded, most empty for most models, and four
+    architectures in one status cell. The params with one value go first, then the last params; text is cut
+    with '…'; the key, status and scores stay."""
+    import pandas as pd
+
+    from gridsearch.cli.output import format_table, narrow
+
+    params = [f"param_{i}" for i in range(20)]
+    trials = pd.DataFrame(
+        [
+            {
+                "key": f"{i:016x}",
+                "architecture": ["lenet53", "stn", "tps_stn"][i % 3],
+                **{p: (0.5 if j % 2 else None if i % 3 else "trial:403a2573ab24fb8b") for j, p in enumerate(params)},
+                "status": "done",
+                "val_accuracy": "99.50%",
+            }
+            for i in range(6)
+        ]
+    )
+    shown = format_table(narrow(trials, params=["architecture", *params]), "table").splitlines()
+    assert max(len(line) for line in shown) <= TERMINAL_COLUMNS, "\n".join(shown)
+    assert {"key", "architecture", "status", "val_accuracy"} <= set(shown[0].split())
+    assert "param_1" not in shown[0]  # 0.5 in every trial: dropped before the params that vary
+    status = pd.DataFrame(
+        [{"sweep": "study_committee", "architecture": "lenet53, lenet53_augmented, stn, tps_stn, " * 3, "done": 12}]
+    )
+    shown = format_table(narrow(status), "table").splitlines()
+    assert max(len(line) for line in shown) <= TERMINAL_COLUMNS and "…" in shown[1] and "study_committee" in shown[1]

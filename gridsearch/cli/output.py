@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pandas as pd
 
 from gridsearch.spec.config import config_value
@@ -99,10 +101,11 @@ LESS_READ = ("train_seconds", "val_loss", "epochs_run", "seed")
 """What a narrow table drops first, in order, when it cannot fit otherwise."""
 
 
-def narrow(table: pd.DataFrame, width: int = TERMINAL_COLUMNS) -> pd.DataFrame:
+def narrow(table: pd.DataFrame, width: int = TERMINAL_COLUMNS, params: Sequence[str] = ()) -> pd.DataFrame:
     """``table`` (as ``percent_columns`` shows it, or ``status``'s counts) cut to fit ``width`` columns: trial keys to
     their first ``SHORT_KEY`` characters, count columns that are all 0 dropped, errors cut with '…', then the
-    columns of ``LESS_READ`` dropped until it fits (``--wide`` shows it all)."""
+    columns of ``LESS_READ`` dropped until it fits; then the gridded ``params`` with one value in every row, then the
+    others from the last; last, the widest text cut with '…' (``--wide`` shows it all)."""
     table = table.copy()
     for column in KEY_COLUMNS:
         if column in table:
@@ -115,12 +118,31 @@ def narrow(table: pd.DataFrame, width: int = TERMINAL_COLUMNS) -> pd.DataFrame:
         table["error"] = errors.map(lambda text: text if len(text) <= room else text[: room - 1] + "…")
         if not errors.str.len().any():
             table = table.drop(columns="error")
-    for column in LESS_READ:
+    shown = [name for name in params if name in table and name != "architecture"]
+    constant = [name for name in shown if table[name].map(repr).nunique() <= 1]
+    for column in [*LESS_READ, *constant, *reversed([name for name in shown if name not in constant])]:
         if _width(table) <= width:
             break
         if column in table:
             table = table.drop(columns=column)
+    while (over := _width(table) - width) > 0 and (text := _widest_text(table)) is not None:
+        cells = table[text].map(lambda v: "" if v is None else str(v))
+        room = max(cells.str.len().max() - over, len(text), 2)
+        table[text] = [cell if len(cell) <= room else cell[: room - 1] + "…" for cell in cells]
+        if cells.str.len().max() <= room:
+            break
     return table
+
+
+def _widest_text(table: pd.DataFrame) -> str | None:
+    """The text column (not a key, not a count) whose longest cell is longest: the one to cut first."""
+    texts = [
+        c
+        for c in table.columns
+        if (table[c].dtype == object or pd.api.types.is_string_dtype(table[c])) and c not in (*KEY_COLUMNS, "sweep")
+    ]
+    lengths = {c: table[c].map(lambda v: len(str(v)) if v is not None else 0).max() for c in texts}
+    return max(lengths, key=lambda c: lengths[c]) if lengths else None
 
 
 def _width(table: pd.DataFrame) -> int:

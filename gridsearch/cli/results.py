@@ -31,10 +31,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_trials(args: argparse.Namespace) -> int:
     with Storage(args.db, readonly=True) as storage:
         table = views.trials_table(storage, args.sweep)
+        gridded = storage.sweep(args.sweep).gridded_params
     if args.top:
         table = table.head(args.top)
     if args.format == "table":
-        table = percent_columns(table) if args.wide else narrow(percent_columns(table))
+        table = percent_columns(table) if args.wide else narrow(percent_columns(table), params=gridded)
     print(format_table(table, args.format))
     return 0
 
