@@ -156,6 +156,7 @@ def test_report_has_every_section_and_only_existing_relative_links(study):
         "robustness.png",
         "significance.csv",
         "committees.csv",
+        "committee_members.csv",
         "seed_spread_mlp.csv",
         "intervals_lenet.csv",
         "importance_lenet.png",
@@ -614,6 +615,8 @@ def test_auto_committee_is_chosen_on_validation_and_stored_with_its_test_predict
 
     table = csv(study.report, "committees")
     assert table[["sweep", "committee", "members", "samples"]].values.tolist() == [["lenet", name, k, 300]]
+    members = csv(study.report, "committee_members")  # the page lists them: the first k by validation
+    assert members["member"].tolist() == keys[:k] and set(members["sweep"]) == {"lenet"}
     single = np.array(
         eval(rows(db, "SELECT predictions FROM evaluations WHERE trial_key = ? AND name = 'test'", selected)[0][0])
     )

@@ -195,7 +195,7 @@ def test_a_completed_halving_sweep_is_finished_with_its_stopped_trials(client, s
     assert min(png_size(computed(client, "/sweeps/halved/heatmap.png"))) > 100
 
     page = client.get("/").get_data(as_text=True)  # the dashboard's columns, in order, stopped among them
-    assert f'data-statuses="{" ".join(STATUSES)}"' in page and "<th>stopped</th>" in page
+    assert f'data-statuses="{" ".join(STATUSES)}"' in page and '<th data-count="stopped">stopped</th>' in page
 
 
 def test_figures_are_pngs_of_the_sweep(client, study):

@@ -235,7 +235,9 @@ def committee_section(
         return [Note("No committee evaluated yet: run `python -m gridsearch evaluate SWEEP --ensemble auto`.")]
     formats: dict[str, Format] = {"single_best": format_percent, "committee_accuracy": format_percent}
     formats["mcnemar_p"] = "{:.3g}".format
-    return [
+    members = members_table(storage, list(dict.fromkeys(m.name for m in models)))
+    shares = {"val_accuracy": format_percent, "test_accuracy": format_percent}
+    blocks: list[Block] = [
         Paragraph(
             "A committee of the K best done trials by validation averages their softmax probabilities "
             f"(evaluation {PREFIX}K of the selected trial; K chosen on the validation images when `--ensemble "
@@ -243,3 +245,34 @@ def committee_section(
         ),
         table(frame, folder.csv(frame, "committees"), formats),
     ]
+    if not members.empty:
+        blocks.append(
+            Paragraph(
+                "The members of each sweep's latest committee: its K best done trials as selection ranks them, "
+                "with what sets each apart from the others, the sweeps it belongs to, and its own test accuracy "
+                "when a sweep selected and tested it."
+            )
+        )
+        blocks.append(table(members, folder.csv(members, "committee_members"), shares))
+    return blocks
+
+
+def members_table(storage: Storage, sweeps: list[str]) -> pd.DataFrame:
+    """One row per member of each of ``sweeps``' stored committee (``stored_committee``)."""
+    records = [
+        {
+            "sweep": sweep,
+            "committee": found.name,
+            "member": member.key,
+            "architecture": member.architecture,
+            "params": member.params,
+            "seed": member.seed,
+            "sweeps": ", ".join(member.sweeps),
+            "val_accuracy": member.val_accuracy,
+            "test_accuracy": member.test_accuracy,
+        }
+        for sweep in sweeps
+        if (found := stored_committee(storage, sweep)) is not None
+        for member in found.members
+    ]
+    return pd.DataFrame.from_records(records)
