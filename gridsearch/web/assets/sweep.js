@@ -112,7 +112,8 @@ function renderTable() {
       const content = column.cell ? column.cell(trial) : column.show(value);
       return element("td", { class: typeof value === "number" && !column.cell ? "num" : "" }, content);
     })));
-  const same = sweep.gridded.filter((name) => !varying(sweep).includes(name) && latest.trials.length
+  const differ = varying(sweep);
+  const same = sweep.gridded.filter((name) => !differ.includes(name) && latest.trials.length
     && latest.trials[0].params[name] != null);
   const note = document.getElementById("trials-same");
   note.hidden = !same.length;
