@@ -8,8 +8,8 @@ ran before (each condition's images computed again for every model, in float32).
 Stages: the conditions' images made once for the image set (``robustness.condition_images`` into an empty cache
 folder) and read back by the next model; the model's forward passes on the 12 conditions as ``result`` computes an
 evaluation row (``training.predict``: batches of 1,000, the precision asked); USPS and scikit-learn's digits (loaded,
-preprocessed, run); the 14 rows written to a copy of the study's database. ``twelve_conditions_s`` (distortions once + 12
-forward passes) is the figure the suite is held to (60 s on 2 cores).
+preprocessed, run); the 14 rows written to a copy of the study's database. ``twelve_conditions_s`` (distortions
+once + 12 forward passes) is the figure the suite is held to (60 s on 2 cores).
 
 ``--precision trial`` runs the study's trial as its test evaluation ran (bfloat16 autocast: ``amp: bf16``);
 ``fp32`` runs the same weights in float32, which is what a LeNet-5-3 trial trained in float32 costs. On a CPU
@@ -115,7 +115,9 @@ def main() -> None:
         "conditions": len(robustness.CONDITIONS),
         "trial": trial.key,
         "precision_now": "bf16" if precision else "fp32",
-        "accuracy": {name.removeprefix(robustness.PREFIX): round(100 * row["accuracy"], 2) for name, row in suite.items()},
+        "accuracy": {
+            name.removeprefix(robustness.PREFIX): round(100 * row["accuracy"], 2) for name, row in suite.items()
+        },
         "seconds": seconds,
     }
     print(json.dumps(result))
