@@ -31,9 +31,9 @@ def logits(model: nn.Module, images: torch.Tensor, bf16: bool) -> torch.Tensor:
 
 
 def bf16_emulated(device: torch.device) -> bool:
-    """Whether bfloat16 autocast on ``device`` is emulated: a CPU without AVX-512 BF16 or AMX, where oneDNN cannot
-    run bfloat16 and PyTorch's reference convolution runs instead, several times slower than float32 (LeNet-5-3 on
-    an AVX2 CPU: about 6x, ``benchmarks/results/2026-12-05-cpu-robustness.md``)."""
+    """Whether bfloat16 autocast on ``device`` is emulated: a CPU where oneDNN cannot run bfloat16 (no AVX-512, as
+    an AVX2-only CPU), so that PyTorch's reference convolution runs instead, several times slower than float32
+    (LeNet-5-3 on an AVX2 CPU: about 6x, ``benchmarks/results/2026-12-05-cpu-robustness.md``)."""
     return device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
