@@ -96,7 +96,7 @@ def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     if bf16(trial) and predict.bf16_emulated(torch.device("cpu")):
         print(
             f"note: trial {trial.key} runs in bfloat16, as its test evaluation did; oneDNN cannot run "
-            "bfloat16 on this CPU (no AVX-512), so it is emulated, about 6x slower than float32 (minutes, not seconds)"
+            "bfloat16 on this CPU (no AVX-512), so it is emulated, 6-8x slower than float32 (minutes, not seconds)"
         )
     results = robustness.run_suite(
         model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset), dataset.name
