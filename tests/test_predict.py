@@ -5,6 +5,7 @@ batches and scaling), so the same weights give the same errors everywhere."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -60,3 +61,13 @@ def test_a_bf16_trials_test_robustness_clean_committee_of_one_and_recognizer_agr
     # what the suite computed before (float32 on bf16 weights) is another computation: its logits differ
     assert not torch.equal(predict.logits(model, test.images, False), predict.logits(model, test.images, True))
     assert np.mean(in_fp32.numpy() == in_bf16.numpy()) > 0.9
+
+
+def test_bf16_is_emulated_only_on_a_cpu_that_onednn_cannot_run_it_on():
+    assert not predict.bf16_emulated(torch.device("cuda"))  # a device type: no GPU needed
+    cpuinfo = Path("/proc/cpuinfo")
+    flags = set(cpuinfo.read_text().split()) if cpuinfo.exists() else set()
+    if flags & {"avx512_bf16", "amx_bf16"}:
+        assert not predict.bf16_emulated(torch.device("cpu"))
+    elif flags and not any(flag.startswith("avx512") for flag in flags):
+        assert predict.bf16_emulated(torch.device("cpu"))  # an AVX2-only CPU: the reference convolution

@@ -75,9 +75,12 @@ def _trial(storage: Storage, key: str) -> TrialRow:
 
 
 def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
+    import torch
+
     from gridsearch.analysis import robustness
     from gridsearch.analysis.trained_models import bf16, load_model, selected_trial
     from gridsearch.spec.datasets import described
+    from gridsearch.training import predict
     from gridsearch.training.data import arrays_dir, default_data_dir, prepare, test_split
     from gridsearch.vocabulary import TrialStatus
 
@@ -90,6 +93,11 @@ def _evaluate_suite(storage: Storage, args: argparse.Namespace) -> int:
     prepare(data_dir, dataset)
     test = test_split(data_dir, args.test_size, dataset)
     usps = robustness.usps_folder(args.usps)
+    if bf16(trial) and predict.bf16_emulated(torch.device("cpu")):
+        print(
+            f"note: trial {trial.key} runs in bfloat16, as its test evaluation did; oneDNN cannot run "
+            "bfloat16 on this CPU (no AVX-512), so it is emulated, 6-8x slower than float32 (minutes, not seconds)"
+        )
     results = robustness.run_suite(
         model, bf16(trial), test.images, test.labels, usps, dataset.digits, arrays_dir(data_dir, dataset), dataset.name
     )

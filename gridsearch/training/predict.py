@@ -30,6 +30,13 @@ def logits(model: nn.Module, images: torch.Tensor, bf16: bool) -> torch.Tensor:
     return torch.cat(outputs) if outputs else torch.zeros(0, 0, device=images.device)
 
 
+def bf16_emulated(device: torch.device) -> bool:
+    """Whether bfloat16 autocast on ``device`` is emulated: a CPU where oneDNN cannot run bfloat16 (no AVX-512, as
+    an AVX2-only CPU), so that PyTorch's reference convolution runs instead, several times slower than float32
+    (LeNet-5-3 on an AVX2 CPU: 6-8x, ``benchmarks/results/2026-12-05-cpu-robustness.md``)."""
+    return device.type == "cpu" and not torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
 def mean_loss(outputs: torch.Tensor, labels: torch.Tensor) -> float:
     """The mean cross-entropy of the logits ``outputs`` against ``labels``, summed batch by batch."""
     total = torch.zeros((), device=outputs.device)
