@@ -366,7 +366,7 @@ def robustness_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
 
 def condition_examples(dataset: Dataset, images: torch.Tensor, count: int = 10) -> PlotFigure:
     """The first ``count`` of ``dataset``'s test ``images`` under each condition, one row per condition."""
-    rows = [transformed(name, images[:count])[:, 0].numpy() for name in CONDITIONS]
+    rows = [transformed(name, images[:count]).numpy() for name in CONDITIONS]
     captions = [name if index == 0 else "" for name in CONDITIONS for index in range(count)]
     return plots.image_grid(
         np.concatenate(rows),
