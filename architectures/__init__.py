@@ -140,8 +140,10 @@ def _declare_reference(name: str) -> Architecture:
         why = f"{type(exc).__name__}: {exc}"
         raise ValueError(f"{builder}: its parameters' defaults must be literals ({why})") from None
     for parameter in signature:
-        if parameter.annotation not in _TYPES and (
-            parameter.default is parameter.empty or parameter.annotation is not parameter.empty
+        if (
+            parameter.name not in DATA_PARAMS
+            and parameter.annotation not in _TYPES
+            and (parameter.default is parameter.empty or parameter.annotation is not parameter.empty)
         ):
             raise ValueError(
                 f"{builder}({parameter.name}): each keyword parameter needs a literal default or an int, float, bool "

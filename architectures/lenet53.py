@@ -1,4 +1,4 @@
-"""LeNet-5-3: the seed study's baseline convolutional network (271,530 parameters at hidden 128)."""
+"""LeNet-5-3: the seed study's baseline convolutional network (271,530 parameters at hidden 128 on MNIST)."""
 
 import torch
 from torch import nn
@@ -16,15 +16,24 @@ def conv_bn_relu(in_channels: int, out_channels: int, padding: int = 0) -> list[
     ]
 
 
-class LeNet53(nn.Module):
-    """Two conv-conv-pool blocks (32 and 64 channels) and a two-layer classifier on 28x28 digits."""
+def feature_side(side: int) -> int:
+    """The side of LeNet-5-3's feature maps for images of ``side`` pixels (5 for MNIST's 28)."""
+    return (side // 2 - 4) // 2
 
-    def __init__(self, hidden: int = 128, dropout: float = 0.25):
+
+class LeNet53(nn.Module):
+    """Two conv-conv-pool blocks (32 and 64 channels) and a two-layer classifier (on 28x28 digits as in the study;
+    any image of at least 12x12 pixels)."""
+
+    def __init__(self, hidden: int = 128, dropout: float = 0.25, image_shape: tuple = (1, 28, 28), classes: int = 10):
         super().__init__()
         if hidden < 1:
             raise ValueError(f"hidden must be at least 1, got {hidden}")
+        depth, height, width = image_shape
+        if min(height, width) < 12:
+            raise ValueError(f"images of {height}x{width} pixels are too small for LeNet-5-3 (at least 12x12)")
         self.features = nn.Sequential(
-            *conv_bn_relu(1, 32, padding=2),
+            *conv_bn_relu(depth, 32, padding=2),
             *conv_bn_relu(32, 32),
             nn.MaxPool2d(2),
             *conv_bn_relu(32, 64),
@@ -34,11 +43,11 @@ class LeNet53(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(),
             nn.Dropout(dropout),
-            nn.Linear(64 * 5 * 5, hidden, bias=False),
+            nn.Linear(64 * feature_side(height) * feature_side(width), hidden, bias=False),
             nn.BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(0.5),
-            nn.Linear(hidden, 10),
+            nn.Linear(hidden, classes),
         )
         self.apply(study_init)
 

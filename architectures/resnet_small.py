@@ -27,14 +27,14 @@ class GlobalAveragePool(nn.Module):
 
 
 class ResNetSmall(nn.Module):
-    """3x3 stem, three stages (``channels``, 2x, 4x at 28, 14, 7 pixels), global pool, linear."""
+    """3x3 stem, three stages (``channels``, 2x, 4x at 28, 14, 7 pixels on MNIST), global pool, linear."""
 
-    def __init__(self, channels: int = 16, blocks: int = 1):
+    def __init__(self, channels: int = 16, blocks: int = 1, image_shape: tuple = (1, 28, 28), classes: int = 10):
         super().__init__()
         if channels < 1 or blocks < 1:
             raise ValueError(f"channels and blocks must be at least 1, got {channels}, {blocks}")
         self.layers = nn.Sequential(
-            nn.Conv2d(1, channels, 3, padding=1, bias=False),
+            nn.Conv2d(image_shape[0], channels, 3, padding=1, bias=False),
             nn.BatchNorm2d(channels),
             nn.ReLU(inplace=True),
             *stage(channels, channels, blocks, 1),
@@ -42,7 +42,7 @@ class ResNetSmall(nn.Module):
             *stage(2 * channels, 4 * channels, blocks, 2),
             GlobalAveragePool(),
             nn.Flatten(),
-            nn.Linear(4 * channels, 10),
+            nn.Linear(4 * channels, classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

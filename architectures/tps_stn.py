@@ -20,8 +20,6 @@ from architectures.lenet53 import LeNet53
 from architectures.sampling import bilinear_sample
 from architectures.stn import localisation_net
 
-IMAGE_SIZE = 28
-
 
 def _radial_basis(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """The TPS kernel U(r) = r^2 log r^2 between (P, 2) points and (K, 2) centres -> (P, K)."""
@@ -47,6 +45,11 @@ def tps_weights(targets: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
     return basis @ coefficients
 
 
+def pixel_centres(pixels: int) -> torch.Tensor:
+    """The centres of ``pixels`` pixels in [-1, 1] image coordinates."""
+    return (2 * torch.arange(pixels, dtype=torch.float64) + 1) / pixels - 1
+
+
 class TPSSTN(nn.Module):
     """Regresses TPS control points, resamples the input along the spline, classifies with LeNet53.
 
@@ -62,6 +65,8 @@ class TPSSTN(nn.Module):
         tps_grid: int = 3,
         tps_span: float = 0.9,
         tps_bounded: bool = False,
+        image_shape: tuple = (1, 28, 28),
+        classes: int = 10,
     ):
         super().__init__()
         if tps_grid < 2:
@@ -70,16 +75,16 @@ class TPSSTN(nn.Module):
         if not 0 < tps_span < limit:
             raise ValueError(f"tps_span must be in (0, {limit}), got {tps_span}")
         self.bounded = tps_bounded
-        self.localisation = localisation_net(256)
+        self.localisation = localisation_net(256, image_shape)
         self.control = nn.Linear(256, 2 * tps_grid**2)
-        self.classifier = LeNet53(hidden, dropout)
+        self.classifier = LeNet53(hidden, dropout, image_shape, classes)
         self.apply(study_init)
 
         coords = torch.linspace(-tps_span, tps_span, tps_grid, dtype=torch.float64)
         ys, xs = torch.meshgrid(coords, coords, indexing="ij")
         targets = torch.stack([xs, ys], dim=-1).view(-1, 2)
-        centres = (2 * torch.arange(IMAGE_SIZE, dtype=torch.float64) + 1) / IMAGE_SIZE - 1
-        ys, xs = torch.meshgrid(centres, centres, indexing="ij")
+        _, height, width = image_shape
+        ys, xs = torch.meshgrid(pixel_centres(height), pixel_centres(width), indexing="ij")
         pixels = torch.stack([xs, ys], dim=-1).view(-1, 2)
         self.register_buffer("grid_weights", tps_weights(targets, pixels).float(), persistent=False)
 
@@ -92,16 +97,16 @@ class TPSSTN(nn.Module):
         return chain(self.localisation.parameters(), self.control.parameters())
 
     def sampling_grid(self, x: torch.Tensor) -> torch.Tensor:
-        """Where each output pixel of ``x`` (N, 1, 28, 28) samples its input: (N, 28, 28, 2) in [-1, 1]."""
+        """Where each output pixel of ``x`` (N, C, H, W) samples its input: (N, H, W, 2) in [-1, 1]."""
         control = self.control(self.localisation(x))
         if self.bounded:
             control = torch.tanh(control)
         with torch.autocast(x.device.type, enabled=False):  # see sampling.bilinear_sample: float32 coordinates
             grid = self.grid_weights @ control.to(x.dtype).view(len(x), -1, 2)
-            return grid.view(len(x), IMAGE_SIZE, IMAGE_SIZE, 2)
+            return grid.view(len(x), *x.shape[2:], 2)
 
     def transform(self, x: torch.Tensor) -> torch.Tensor:
-        """``x`` (N, 1, 28, 28) resampled along its regressed thin-plate spline."""
+        """``x`` (N, C, H, W) resampled along its regressed thin-plate spline."""
         grid = self.sampling_grid(x)
         with torch.autocast(x.device.type, enabled=False):
             return bilinear_sample(x, grid)

@@ -19,23 +19,34 @@ def vgg_block(in_channels: int, out_channels: int) -> list[nn.Module]:
 
 
 class VGGSmall(nn.Module):
-    """Three VGG blocks (``channels``, 2x, 4x; 28 -> 14 -> 7 -> 3) and a two-layer classifier."""
+    """Three VGG blocks (``channels``, 2x, 4x; 28 -> 14 -> 7 -> 3 on MNIST; any image of at least 8x8 pixels) and a
+    two-layer classifier."""
 
-    def __init__(self, channels: int = 16, hidden: int = 128, dropout: float = 0.5):
+    def __init__(
+        self,
+        channels: int = 16,
+        hidden: int = 128,
+        dropout: float = 0.5,
+        image_shape: tuple = (1, 28, 28),
+        classes: int = 10,
+    ):
         super().__init__()
         if channels < 1 or hidden < 1:
             raise ValueError(f"channels and hidden must be at least 1, got {channels}, {hidden}")
+        depth, height, width = image_shape
+        if min(height, width) < 8:
+            raise ValueError(f"images of {height}x{width} pixels are too small for three 2x2 poolings")
         self.features = nn.Sequential(
-            *vgg_block(1, channels),
+            *vgg_block(depth, channels),
             *vgg_block(channels, 2 * channels),
             *vgg_block(2 * channels, 4 * channels),
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(4 * channels * 3 * 3, hidden),
+            nn.Linear(4 * channels * (height // 8) * (width // 8), hidden),
             nn.ReLU(inplace=True),
             nn.Dropout(dropout),
-            nn.Linear(hidden, 10),
+            nn.Linear(hidden, classes),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -58,13 +58,44 @@ def test_forward_and_backward(name: str) -> None:
         assert torch.isfinite(parameter.grad).all(), parameter_name
 
 
+@pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
+@pytest.mark.parametrize("shape", [(1, 16, 16), (3, 32, 32), (1, 12, 20)], ids=["usps", "rgb32", "12x20"])
+def test_every_architecture_fits_the_datasets_shape_and_classes(name: str, shape: tuple) -> None:
+    """The engine passes a dataset's image shape and classes to the builder (``DATA_PARAMS``); each built-in
+    takes them, and its defaults are MNIST's (so its MNIST build, and its trials' keys, are the ones before)."""
+    arch = architectures.get(name)
+    assert arch.data_params((1, 28, 28), 10) == {"image_shape": (1, 28, 28), "classes": 10}
+    assert {p.name: p.default for p in arch.signature if p.name in architectures.DATA_PARAMS} == {
+        "image_shape": (1, 28, 28),
+        "classes": 10,
+    }
+    model = arch.build(**arch.data_params(shape, 4))
+    logits = model(torch.rand(2, *shape))
+    assert logits.shape == (2, 4)
+    torch.nn.functional.cross_entropy(logits, torch.arange(2)).backward()
+
+
+@pytest.mark.parametrize("name", ["lenet53", "stn", "tps_stn"])
+def test_images_too_small_for_lenet_are_refused(name: str) -> None:
+    arch = architectures.get(name)
+    with pytest.raises(ValueError, match="images of 8x8 pixels are too small for LeNet-5-3"):
+        arch.build(**arch.data_params((1, 8, 8), 10))
+
+
 @pytest.mark.parametrize(
-    "model",
-    [STN(), TPSSTN(), TPSSTN(tps_bounded=True), TPSSTN(tps_grid=4, tps_span=0.5)],
-    ids=["stn", "tps", "tps-bounded", "tps-4x4"],
+    ("model", "shape"),
+    [
+        (STN(), (1, 28, 28)),
+        (TPSSTN(), (1, 28, 28)),
+        (TPSSTN(tps_bounded=True), (1, 28, 28)),
+        (TPSSTN(tps_grid=4, tps_span=0.5), (1, 28, 28)),
+        (STN(image_shape=(1, 16, 16)), (1, 16, 16)),
+        (TPSSTN(image_shape=(3, 32, 32), classes=4), (3, 32, 32)),
+    ],
+    ids=["stn", "tps", "tps-bounded", "tps-4x4", "stn-16x16", "tps-3x32x32"],
 )
-def test_transformers_start_at_the_identity(model: torch.nn.Module) -> None:
-    images = torch.rand(3, 1, 28, 28)
+def test_transformers_start_at_the_identity(model: torch.nn.Module, shape: tuple) -> None:
+    images = torch.rand(3, *shape)
     for mode in (True, False):
         model.train(mode)
         torch.testing.assert_close(model.transform(images), images, rtol=0, atol=1e-5)

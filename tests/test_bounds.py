@@ -12,6 +12,7 @@ import pytest
 
 from gridsearch.errors import UserError
 from gridsearch.spec.bounds import Footprint, Memory, check_memory, footprint
+from gridsearch.spec.datasets import DATASETS
 from gridsearch.spec.sweep import load_sweep
 from tests.conftest import SMALL_SWEEP, cli, write_sweep
 
@@ -48,7 +49,7 @@ def test_a_network_too_large_for_the_memory_is_refused_before_it_trains(tmp_path
     sweep = write_sweep(tmp_path, params={**PARAMS_NO_PATIENCE, "hidden": 1_000_000_000})
     error = refused(tmp_path, data_dir, sweep, "run")
     assert error.startswith(f"error: {sweep}:{line_of(sweep, 'hidden:')}: params.hidden: lenet53 with ")
-    huge = footprint("lenet53", {"hidden": 1_000_000_000, "dropout": 0.25})
+    huge = footprint("lenet53", {"hidden": 1_000_000_000, "dropout": 0.25}, DATASETS["mnist"])
     assert huge.parameters == 1_612_000_065_194  # 6.4 TB of float32 weights alone
     gigabytes = huge.training_bytes(50, "sgd") / 1e9
     assert f"needs at least {gigabytes:,.1f} GB to train (1,612,000,065,194 parameters, {huge.activations:,} " in error
@@ -61,7 +62,7 @@ def test_activations_count_toward_the_memory_a_batch_needs(tmp_path):
     and ReLU, both the conv's shape), against the meta device's count."""
     convs = [30 * 30 * 32, 28 * 28 * 32, 12 * 12 * 64, 10 * 10 * 64]
     pools, classifier = [14 * 14 * 32, 5 * 5 * 64], [1600, 1600, 128, 128, 128, 128, 10]  # flatten, dropout, ...
-    lenet = footprint("lenet53", {"hidden": 128, "dropout": 0.25})
+    lenet = footprint("lenet53", {"hidden": 128, "dropout": 0.25}, DATASETS["mnist"])
     assert lenet == Footprint(parameters=271_530, activations=3 * sum(convs) + sum(pools) + sum(classifier))
     needed = 4 * (271_530 * 3 + 2 * lenet.activations * 500)  # SGD: weights, gradients, momentum
     assert lenet.training_bytes(500, "sgd") == needed
@@ -97,3 +98,19 @@ def test_epochs_above_100000_need_patience(tmp_path, data_dir):
         "set patience to stop early, or ask for fewer\n"
     )
     load_sweep(write_sweep(tmp_path, params={**PARAMS_NO_PATIENCE, "epochs": 10**12, "patience": 5}), build=False)
+
+
+def test_the_bounds_and_the_builds_read_the_datasets_shape(tmp_path):
+    """A network is sized and built at its dataset's image shape and classes, not MNIST's: a LeNet-5-3 on USPS's
+    16x16 digits is smaller, one on scikit-learn's 8x8 digits cannot be built (one line at the sweep's line)."""
+    usps = footprint("lenet53", {"hidden": 128, "dropout": 0.25}, DATASETS["usps"])
+    mnist = footprint("lenet53", {"hidden": 128, "dropout": 0.25}, DATASETS["mnist"])
+    assert usps.parameters == 271_530 - 64 * (5 * 5 - 2 * 2) * 128  # the classifier's input: 2x2 maps, not 5x5
+    assert usps.activations < mnist.activations / 2
+    convnets = [footprint("convnet", {"channels": 16}, DATASETS[name]) for name in ("mnist", "usps")]
+    assert convnets[0].parameters - convnets[1].parameters == 64 * (3 * 3 - 2 * 2) * 10
+    load_sweep(write_sweep(tmp_path, dataset={"name": "usps", "train_size": 500, "val_size": 300}))
+    sweep = write_sweep(tmp_path, dataset={"name": "sklearn_digits", "train_size": 500, "val_size": 300})
+    message = rf"^{sweep}:\d+: params: lenet53 cannot be built with .*: images of 8x8 pixels are too small"
+    with pytest.raises(UserError, match=message):
+        load_sweep(sweep)

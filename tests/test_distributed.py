@@ -93,39 +93,47 @@ def postgres_url() -> Iterator[str]:
         yield server.url
 
 
-@pytest.fixture(scope="module")
-def dask_cluster() -> Iterator[tuple[str, list[subprocess.Popen]]]:
-    """A Dask scheduler and two single-threaded worker processes (no nanny: a killed worker stays dead)."""
+@contextmanager
+def local_dask_cluster(workers: int = 2, **env: str) -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A Dask scheduler and ``workers`` single-threaded worker processes (no nanny: a killed worker stays dead) on
+    loopback, the workers' environment with ``env``; its address and the workers' processes."""
     pytest.importorskip("distributed")
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    environment = dict(os.environ, PYTHONPATH=str(ROOT))
     dask = [sys.executable, "-c", "from dask.cli import run_cli; run_cli()"]
     processes = [
         subprocess.Popen(
             [*dask, "scheduler", "--host", "127.0.0.1", "--port", str(port), "--no-dashboard"],
-            env=env,
+            env=environment,
             stderr=subprocess.DEVNULL,
         )
     ]
     processes += [
         subprocess.Popen(
             [*dask, "worker", address, "--nthreads", "1", "--no-nanny", "--no-dashboard", "--name", f"w{i}"],
-            env=env,
+            env=dict(environment, **env),
             stderr=subprocess.DEVNULL,
         )
-        for i in range(2)
+        for i in range(workers)
     ]
-    from distributed import Client
-
-    with Client(address, timeout=60) as client:
-        client.wait_for_workers(2, timeout=60)
     try:
+        from distributed import Client
+
+        with Client(address, timeout=60) as client:
+            client.wait_for_workers(workers, timeout=60)
         yield address, processes[1:]
     finally:
         for process in processes:
             process.kill()
             process.wait()
+
+
+@pytest.fixture(scope="module")
+def dask_cluster() -> Iterator[tuple[str, list[subprocess.Popen]]]:
+    """A Dask scheduler and two worker processes."""
+    with local_dask_cluster() as cluster:
+        yield cluster
 
 
 def _parent_pid(pid: int) -> int:

@@ -4,13 +4,17 @@ error line. Real subprocesses, real MNIST, real SQLite."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import ROOT, epoch_metrics, gridsearch, rows
+from tests.test_distributed import local_dask_cluster
 from tests.test_faults import RESULTS, SELECTION, kill_9_at, start_run
 
 EXAMPLE = ROOT / "examples" / "own_model"
@@ -115,3 +119,45 @@ def test_a_worker_that_cannot_import_the_model_stops_the_run_with_one_error(tmp_
     assert len(errors) == 1 and "cannot import mypkg.models:SmallNet" in errors[0], result.stderr
     assert "torchvision.ops is not installed on this worker" in errors[0]
     assert ("failed",) not in rows(folder / "results.db", "SELECT DISTINCT status FROM trials")
+
+
+def test_a_dask_worker_that_cannot_import_the_model_stops_the_run_with_one_error(tmp_path, data_dir):
+    """A real Dask cluster whose workers lack what the model imports: the infrastructure's one line, no failed
+    trial."""
+    folder = example(tmp_path / "own_model")
+    models = folder / "mypkg" / "models.py"
+    only_on_the_cluster = (
+        "import os\n"
+        "if os.environ.get('WORKER_WITHOUT_OPS'):  # this cluster's workers lack a dependency\n"
+        "    raise ModuleNotFoundError('torchvision.ops is not installed on this worker')\n"
+    )
+    models.write_text(only_on_the_cluster + models.read_text())
+    with local_dask_cluster(WORKER_WITHOUT_OPS="1") as (address, _):
+        result = gridsearch(
+            "run", "sweep.yaml", "--executor", "dask", "--scheduler", address, cwd=folder, data_dir=data_dir
+        )
+    assert result.returncode == 1, result.stderr
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "cannot import mypkg.models:SmallNet" in errors[0], result.stderr
+    assert "torchvision.ops is not installed on this worker" in errors[0] and "resumable" in errors[0]
+    assert ("failed",) not in rows(folder / "results.db", "SELECT DISTINCT status FROM trials")
+
+
+def test_the_console_script_imports_the_users_code_from_the_current_folder(reference, tmp_path, data_dir):
+    """Run as the ``gridsearch`` console script does (its own folder first on the import path, not the current
+    one), ``evaluate`` from the example's folder still finds ``mypkg`` there, as ``python -m gridsearch`` would."""
+    folder = tmp_path / "own_model"
+    shutil.copytree(reference, folder)
+    script = tmp_path / "bin" / "gridsearch"
+    script.parent.mkdir()
+    script.write_text("import sys\nfrom gridsearch.cli import main\nsys.exit(main())\n")
+    result = subprocess.run(
+        [sys.executable, str(script), "evaluate", "own_model", "--ensemble", "5", "--data-dir", str(data_dir)],
+        cwd=folder,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    assert rows(folder / "results.db", "SELECT COUNT(*) FROM evaluations WHERE name = 'ensemble/top5'") == [(1,)]

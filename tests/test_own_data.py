@@ -1,13 +1,14 @@
 """Data from anywhere (issue 30): USPS 16x16 and scikit-learn's 8x8 digits built in, and a sweep's own loader
 (a synthetic 3x32x32 dataset of four classes, ``tests/synthetic_data.py``), each through ``run``, ``report``,
-``evaluate --ensemble`` and the web app, with models that fit the data's shape; a loader that returns the wrong
-shapes is refused in one line."""
+``evaluate --ensemble`` and the web app, with built-in models adapted to the data's shape and (on the digits) the
+user's own model of ``examples/own_model``; a loader that returns the wrong shapes is refused in one line."""
 
 from __future__ import annotations
 
 import base64
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -19,7 +20,7 @@ from gridsearch.spec.datasets import DATASETS
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.web.app import create_app
-from tests.conftest import gridsearch, rows
+from tests.conftest import ROOT, gridsearch, needs, rows
 
 SWEEPS = {
     "usps": {"name": "usps", "train_size": 600, "val_size": 200, "test_size": 300},
@@ -32,16 +33,21 @@ SWEEPS = {
         "test_size": 200,
     },
 }
+EXAMPLE = ROOT / "examples" / "own_model"
+OWN_MODEL = "mypkg.models:SmallNet"
+"""The user's own model of ``examples/own_model``, copied beside the sweep files."""
 
 
-def sweep_file(folder: Path, name: str, architecture: str, dataset: dict, **params: object) -> Path:
+def sweep_file(
+    folder: Path, name: str, architecture: str, dataset: dict, grid: object = None, **params: object
+) -> Path:
     path = folder / f"{name}.yaml"
     document = {
         "name": name,
         "architecture": architecture,
         "dataset": dataset,
         "params": {"epochs": 3, "batch_size": 50, **params},
-        "grid": {"lr": [0.05, 0.1]},
+        "grid": grid or {"lr": [0.05, 0.1]},
     }
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     return path
@@ -49,17 +55,22 @@ def sweep_file(folder: Path, name: str, architecture: str, dataset: dict, **para
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> Path:
-    """The three sweeps run (the synthetic one stacked, ``--fuse 2``), each into its own folder's database."""
+    """The three sweeps run into one database (the synthetic one stacked, ``--fuse 2``): on each digit dataset a
+    built-in model at two learning rates and the user's own model at one, on the synthetic data LeNet-5-3."""
     if not (Path(os.environ.get("GRIDSEARCH_USPS", "")) / "usps.h5").is_file():
-        pytest.skip("USPS not found: set GRIDSEARCH_USPS to the folder holding usps.h5")
+        needs("USPS", "set GRIDSEARCH_USPS to the folder holding usps.h5")
     folder = tmp_path_factory.mktemp("own_data")
     data_dir = folder / "data"
-    sweep_file(folder, "usps", "mlp", SWEEPS["usps"])
-    sweep_file(folder, "sklearn", "convnet", SWEEPS["sklearn"], channels=8)
-    sweep_file(folder, "synthetic", "convnet", SWEEPS["synthetic"], channels=4)
+    shutil.copytree(EXAMPLE / "mypkg", folder / "mypkg", ignore=shutil.ignore_patterns("__pycache__"))
+    own = {"architecture": [OWN_MODEL], "width": [4], "lr": [0.1]}
+    sweep_file(folder, "usps", "lenet53", SWEEPS["usps"], [{"hidden": [32], "lr": [0.05, 0.1]}, own])
+    sweep_file(folder, "sklearn", "convnet", SWEEPS["sklearn"], [{"channels": [8], "lr": [0.05, 0.1]}, own])
+    sweep_file(folder, "synthetic", "lenet53", SWEEPS["synthetic"], hidden=16)
     for name in ("usps", "sklearn"):
         gridsearch("run", f"{name}.yaml", cwd=folder, data_dir=data_dir, check=True)
-    gridsearch("run", "synthetic.yaml", "--fuse", "2", cwd=folder, data_dir=data_dir, check=True)
+    stacked = gridsearch("run", "synthetic.yaml", "--fuse", "2", cwd=folder, data_dir=data_dir, check=True)
+    said = stacked.stdout + stacked.stderr  # LeNet-5-3 at 3x32x32: its two trials one stack
+    assert "2 trials in 1 cohorts (1 of 2)" in said and "no stacked form" not in said, said
     return folder
 
 
@@ -72,7 +83,8 @@ def test_each_dataset_is_trained_and_tested_on_its_own_shape(study):
             "ON s.id = m.sweep_id WHERE s.name = ? AND t.status = 'done'",
             sweep,
         )
-        assert len(done) == 2 and all(f'"name": "{dataset}"' in config for (config,) in done)
+        assert len(done) == 3 and all(f'"name": "{dataset}"' in config for (config,) in done)
+        assert {yaml.safe_load(config)["architecture"] for (config,) in done} >= {OWN_MODEL}
     confusions = rows(db, "SELECT confusion, accuracy FROM evaluations WHERE name = 'test'")
     sizes = sorted(len(yaml.safe_load(confusion)) for confusion, _ in confusions)
     assert sizes == [4, 10, 10]  # N x N: four synthetic classes, ten digits
@@ -132,6 +144,8 @@ def test_the_recognizer_reads_a_drawing_with_the_16x16_model_and_refuses_the_syn
     assert refused.status_code == 409 and "not one-channel digits" in refused.get_json()["error"]
     for sweep in ("usps", "synthetic"):
         assert client.get(f"/sweeps/{sweep}").status_code == 200
+        for page in ("learned?digit=3", "filters.png", "maps.png"):  # the learned page reads the loader's data too
+            assert client.get(f"/trials/{storage.selected_trial(sweep)}/{page}").status_code == 200, (sweep, page)
 
 
 def test_a_loader_returning_the_wrong_shapes_is_one_error_line_and_stores_nothing(tmp_path):

@@ -79,3 +79,24 @@ def test_external_sets_load_in_mnist_format():
     height = ink.any(2).sum(1)
     width = ink.any(1).sum(1)
     assert torch.maximum(height, width).min() >= 18 and torch.maximum(height, width).max() <= 20
+
+
+def test_the_suite_is_n_by_n_and_other_handwriting_only_for_digits(tmp_path):
+    """A 4-class model of 3x32x32 images: every condition's confusion is 4x4, and no other handwriting; a 16x16
+    digit model gets scikit-learn's digits made into its size, not USPS (the set it trained on)."""
+    import architectures
+    from tests import synthetic_data
+
+    torch.manual_seed(0)
+    convnet = architectures.get("convnet")
+    arrays = synthetic_data.load()
+    images, labels = torch.from_numpy(arrays["test_images"][:40]), torch.from_numpy(arrays["test_labels"][:40])
+    model = convnet.build(channels=4, **convnet.data_params((3, 32, 32), 4)).eval()
+    results = robustness.run_suite(model, False, images, labels, USPS, digits=False, cache=tmp_path, dataset="own")
+    assert sorted(results) == sorted(robustness.PREFIX + name for name in robustness.CONDITIONS)
+    assert all(np.array(r["confusion"]).shape == (4, 4) and r["samples"] == 40 for r in results.values())
+    digits = convnet.build(channels=4, **convnet.data_params((1, 16, 16), 10)).eval()
+    small = torch.zeros(20, 1, 16, 16, dtype=torch.uint8)
+    results = robustness.run_suite(digits, False, small, torch.arange(20) % 10, USPS, True, tmp_path, "usps")
+    assert robustness.USPS_NAME not in results and results[robustness.DIGITS_NAME]["samples"] == 1797
+    assert np.array(results[robustness.DIGITS_NAME]["confusion"]).shape == (10, 10)

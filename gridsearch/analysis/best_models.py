@@ -90,7 +90,7 @@ def confused_pairs(confusion: np.ndarray, top: int = CONFUSED_PAIRS) -> pd.DataF
 def image_grids(folder: Folder, model: BestModel, test: Images, confidence: np.ndarray | None) -> list[Block]:
     """The misclassified test images (most confident first when ``confidence`` is known) and a seeded random
     sample, captioned with the predictions (and the confidence in them)."""
-    labels, images, predicted = test.labels, test.images[:, 0], model.predictions
+    labels, images, predicted = test.labels, test.images, model.predictions
     wrong = np.flatnonzero(predicted != labels)
     shown = wrong if confidence is None else wrong[np.argsort(-confidence[wrong], kind="stable")]
     shown = shown[:GRID_SIZE]

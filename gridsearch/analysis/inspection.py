@@ -164,7 +164,7 @@ def samples_figure(folder: Folder, train: data.Images, per_class: np.ndarray, da
     picks = class_samples(train, classes=len(dataset.classes))
     rows = "rows 0-9" if dataset.digits else f"rows {', '.join(dataset.classes)}"
     figure = plots.image_grid(
-        train.images[picks, 0],
+        train.images[picks],
         [f"#{i}" for i in picks],
         [False] * len(picks),
         f"{SAMPLES_PER_CLASS} random training images of each {dataset.noun} ({rows}, seed {SAMPLE_SEED}; "

@@ -131,17 +131,23 @@ def confusion_matrix(matrix: np.ndarray, title: str, dataset: Dataset = DATASETS
 def image_grid(
     images: np.ndarray, captions: Sequence[str], wrong: Sequence[bool], title: str, columns: int = 10
 ) -> plt.Figure:
-    """Grey 28x28 uint8 images tiled in one mosaic with a caption above each; ``wrong`` captions in red."""
-    size, gap = images.shape[-1], 11
+    """uint8 images (N, C, H, W) tiled in one mosaic with a caption above each; ``wrong`` captions in red. One
+    channel is drawn grey (ink dark), three in colour, on white."""
+    colour = images.shape[1] == 3
+    pictures = np.moveaxis(images, 1, -1) if colour else images[:, 0]
+    height, width = images.shape[2:]
+    gap = 11
     rows = max(1, -(-len(images) // columns))
-    cell_h, cell_w = size + gap, size + 4
-    mosaic = np.zeros((rows * cell_h, columns * cell_w))
-    figure, axes = plt.subplots(figsize=(0.95 * columns, 1.2 * rows + 0.5))
-    for index, image in enumerate(images):
+    cell_h, cell_w = height + gap, width + 4
+    shape = (rows * cell_h, columns * cell_w, 3) if colour else (rows * cell_h, columns * cell_w)
+    mosaic = np.full(shape, 255 if colour else 0, dtype=np.uint8)  # white either way (grey ink is drawn dark)
+    scale = max(1.0, max(height, width) / 28)  # a mosaic of MNIST digits at the size it always had
+    figure, axes = plt.subplots(figsize=(0.95 * columns * scale, 1.2 * rows * scale + 0.5))
+    for index, image in enumerate(pictures):
         top, left = (index // columns) * cell_h + gap, (index % columns) * cell_w + 2
-        mosaic[top : top + size, left : left + size] = image
+        mosaic[top : top + height, left : left + width] = image
         axes.text(
-            left + size / 2,
+            left + width / 2,
             top - 1.5,
             captions[index],
             ha="center",
@@ -149,7 +155,10 @@ def image_grid(
             fontsize=7,
             color="#c00000" if wrong[index] else "black",
         )
-    axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
+    if colour:
+        axes.imshow(mosaic, interpolation="nearest")
+    else:
+        axes.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, interpolation="nearest")
     axes.axis("off")
     axes.set_title(title, fontsize=10)
     return figure
@@ -358,7 +367,7 @@ def tiles(images: np.ndarray, title: str, signed: bool = False, columns: int = 1
 
 
 def before_after(before: np.ndarray, after: np.ndarray, title: str, columns: int = 4) -> plt.Figure:
-    """Digits in [0, 1] (N, 28, 28) before (left) and after (right) a transformation, in the same order."""
+    """Images in [0, 1] (N, H, W: their first channel) before (left) and after (right) a transformation, in order."""
     figure, axes = plt.subplots(1, 2, figsize=(8, 4.3))
     for axis, images, label in zip(axes, (before, after), ("input", "after the transformer")):
         axis.imshow(_mosaic(images, columns), cmap=plt.get_cmap("gray_r").with_extremes(bad="white"), vmin=0, vmax=1)

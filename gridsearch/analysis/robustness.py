@@ -206,7 +206,7 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 def transformed(name: str, images: torch.Tensor) -> torch.Tensor:
-    """The uint8 ``images`` (N, 1, 28, 28) under condition ``name``; the same every call."""
+    """The uint8 ``images`` (N, C, H, W) under condition ``name``; the same every call."""
     import torch
 
     generator = torch.Generator().manual_seed(condition_seed(name))
@@ -258,7 +258,7 @@ def suite_digest(images: torch.Tensor) -> str:
 
 
 def condition_images(images: torch.Tensor, cache: Path | None = None) -> dict[str, torch.Tensor]:
-    """Every condition's uint8 images of ``images`` (N, 1, 28, 28), computed once for all the models that are
+    """Every condition's uint8 images of ``images`` (N, C, H, W), computed once for all the models that are
     run on them: read from the folder ``cache`` where an earlier run left them (for the same images and
     transforms: ``suite_digest``), else computed and left there (when ``cache`` is writable)."""
     import torch
@@ -285,7 +285,8 @@ def result(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, bf16: b
     started = time.perf_counter()
     scores = score(model, images, labels, bf16)
     predicted = scores.predicted
-    confusion = torch.zeros(10, 10, dtype=torch.long)
+    classes = scores.probabilities.shape[1]
+    confusion = torch.zeros(classes, classes, dtype=torch.long)
     confusion.index_put_((labels, predicted), torch.ones_like(labels), accumulate=True)
     errors = int((predicted != labels).sum())
     return Evaluation(
@@ -365,7 +366,7 @@ def robustness_table(storage: Storage, models: list[BestModel]) -> pd.DataFrame:
 
 def condition_examples(dataset: Dataset, images: torch.Tensor, count: int = 10) -> PlotFigure:
     """The first ``count`` of ``dataset``'s test ``images`` under each condition, one row per condition."""
-    rows = [transformed(name, images[:count])[:, 0].numpy() for name in CONDITIONS]
+    rows = [transformed(name, images[:count]).numpy() for name in CONDITIONS]
     captions = [name if index == 0 else "" for name in CONDITIONS for index in range(count)]
     return plots.image_grid(
         np.concatenate(rows),

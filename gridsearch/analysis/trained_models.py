@@ -46,7 +46,7 @@ def inference(function: Callable[Params, Result]) -> Callable[Params, Result]:
 
 @dataclass(frozen=True)
 class Scores:
-    """A model's output on a labelled set: class probabilities (N, 10), labels (N,) and the mean loss."""
+    """A model's output on a labelled set: class probabilities (N, classes), labels (N,) and the mean loss."""
 
     probabilities: torch.Tensor
     labels: torch.Tensor

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from gridsearch.cli.compat import TORCH_COMMANDS, check_torchvision
 from gridsearch.cli.parser import build_parser
@@ -12,10 +13,12 @@ from gridsearch.cli.results import cmd_best, cmd_db, cmd_query, cmd_status, cmd_
 from gridsearch.cli.running import cmd_plan, cmd_run
 from gridsearch.cli.study import cmd_evaluate, cmd_export, cmd_inspect, cmd_report, cmd_serve
 from gridsearch.errors import Unavailable, UserError
+from gridsearch.spec.usercode import code_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m gridsearch`` and the ``gridsearch`` console script."""
+    code_path([Path.cwd()])  # as under ``python -m``: the user's own code in this folder imports (report, serve...)
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # run names itself in its --retry-failed hint
     handler = {

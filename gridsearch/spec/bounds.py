@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import architectures
 from gridsearch.spec.config import TrialConfig
+from gridsearch.spec.datasets import Dataset, described
 from gridsearch.spec.document import Document, Location
 
 if TYPE_CHECKING:
@@ -27,9 +28,6 @@ MAX_EPOCHS = 100_000
 THREADS_PER_CORE = 4
 """``threads`` above the machine's cores are warned about, and refused above this many times them."""
 FLOAT_BYTES = 4
-IMAGE_SHAPE = (1, 28, 28)
-"""The image shape the memory bounds assume: MNIST's (``spec.datasets`` entries of other shapes are not yet bounded at
-their own size)."""
 OPTIMIZER_SLOTS = {"sgd": 1, "adam": 2}
 """Tensors of optimizer state per parameter (SGD's momentum; Adam's two moments)."""
 
@@ -73,18 +71,19 @@ def machine_cores() -> int:
     return os.cpu_count() or 1
 
 
-def footprint(architecture: str, own: dict[str, Any]) -> Footprint:
-    """The footprint of ``architecture`` built with its own params ``own``; ``ValueError``, ``TypeError`` or
-    ``RuntimeError`` from its builder if it cannot be built with them."""
-    return _footprint(architecture, json.dumps(own, sort_keys=True))
+def footprint(architecture: str, own: dict[str, Any], dataset: Dataset) -> Footprint:
+    """The footprint of ``architecture`` built with its own params ``own`` for ``dataset``'s images and classes;
+    ``ValueError``, ``TypeError`` or ``RuntimeError`` from its builder if it cannot be built with them."""
+    return _footprint(architecture, json.dumps(own, sort_keys=True), dataset.shape, len(dataset.classes))
 
 
 @lru_cache(maxsize=256)
-def _footprint(architecture: str, own: str) -> Footprint:
+def _footprint(architecture: str, own: str, shape: tuple[int, int, int], classes: int) -> Footprint:
     import torch
 
+    entry = architectures.get(architecture)
     with torch.device("meta"):  # shapes only: no memory, however large the values
-        model = architectures.get(architecture).build(**json.loads(own))
+        model = entry.build(**json.loads(own), **entry.data_params(shape, classes))
     parameters = architectures.count_parameters(model)
     outputs: list[int] = []
 
@@ -96,7 +95,7 @@ def _footprint(architecture: str, own: str) -> Footprint:
     handles = [module.register_forward_hook(count) for module in leaves]
     try:
         model.train()
-        model(torch.zeros((2, *IMAGE_SHAPE), device="meta"))  # two images: batch norm trains on more than one
+        model(torch.zeros((2, *shape), device="meta"))  # two images: batch norm trains on more than one
         activations = sum(outputs) // 2
     except (RuntimeError, NotImplementedError, ValueError, TypeError):  # an operation the meta device lacks
         activations = 0
@@ -110,7 +109,7 @@ def parameter_count(config: TrialConfig) -> int:
     """The trainable parameters of a resolved trial ``config``'s network."""
     entry = architectures.get(config["architecture"])
     own = {name: value for name, value in config["params"].items() if name in entry.params()}
-    return footprint(config["architecture"], own).parameters
+    return footprint(config["architecture"], own, described(config["dataset"])).parameters
 
 
 def given(document: Document, parts: list[GridPart], name: str) -> Iterator[tuple[Location, int]]:

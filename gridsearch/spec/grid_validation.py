@@ -4,7 +4,8 @@ distributions a random or sobol search draws its points from.
 Every value is checked against its definition (``gridsearch.spec.params`` for the trainer's, the
 builder's signature for an architecture's own), without torch. Before a sweep runs (and whenever it starts
 from checkpoint files, which torch reads), every distinct set of an architecture's own params is also built
-once on the meta device, so that bad combinations fail before anything trains.
+once on the meta device at the dataset's image shape and classes, so that bad combinations fail before anything
+trains.
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ from gridsearch.spec.warm_start import (
 
 if TYPE_CHECKING:
     import torch
+
+    from gridsearch.spec.datasets import Dataset
 
 GridPart = tuple[Location, list[str], dict]
 """A grid part before its values are checked: its location, the architectures it trains, its mapping."""
@@ -200,13 +203,14 @@ class GridValidator:
         default: str | None,
         params: dict[str, Any],
         grid: list[dict],
+        dataset: Dataset,
         memory: Memory | None = None,
         largest: dict[str, Any] | None = None,
     ) -> None:
-        """Build ``architecture`` (on the meta device) once for each distinct combination of its own params,
-        to catch bad values, check that each ``init_from`` checkpoint fits it, and (given ``memory``) that it fits
-        there with the ``largest`` batch_size. Only its own gridded params (and ``init_from``) are combined, so the
-        grid is never expanded."""
+        """Build ``architecture`` (on the meta device, for ``dataset``'s images and classes) once for each distinct
+        combination of its own params, to catch bad values, check that each ``init_from`` checkpoint fits it, and
+        (given ``memory``) that it fits there with the ``largest`` batch_size. Only its own gridded params (and
+        ``init_from``) are combined, so the grid is never expanded."""
         import torch  # here, not above: a sweep is read without torch (e.g. by ``plan``)
 
         entry = architectures.get(architecture)
@@ -216,6 +220,7 @@ class GridValidator:
             at = self.named.get(architecture, ("architecture",))
             raise self.document.fail(at, f"{architecture}: importing it raised {type(exc).__name__}: {exc}") from None
         own, defaults = set(entry.params()), entry.defaults()
+        fits = entry.data_params(dataset.shape, len(dataset.classes))
         tried: set[str] = set()
         for part in grid:
             if architecture not in part.get("architecture", [default]):
@@ -229,21 +234,30 @@ class GridValidator:
                 tried.add(signature)
                 try:
                     with torch.device("meta"):  # shapes only: no memory, however large the values
-                        model = entry.build(**values)
+                        model = entry.build(**values, **fits)
                 except (ValueError, TypeError, RuntimeError, NotImplementedError) as exc:
                     where = ("grid",) if set(point) - {"init_from"} else ("params",)
                     raise self.document.fail(where, f"{architecture} cannot be built with {values}: {exc}") from None
                 if memory is not None and largest is not None:
-                    self.check_fits(architecture, values, bool(set(point) - {"init_from"}), memory, largest)
+                    gridded = bool(set(point) - {"init_from"})
+                    self.check_fits(architecture, values, gridded, dataset, memory, largest)
                 if is_file_reference(init_from):
                     self.check_fit(architecture, model, init_from, "init_from" in point)
 
     def check_fits(
-        self, architecture: str, values: dict[str, Any], gridded: bool, memory: Memory, largest: dict[str, Any]
+        self,
+        architecture: str,
+        values: dict[str, Any],
+        gridded: bool,
+        dataset: Dataset,
+        memory: Memory,
+        largest: dict[str, Any],
     ) -> None:
-        """Refuse ``architecture`` built with its own ``values`` if training it with the ``largest`` batch_size and
-        optimizer needs more than ``memory``; the error points at the grid if ``gridded``, else at the params."""
-        why = check_memory(footprint(architecture, values), largest["batch_size"], largest["optimizer"], memory)
+        """Refuse ``architecture`` built with its own ``values`` for ``dataset`` if training it with the ``largest``
+        batch_size and optimizer needs more than ``memory``; the error points at the grid if ``gridded``, else at the
+        params."""
+        fits = footprint(architecture, values, dataset)
+        why = check_memory(fits, largest["batch_size"], largest["optimizer"], memory)
         if why is not None:
             fixed = self.document.data.get("params") or {}
             where = ("grid",) if gridded else ("params", *[name for name in values if name in fixed][:1])

@@ -148,7 +148,9 @@ class SweepValidator:
                 "optimizer": "adam" if "adam" in optimizers else "sgd",
             }
             for used_architecture in used:
-                grids.check_builds(used_architecture, architecture, params, grid, self.memory, largest)
+                grids.check_builds(
+                    used_architecture, architecture, params, grid, dataset.description, self.memory, largest
+                )
         timeout = document.get("timeout")
         if timeout is not None:
             timeout = self.scalar(document, "timeout", float)

@@ -317,7 +317,7 @@ def blueprint(catalog: Catalog, live: LiveSweeps, inference: Inference, digits: 
         uncertainty = sweep_uncertainty(reading, name)
         margin = uncertainty.margin
         if margin is not None and storage.evaluation(margin.runner_up, "test") is not None:
-            dataset = reading.trials(name, [margin.winner])[0].config["dataset"]["name"]
+            dataset = reading.trials(name, [margin.winner])[0].config["dataset"]
             with suppress(RequestError):  # both tested: a paired test needs the labels (without the data: unpaired)
                 margin = sweep_uncertainty(reading, name, digits.test(dataset).labels.numpy()).margin
         if margin is None:

@@ -55,7 +55,7 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
     def shown(trial: TrialRow, text: str | None) -> tuple[Split, int, Dataset]:
         """The test set of the trial's dataset, the index of the test image ``text`` names in it, and the dataset."""
         dataset = described(trial.config["dataset"])
-        return digits.test(dataset.name), digits.index(text, dataset=dataset.name), dataset
+        return digits.test(dataset), digits.index(text, dataset=dataset), dataset
 
     @trained.get("/learned")
     def page(key: str) -> str:
@@ -81,7 +81,7 @@ def blueprint(catalog: Catalog, inference: Inference, digits: Digits) -> Bluepri
             digits=len(test) if test is not None else 0,
             dataset=dataset,
             transformed=TRANSFORMED,
-            absent=None if test is not None else digits.absent(dataset.name),
+            absent=None if test is not None else digits.absent(dataset),
         )
 
     def without_convolutions(trial: TrialRow) -> RequestError:

@@ -8,6 +8,7 @@ const modelSelect = document.getElementById("model");
 const digitOutput = document.getElementById("digit");
 const saliencyCanvas = document.getElementById("saliency");
 const saliencyToggle = document.getElementById("show-saliency");
+const seen = document.getElementById("seen");    // the drawing as the model's input, at its size
 let last = null;           // the pen's previous point while drawing
 let inked = false;
 let asked = 0;             // requests sent; only the answer to the latest is shown
@@ -28,8 +29,9 @@ function clearPad() {
   digitOutput.textContent = "?";
   saliencyCaption();
   document.getElementById("bars").replaceChildren(...bars(null));
-  document.getElementById("seen").getContext("2d").clearRect(0, 0, 28, 28);
-  saliencyCanvas.getContext("2d").clearRect(0, 0, 28, 28);
+  for (const canvas of [document.getElementById("seen"), saliencyCanvas]) {
+    canvas.getContext("2d").clearRect(0, 0, canvas.width, canvas.height);
+  }
 }
 
 function position(event) {
@@ -75,10 +77,10 @@ for (const type of ["pointerup", "pointercancel"]) {
   });
 }
 
-/** Ten rows of bars, one per digit; empty when `probabilities` is null. */
+/** A row of bars per class (ten digits until a model answers); empty when `probabilities` is null. */
 function bars(probabilities) {
   const top = probabilities ? probabilities.indexOf(Math.max(...probabilities)) : -1;
-  return [...Array(10).keys()].map((digit) => {
+  return [...Array(probabilities ? probabilities.length : 10).keys()].map((digit) => {
     const p = probabilities ? probabilities[digit] : 0;
     return element("div", { class: digit === top ? "barrow top" : "barrow", "data-digit": digit },
       element("span", {}, String(digit)),
@@ -87,9 +89,11 @@ function bars(probabilities) {
   });
 }
 
-/** Paint a 28x28 array on a 28x28 canvas: `colour(value)` gives [r, g, b, a]. */
+/** Paint an array of rows on `canvas`, made its size (the model's input size): `colour(value)` gives [r, g, b, a]. */
 function paint(canvas, rows, colour) {
-  const image = canvas.getContext("2d").createImageData(28, 28);
+  canvas.height = rows.length;
+  canvas.width = rows[0].length;
+  const image = canvas.getContext("2d").createImageData(canvas.width, canvas.height);
   rows.flat().forEach((value, index) => image.data.set(colour(value), 4 * index));
   canvas.getContext("2d").putImageData(image, 0, 0);
 }
@@ -97,7 +101,7 @@ function paint(canvas, rows, colour) {
 function saliencyCaption() {
   document.getElementById("seen-caption").textContent = saliencyToggle.checked && digitOutput.textContent !== "?"
     ? `Red: where erasing ink lowers the model's confidence in ${digitOutput.textContent} most`
-    : "What the model sees (28×28)";
+    : `What the model sees (${seen.width}×${seen.height})`;
 }
 
 function show(result) {
