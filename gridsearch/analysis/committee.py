@@ -229,22 +229,25 @@ def committee_table(storage: Storage, models: list[BestModel], labels: dict[str,
 def committee_section(
     folder: Folder, storage: Storage, models: list[BestModel], labels: dict[str, np.ndarray]
 ) -> list[Block]:
-    """Single best against each stored committee, with McNemar's exact test."""
-    frame = committee_table(storage, models, labels)
-    if frame.empty:
+    """Single best against each stored committee, with McNemar's exact test (for the models whose dataset's test
+    labels are in ``labels``), and each committee's members (for all ``models``: they need no labels)."""
+    frame = committee_table(storage, [m for m in models if m.dataset.name in labels], labels)
+    members = members_table(storage, list(dict.fromkeys(m.name for m in models)))
+    if frame.empty and members.empty:
         return [Note("No committee evaluated yet: run `python -m gridsearch evaluate SWEEP --ensemble auto`.")]
     formats: dict[str, Format] = {"single_best": format_percent, "committee_accuracy": format_percent}
     formats["mcnemar_p"] = "{:.3g}".format
-    members = members_table(storage, list(dict.fromkeys(m.name for m in models)))
     shares = {"val_accuracy": format_percent, "test_accuracy": format_percent}
-    blocks: list[Block] = [
-        Paragraph(
-            "A committee of the K best done trials by validation averages their softmax probabilities "
-            f"(evaluation {PREFIX}K of the selected trial; K chosen on the validation images when `--ensemble "
-            "auto`). It is compared with the single best on the same test images by McNemar's exact test."
-        ),
-        table(frame, folder.csv(frame, "committees"), formats),
-    ]
+    blocks: list[Block] = []
+    if not frame.empty:
+        blocks.append(
+            Paragraph(
+                "A committee of the K best done trials by validation averages their softmax probabilities "
+                f"(evaluation {PREFIX}K of the selected trial; K chosen on the validation images when `--ensemble "
+                "auto`). It is compared with the single best on the same test images by McNemar's exact test."
+            )
+        )
+        blocks.append(table(frame, folder.csv(frame, "committees"), formats))
     if not members.empty:
         blocks.append(
             Paragraph(

@@ -231,7 +231,7 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
         *front_part(folder, storage, models),
         ("curves", "How did they train?", curves_section(folder, storage, models)),
         ("significance", "Is the difference real?", significance_section(folder, labelled, labels)),
-        ("committees", "Does a committee beat the single best?", committee_section(folder, storage, labelled, labels)),
+        ("committees", "Does a committee beat the single best?", committee_section(folder, storage, models, labels)),
         ("robustness", "How robust are they?", robustness_section(folder, storage, models, tests)),
         ("sweeps", "Each sweep in detail", [Links(pages)]),
         ("data", "What data?", data_section(folder, storage, models, tests, data_dir)),
