@@ -9,7 +9,7 @@ import shutil
 import pytest
 import yaml
 
-from tests.conftest import gridsearch
+from tests.conftest import cli
 from tests.test_web_api import web_study
 from tests.test_webapp import SEVEN, browser, draw, page, server  # noqa: F401 (fixtures)
 
@@ -26,7 +26,7 @@ def study(tmp_path_factory, data_dir):
     shutil.copytree(source / "runs", folder / "runs")
     again = yaml.safe_load((source / "digits.yaml").read_text()) | {"name": "digits_again"}
     (folder / "again.yaml").write_text(yaml.safe_dump(again, sort_keys=False))
-    gridsearch("run", "again.yaml", cwd=folder, data_dir=data_dir, check=True)
+    cli("run", "again.yaml", cwd=folder, data_dir=data_dir, check=True)
     return folder
 
 
