@@ -11,7 +11,7 @@ import pytest
 
 from gridsearch.engine.jobs import cohort_signature
 from gridsearch.spec.sweep import load_sweep
-from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import cli, epoch_metrics, rows, write_sweep
 from tests.test_faults import kill_9_at, start_run
 
 GRID = {
@@ -22,6 +22,8 @@ GRID = {
     "grid": {"lr": [0.02, 0.05, 0.08], "momentum": [0.5, 0.9]},
     "seeds": [0],
 }
+IN_TURN = ("--fuse", "3", "--in-turn", "--executor", "local")
+"""Cohorts of 3 trained in turn, each by a worker process (the coordinator runs in this process)."""
 MEMBER = re.compile(r"cohort (\w+): trial (\w+) is member (\d) of (\d), trained in turn by process (\d+)")
 
 
@@ -51,9 +53,7 @@ def test_cohort_signature_groups_trials_that_can_train_in_lockstep(tmp_path):
 
 def test_cohorts_of_3_trained_in_turn_give_the_numbers_of_one_trial_per_worker(one_per_worker, tmp_path, data_dir):
     write_sweep(tmp_path, **GRID)
-    gridsearch(
-        "run", str(tmp_path / "sweep.yaml"), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir, check=True
-    )
+    cli("run", str(tmp_path / "sweep.yaml"), *IN_TURN, cwd=tmp_path, data_dir=data_dir, check=True)
     db = tmp_path / "results.db"
     assert epoch_metrics(db) == epoch_metrics(one_per_worker) and len(epoch_metrics(db)) == 12
     assert rows(db, "SELECT key, status, best_epoch FROM trials ORDER BY key") == rows(
@@ -79,9 +79,7 @@ def test_kill_9_mid_cohort_resumes_every_member(tmp_path, data_dir):
     kill_9_at(db, "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1", coordinator)
     statuses = dict(rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status"))
     assert statuses.get("running", 0) >= 1
-    result = gridsearch(
-        "run", str(tmp_path / "sweep.yaml"), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir
-    )
+    result = cli("run", str(tmp_path / "sweep.yaml"), *IN_TURN, cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert "resumed after epoch" in result.stderr
     assert epoch_metrics(db) == epoch_metrics(reference / "results.db")
@@ -95,9 +93,7 @@ def test_a_member_that_fails_does_not_fail_its_cohort_mates(one_per_worker, tmp_
     and after it train to the numbers they have on their own."""
     grid = {**GRID, "grid": {"lr": [0.02, 1e9, 0.08], "momentum": [0.5]}}
     write_sweep(tmp_path, **grid)
-    result = gridsearch(
-        "run", str(tmp_path / "sweep.yaml"), "--fuse", "3", "--in-turn", cwd=tmp_path, data_dir=data_dir
-    )
+    result = cli("run", str(tmp_path / "sweep.yaml"), *IN_TURN, cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     db = tmp_path / "results.db"
     statuses = rows(
@@ -121,7 +117,7 @@ def test_a_fused_sweep_is_selected_evaluated_reported_and_served(tmp_path, data_
 
     write_sweep(tmp_path, **{**GRID, "architecture": "lenet53", "params": {"epochs": 1, "batch_size": 50}})
     sweep = str(tmp_path / "sweep.yaml")
-    result = gridsearch("run", sweep, "--fuse", "3", cwd=tmp_path, data_dir=data_dir)
+    result = cli("run", sweep, "--fuse", "3", "--executor", "local", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     db = tmp_path / "results.db"
     assert rows(db, "SELECT status, COUNT(*) FROM trials GROUP BY status") == [("done", 6)]
@@ -165,7 +161,7 @@ def test_trials_that_cannot_stack_form_separate_cohorts_trained_at_once_and_plan
     assert said in plan and planned == {
         f"hidden={size}": {key for key, h in hidden.items() if h == size} for size in (16, 64)
     }
-    result = gridsearch("run", str(sweep), "--fuse", "4", "--workers", "2", cwd=tmp_path, data_dir=data_dir)
+    result = cli("run", str(sweep), "--fuse", "4", "--workers", "2", cwd=tmp_path, data_dir=data_dir)
     assert result.returncode == 0, result.stderr
     assert result.stderr.count(said) == 1
     found: dict[str, dict[str, int]] = {}

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import sqlalchemy
 
-from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, needs, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, needs, rows, write_sweep
 
 POSTGRES_BINS = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))  # Debian's layout
 
@@ -216,36 +216,11 @@ def test_dask_and_postgres_survive_a_killed_worker(
     assert len(epochs) == 4 * 3
 
     # The killed trial resumed from its checkpoint: every number equals a local, undisturbed run.
-    gridsearch(
-        "run",
-        str(sweep),
-        "--db",
-        str(tmp_path / "local.db"),
-        "--artifacts",
-        str(tmp_path / "local"),
-        cwd=tmp_path,
-        data_dir=data_dir,
-        check=True,
-    )
-    assert {(key, epoch): list(rest) for key, epoch, *rest in epochs} == epoch_metrics(tmp_path / "local.db")
-    local_selected = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "gridsearch",
-            "query",
-            "SELECT selected_trial FROM sweeps",
-            "--db",
-            str(tmp_path / "local.db"),
-            "--format",
-            "csv",
-        ],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()[-1]
-    assert selected == local_selected
+    local = tmp_path / "local.db"
+    artifacts = str(tmp_path / "local")
+    cli("run", str(sweep), "--db", str(local), "--artifacts", artifacts, cwd=tmp_path, data_dir=data_dir, check=True)
+    assert {(key, epoch): list(rest) for key, epoch, *rest in epochs} == epoch_metrics(local)
+    assert rows(local, "SELECT selected_trial FROM sweeps") == [(selected,)]
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, rows, write_sweep
 from tests.test_faults import kill_9_at, start_run, wait_for
 
 
@@ -96,7 +96,7 @@ def test_query_is_read_only(finished):
 
 def test_runs_are_deterministic_whatever_the_worker_count_and_executor(finished, tmp_path, data_dir):
     """Two worker processes at once give the numbers one trial at a time inline gave."""
-    gridsearch("run", str(write_sweep(tmp_path)), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True)
+    cli("run", str(write_sweep(tmp_path)), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True)
     again = epoch_metrics(tmp_path / "results.db")
     assert again == epoch_metrics(finished[0] / "results.db")
     assert len(again) == 8
@@ -179,7 +179,7 @@ def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     #    polling meanwhile
     coordinator = _start_run(sweep, folder, data_dir)
     wait_for(db, "SELECT COUNT(*) FROM trials WHERE status = 'done'", coordinator)
-    assert gridsearch("status", cwd=folder).returncode == 0  # reading while it runs never blocks or fails
+    assert cli("status", cwd=folder).returncode == 0  # reading while it runs never blocks or fails
     kill_9_at(
         db,
         "SELECT COUNT(*) FROM trials WHERE status = 'running' AND epochs_run = 1 "  # 2 of its 3 epochs to go

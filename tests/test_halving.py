@@ -14,7 +14,7 @@ from gridsearch.errors import UserError
 from gridsearch.spec import halving
 from gridsearch.spec.sweep import load_sweep
 from gridsearch.training import loop as training
-from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import cli, epoch_metrics, rows, write_sweep
 from tests.test_faults import kill_9_at, start_run, training_defaults
 
 # -- the rules, without training ----------------------------------------------------------------------
@@ -266,9 +266,7 @@ def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_
         "WHERE m.rung = 1 AND t.status = 'running' AND t.epochs_run < 3 LIMIT 1",
     )
     rung_0 = {k: v for k, v in epoch_metrics(db).items() if k[1] == 0}
-    result = gridsearch(
-        "run", str(tmp_path / "sweep.yaml"), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True
-    )
+    result = cli("run", str(tmp_path / "sweep.yaml"), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True)
     # resumed from its last checkpoint: rung 0's, or one its worker wrote in rung 1 (perhaps after the kill,
     # before it noticed the coordinator had died)
     assert re.search(rf"trial {killed} resumed after epoch [123]\b", result.stderr), result.stderr

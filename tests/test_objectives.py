@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from gridsearch.spec.sweep import load_sweep
-from tests.conftest import ROOT, cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import ROOT, cli, epoch_metrics, rows, write_sweep
 from tests.test_faults import kill_9_at, start_run
 from tests.test_pareto import brute_crowding, brute_ranks, dominates
 from tests.test_strategies import POINTS, PRECHANGE
@@ -351,7 +351,7 @@ def test_several_objectives_give_the_same_points_and_numbers_with_any_workers_in
     for name, options in {"one": ("--workers", "1"), "two": ("--workers", "2")}.items():
         folder = tmp_path / name
         folder.mkdir()
-        gridsearch("run", str(write_sweep(folder, **sweep)), *options, cwd=folder, data_dir=data_dir, check=True)
+        cli("run", str(write_sweep(folder, **sweep)), *options, cwd=folder, data_dir=data_dir, check=True)
         assert rows(folder / "results.db", POINTS) == expected, name
         assert epoch_metrics(folder / "results.db") == numbers, name
         assert (
@@ -369,7 +369,7 @@ def test_several_objectives_give_the_same_points_and_numbers_with_any_workers_in
         coordinator,
     )
     assert len(rows(db, POINTS)) < len(expected)
-    gridsearch("run", str(killed / "sweep.yaml"), cwd=killed, data_dir=data_dir, check=True)
+    cli("run", str(killed / "sweep.yaml"), cwd=killed, data_dir=data_dir, check=True)
     assert rows(db, POINTS) == expected and epoch_metrics(db) == numbers
     # the proposals are a search, not a random draw: a later batch depends on the earlier batches' values
     configs = [json.loads(config)["params"] for _, config in expected]

@@ -20,7 +20,7 @@ from gridsearch.spec.datasets import DATASETS
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.web.app import create_app
-from tests.conftest import ROOT, gridsearch, needs, rows
+from tests.conftest import ROOT, cli, gridsearch, needs, rows
 
 SWEEPS = {
     "usps": {"name": "usps", "train_size": 600, "val_size": 200, "test_size": 300},
@@ -106,10 +106,10 @@ def test_report_and_ensembles_read_each_dataset(study):
     db = str(study / "results.db")
     data_dir = str(study / "data")
     for sweep in ("usps", "sklearn", "synthetic"):
-        gridsearch("evaluate", sweep, "--ensemble", "2", "--db", db, "--data-dir", data_dir, cwd=study, check=True)
+        cli("evaluate", sweep, "--ensemble", "2", "--db", db, "--data-dir", data_dir, cwd=study, check=True)
     ensembles = rows(study / "results.db", "SELECT confusion FROM evaluations WHERE name = 'ensemble/top2'")
     assert sorted(len(yaml.safe_load(c)) for (c,) in ensembles) == [4, 10, 10]
-    result = gridsearch("report", "--out", "report", "--db", db, "--data-dir", data_dir, cwd=study, check=True)
+    result = cli("report", "--out", "report", "--db", db, "--data-dir", data_dir, cwd=study, check=True)
     assert "report written to report/index.html" in result.stdout
     page = (study / "report" / "index.html").read_text()
     for title in ("USPS", "scikit-learn digits"):
@@ -151,7 +151,7 @@ def test_the_recognizer_reads_a_drawing_with_the_16x16_model_and_refuses_the_syn
 def test_a_loader_returning_the_wrong_shapes_is_one_error_line_and_stores_nothing(tmp_path):
     bad = {**SWEEPS["synthetic"], "loader": "tests.synthetic_data:wrong_shapes"}
     sweep_file(tmp_path, "bad", "convnet", bad)
-    result = gridsearch("run", "bad.yaml", cwd=tmp_path, data_dir=tmp_path / "data")
+    result = cli("run", "bad.yaml", cwd=tmp_path, data_dir=tmp_path / "data")
     assert result.returncode == 2 and result.stdout == ""
     [line] = result.stderr.splitlines()
     assert line.startswith("error: bad.yaml:") and "dataset.loader: loader tests.synthetic_data:wrong_shapes" in line
@@ -160,7 +160,7 @@ def test_a_loader_returning_the_wrong_shapes_is_one_error_line_and_stores_nothin
 
 def test_split_sizes_are_checked_against_the_datasets_real_sizes(tmp_path):
     sweep_file(tmp_path, "big", "mlp", {"name": "sklearn_digits", "train_size": 1400, "val_size": 100})
-    result = gridsearch("plan", "big.yaml", cwd=tmp_path)
+    result = cli("plan", "big.yaml", cwd=tmp_path)
     assert result.returncode == 2
     [line] = result.stderr.splitlines()
     assert line.startswith("error: big.yaml:") and "1437 images of the scikit-learn digits training set" in line

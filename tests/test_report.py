@@ -34,7 +34,7 @@ from gridsearch.engine.devices import code_version
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from tests.conftest import cli as conftest_cli
-from tests.conftest import gridsearch, rows, write_sweep
+from tests.conftest import rows, write_sweep
 from tests.test_robustness import USPS
 
 SECTIONS = (
@@ -88,7 +88,8 @@ def torch_settings_kept() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory, data_dir) -> Study:
-    """The three sweeps run by one real ``run``, one robustness run, one report of them all."""
+    """The three sweeps run by one real ``run`` (inline, in this process), one robustness run, one report of them
+    all."""
     folder = tmp_path_factory.mktemp("study")
     lenet = write_sweep(
         folder,
@@ -108,7 +109,7 @@ def study(tmp_path_factory, data_dir) -> Study:
         params={"epochs": 2, "batch_size": 50},
     )
     halved = write_sweep(folder, "halved.yaml", **HALVED)
-    gridsearch("run", str(lenet), str(mlp), str(halved), "--workers", "2", cwd=folder, data_dir=data_dir, check=True)
+    conftest_cli("run", str(lenet), str(mlp), str(halved), cwd=folder, data_dir=data_dir, check=True)
     db = str(folder / "results.db")
     evaluate = ["evaluate", "lenet", "--suite", "robustness", "--test-size", "200", "--db", db]
     printed = io.StringIO()

@@ -14,7 +14,7 @@ from gridsearch.errors import UserError
 from gridsearch.spec import halving
 from gridsearch.spec.search import STRATEGIES, Search
 from gridsearch.spec.sweep import load_sweep
-from tests.conftest import cli, epoch_metrics, gridsearch, rows, write_sweep
+from tests.conftest import cli, epoch_metrics, rows, write_sweep
 from tests.test_faults import kill_9_at, start_run
 
 PRECHANGE = Path(__file__).parent / "fixtures" / "prechange"
@@ -176,7 +176,7 @@ def test_plan_of_a_tpe_sweep_shows_its_first_batch_and_says_the_rest_depend_on_r
 
 def tpe_run(folder: Path, data_dir: Path, *options: str) -> Path:
     write_sweep(folder, **TPE)
-    gridsearch("run", str(folder / "sweep.yaml"), *options, cwd=folder, data_dir=data_dir, check=True)
+    cli("run", str(folder / "sweep.yaml"), *options, cwd=folder, data_dir=data_dir, check=True)
     return folder / "results.db"
 
 
@@ -207,7 +207,7 @@ def test_tpe_gives_the_same_points_and_numbers_with_any_workers_executor_or_a_ki
         coordinator,
     )
     assert len(rows(db, POINTS)) < 6
-    gridsearch("run", str(killed / "sweep.yaml"), cwd=killed, data_dir=data_dir, check=True)
+    cli("run", str(killed / "sweep.yaml"), cwd=killed, data_dir=data_dir, check=True)
     assert rows(db, POINTS) == expected
     assert epoch_metrics(db) == epoch_metrics(reference / "results.db")
 

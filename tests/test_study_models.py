@@ -7,7 +7,7 @@ import pytest
 
 from architectures import REGISTRY, count_parameters
 from architectures.lenet53 import LeNet53
-from tests.conftest import gridsearch, rows, write_sweep
+from tests.conftest import cli, gridsearch, rows, write_sweep
 
 SUBSET = {"train_size": 2000, "val_size": 500, "test_size": 500}
 
@@ -29,9 +29,7 @@ def test_every_architecture_beats_chance_on_a_subset_with_warm_starts(tmp_path, 
             {"architecture": others, "lr": [0.1], "epochs": [3]},
         ],
     )
-    result = gridsearch(
-        "run", str(base), str(every), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True, timeout=600
-    )
+    result = cli("run", str(base), str(every), "--workers", "2", cwd=tmp_path, data_dir=data_dir, check=True)
     db = tmp_path / "results.db"
     scores = dict(
         rows(

@@ -64,12 +64,16 @@ def assert_same_tables(folder: Path, expected: Path) -> None:
         pd.testing.assert_frame_equal(again, published, rtol=1e-4, obj=str(path))
 
 
-def check_published(out: Path, data_dir: Path, tmp_path: Path, good: bool) -> None:
-    """``out`` serves the recognizer and reproduces its report with no training (``good``: a trained model)."""
-    db = out / "results.db"
+def check_reproduced(out: Path, data_dir: Path, tmp_path: Path) -> None:
+    """``out``'s report is rebuilt from its database, with no training, to the same tables."""
     again = tmp_path / "report-again"
-    cli("report", "--db", str(db), "--out", str(again), cwd=tmp_path, data_dir=data_dir, check=True)
+    cli("report", "--db", str(out / "results.db"), "--out", str(again), cwd=tmp_path, data_dir=data_dir, check=True)
     assert_same_tables(again, out / "report")
+
+
+def check_served(out: Path, data_dir: Path, good: bool) -> None:
+    """``out``'s weights are the ones its README names, and it serves the recognizer (``good``: a trained model)."""
+    db = out / "results.db"
     for (key,) in rows(db, "SELECT DISTINCT trial_key FROM evaluations"):
         weights = out / "runs" / key / "best.pt"
         assert hashlib.sha256(weights.read_bytes()).hexdigest() == (out / "runs" / key / "best.pt.sha256").read_text()
@@ -156,7 +160,8 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         assert (out / png).stat().st_size > 1000
     assert published["stn"]["epochs"] == f"{published['lenet53']['epochs']} + 1"  # fine-tuned on top of lenet53
     assert "| selected |" in readme and "**The seed study's ranking.**" in readme and "**Verdict.**" in readme
-    check_published(out, data_dir, tmp_path, good=False)
+    check_reproduced(out, data_dir, tmp_path)
+    check_served(out, data_dir, good=False)
     beaten = beat_the_selection(state, tmp_path)
     refused = subprocess.run(
         publish[:3] + [str(beaten)] + publish[4:5] + [str(tmp_path / "refused")] + publish[6:],
@@ -192,8 +197,16 @@ def beat_the_selection(state: Path, tmp_path: Path) -> Path:
 
 
 @pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")
-def test_the_published_study_serves_a_good_model_and_reproduces_its_report(tmp_path, data_dir):
-    check_published(DOCS, data_dir, tmp_path, good=True)
+def test_the_published_study_serves_a_good_model(data_dir):
+    check_served(DOCS, data_dir, good=True)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)  # 15 minutes on the 2-core machine under load
+@pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")
+def test_the_published_study_reproduces_its_report(tmp_path, data_dir):
+    """Every table of the report, its scores re-run from the weights: a long check, ``-m slow``."""
+    check_reproduced(DOCS, data_dir, tmp_path)
 
 
 @pytest.mark.skipif(not DOCS.exists(), reason="docs/study is published by study/publish.py")

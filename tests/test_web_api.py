@@ -22,15 +22,15 @@ from filelock import FileLock
 from flask.testing import FlaskClient
 from PIL import Image, ImageDraw
 
-from gridsearch import cli
 from gridsearch.analysis import importance
+from gridsearch.cli import main
 from gridsearch.store.storage import Storage
 from gridsearch.training import data
 from gridsearch.training.augmentation import AUGMENTATION_DEFAULTS, BatchAugmenter
 from gridsearch.vocabulary import STATUS_ORDER, TrialStatus
 from gridsearch.web import recognizer
 from gridsearch.web.app import create_app
-from tests.conftest import gridsearch, rows, write_sweep
+from tests.conftest import cli, rows, write_sweep
 
 HALVED = {
     "name": "halved",
@@ -57,9 +57,9 @@ SWEEP_KEYS = {
 
 
 def web_study(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> Path:
-    """The web tests' study folder (``results.db``, ``runs/``), made once per test session by ``gridsearch
-    run``: the ``digits`` sweep (one LeNet-5-3, 2,000 training digits, 2 epochs, tested on 500) and
-    ``HALVED``."""
+    """The web tests' study folder (``results.db``, ``runs/``), made once per test session by ``gridsearch run``
+    (inline, in this process): the ``digits`` sweep (one LeNet-5-3, 2,000 training digits, 2 epochs, tested on
+    500) and ``HALVED``."""
     # Under pytest-xdist each worker has its own base folder: the study goes in their shared parent, made by
     # whichever worker comes first while the other waits on the lock (the recipe of xdist's documentation).
     root = tmp_path_factory.getbasetemp()
@@ -82,7 +82,7 @@ def _make_web_study(folder: Path, data_dir: Path) -> None:
         threads=1,  # on busy cores, torch's threads wait on each other many times over
     )
     halved = write_sweep(folder, "halved.yaml", **HALVED)
-    gridsearch("run", str(digits), str(halved), cwd=folder, data_dir=data_dir, check=True)
+    cli("run", str(digits), str(halved), cwd=folder, data_dir=data_dir, check=True)
     (folder / "made").touch()
 
 
@@ -366,7 +366,7 @@ def test_augment_explorer_distorts_real_digits_within_the_tables_ranges(client):
 
 def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
-    assert cli.main(["serve", "--db", "nothing.db"]) == 2
+    assert main(["serve", "--db", "nothing.db"]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.splitlines() == [
         f"error: --db {tmp_path / 'nothing.db'}: no such database (run a sweep first)"
@@ -375,7 +375,7 @@ def test_serve_refuses_a_missing_database_and_a_busy_port(study, tmp_path, monke
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        assert cli.main(["serve", "--db", str(study / "results.db"), "--port", str(port)]) == 2
+        assert main(["serve", "--db", str(study / "results.db"), "--port", str(port)]) == 2
     out, err = capsys.readouterr()
     assert out == "" and err.startswith(f"error: --host 127.0.0.1 --port {port}: cannot listen there (")
     assert err.count("\n") == 1

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from gridsearch.analysis.curves import learning_curves
-from tests.conftest import gridsearch, rows
+from tests.conftest import cli, rows
 from tests.test_web_api import web_study
 from tests.test_webapp import SEVEN, browser, draw, page, server  # noqa: F401 (fixtures)
 
@@ -43,8 +43,8 @@ def study(tmp_path_factory, data_dir):
     again = yaml.safe_load((source / "digits.yaml").read_text()) | {"name": "digits_again"}
     (folder / "again.yaml").write_text(yaml.safe_dump(again, sort_keys=False))
     (folder / "pool.yaml").write_text(yaml.safe_dump(POOL, sort_keys=False))
-    gridsearch("run", "again.yaml", "pool.yaml", cwd=folder, data_dir=data_dir, check=True)
-    gridsearch("evaluate", "pool", "--ensemble", "2", cwd=folder, data_dir=data_dir, check=True)
+    cli("run", "again.yaml", "pool.yaml", cwd=folder, data_dir=data_dir, check=True)
+    cli("evaluate", "pool", "--ensemble", "2", cwd=folder, data_dir=data_dir, check=True)
     return folder
 
 
