@@ -233,7 +233,7 @@ BAD_COMMANDS = [
 
 
 @pytest.mark.parametrize("args, message", BAD_COMMANDS, ids=[" ".join(a) for a, _ in BAD_COMMANDS])
-def test_bad_input_exits_2_with_one_line_and_changes_nothing(finished, args, message, tmp_path):
+def test_bad_input_exits_2_with_one_line_and_changes_nothing(finished, args, message, tmp_path, data_dir):
     folder, _ = finished
     bad = folder / "bad.yaml"
     bad.write_text((folder / "sweep.yaml").read_text().replace("epochs:", "optimiser: sgd\n  epochs:"))
@@ -245,7 +245,7 @@ def test_bad_input_exits_2_with_one_line_and_changes_nothing(finished, args, mes
         "notadb": tmp_path / "notadb.db",
     }
     before = _dump(folder / "results.db")
-    result = cli(*[a.format(**paths) for a in args], cwd=folder)
+    result = cli(*[a.format(**paths) for a in args], cwd=folder, data_dir=data_dir)
     assert result.returncode == 2, result.stderr
     assert result.stderr.startswith("error: ") and message in result.stderr
     assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -60,7 +60,7 @@ def start_run(folder: Path, data_dir: Path, *extra: str) -> subprocess.Popen:
             *extra,
         ],
         cwd=folder,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        env=dict(os.environ, PYTHONPATH=str(ROOT), GRIDSEARCH_DATA=str(data_dir)),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

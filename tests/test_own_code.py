@@ -70,15 +70,15 @@ def test_kill_9_of_the_coordinator_then_a_rerun_gives_the_undisturbed_numbers(re
     assert outcome(db) == outcome(reference / "results.db")
 
 
-def test_editing_the_model_makes_its_trials_new_and_nothing_else(reference, tmp_path):
+def test_editing_the_model_makes_its_trials_new_and_nothing_else(reference, tmp_path, data_dir):
     folder = tmp_path / "own_model"
     shutil.copytree(reference, folder)
-    unedited = gridsearch("plan", "sweep.yaml", cwd=folder, check=True).stdout
+    unedited = gridsearch("plan", "sweep.yaml", cwd=folder, data_dir=data_dir, check=True).stdout
     assert "5 trials of mypkg.models:SmallNet, mlp: 5 done" in unedited
     assert "new since their code changed" not in unedited
     models = folder / "mypkg" / "models.py"
     models.write_text(models.read_text().replace("nn.ReLU()", "nn.GELU()"))
-    edited = gridsearch("plan", "sweep.yaml", cwd=folder, check=True).stdout
+    edited = gridsearch("plan", "sweep.yaml", cwd=folder, data_dir=data_dir, check=True).stdout
     assert "5 trials of mypkg.models:SmallNet, mlp: 4 new, 1 done" in edited
     assert "4 trial(s) new since their code changed: mypkg/models.py" in edited
 

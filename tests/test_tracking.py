@@ -82,11 +82,15 @@ def test_tensorboard_writes_each_trials_epochs_as_scalars(tracked: Path):
             assert [event.value for event in events] == pytest.approx(expected, rel=1e-6)
 
 
-def test_tensorboard_after_the_trials_are_trained_says_so_and_export_writes_them_from_the_database(tracked: Path):
+def test_tensorboard_after_the_trials_are_trained_says_so_and_export_writes_them_from_the_database(
+    tracked: Path, data_dir: Path
+):
     """docs/results.md's TensorBoard example after the set-up sweep: ``run --tensorboard`` over trained trials
     trains nothing, so it says in one line why nothing was written and how to write them; that command writes the
     same folders and scalars as a live run, from the database alone."""
-    again = cli("run", "sweep.yaml", "--db", "results.db", "--tensorboard", "later", cwd=tracked, check=True)
+    again = cli(
+        "run", "sweep.yaml", "--db", "results.db", "--tensorboard", "later", cwd=tracked, data_dir=data_dir, check=True
+    )
     [line] = [line for line in again.stderr.splitlines() if line.startswith("tensorboard:")]
     command = f"gridsearch export {SWEEP} --to tensorboard --logdir later"
     assert line == (
