@@ -140,6 +140,7 @@ def _parent_pid(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
 
 
+@pytest.mark.faults
 def test_dask_and_postgres_survive_a_killed_worker(
     tmp_path: Path, data_dir: Path, postgres_url: str, dask_cluster: tuple[str, list[subprocess.Popen]]
 ) -> None:

@@ -162,6 +162,7 @@ def _start_run(sweep: Path, folder: Path, data_dir: Path) -> subprocess.Popen:
     )
 
 
+@pytest.mark.faults
 def test_resume_after_kill_9_equals_an_uninterrupted_run(tmp_path, data_dir):
     changes = {
         "params": {"epochs": 3, "batch_size": 50, "hidden": 32, "patience": 5},

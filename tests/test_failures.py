@@ -92,6 +92,7 @@ def test_a_worker_killed_mid_trial_leaves_its_traceback_and_run_names_the_error_
     assert result.stdout.rstrip().endswith(f"once fixed, run them again: {retry}")
 
 
+@pytest.mark.faults
 def test_a_test_evaluation_killed_keeps_its_reason_and_a_rerun_tests_the_trial(tmp_path, data_dir):
     """Before: "the test evaluation of trial ... failed (see .../worker.log)", an empty log and nothing recorded."""
     dataset = {**TINY["dataset"], "test_size": 10000}  # an evaluation of seconds, to be caught in

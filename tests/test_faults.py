@@ -131,6 +131,7 @@ KILL_POINTS = {
 }
 
 
+@pytest.mark.faults
 def test_kill_9_of_the_coordinator_again_and_again_loses_nothing(reference, tmp_path, data_dir):
     write_sweep(tmp_path, **TINY)
     db = tmp_path / "results.db"
@@ -168,6 +169,7 @@ def test_kill_9_at_random_moments(reference, tmp_path, data_dir):
     assert_same_as(db, reference)
 
 
+@pytest.mark.faults
 def test_two_runs_at_once_share_the_work_and_readers_never_block(reference, tmp_path, data_dir):
     write_sweep(tmp_path, **TINY)
     db = tmp_path / "results.db"
@@ -189,6 +191,7 @@ def test_two_runs_at_once_share_the_work_and_readers_never_block(reference, tmp_
     assert rows(db, "SELECT attempts FROM trials") == [(1,), (1,)]  # no trial ran twice
 
 
+@pytest.mark.faults
 def test_hung_and_failing_workers_are_recorded_and_the_sweep_goes_on(tmp_path, data_dir):
     # a diverging trial warm-started from a checkpoint whose name is hostile SQL: the trial fails, the
     # database stays whole

@@ -244,6 +244,7 @@ def test_status_trials_and_plan_show_the_rungs(halved, capsys):
     )
 
 
+@pytest.mark.faults
 def test_kill_9_mid_rung_then_run_again_equals_an_uninterrupted_run(halved, tmp_path, data_dir):
     reference = halved[0] / "results.db"
     write_sweep(tmp_path, **HALVED)

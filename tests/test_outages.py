@@ -30,6 +30,7 @@ from tests.test_faults import (
     wait_for,
 )
 
+pytestmark = pytest.mark.faults
 LONGER = {**TINY, "name": "longer", "params": {**TINY["params"], "epochs": 4}, "grid": {"lr": [0.05, 0.1, 0.2]}}
 """Three trials of four epochs, one worker: a fault after the first epoch finds work left."""
 RESULTS = "SELECT key, status, best_epoch, epochs_run, val_accuracy, val_loss FROM trials ORDER BY key"

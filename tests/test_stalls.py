@@ -41,6 +41,7 @@ def stop_a_worker(db: Path, run) -> int:
     return pid
 
 
+@pytest.mark.faults
 def test_a_stopped_worker_is_killed_after_stall_after_and_its_trial_trained_again(slow_reference, tmp_path, data_dir):
     write_sweep(tmp_path, **SLOW)
     db = tmp_path / "results.db"
