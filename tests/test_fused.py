@@ -284,6 +284,7 @@ def test_kill_9_mid_cohort_then_rerun_gives_the_numbers_of_an_undisturbed_fused_
         assert next(e for e in resumed[key] if e["event"] == "started")["resumed_from_epoch"] >= 2
 
 
+@pytest.mark.benchmark
 def test_the_fused_cohorts_benchmark_runs_at_its_tiniest_size(data_dir):
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_cohorts.py"
     command = [sys.executable, str(script), "--data-dir", str(data_dir), "--samples", "100", "--fuse", "2"]
@@ -295,6 +296,7 @@ def test_the_fused_cohorts_benchmark_runs_at_its_tiniest_size(data_dir):
     assert figures["projected_grid_hours"]["per-trial"] > 0 and summary["device"] == "cpu"
 
 
+@pytest.mark.benchmark
 def test_the_fused_cohorts_benchmark_times_k_worker_processes_at_once(data_dir):
     """Per-trial at ``--slots-per-gpu 2``: two worker processes, each training one point as a one-trial job."""
     script = Path(__file__).resolve().parent.parent / "benchmarks" / "fused_cohorts.py"

@@ -60,6 +60,7 @@ def test_the_example_runs_on_local_workers_dask_and_fused_stacks_alike(reference
     assert rows(fused / "results.db", SELECTION)[0][0] == selected[0][0]
 
 
+@pytest.mark.faults
 def test_kill_9_of_the_coordinator_then_a_rerun_gives_the_undisturbed_numbers(reference, tmp_path, data_dir):
     folder = example(tmp_path / "own_model")
     db = folder / "results.db"

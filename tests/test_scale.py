@@ -12,6 +12,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+import pytest
 
 from gridsearch.analysis import plots
 from gridsearch.analysis.webpage import MAX_TABLE_ROWS, Folder, Section, table
@@ -83,6 +84,7 @@ def test_a_report_table_shows_its_first_rows_and_says_the_csv_has_them_all(tmp_p
     assert len(pd.read_csv(tmp_path / "trials.csv")) == 250
 
 
+@pytest.mark.benchmark
 def test_the_scale_benchmark_measures_every_step_at_a_small_size(tmp_path, data_dir):
     """``benchmarks/scale.py`` on 24 trials: its last line has every step, each with its time and memory."""
     result = subprocess.run(

@@ -161,6 +161,10 @@ BAD_INPUTS = [
     ("name: x\narchitecture: lenet53\ngrid: {lr: []}\n", "the grid is empty"),
     ("name: x\narchitecture: lenet53\ngrid: []\n", "the grid is empty"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: 0.1}\n", "grid.lr: must be a list of values"),
+    (
+        "name: x\narchitecture: lenet53\ngrid: {architecture: null, lr: [0.1]}\n",
+        "grid.architecture: must be a non-empty list of architecture names",
+    ),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {lr: 0.1}\n", "set both in params and in grid"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1], lr: [0.2]}\n", "grid.lr: duplicate key"),
     ("name: x\narchitecture: lenet53\ngrid: {lr: [0.1]}\nparams: {dropout: 1.5}\n", "cannot be built"),

@@ -92,7 +92,7 @@ class GridValidator:
             if not part:
                 raise self.document.fail(at, "the grid is empty")
             names = part.get("architecture")
-            if names is None:
+            if "architecture" not in part:
                 if default is None:
                     raise self.document.fail(at, "no architecture: set 'architecture' at the top or in this grid part")
                 used = [default]
