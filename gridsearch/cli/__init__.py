@@ -12,12 +12,14 @@ from gridsearch.cli.parser import build_parser
 from gridsearch.cli.results import cmd_best, cmd_db, cmd_query, cmd_status, cmd_trials
 from gridsearch.cli.running import cmd_plan, cmd_run
 from gridsearch.cli.study import cmd_evaluate, cmd_export, cmd_inspect, cmd_report, cmd_serve
+from gridsearch.engine.devices import keep_freed_memory
 from gridsearch.errors import Unavailable, UserError
 from gridsearch.spec.usercode import code_path
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``python -m gridsearch`` and the ``gridsearch`` console script."""
+    keep_freed_memory()  # evaluations, reports and the web app run networks in this process
     code_path([Path.cwd()])  # as under ``python -m``: the user's own code in this folder imports (report, serve...)
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # run names itself in its --retry-failed hint

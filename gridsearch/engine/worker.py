@@ -29,6 +29,7 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, cast
 
+from gridsearch.engine.devices import keep_freed_memory
 from gridsearch.engine.heartbeat import Heartbeat, failure_stage
 from gridsearch.engine.jobs import Job, Member
 from gridsearch.errors import DISK_FULL
@@ -82,6 +83,7 @@ def _alive(pid: int) -> bool:
 
 def configure(job: Job) -> None:
     """Per-job process settings that must be in place before torch touches a device."""
+    keep_freed_memory()
     os.environ["OMP_NUM_THREADS"] = str(job["members"][0]["config"]["threads"])  # the cohort shares it
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS
     if job["visible_gpu"] is not None:  # pins the worker to one GPU; it then sees it as cuda:0
