@@ -100,3 +100,38 @@ def test_packed_gpu_trials_match_one_at_a_time(tmp_path, data_dir):
     query = "SELECT trial_key, epoch, train_loss, val_accuracy FROM epochs ORDER BY 1, 2"
     assert rows(tmp_path / "one.db", query) == rows(tmp_path / "packed.db", query)
     assert {device for (device,) in rows(tmp_path / "packed.db", "SELECT device FROM trials")} == {"cuda:0"}
+
+
+FAULTS_OF_A_SECOND_EVALUATION = """
+import resource, sys, torch, architectures
+from gridsearch.engine.devices import keep_freed_memory
+from gridsearch.training import predict
+if sys.argv[1] == "kept":
+    keep_freed_memory()
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model, images = architectures.get("lenet53").build(), torch.zeros(2000, 1, 28, 28, dtype=torch.uint8)
+predict.logits(model, images, False)
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+outputs = predict.logits(model, images, False)
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, outputs.sum().item())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="glibc's allocator on Linux")
+def test_freed_activations_are_kept_for_the_next_batch_and_the_outputs_do_not_change():
+    """An evaluation run again page-faults nothing in once ``keep_freed_memory`` has been called (glibc gave each
+    batch's activations back to the kernel: hundreds of thousands of page faults), with the same outputs."""
+    import subprocess
+    import sys
+
+    def run(mode: str) -> tuple[int, str]:
+        found = subprocess.run(
+            [sys.executable, "-c", FAULTS_OF_A_SECOND_EVALUATION, mode], capture_output=True, text=True, check=True
+        )
+        faults, total = found.stdout.split()
+        return int(faults), total
+
+    (default, default_total), (kept, kept_total) = run("default"), run("kept")
+    assert default > 100_000 and kept < 1_000
+    assert kept_total == default_total
