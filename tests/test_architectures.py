@@ -29,7 +29,8 @@ PARAMETER_COUNTS = {
 
 
 def test_every_architecture_has_an_expected_count() -> None:
-    assert set(architectures.REGISTRY) == set(PARAMETER_COUNTS)
+    built_in = {name for name in architectures.REGISTRY if not architectures.is_reference(name)}
+    assert built_in == set(PARAMETER_COUNTS)  # a user's model that another test declared is no built-in
 
 
 @pytest.mark.parametrize("name", sorted(PARAMETER_COUNTS))
