@@ -89,6 +89,14 @@ def write_sweep(folder: Path, filename: str = "sweep.yaml", **changes: Any) -> P
     return path
 
 
+def built_in_architectures() -> set[str]:
+    """The registry's built-in names, without a user's model (``package.module:Name``) that another test run in
+    this process declared."""
+    import architectures
+
+    return {name for name in architectures.REGISTRY if not architectures.is_reference(name)}
+
+
 def checkpoint_file(path: Path, architecture: str = "lenet53", seed: int = 0, **params: Any) -> Path:
     """A real checkpoint at ``path``: the weights of ``architecture`` built with ``params``, initialised from
     ``seed``."""

@@ -3,6 +3,8 @@ sized to the cores, and trials spread over GPUs."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -122,8 +124,6 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before, outputs.sum()
 def test_freed_activations_are_kept_for_the_next_batch_and_the_outputs_do_not_change():
     """An evaluation run again page-faults nothing in once ``keep_freed_memory`` has been called (glibc gave each
     batch's activations back to the kernel: hundreds of thousands of page faults), with the same outputs."""
-    import subprocess
-    import sys
 
     def run(mode: str) -> tuple[int, str]:
         found = subprocess.run(

@@ -5,9 +5,9 @@ import re
 
 import pytest
 
-from architectures import REGISTRY, count_parameters, is_reference
+from architectures import REGISTRY, count_parameters
 from architectures.lenet53 import LeNet53
-from tests.conftest import cli, gridsearch, rows, write_sweep
+from tests.conftest import built_in_architectures, cli, gridsearch, rows, write_sweep
 
 SUBSET = {"train_size": 2000, "val_size": 500, "test_size": 500}
 
@@ -16,7 +16,7 @@ def test_every_architecture_beats_chance_on_a_subset_with_warm_starts(tmp_path, 
     base = write_sweep(
         tmp_path, "base.yaml", name="base", dataset=SUBSET, grid={"lr": [0.05]}, params={"epochs": 1, "batch_size": 50}
     )
-    built_in = {name for name in REGISTRY if not is_reference(name)}  # not a user's model another test declared
+    built_in = built_in_architectures()
     warm = ["lenet53_augmented", "stn", "tps_stn"]
     others = sorted(built_in - set(warm))
     every = write_sweep(
