@@ -15,7 +15,6 @@ import pandas as pd
 from scipy import stats
 
 from gridsearch.analysis.learned import displacement
-from gridsearch.analysis.robustness import PREFIX
 from gridsearch.analysis.trained_models import BestModel, WeightsUnavailable, bf16, load_model, score
 from gridsearch.analysis.uncertainty import wilson_intervals
 from gridsearch.engine.selection import select_best
@@ -218,6 +217,11 @@ class Family:
     gain: tuple[str, float, float]
     loss: tuple[str, float, float]
 
+    @property
+    def trades(self) -> bool:
+        """Whether the family gains on one condition and loses on another (a trade, not a plain improvement)."""
+        return self.gain[2] > self.gain[1] and self.loss[2] < self.loss[1]
+
 
 def family(name: str, frame: pd.DataFrame, reference: str, members: list[str]) -> Family:
     """The largest gain and loss of ``members``' mean accuracy against ``reference`` over ``frame``'s conditions
@@ -233,6 +237,7 @@ def family(name: str, frame: pd.DataFrame, reference: str, members: list[str]) -
     )
 
 
-def condition_names(names: Sequence[str]) -> list[str]:
-    """Evaluation names as the README's rows name them (``robustness/`` dropped)."""
-    return [name.removeprefix(PREFIX) for name in names]
+def weakest(frame: pd.DataFrame, model: str, count: int = 3) -> list[tuple[str, float]]:
+    """The ``count`` conditions of ``frame`` (the clean row left out) where ``model`` scores lowest: (name, %)."""
+    column = frame[model].drop(index=[c for c in frame.index if c == "clean"]).dropna()
+    return [(str(name), float(value)) for name, value in column.nsmallest(count).items()]

@@ -391,9 +391,9 @@ def evidence_context(
         evidence.Ranked(m.role, m.title, SEED[m.role].test_accuracy, m.spread) for m in study if m.spread is not None
     ]
     moved = {
-        m.title: evidence.transformer_displacement(m.best, work / "runs", data_dir)
+        m.title: pixels
         for m in study
-        if m.best.trial.architecture in ("stn", "tps_stn")
+        if (pixels := evidence.transformer_displacement(m.best, work / "runs", data_dir)) is not None
     }
     return {
         "precision": evidence.precision_check(storage, f"{lenet.best.name}_seeds", f"{lenet.best.name}_fp32"),
@@ -487,6 +487,7 @@ def readme_context(
         "confused": confusions(lenet),
         "robustness": evidence.robustness_intervals(frame.round(2), {}, samples) if not frame.empty else frame,
         "families": families,
+        "weakest": evidence.weakest(frame, plain) if not frame.empty and plain in frame else [],
         "devices": sorted({m.best.trial.device or "?" for m in models.values()}),
     }
 

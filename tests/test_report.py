@@ -782,7 +782,7 @@ def test_robustness_rows_carry_wilson_intervals_as_statsmodels_computes_them(stu
 
 
 def test_params_that_vary_together_count_as_one_factor():
-    from gridsearch.analysis.importance import aliases
+    from gridsearch.analysis.effects import aliases
 
     pool = pd.DataFrame(  # a committee's pool: each model its own lr and lr_step, three seeds each
         {
@@ -796,3 +796,24 @@ def test_params_that_vary_together_count_as_one_factor():
     assert aliases(grid, ["lr", "lr_step"]) == [["lr"], ["lr_step"]]
     budget = pd.DataFrame({"epochs": [4, 9, 18], "lr_step": [0.16, 0.36, 0.72]})
     assert aliases(budget, ["epochs", "lr_step"]) == [["epochs", "lr_step"]]
+
+
+def test_params_that_vary_together_get_one_marginals_panel_and_no_heatmap_axis_of_their_own():
+    from gridsearch.analysis.effects import GridEffects
+    from gridsearch.analysis.plots import marginals
+
+    pool = pd.DataFrame(  # a committee's pool crossed with a batch size: two factors, not three
+        {
+            "architecture": ["lenet53", "stn", "tps_stn"] * 2,
+            "lr": [0.08, 0.005, 0.0055] * 2,
+            "batch_size": [64] * 3 + [128] * 3,
+            "val_accuracy": [0.991, 0.992, 0.993, 0.994, 0.995, 0.996],
+        }
+    )
+    effects = GridEffects(pool, ["architecture", "lr", "batch_size"], "every done trial")
+    assert effects.factors == [["architecture", "lr"], ["batch_size"]] and effects.axes == ["architecture", "batch_size"]
+    assert effects.heatmap_grid().loc["stn", 128] == 0.995 and effects.cells == "one trial per cell"
+    figure = marginals(pool, effects.factors, "val_accuracy", "pool")
+    panels = [axis for axis in figure.axes if axis.get_xlabel()]
+    assert [axis.get_xlabel() for axis in panels] == ["architecture\n(with lr)", "batch_size"]
+    assert [label.get_text() for label in panels[0].get_xticklabels()] == ["lenet53", "stn", "tps_stn"]

@@ -43,21 +43,51 @@ class GridEffects:
     """What the heatmap shows, in its title."""
 
     @property
+    def factors(self) -> list[list[str]]:
+        """``params`` in groups that vary together (:func:`aliases`), each named by its first."""
+        return aliases(self.scores, self.params) if self.params else []
+
+    @property
+    def axes(self) -> list[str]:
+        """One param per factor: the heatmap's axes are the first two."""
+        return [group[0] for group in self.factors]
+
+    @property
     def cells(self) -> str:
-        """What one cell of the heatmap over the first two ``params`` holds."""
-        single = self.scores.groupby(self.params[:2]).size().max() == 1
-        return "one trial per cell" if single else f"mean over {', '.join([*self.params[2:], 'seeds'])}"
+        """What one cell of the heatmap over the first two ``axes`` holds."""
+        axes = self.axes
+        single = self.scores.groupby(axes[:2]).size().max() == 1
+        return "one trial per cell" if single else f"mean over {', '.join([*axes[2:], 'seeds'])}"
 
     def heatmap_grid(self) -> pd.DataFrame:
-        """Mean val accuracy over the first two ``params`` (rows: the first's values)."""
-        return self.scores.pivot_table(index=self.params[0], columns=self.params[1], values="val_accuracy")
+        """Mean val accuracy over the first two ``axes`` (rows: the first's values)."""
+        rows, columns = self.axes[:2]
+        return self.scores.pivot_table(index=rows, columns=columns, values="val_accuracy")
 
     def heatmap_table(self) -> pd.DataFrame:
-        """The heatmap's cells as a table: a column of the first param's values, one per value of the second
+        """The heatmap's cells as a table: a column of the first axis's values, one per value of the second
         (``lr_step=3``)."""
         grid = self.heatmap_grid()
-        grid.columns = [format_params([(self.params[1], value)]) for value in grid.columns]
+        grid.columns = [format_params([(self.axes[1], value)]) for value in grid.columns]
         return grid.reset_index()
+
+
+def aliases(scores: pd.DataFrame, params: list[str]) -> list[list[str]]:
+    """``params`` in groups that vary together over the trials ``scores``, the one with the most values first:
+    two go together when the value of one fixes the value of the other (a grid of several parts, one point each,
+    such as a committee's pool of models, where each model has its own learning rate). The variance cannot be
+    split between the params of a group: they are one factor."""
+    points = scores[params].drop_duplicates()
+    groups: list[list[str]] = []
+    for name in params:
+        for group in groups:
+            pair = points[[group[0], name]].drop_duplicates()
+            if pair[group[0]].is_unique or pair[name].is_unique:
+                group.append(name)
+                break
+        else:
+            groups.append([name])
+    return [sorted(group, key=lambda name: -points[name].nunique()) for group in groups]
 
 
 def hashable(value: object) -> object:
@@ -101,7 +131,7 @@ def grid_effects(storage: Storage, sweep: SweepRow) -> GridEffects:
 
 
 def grid_heatmap(effects: GridEffects, sweep: str) -> PlotFigure:
-    """Val accuracy over the first two of ``effects.params`` (at least two)."""
+    """Val accuracy over the first two of ``effects.axes`` (at least two factors)."""
     return plots.heatmap(effects.heatmap_grid(), f"{sweep}: {effects.quantity} ({effects.cells})", "val accuracy")
 
 
@@ -130,16 +160,17 @@ def effects_section(folder: Folder, storage: Storage, model: BestModel) -> Group
     ]
     if halving:
         blocks.append(Note(f"{RUNG_ZERO}: {effects.basis}; the heatmap and marginals show it."))
-    params = effects.params
-    if len(params) >= 2:
+    factors = effects.factors
+    if len(factors) >= 2:
         figure = folder.png(grid_heatmap(effects, name), f"heatmap_{name}")
         cells = effects.heatmap_table()
+        axes = " x ".join(effects.axes[:2])
         blocks += [
-            Figure(figure, f"Val accuracy of {name} over {' x '.join(params[:2])} ({effects.cells}): {effects.basis}."),
+            Figure(figure, f"Val accuracy of {name} over {axes} ({effects.cells}): {effects.basis}."),
             table(cells, folder.csv(cells, f"heatmap_{name}"), {c: format_percent for c in cells.columns[1:]}),
         ]
-    if params:
-        figure = folder.png(plots.marginals(effects.scores, params, "val_accuracy", name), f"marginals_{name}")
+    if factors:
+        figure = folder.png(plots.marginals(effects.scores, factors, "val_accuracy", name), f"marginals_{name}")
         blocks.append(
             Figure(figure, f"Val accuracy against each gridded param, max and mean over the others: {effects.basis}.")
         )

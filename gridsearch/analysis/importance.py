@@ -19,7 +19,7 @@ import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 
 from gridsearch.analysis import plots
-from gridsearch.analysis.effects import grid_effects
+from gridsearch.analysis.effects import aliases, grid_effects
 from gridsearch.analysis.webpage import Block, Figure, Folder, Group, Note, table
 from gridsearch.spec.search import Search
 from gridsearch.store.storage import Storage
@@ -73,24 +73,6 @@ def forest_cells(scores: pd.DataFrame, params: list[str], metric: str) -> pd.Ser
     forest.fit(x, scores[metric].to_numpy(dtype=float))
     predicted = forest.predict(np.column_stack([encoded(grid[name], levels[name]) for name in params]))
     return pd.Series(predicted, index=pd.MultiIndex.from_frame(grid))
-
-
-def aliases(scores: pd.DataFrame, params: list[str]) -> list[list[str]]:
-    """``params`` in groups that vary together over the trials ``scores``, the one with the most values first:
-    two go together when the value of one fixes the value of the other (a grid of several parts, one point each,
-    such as a committee's pool of models, where each model has its own learning rate). The variance cannot be
-    split between the params of a group: they are one factor."""
-    points = scores[params].drop_duplicates()
-    groups: list[list[str]] = []
-    for name in params:
-        for group in groups:
-            pair = points[[group[0], name]].drop_duplicates()
-            if pair[group[0]].is_unique or pair[name].is_unique:
-                group.append(name)
-                break
-        else:
-            groups.append([name])
-    return [sorted(group, key=lambda name: -points[name].nunique()) for group in groups]
 
 
 @dataclass(frozen=True)

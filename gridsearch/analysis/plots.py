@@ -79,11 +79,12 @@ def heatmap(grid: pd.DataFrame, title: str, label: str) -> plt.Figure:
     return figure
 
 
-def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: str) -> plt.Figure:
-    """For each param, the mean and the max of ``metric`` over all other params, against its values (at most
-    ``MAX_TICK_LABELS`` of them labelled; no markers beyond that many)."""
-    figure, axes = plt.subplots(1, len(params), figsize=(3.6 * len(params), 3.0), squeeze=False)
-    for axis, param in zip(axes[0], params):
+def marginals(table: pd.DataFrame, factors: Sequence[Sequence[str]], metric: str, title: str) -> plt.Figure:
+    """For each factor (params that vary together, named by the first), the mean and the max of ``metric`` over
+    all other factors, against its values (at most ``MAX_TICK_LABELS`` of them labelled; no markers beyond that
+    many; long labels slanted)."""
+    figure, axes = plt.subplots(1, len(factors), figsize=(3.6 * len(factors), 3.2), squeeze=False)
+    for axis, (param, *others) in zip(axes[0], factors):
         grouped = table.groupby(param)[metric].agg(["mean", "max"]).sort_index()
         positions = range(len(grouped))
         many = len(grouped) > MAX_TICK_LABELS
@@ -91,8 +92,11 @@ def marginals(table: pd.DataFrame, params: Sequence[str], metric: str, title: st
         axis.plot(positions, grouped["mean"], "--" if many else "s--", label="mean")
         ticks = sparse_ticks(len(grouped), 6 if many else MAX_TICK_LABELS)
         levels = grouped.index.tolist()
-        axis.set_xticks(ticks, [format_value(levels[i]) for i in ticks])
-        axis.set_xlabel(f"{param} ({len(grouped)} values)" if many else param)
+        labels = [format_value(levels[i]) for i in ticks]
+        slanted = sum(len(label) for label in labels) > 24
+        axis.set_xticks(ticks, labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
+        name = f"{param} ({len(grouped)} values)" if many else param
+        axis.set_xlabel(f"{name}\n(with {', '.join(others)})" if others else name)
         axis.yaxis.set_major_formatter(DistinctPercent(1))
         axis.grid(alpha=0.3)
     axes[0][0].set_ylabel(metric)

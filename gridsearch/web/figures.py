@@ -80,10 +80,10 @@ def blueprint(catalog: Catalog, live: LiveSweeps) -> Blueprint:
     def heatmap(name: str) -> Response:
         def make() -> bytes:
             effects = grid_effects(storage, catalog.sweep(name))
-            if len(effects.params) < 2:
+            if len(effects.factors) < 2:
                 raise RequestError(
                     404,
-                    f"sweep {name}: fewer than two gridded params vary among the trials it compares "
+                    f"sweep {name}: fewer than two gridded params vary, each on its own, among the trials it compares "
                     f"({effects.basis}), so there is no heatmap",
                 )
             return drawn(lambda: grid_heatmap(effects, name))
