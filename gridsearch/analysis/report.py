@@ -239,7 +239,8 @@ def build_report(storage: Storage, sweeps: list[str], out: Path, artifacts: Path
     sections = [
         Section(anchor, f"{number}. {title}", blocks) for number, (anchor, title, blocks) in enumerate(parts, 1)
     ]
-    index = folder.page(f"gridsearch report: {', '.join(m.name for m in models)}", sections)
+    named = ", ".join(m.name for m in models) if len(models) <= 3 else f"{len(models)} sweeps"
+    index = folder.page(f"gridsearch report: {named}", sections)
     weights = [str(r) for r in reruns.values() if isinstance(r, WeightsUnavailable)]
     return Report(index, weights, unreported, tests.warning())
 
