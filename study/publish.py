@@ -42,6 +42,7 @@ from gridsearch.analysis.uncertainty import wilson_interval  # noqa: E402
 from gridsearch.spec.config import config_value  # noqa: E402
 from gridsearch.store.storage import Storage  # noqa: E402
 from gridsearch.training import data  # noqa: E402
+from gridsearch.vocabulary import format_value  # noqa: E402
 from study import evidence, figures  # noqa: E402
 from study.evidence import Spread  # noqa: E402
 from study.run_study import COMMITTEE, LEDGER, STUDY_MODELS, snapshot  # noqa: E402
@@ -478,6 +479,7 @@ def readme_context(
         "best_committee": BEST_PUBLISHED_COMMITTEE,
         "curve": budget_curve(storage, suffix),
         "selection": selection_table(storage, lenet, suffix),
+        "edges": grid_edges(storage, lenet),
         "mnist": sorted(mnist, key=lambda m: -m.accuracy),
         "against_lenet": [versus(m, lenet, data_dir) for m in mnist if m is not lenet],
         "fashion": fashion,
@@ -490,6 +492,19 @@ def readme_context(
         "weakest": evidence.weakest(frame, plain) if not frame.empty and plain in frame else [],
         "devices": sorted({m.best.trial.device or "?" for m in models.values()}),
     }
+
+
+def grid_edges(storage: Storage, model: Model) -> list[tuple[str, str, str]]:
+    """The gridded params (2+ values) whose selected value is the highest or lowest of ``model``'s sweep: (name,
+    value, "highest" or "lowest"); a selection on the edge of its grid may have a better point outside it."""
+    trials = storage.trials(model.best.name)
+    edges = []
+    for name in model.best.gridded:
+        values = sorted({config_value(t.config, name) for t in trials})
+        chosen = config_value(model.best.trial.config, name)
+        if len(values) > 1 and chosen in (values[0], values[-1]):
+            edges.append((name, format_value(chosen), "highest" if chosen == values[-1] else "lowest"))
+    return edges
 
 
 def selection_table(storage: Storage, lenet: Model, suffix: str) -> list[tuple[str, float, float, bool]]:

@@ -160,6 +160,7 @@ def test_the_full_profile_path_runs_and_publishes_at_a_tiny_size(tmp_path, data_
         assert (out / png).stat().st_size > 1000
     assert published["stn"]["epochs"] == f"{published['lenet53']['epochs']} + 1"  # fine-tuned on top of lenet53
     assert "| selected |" in readme and "**The seed study's ranking.**" in readme and "**Verdict.**" in readme
+    assert "**The selection is on the edge of its grid:** lr " in readme  # two values of lr: either is an edge
     check_reproduced(out, data_dir, tmp_path)
     check_served(out, data_dir, good=False)
     beaten = beat_the_selection(state, tmp_path)
