@@ -811,7 +811,8 @@ def test_params_that_vary_together_get_one_marginals_panel_and_no_heatmap_axis_o
         }
     )
     effects = GridEffects(pool, ["architecture", "lr", "batch_size"], "every done trial")
-    assert effects.factors == [["architecture", "lr"], ["batch_size"]] and effects.axes == ["architecture", "batch_size"]
+    assert effects.factors == [["architecture", "lr"], ["batch_size"]]
+    assert effects.axes == ["architecture", "batch_size"]
     assert effects.heatmap_grid().loc["stn", 128] == 0.995 and effects.cells == "one trial per cell"
     figure = marginals(pool, effects.factors, "val_accuracy", "pool")
     panels = [axis for axis in figure.axes if axis.get_xlabel()]

@@ -97,7 +97,7 @@ def marginals(table: pd.DataFrame, factors: Sequence[Sequence[str]], metric: str
         axis.set_xticks(ticks, labels, rotation=30 if slanted else 0, ha="right" if slanted else "center")
         name = f"{param} ({len(grouped)} values)" if many else param
         axis.set_xlabel(f"{name}\n(with {', '.join(others)})" if others else name)
-        if grouped.to_numpy().min() == grouped.to_numpy().max():  # one value everywhere: a narrow range around it, not matplotlib's +-4%
+        if grouped.to_numpy().min() == grouped.to_numpy().max():  # one score: a narrow range, not matplotlib's 4%
             axis.set_ylim(grouped["max"].iloc[0] - 0.001, grouped["max"].iloc[0] + 0.001)
         axis.yaxis.set_major_formatter(DistinctPercent(1))
         axis.grid(alpha=0.3)
