@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from functools import cached_property
 
 import pandas as pd
 from matplotlib.figure import Figure as PlotFigure
@@ -42,9 +43,10 @@ class GridEffects:
     quantity: str = "val accuracy"
     """What the heatmap shows, in its title."""
 
-    @property
+    @cached_property
     def factors(self) -> list[list[str]]:
-        """``params`` in groups that vary together (:func:`aliases`), each named by its first."""
+        """``params`` in groups that vary together (:func:`aliases`), each named by its first (computed once: the
+        heatmap's cells, grid and table all read it)."""
         return aliases(self.scores, self.params) if self.params else []
 
     @property
